@@ -1,0 +1,29 @@
+//! Builds the XDP program (`relay-xdp-ebpf`, binary `relay-xdp`) for `bpfel-unknown-none` and
+//! leaves the object in `OUT_DIR`, where `src/lib.rs` embeds it.
+//!
+//! The BPF target has no prebuilt `core`, so the program is built with `-Z build-std=core`. That
+//! flag needs `RUSTC_BOOTSTRAP=1`, which is set here, in this build script's own environment, so
+//! only the nested eBPF build sees it and the rest of the workspace stays on plain stable.
+
+fn main() -> anyhow::Result<()> {
+    // SAFETY: a build script is single-threaded until `build_ebpf` spawns its reader thread,
+    // which happens after this call; nothing else reads the environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("RUSTC_BOOTSTRAP", "1")
+    };
+
+    // `Toolchain::default()` would mean `rustup run nightly`, and the nightly on these machines
+    // has no rust-src. Build with the toolchain that is building us.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
+
+    let program_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../program");
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "relay-xdp-ebpf",
+            root_dir: program_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(&toolchain),
+    )
+}

@@ -1,0 +1,246 @@
+//! Userspace side of the relay's XDP fast path.
+//!
+//! [`XdpRelay::load`] loads the embedded XDP program into the kernel (it passes the verifier
+//! there or fails with the verifier's log), and [`XdpRelay::run`] runs one Ethernet frame
+//! through it with `BPF_PROG_TEST_RUN`: no interface, no attach, no network namespace. That is
+//! how the harness puts every relay-bound packet through the real program and compares the
+//! result with the userspace relay.
+
+use std::{io::Write as _, time::Duration};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{MapError, PerCpuArray},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+};
+use relay_xdp_common::{PROGRAM_NAME, maps};
+pub use relay_xdp_common::{action, reason};
+
+/// The compiled XDP object, built by `build.rs` for `bpfel-unknown-none`.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
+
+/// The kernel refuses `BPF_PROG_TEST_RUN` input shorter than an Ethernet header.
+pub const MIN_FRAME_LEN: usize = 14;
+/// Room the program may gain with `bpf_xdp_adjust_head` (the kernel's XDP headroom).
+const HEADROOM: usize = 256;
+
+/// What the kernel did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    Aborted,
+    Drop,
+    Pass,
+    Tx,
+    Redirect,
+    /// A return value that is not an XDP action; the kernel treats it as `XDP_ABORTED`.
+    Invalid(u32),
+}
+
+impl Verdict {
+    pub fn from_action(value: u32) -> Self {
+        match value {
+            action::ABORTED => Self::Aborted,
+            action::DROP => Self::Drop,
+            action::PASS => Self::Pass,
+            action::TX => Self::Tx,
+            action::REDIRECT => Self::Redirect,
+            other => Self::Invalid(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aborted => "XDP_ABORTED",
+            Self::Drop => "XDP_DROP",
+            Self::Pass => "XDP_PASS",
+            Self::Tx => "XDP_TX",
+            Self::Redirect => "XDP_REDIRECT",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid(value) => write!(f, "invalid action {value}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// The result of one `BPF_PROG_TEST_RUN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub verdict: Verdict,
+    /// The frame as the program left it (rewritten on `XDP_TX`).
+    pub frame_out: Vec<u8>,
+    /// The kernel's measurement of the run, timer overhead included.
+    pub duration_ns: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot load the XDP object (is this process root with CAP_BPF?): {0}")]
+    Object(#[from] EbpfError),
+    #[error("the XDP object has no program named `{0}`")]
+    MissingProgram(&'static str),
+    #[error("the XDP object has no map named `{0}`")]
+    MissingMap(&'static str),
+    #[error("the kernel refused the XDP program (verifier or permissions): {0}")]
+    Program(#[from] ProgramError),
+    #[error("the counter map has the wrong type: {0}")]
+    Map(#[from] MapError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("frame of {len} bytes is shorter than an Ethernet header ({MIN_FRAME_LEN} bytes)")]
+    FrameTooShort { len: usize },
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[from] ProgramError),
+    #[error("reading the reason counters failed: {0}")]
+    Counters(#[from] MapError),
+}
+
+/// The loaded XDP program and its maps.
+pub struct XdpRelay {
+    ebpf: Ebpf,
+    counters: PerCpuArray<aya::maps::MapData, u64>,
+}
+
+impl std::fmt::Debug for XdpRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpRelay").finish_non_exhaustive()
+    }
+}
+
+impl XdpRelay {
+    /// Loads the embedded program into the kernel. Needs root (CAP_BPF and CAP_SYS_ADMIN).
+    pub fn load() -> Result<Self, LoadError> {
+        let mut ebpf = Ebpf::load(PROGRAM_OBJECT)?;
+        let counters = ebpf
+            .take_map(maps::REASON_COUNTERS)
+            .ok_or(LoadError::MissingMap(maps::REASON_COUNTERS))?;
+        let counters = PerCpuArray::try_from(counters)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(LoadError::MissingProgram(PROGRAM_NAME))?
+            .try_into()?;
+        program.load()?;
+        Ok(Self { ebpf, counters })
+    }
+
+    fn program(&self) -> &Xdp {
+        let program = self.ebpf.program(PROGRAM_NAME);
+        // `load` checked that the program exists and is XDP; neither can change afterwards.
+        program
+            .and_then(|program| <&Xdp>::try_from(program).ok())
+            .expect("program checked at load")
+    }
+
+    /// Instructions the verifier walked when it accepted the program, if the kernel reports it.
+    pub fn verified_instruction_count(&self) -> Option<u32> {
+        self.program().info().ok()?.verified_instruction_count()
+    }
+
+    /// Runs one Ethernet frame through the program once.
+    pub fn run(&self, frame: &[u8]) -> Result<RunOutcome, RunError> {
+        if frame.len() < MIN_FRAME_LEN {
+            return Err(RunError::FrameTooShort { len: frame.len() });
+        }
+        let mut frame_out = vec![0; frame.len() + HEADROOM];
+        let result = self.program().test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut frame_out),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })?;
+        frame_out.truncate(result.data_size_out as usize);
+        Ok(RunOutcome {
+            verdict: Verdict::from_action(result.return_value),
+            frame_out,
+            duration_ns: duration_ns(result.duration),
+        })
+    }
+
+    /// Runs per verdict reason since load, summed over CPUs, indexed by `reason::*`.
+    pub fn reason_counters(&self) -> Result<ReasonCounters, RunError> {
+        let mut counts = [0u64; reason::COUNT as usize];
+        for (index, count) in counts.iter_mut().enumerate() {
+            let per_cpu = self.counters.get(&(index as u32), 0)?;
+            *count = per_cpu.iter().sum();
+        }
+        Ok(ReasonCounters(counts))
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs per verdict reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReasonCounters(pub [u64; reason::COUNT as usize]);
+
+impl ReasonCounters {
+    pub fn get(&self, reason: u32) -> u64 {
+        self.0.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Per-reason difference `self - earlier`.
+    pub fn since(&self, earlier: &ReasonCounters) -> ReasonCounters {
+        let mut diff = [0u64; reason::COUNT as usize];
+        for (index, slot) in diff.iter_mut().enumerate() {
+            *slot = self.0[index].saturating_sub(earlier.0[index]);
+        }
+        ReasonCounters(diff)
+    }
+
+    /// Non-zero counters as (reason name, count), in reason order.
+    pub fn non_zero(&self) -> Vec<(&'static str, u64)> {
+        (0..reason::COUNT)
+            .filter(|&why| self.get(why) > 0)
+            .map(|why| (reason::name(why), self.get(why)))
+            .collect()
+    }
+}
+
+/// The environment variable that turns a skipped BPF test into a failure. `CI=true` does too.
+pub const REQUIRE_BPF_ENV: &str = "RELAY_XDP_REQUIRE_BPF";
+
+/// Whether a failure to load BPF must fail the run instead of skipping.
+pub fn bpf_required() -> bool {
+    let set = |name: &str| {
+        std::env::var(name)
+            .map(|value| value == "1" || value.eq_ignore_ascii_case("true"))
+            .unwrap_or(false)
+    };
+    set(REQUIRE_BPF_ENV) || set("CI")
+}
+
+/// Loads the program for a test. When the kernel's BPF is unavailable, says so loudly on stderr
+/// and returns `None` (the caller returns early), unless [`bpf_required`], which panics instead:
+/// in CI a skipped BPF test is a failure.
+pub fn load_or_skip(test: &str) -> Option<XdpRelay> {
+    match XdpRelay::load() {
+        Ok(relay) => Some(relay),
+        Err(error) if bpf_required() => {
+            panic!("{test}: BPF is required here ({REQUIRE_BPF_ENV} or CI is set) but: {error}")
+        }
+        Err(error) => {
+            // Straight to the stderr handle: the test harness captures `eprintln!` of passing
+            // tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED {test}: the kernel's BPF is unavailable: {error}\n!!! Run as root \
+                 on Linux with CAP_BPF; set {REQUIRE_BPF_ENV}=1 to make this a failure.\n"
+            );
+            None
+        }
+    }
+}

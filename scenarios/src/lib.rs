@@ -1,0 +1,5 @@
+//! Scenarios and the harness around them: the scenario type (a YAML file a person can read),
+//! proptest strategies that generate scenarios, the invariants checked after every step, the
+//! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`).
+
+pub mod xdp_table;

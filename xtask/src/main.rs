@@ -1,0 +1,81 @@
+//! `cargo xtask`: the project's tasks.
+//!
+//! - `setup`: installs what the eBPF build needs (rust-src, bpf-linker), once.
+//! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
+//! - `explore`: setup, then the main job (see `vpnsim explore --help`).
+//!
+//! Arguments after the task name go to the underlying command.
+
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args...]
+
+tasks:
+  setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
+  test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
+  explore    setup, then run the main job: `vpnsim explore` (extra args are passed to it)
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("setup") => setup::ensure_ebpf_toolchain(),
+        Some("test") => {
+            setup::ensure_ebpf_toolchain()?;
+            setup::report_bpf_availability();
+            cargo(&["test", "--workspace"], &rest)
+        }
+        Some("explore") => {
+            setup::ensure_ebpf_toolchain()?;
+            cargo(
+                &[
+                    "run",
+                    "--release",
+                    "--package",
+                    "scenarios",
+                    "--bin",
+                    "vpnsim",
+                    "--",
+                    "explore",
+                ],
+                &rest,
+            )
+        }
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// Runs cargo with `args` then `extra`, failing if cargo fails.
+fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(args)
+        .args(extra)
+        .status()
+        .with_context(|| format!("cannot start {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Installs the eBPF toolchain pieces that a fresh machine lacks.
+//!
+//! The XDP program is built for `bpfel-unknown-none`, a target without a prebuilt `core`, so the
+//! toolchain needs its own library sources (`rust-src`) and the BPF linker. `bpf-linker` is
+//! linked against the LLVM that ships inside the Rust toolchain (no system LLVM needed).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Makes sure rust-src and bpf-linker are installed; does nothing when they are.
+pub fn ensure_ebpf_toolchain() -> Result<()> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn sysroot() -> Result<PathBuf> {
+    Ok(PathBuf::from(
+        output("rustc", &["--print", "sysroot"])?.trim(),
+    ))
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let library = sysroot()?.join("lib/rustlib/src/rust/library/core");
+    if library.is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing rust-src (core sources for the BPF target)");
+    run(Command::new("rustup").args(["component", "add", "rust-src"]))
+}
+
+fn bpf_linker_works() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false)
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let sysroot = sysroot()?;
+    let libllvm = find_libllvm(&sysroot.join("lib"))?;
+    let llvm_major = llvm_major_version()?;
+    eprintln!(
+        "xtask setup: installing bpf-linker against the toolchain's own {libllvm} (about a minute)"
+    );
+    let lib_dir = sysroot.join("lib");
+    let lib_dir = lib_dir.display();
+    let rustflags = format!(
+        "-C link-arg=-L{lib_dir} -C link-arg=-l:{libllvm} -C link-arg=-Wl,-rpath,{lib_dir}"
+    );
+    run(Command::new("cargo")
+        .env("RUSTFLAGS", rustflags)
+        .args(["install", "bpf-linker", "--no-default-features"])
+        .arg("--features")
+        .arg(format!("llvm-{llvm_major},no-llvm-linking")))?;
+    if !bpf_linker_works() {
+        bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+/// The shared LLVM library inside the toolchain, e.g. `libLLVM.so.22.1-rust-1.95.0-stable`.
+fn find_libllvm(lib_dir: &Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(lib_dir)
+        .with_context(|| format!("cannot list {}", lib_dir.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("libLLVM.so."))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .next()
+        .with_context(|| format!("no libLLVM.so.* in {}", lib_dir.display()))
+}
+
+/// The LLVM major version of the active rustc (`LLVM version: 22.1.2` -> 22).
+fn llvm_major_version() -> Result<u32> {
+    let verbose = output("rustc", &["--version", "--verbose"])?;
+    let version = verbose
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("rustc -vV does not name its LLVM version")?;
+    version
+        .split('.')
+        .next()
+        .and_then(|major| major.trim().parse().ok())
+        .with_context(|| format!("cannot read the LLVM major version from `{version}`"))
+}
+
+/// Tells, before the tests run, whether the XDP tests will run in the kernel.
+pub fn report_bpf_availability() {
+    let root = output("id", &["-u"])
+        .map(|uid| uid.trim() == "0")
+        .unwrap_or(false);
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    let kernel = output("uname", &["-r"]).unwrap_or_default();
+    let kernel = kernel.trim();
+    if root && btf {
+        eprintln!("xtask test: BPF available (root, Linux {kernel}): XDP tests run in the kernel");
+    } else {
+        eprintln!(
+            "xtask test: BPF looks UNAVAILABLE (root: {root}, BTF: {btf}, Linux {kernel}): XDP \
+             tests will say SKIPPED, and fail where CI=true or RELAY_XDP_REQUIRE_BPF=1"
+        );
+    }
+}
