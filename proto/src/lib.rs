@@ -4,3 +4,9 @@
 //!
 //! Nothing here keeps state or does I/O: it encodes and decodes, and every decoder returns a
 //! clear error for malformed input instead of panicking.
+
+pub mod channel_data;
+pub mod credentials;
+pub mod flow;
+pub mod stun;
+pub mod tunnel;

@@ -1,0 +1,491 @@
+//! STUN/TURN control messages from clients: Allocate, Refresh, CreatePermission, ChannelBind,
+//! Binding, and Send indications (RFC 8656 §7-§12, RFC 8489 §9.2 for authentication).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use proto::{
+    channel_data::CHANNEL_RANGE,
+    stun::{
+        self, AdditionalAddressFamily, AddressFamily, Attribute, AttributeTrait as _,
+        ChannelNumber, Data, DecodeError, Lifetime, LongTermKey, Message, MessageClass, Nonce,
+        Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, UnknownAttributes,
+        XorMappedAddress, XorPeerAddress, XorRelayAddress, codes, methods,
+    },
+};
+
+use crate::{
+    DEFAULT_ALLOCATION_LIFETIME, Drop, Event, FreeReason, MAX_ALLOCATION_LIFETIME, Relay, Transmit,
+    allocation::{Allocation, Families},
+    auth::{self, AuthFailure},
+};
+
+/// The outcome of an authenticated request: a success response to sign, or an error code.
+type Outcome = Result<Message, u16>;
+
+/// Where a reply goes: from the relay address the request came to, back to the client.
+#[derive(Debug, Clone, Copy)]
+struct ReplyPath {
+    client: SocketAddr,
+    server: SocketAddr,
+}
+
+impl Relay {
+    pub(crate) fn stun_from_client(
+        &mut self,
+        client: SocketAddr,
+        server: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), Drop> {
+        let path = ReplyPath { client, server };
+        let message = match stun::decode(payload) {
+            Ok(message) => message,
+            Err(DecodeError::Broken {
+                class: MessageClass::Request,
+                method,
+                transaction_id,
+                reason,
+            }) => {
+                tracing::debug!(%client, %reason, "malformed request");
+                let response = stun::error_response(method, transaction_id, codes::BAD_REQUEST);
+                self.reply(path, response, None);
+                return Ok(());
+            }
+            Err(_) => return Err(Drop::NotStun),
+        };
+        match message.class() {
+            MessageClass::Request => {
+                self.request(path, message, now);
+                Ok(())
+            }
+            MessageClass::Indication if message.method() == methods::SEND => {
+                self.send_indication(client, &message, now)
+            }
+            _ => Err(Drop::UnexpectedMessage),
+        }
+    }
+
+    fn reply(&mut self, path: ReplyPath, response: Message, key: Option<&LongTermKey>) {
+        match stun::seal(response, key) {
+            Ok(payload) => self.transmits.push_back(Transmit {
+                src: path.server,
+                dst: path.client,
+                payload,
+            }),
+            Err(error) => tracing::error!(%error, "cannot encode a response"),
+        }
+    }
+
+    /// An error response carrying REALM and a fresh NONCE (401 and 438).
+    fn challenge(&mut self, path: ReplyPath, request: &Message, code: u16, now: Instant) {
+        let mut response = stun::error_response(request.method(), request.transaction_id(), code);
+        let nonce = self.nonces.issue(self.seconds_since_start(now));
+        if let (Ok(realm), Ok(nonce)) = (Realm::new(self.config.realm.clone()), Nonce::new(nonce)) {
+            response.add_attribute(realm);
+            response.add_attribute(nonce);
+        }
+        self.reply(path, response, None);
+    }
+
+    fn request(&mut self, path: ReplyPath, request: Message, now: Instant) {
+        let method = request.method();
+        let transaction_id = request.transaction_id();
+        if method == methods::BINDING {
+            let mut response = Message::new(MessageClass::SuccessResponse, method, transaction_id);
+            response.add_attribute(XorMappedAddress::new(path.client));
+            self.reply(path, response, None);
+            return;
+        }
+        let turn_methods = [
+            methods::ALLOCATE,
+            methods::REFRESH,
+            methods::CREATE_PERMISSION,
+            methods::CHANNEL_BIND,
+        ];
+        if !turn_methods.contains(&method) {
+            let response = stun::error_response(method, transaction_id, codes::BAD_REQUEST);
+            self.reply(path, response, None);
+            return;
+        }
+        let unknown: Vec<_> = request
+            .unknown_attributes()
+            .map(|attribute| attribute.get_type())
+            .filter(|kind| kind.is_comprehension_required())
+            .collect();
+        if !unknown.is_empty() {
+            let mut response =
+                stun::error_response(method, transaction_id, codes::UNKNOWN_ATTRIBUTE);
+            response.add_attribute(UnknownAttributes::new(unknown));
+            self.reply(path, response, None);
+            return;
+        }
+        let key = match auth::authenticate(
+            &request,
+            &self.config.realm,
+            &self.config.shared_secret,
+            &self.nonces,
+            self.seconds_since_start(now),
+            self.unix_time(now),
+        ) {
+            Ok(key) => key,
+            Err(AuthFailure::Challenge) => {
+                return self.challenge(path, &request, codes::UNAUTHORIZED, now);
+            }
+            Err(AuthFailure::BadCredentials(why)) => {
+                tracing::debug!(client = %path.client, %why, "rejected credentials");
+                return self.challenge(path, &request, codes::UNAUTHORIZED, now);
+            }
+            Err(AuthFailure::StaleNonce) => {
+                return self.challenge(path, &request, codes::STALE_NONCE, now);
+            }
+            Err(AuthFailure::MissingAttributes) => {
+                let response = stun::error_response(method, transaction_id, codes::BAD_REQUEST);
+                return self.reply(path, response, None);
+            }
+        };
+        if method == methods::ALLOCATE
+            && let Some(cached) = self.retransmitted_allocate(&path, &request, &key)
+        {
+            self.transmits.push_back(Transmit {
+                src: path.server,
+                dst: path.client,
+                payload: cached,
+            });
+            return;
+        }
+        let outcome = match method {
+            m if m == methods::ALLOCATE => self.allocate(path, &request, &key, now),
+            m if m == methods::REFRESH => self.refresh(path, &request, &key, now),
+            m if m == methods::CREATE_PERMISSION => {
+                self.create_permission(path, &request, &key, now)
+            }
+            _ => self.channel_bind(path, &request, &key, now),
+        };
+        let response =
+            outcome.unwrap_or_else(|code| stun::error_response(method, transaction_id, code));
+        let is_allocate_success =
+            method == methods::ALLOCATE && response.class() == MessageClass::SuccessResponse;
+        match stun::seal(response, Some(&key)) {
+            Ok(payload) => {
+                if is_allocate_success
+                    && let Some(port) = self.by_client.get(&path.client).copied()
+                    && let Some(allocation) = self.allocations.get_mut(&port)
+                {
+                    allocation.allocate_response = payload.clone();
+                }
+                self.transmits.push_back(Transmit {
+                    src: path.server,
+                    dst: path.client,
+                    payload,
+                });
+            }
+            Err(error) => tracing::error!(%error, "cannot encode a response"),
+        }
+        self.update_deadline(now);
+    }
+
+    /// The stored response, if `request` is a retransmission of the Allocate that created the
+    /// client's allocation (RFC 8656 §7.2: answer it again rather than with 437).
+    fn retransmitted_allocate(
+        &self,
+        path: &ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+    ) -> Option<Vec<u8>> {
+        let allocation = self.allocations.get(self.by_client.get(&path.client)?)?;
+        (allocation.allocate_transaction == request.transaction_id()
+            && allocation.key.username == key.username)
+            .then(|| allocation.allocate_response.clone())
+    }
+
+    /// The allocation of this 5-tuple, if the request's username owns it.
+    fn owned_allocation(&self, path: ReplyPath, key: &LongTermKey) -> Result<u16, u16> {
+        let port = *self
+            .by_client
+            .get(&path.client)
+            .ok_or(codes::ALLOCATION_MISMATCH)?;
+        let allocation = self
+            .allocations
+            .get(&port)
+            .ok_or(codes::ALLOCATION_MISMATCH)?;
+        if allocation.key.username != key.username || allocation.server != path.server {
+            return Err(codes::WRONG_CREDENTIALS);
+        }
+        Ok(port)
+    }
+
+    fn allocate(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Outcome {
+        if self.by_client.contains_key(&path.client) {
+            return Err(codes::ALLOCATION_MISMATCH);
+        }
+        let transport = request
+            .get_attribute::<RequestedTransport>()
+            .ok_or(codes::BAD_REQUEST)?;
+        if transport.protocol() != stun::TRANSPORT_UDP {
+            return Err(codes::UNSUPPORTED_TRANSPORT_PROTOCOL);
+        }
+        if request.get_attribute::<ReservationToken>().is_some() {
+            // Reservations (EVEN-PORT with R set, RESERVATION-TOKEN) are not kept by this relay.
+            return Err(codes::INSUFFICIENT_CAPACITY);
+        }
+        let families = self.requested_families(request)?;
+        let held = self
+            .allocations
+            .values()
+            .filter(|allocation| allocation.key.username == key.username)
+            .count();
+        if held >= self.config.allocation_quota {
+            return Err(codes::ALLOCATION_QUOTA_REACHED);
+        }
+        let lifetime = desired_lifetime(request);
+        let port = self.pick_port().ok_or(codes::INSUFFICIENT_CAPACITY)?;
+        let allocation = Allocation::new(
+            path.client,
+            path.server,
+            port,
+            families,
+            key.clone(),
+            now + lifetime,
+            request.transaction_id(),
+        );
+        let relayed = self.relayed_addresses_of(&allocation);
+        self.allocations.insert(port, allocation);
+        self.by_client.insert(path.client, port);
+        self.events.push_back(Event::AllocationCreated {
+            client: path.client,
+            port,
+            relayed: relayed.clone(),
+            expires_at: now + lifetime,
+        });
+        let mut response = success(request);
+        for address in relayed {
+            response.add_attribute(XorRelayAddress::new(address));
+        }
+        response.add_attribute(lifetime_attribute(lifetime));
+        response.add_attribute(XorMappedAddress::new(path.client));
+        Ok(response)
+    }
+
+    /// The families an Allocate asks for (RFC 8656 §7.2): REQUESTED-ADDRESS-FAMILY (IPv4 when
+    /// absent), or IPv4 plus ADDITIONAL-ADDRESS-FAMILY IPv6 for a dual-stack allocation. A
+    /// dual-stack request on a relay without IPv6 gets IPv4 only.
+    fn requested_families(&self, request: &Message) -> Result<Families, u16> {
+        let requested = request
+            .get_attribute::<RequestedAddressFamily>()
+            .map(RequestedAddressFamily::address_family);
+        let additional = request
+            .get_attribute::<AdditionalAddressFamily>()
+            .map(AdditionalAddressFamily::address_family);
+        let has_v4 = self.config.public_v4.is_some();
+        let has_v6 = self.config.public_v6.is_some();
+        match (requested, additional) {
+            (Some(_), Some(_)) | (None, Some(AddressFamily::V4)) => Err(codes::BAD_REQUEST),
+            (None | Some(AddressFamily::V4), None) if has_v4 => Ok(Families {
+                v4: true,
+                v6: false,
+            }),
+            (Some(AddressFamily::V6), None) if has_v6 => Ok(Families {
+                v4: false,
+                v6: true,
+            }),
+            (None, Some(AddressFamily::V6)) if has_v4 => Ok(Families {
+                v4: true,
+                v6: has_v6,
+            }),
+            _ => Err(codes::ADDRESS_FAMILY_NOT_SUPPORTED),
+        }
+    }
+
+    fn pick_port(&mut self) -> Option<u16> {
+        let start = u32::from(*self.config.port_range.start());
+        let size = u32::from(*self.config.port_range.end()) - start + 1;
+        if self.allocations.len() >= size as usize {
+            return None;
+        }
+        let offset = (self.next_random() % u64::from(size)) as u32;
+        (0..size)
+            .map(|step| (start + (offset + step) % size) as u16)
+            .find(|port| !self.allocations.contains_key(port))
+    }
+
+    fn refresh(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Outcome {
+        let port = self.owned_allocation(path, key)?;
+        if let Some(family) = request.get_attribute::<RequestedAddressFamily>() {
+            let ip: IpAddr = match family.address_family() {
+                AddressFamily::V4 => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                AddressFamily::V6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            let families = self.allocations.get(&port).map(|a| a.families);
+            if !families.is_some_and(|families| families.contains(ip)) {
+                return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
+            }
+        }
+        let requested = request.get_attribute::<Lifetime>().map(Lifetime::lifetime);
+        let mut response = success(request);
+        if requested == Some(Duration::ZERO) {
+            self.free_allocation(port, FreeReason::Deleted);
+            response.add_attribute(lifetime_attribute(Duration::ZERO));
+            return Ok(response);
+        }
+        let lifetime = desired_lifetime(request);
+        if let Some(allocation) = self.allocations.get_mut(&port) {
+            allocation.expires_at = now + lifetime;
+        }
+        self.events.push_back(Event::AllocationRefreshed {
+            client: path.client,
+            port,
+            expires_at: now + lifetime,
+        });
+        response.add_attribute(lifetime_attribute(lifetime));
+        Ok(response)
+    }
+
+    fn create_permission(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Outcome {
+        let port = self.owned_allocation(path, key)?;
+        let peers: Vec<SocketAddr> = request
+            .attributes()
+            .filter_map(|attribute| match attribute {
+                Attribute::XorPeerAddress(peer) => Some(peer.address()),
+                _ => None,
+            })
+            .collect();
+        if peers.is_empty() {
+            return Err(codes::BAD_REQUEST);
+        }
+        let allocation = self
+            .allocations
+            .get_mut(&port)
+            .ok_or(codes::ALLOCATION_MISMATCH)?;
+        if peers
+            .iter()
+            .any(|peer| !allocation.families.contains(peer.ip()))
+        {
+            return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        for peer in &peers {
+            allocation.install_permission(peer.ip(), now);
+        }
+        self.sync_channels(port, now);
+        Ok(success(request))
+    }
+
+    fn channel_bind(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Outcome {
+        let port = self.owned_allocation(path, key)?;
+        let number = request
+            .get_attribute::<ChannelNumber>()
+            .map(|number| number.value())
+            .ok_or(codes::BAD_REQUEST)?;
+        if !CHANNEL_RANGE.contains(&number) {
+            return Err(codes::BAD_REQUEST);
+        }
+        let peer = request
+            .get_attribute::<XorPeerAddress>()
+            .map(XorPeerAddress::address)
+            .ok_or(codes::BAD_REQUEST)?;
+        let allocation = self
+            .allocations
+            .get_mut(&port)
+            .ok_or(codes::ALLOCATION_MISMATCH)?;
+        if !allocation.families.contains(peer.ip()) {
+            return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
+        }
+        allocation
+            .check_bind(number, peer, now)
+            .map_err(|_| codes::BAD_REQUEST)?;
+        allocation.bind(number, peer, now);
+        self.sync_channels(port, now);
+        Ok(success(request))
+    }
+
+    /// A Send indication: relay its DATA to its XOR-PEER-ADDRESS if permitted.
+    fn send_indication(
+        &mut self,
+        client: SocketAddr,
+        indication: &Message,
+        now: Instant,
+    ) -> Result<(), Drop> {
+        let port = *self.by_client.get(&client).ok_or(Drop::NoAllocation)?;
+        let (Some(peer), Some(data)) = (
+            indication
+                .get_attribute::<XorPeerAddress>()
+                .map(XorPeerAddress::address),
+            indication.get_attribute::<Data>(),
+        ) else {
+            return Err(Drop::MalformedIndication);
+        };
+        let allocation = self.allocations.get(&port).ok_or(Drop::NoAllocation)?;
+        if !allocation.families.contains(peer.ip()) {
+            return Err(Drop::FamilyNotRelayed);
+        }
+        if !allocation.has_permission(peer.ip(), now) {
+            return Err(Drop::NoPermission);
+        }
+        let src = self
+            .relayed_address(port, peer.ip())
+            .ok_or(Drop::FamilyNotRelayed)?;
+        let transmit = if self.is_own_ip(peer.ip()) {
+            self.deliver_to_own_allocation(src, peer, data.data(), now)?
+                .map(|relayed| relayed.to_transmit())
+        } else {
+            Some(Transmit {
+                src,
+                dst: peer,
+                payload: data.data().to_vec(),
+            })
+        };
+        self.transmits.extend(transmit);
+        Ok(())
+    }
+}
+
+fn success(request: &Message) -> Message {
+    Message::new(
+        MessageClass::SuccessResponse,
+        request.method(),
+        request.transaction_id(),
+    )
+}
+
+/// RFC 8656 §7.2/§7.3: min(requested, maximum), but never less than the default.
+fn desired_lifetime(request: &Message) -> Duration {
+    request
+        .get_attribute::<Lifetime>()
+        .map(Lifetime::lifetime)
+        .map_or(DEFAULT_ALLOCATION_LIFETIME, |requested| {
+            requested
+                .min(MAX_ALLOCATION_LIFETIME)
+                .max(DEFAULT_ALLOCATION_LIFETIME)
+        })
+}
+
+fn lifetime_attribute(lifetime: Duration) -> Lifetime {
+    // Lifetimes here are at most an hour, far inside LIFETIME's 32-bit seconds.
+    Lifetime::new(lifetime).unwrap_or_else(|_| unreachable!("lifetime fits 32 bits"))
+}
