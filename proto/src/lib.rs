@@ -8,5 +8,6 @@
 pub mod channel_data;
 pub mod credentials;
 pub mod flow;
+pub mod rng;
 pub mod stun;
 pub mod tunnel;

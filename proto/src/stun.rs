@@ -217,3 +217,10 @@ pub fn error_response(method: Method, transaction_id: TransactionId, code: u16) 
 pub fn error_code(message: &Message) -> Option<u16> {
     message.get_attribute::<ErrorCode>().map(ErrorCode::code)
 }
+
+/// A transaction id drawn from the caller's seeded generator.
+pub fn transaction_id(rng: &mut crate::rng::SplitMix64) -> TransactionId {
+    let mut id = [0u8; 12];
+    rng.fill(&mut id);
+    TransactionId::new(id)
+}

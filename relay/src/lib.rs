@@ -34,7 +34,8 @@ use allocation::{ActiveChannel, Allocation};
 pub use allocation::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use proto::{
     channel_data::{self, ChannelData},
-    stun::{self, Data, Message, MessageClass, TransactionId, XorPeerAddress, methods},
+    rng::SplitMix64,
+    stun::{self, Data, Message, MessageClass, XorPeerAddress, methods},
 };
 use rustc_hash::FxHashMap;
 pub use types::{ChannelBinding, Drop, Event, FreeReason, Relayed, Transmit};
@@ -119,7 +120,7 @@ pub struct Relay {
     config: RelayConfig,
     origin: Instant,
     nonces: auth::NonceKey,
-    rng_state: u64,
+    rng: SplitMix64,
     allocations: BTreeMap<u16, Allocation>,
     by_client: FxHashMap<SocketAddr, u16>,
     /// Active channels by (client, number) and by (port, peer): the data path's only lookups.
@@ -147,7 +148,7 @@ impl Relay {
         }
         Ok(Self {
             nonces: auth::NonceKey::new(config.seed, &config.shared_secret, config.nonce_lifetime),
-            rng_state: config.seed,
+            rng: SplitMix64::new(config.seed),
             config,
             origin: now,
             allocations: BTreeMap::new(),
@@ -414,7 +415,7 @@ impl Relay {
         let mut indication = Message::new(
             MessageClass::Indication,
             methods::DATA,
-            self.next_transaction_id(),
+            stun::transaction_id(&mut self.rng),
         );
         indication.add_attribute(XorPeerAddress::new(peer));
         let Ok(data_attribute) = Data::new(data.to_vec()) else {
@@ -528,22 +529,6 @@ impl Relay {
             .values()
             .map(|allocation| allocation.next_deadline(now))
             .min();
-    }
-
-    /// SplitMix64: a tiny seeded generator for ports and transaction ids.
-    fn next_random(&mut self) -> u64 {
-        self.rng_state = self.rng_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng_state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn next_transaction_id(&mut self) -> TransactionId {
-        let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&self.next_random().to_be_bytes());
-        id[8..].copy_from_slice(&self.next_random().to_be_bytes()[..4]);
-        TransactionId::new(id)
     }
 
     fn seconds_since_start(&self, now: Instant) -> u64 {

@@ -311,7 +311,7 @@ impl Relay {
         if self.allocations.len() >= size as usize {
             return None;
         }
-        let offset = (self.next_random() % u64::from(size)) as u32;
+        let offset = (self.rng.next_u64() % u64::from(size)) as u32;
         (0..size)
             .map(|step| (start + (offset + step) % size) as u16)
             .find(|port| !self.allocations.contains_key(port))
