@@ -283,6 +283,15 @@ impl TurnClient {
             .map(|(number, _)| *number)
     }
 
+    /// Every channel the relay confirmed and that is alive at `now`, as (peer, number).
+    pub fn live_channels(&self, now: Instant) -> Vec<(SocketAddr, u16)> {
+        self.channels
+            .iter()
+            .filter(|(_, (_, state))| state.is_live(now))
+            .map(|(peer, (number, _))| (*peer, *number))
+            .collect()
+    }
+
     /// Frees the allocation (Refresh with LIFETIME 0) and forgets every binding.
     pub fn release(&mut self, now: Instant) {
         if self.is_allocated() {
@@ -425,10 +434,13 @@ impl TurnClient {
         self.events.pop_front()
     }
 
+    /// The next instant at which [`TurnClient::handle_timeout`] has work: a retransmission,
+    /// or a refresh that is not already under way.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retransmits = self.pending.values().map(|pending| pending.next_retransmit);
+        let refreshing = self.has_pending(|request| matches!(request, Request::Refresh { .. }));
         let allocation = match &self.allocation {
-            AllocationState::Allocated { expires_at, .. } => Some(
+            AllocationState::Allocated { expires_at, .. } if !refreshing => Some(
                 expires_at
                     .checked_sub(ALLOCATION_REFRESH_MARGIN)
                     .unwrap_or(*expires_at),
@@ -438,10 +450,12 @@ impl TurnClient {
         let permissions = self
             .permissions
             .values()
+            .filter(|state| !state.in_flight)
             .filter_map(|state| state.refresh_at);
         let channels = self
             .channels
             .values()
+            .filter(|(_, state)| !state.in_flight)
             .filter_map(|(_, state)| state.refresh_at);
         retransmits
             .chain(allocation)

@@ -67,6 +67,8 @@ pub struct World {
     pub relay_events: Vec<Event>,
     /// Everything the relay sent, in order.
     pub wire: Vec<Wire>,
+    /// Clients cut off from the relay: what they send and what is sent to them is lost.
+    pub partitioned: Vec<bool>,
 }
 
 impl World {
@@ -79,6 +81,7 @@ impl World {
             clients: Vec::new(),
             relay_events: Vec::new(),
             wire: Vec::new(),
+            partitioned: Vec::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl World {
             lifetime: None,
             seed: 1000 + self.clients.len() as u64,
         });
+        self.partitioned.push(false);
         self.clients.push(Client {
             addr,
             turn,
@@ -180,7 +184,12 @@ impl World {
             payload: payload.clone(),
         });
         let now = self.now;
-        if let Some(client) = self.clients.iter_mut().find(|client| client.addr == dst) {
+        let reachable = self
+            .clients
+            .iter()
+            .position(|client| client.addr == dst)
+            .filter(|&index| !self.partitioned[index]);
+        if let Some(client) = reachable.map(|index| &mut self.clients[index]) {
             if let Ok(Some(data)) = client.turn.handle_input(src, &payload, now) {
                 client.received.push((data.peer, data.data.into_owned()));
             }
@@ -195,6 +204,9 @@ impl World {
             for index in 0..self.clients.len() {
                 while let Some(transmit) = self.clients[index].turn.poll_transmit() {
                     progressed = true;
+                    if self.partitioned[index] {
+                        continue;
+                    }
                     let from = self.clients[index].addr;
                     if let Ok(Some(relayed)) =
                         self.relay
@@ -225,6 +237,7 @@ impl World {
     pub fn advance_to(&mut self, at: Duration) {
         let target = self.start + at;
         assert!(target >= self.now, "time only moves forward");
+        let mut last_deadline = None;
         loop {
             let next = self
                 .clients
@@ -236,6 +249,12 @@ impl World {
             let Some(next) = next else {
                 break;
             };
+            assert!(
+                next > self.now || last_deadline != Some(next),
+                "a deadline at {:?} does not move after handle_timeout: a state machine would spin",
+                next - self.start
+            );
+            last_deadline = Some(next);
             self.now = self.now.max(next);
             let now = self.now;
             self.relay.handle_timeout(now);
