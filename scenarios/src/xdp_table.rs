@@ -26,9 +26,12 @@ fn percentile(sorted: &[u64], pct: usize) -> u64 {
     sorted[rank - 1]
 }
 
-pub fn measure(relay: &XdpRelay, runs: u32) -> Result<Vec<Row>> {
+pub fn measure(relay: &mut XdpRelay, runs: u32) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for fixture in parser_fixtures() {
+        // Each fixture carries the relay addresses and bindings its expectation assumes.
+        let setup = &fixture.setup;
+        relay.configure(setup.relay_v4, setup.relay_v6, &setup.bindings)?;
         let before = relay.reason_counters()?;
         let first = relay
             .run(&fixture.frame)
@@ -75,7 +78,7 @@ pub fn render(rows: &[Row]) -> String {
 }
 
 pub fn run(runs: u32) -> Result<()> {
-    let relay = XdpRelay::load().context("loading the XDP program")?;
+    let mut relay = XdpRelay::load().context("loading the XDP program")?;
     let verified = relay
         .verified_instruction_count()
         .map_or_else(|| "unknown".to_owned(), |count| count.to_string());
@@ -83,7 +86,7 @@ pub fn run(runs: u32) -> Result<()> {
         "XDP relay program: loaded, {verified} instructions verified; {runs} BPF_PROG_TEST_RUN \
          calls per fixture (repeat = 1, kernel-measured ns including the timer)\n"
     );
-    let rows = measure(&relay, runs)?;
+    let rows = measure(&mut relay, runs)?;
     print!("{}", render(&rows));
     let wrong: Vec<_> = rows.iter().filter(|row| !row.as_expected).collect();
     if !wrong.is_empty() {

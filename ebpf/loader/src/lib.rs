@@ -5,16 +5,27 @@
 //! through it with `BPF_PROG_TEST_RUN`: no interface, no attach, no network namespace. That is
 //! how the harness puts every relay-bound packet through the real program and compares the
 //! result with the userspace relay.
+//!
+//! The relay's state reaches the program through maps: [`XdpRelay::set_relay_addresses`] and
+//! [`XdpRelay::install_channel`] / [`XdpRelay::remove_channel`] (module `bindings`), read back
+//! with [`XdpRelay::channel_bindings`]. [`bench`] times the rewriting paths against a floor
+//! program from the same object.
+
+pub mod bench;
+mod bindings;
 
 use std::{io::Write as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{MapError, PerCpuArray},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
-use relay_xdp_common::{PROGRAM_NAME, maps};
-pub use relay_xdp_common::{action, reason};
+pub use bindings::BindingError;
+use relay_xdp_common::{
+    AllocationPeer, ClientChannel, FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig, maps,
+};
+pub use relay_xdp_common::{ChannelBinding, action, channel, ports, reason};
 
 /// The compiled XDP object, built by `build.rs` for `bpfel-unknown-none`.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
@@ -89,7 +100,7 @@ pub enum LoadError {
     MissingMap(&'static str),
     #[error("the kernel refused the XDP program (verifier or permissions): {0}")]
     Program(#[from] ProgramError),
-    #[error("the counter map has the wrong type: {0}")]
+    #[error("a map has the wrong type: {0}")]
     Map(#[from] MapError),
 }
 
@@ -101,12 +112,17 @@ pub enum RunError {
     TestRun(#[from] ProgramError),
     #[error("reading the reason counters failed: {0}")]
     Counters(#[from] MapError),
+    #[error("the loaded object has no XDP program named `{0}`")]
+    MissingProgram(&'static str),
 }
 
 /// The loaded XDP program and its maps.
 pub struct XdpRelay {
     ebpf: Ebpf,
-    counters: PerCpuArray<aya::maps::MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    config: Array<MapData, RelayConfig>,
+    channels: HashMap<MapData, ClientChannel, AllocationPeer>,
+    allocations: HashMap<MapData, AllocationPeer, ClientChannel>,
 }
 
 impl std::fmt::Debug for XdpRelay {
@@ -116,32 +132,46 @@ impl std::fmt::Debug for XdpRelay {
 }
 
 impl XdpRelay {
-    /// Loads the embedded program into the kernel. Needs root (CAP_BPF and CAP_SYS_ADMIN).
+    /// Loads the embedded program (and the benchmark's floor program) into the kernel, with no
+    /// relay address and no binding: until [`Self::set_relay_addresses`], every frame passes.
+    /// Needs root (CAP_BPF and CAP_SYS_ADMIN).
     pub fn load() -> Result<Self, LoadError> {
         let mut ebpf = Ebpf::load(PROGRAM_OBJECT)?;
-        let counters = ebpf
-            .take_map(maps::REASON_COUNTERS)
-            .ok_or(LoadError::MissingMap(maps::REASON_COUNTERS))?;
-        let counters = PerCpuArray::try_from(counters)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(LoadError::MissingProgram(PROGRAM_NAME))?
-            .try_into()?;
-        program.load()?;
-        Ok(Self { ebpf, counters })
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
+        let counters = PerCpuArray::try_from(take(maps::REASON_COUNTERS)?)?;
+        let config = Array::try_from(take(maps::CONFIG)?)?;
+        let channels = HashMap::try_from(take(maps::CHANNELS)?)?;
+        let allocations = HashMap::try_from(take(maps::ALLOCATIONS)?)?;
+        for name in [PROGRAM_NAME, FLOOR_PROGRAM_NAME] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingProgram(name))?
+                .try_into()?;
+            program.load()?;
+        }
+        Ok(Self {
+            ebpf,
+            counters,
+            config,
+            channels,
+            allocations,
+        })
     }
 
-    fn program(&self) -> &Xdp {
-        let program = self.ebpf.program(PROGRAM_NAME);
-        // `load` checked that the program exists and is XDP; neither can change afterwards.
-        program
+    fn xdp(&self, name: &'static str) -> Result<&Xdp, RunError> {
+        self.ebpf
+            .program(name)
             .and_then(|program| <&Xdp>::try_from(program).ok())
-            .expect("program checked at load")
+            .ok_or(RunError::MissingProgram(name))
     }
 
     /// Instructions the verifier walked when it accepted the program, if the kernel reports it.
     pub fn verified_instruction_count(&self) -> Option<u32> {
-        self.program().info().ok()?.verified_instruction_count()
+        self.xdp(PROGRAM_NAME)
+            .ok()?
+            .info()
+            .ok()?
+            .verified_instruction_count()
     }
 
     /// Runs one Ethernet frame through the program once.
@@ -150,7 +180,7 @@ impl XdpRelay {
             return Err(RunError::FrameTooShort { len: frame.len() });
         }
         let mut frame_out = vec![0; frame.len() + HEADROOM];
-        let result = self.program().test_run(TestRunOptions {
+        let result = self.xdp(PROGRAM_NAME)?.test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut frame_out),
             repeat: 1,

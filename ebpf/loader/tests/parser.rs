@@ -1,47 +1,22 @@
 //! The XDP program's parser, run in the kernel through BPF_PROG_TEST_RUN: every fixture gets
 //! its verdict and exactly its reason counter, and random frames never abort.
 
-use proptest::prelude::*;
-use relay_xdp::{RunError, Verdict, XdpRelay, load_or_skip, reason};
-use xdp_fixtures::{Fixture, parser_fixtures};
+mod common;
 
-fn run_fixture(relay: &XdpRelay, fixture: &Fixture) {
-    let before = relay.reason_counters().expect("read counters");
-    let outcome = relay
-        .run(&fixture.frame)
-        .unwrap_or_else(|error| panic!("{}: test run failed: {error}", fixture.name));
-    let after = relay.reason_counters().expect("read counters");
-    assert_eq!(
-        outcome.verdict,
-        Verdict::from_action(fixture.verdict),
-        "{}: {}",
-        fixture.name,
-        fixture.description
-    );
-    let delta = after.since(&before);
-    assert_eq!(
-        delta.non_zero(),
-        vec![(reason::name(fixture.reason), 1)],
-        "{}: exactly one count, for the expected reason",
-        fixture.name
-    );
-    if outcome.verdict == Verdict::Pass {
-        assert_eq!(
-            outcome.frame_out, fixture.frame,
-            "{}: a passed frame must reach the kernel unchanged",
-            fixture.name
-        );
-    }
-}
+use common::{install, run_fixture};
+use proptest::prelude::*;
+use relay_xdp::{RunError, Verdict, load_or_skip};
+use xdp_fixtures::parser_fixtures;
 
 #[test]
 fn every_parser_fixture_gets_its_verdict_and_reason() {
-    let Some(relay) = load_or_skip("every_parser_fixture_gets_its_verdict_and_reason") else {
+    let Some(mut relay) = load_or_skip("every_parser_fixture_gets_its_verdict_and_reason") else {
         return;
     };
     let fixtures = parser_fixtures();
     assert!(fixtures.len() >= 12);
     for fixture in &fixtures {
+        install(&mut relay, &fixture.setup);
         run_fixture(&relay, fixture);
     }
 }

@@ -1,0 +1,379 @@
+//! The fast path's twelve rewriting paths and every PASS reason, run in the kernel through
+//! BPF_PROG_TEST_RUN: each fixture's output is compared byte for byte with a frame etherparse
+//! built independently, every output checksum is recomputed from scratch, the bindings API
+//! round-trips through the maps, and random frames aimed at the relay never abort.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{hex, install, run_fixture};
+use proptest::prelude::*;
+use relay_xdp::{BindingError, ChannelBinding, Verdict, XdpRelay, bench, load_or_skip, reason};
+use xdp_fixtures::{Setup, all_fixtures, edge_fixtures, frame, path_fixtures, world};
+
+#[test]
+fn the_twelve_paths_rewrite_exactly_as_expected() {
+    let Some(mut relay) = load_or_skip("the_twelve_paths_rewrite_exactly_as_expected") else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let fixtures = path_fixtures();
+    assert_eq!(fixtures.len(), 12);
+    for fixture in &fixtures {
+        assert_eq!(fixture.setup, world::setup());
+        run_fixture(&relay, fixture);
+    }
+}
+
+#[test]
+fn every_edge_fixture_gets_its_verdict_reason_and_exact_output() {
+    let Some(mut relay) =
+        load_or_skip("every_edge_fixture_gets_its_verdict_reason_and_exact_output")
+    else {
+        return;
+    };
+    let fixtures = edge_fixtures();
+    assert!(fixtures.len() >= 30);
+    for fixture in &fixtures {
+        install(&mut relay, &fixture.setup);
+        run_fixture(&relay, fixture);
+    }
+}
+
+#[test]
+fn all_fixtures_in_one_run_count_every_reason_they_expect() {
+    let Some(mut relay) = load_or_skip("all_fixtures_in_one_run_count_every_reason_they_expect")
+    else {
+        return;
+    };
+    let before = relay.reason_counters().expect("counters");
+    let mut expected = BTreeMap::new();
+    let mut installed: Option<Setup> = None;
+    for fixture in all_fixtures() {
+        if installed.as_ref() != Some(&fixture.setup) {
+            install(&mut relay, &fixture.setup);
+            installed = Some(fixture.setup.clone());
+        }
+        run_fixture(&relay, &fixture);
+        *expected.entry(reason::name(fixture.reason)).or_insert(0u64) += 1;
+    }
+    let counted = relay.reason_counters().expect("counters").since(&before);
+    assert_eq!(
+        counted.non_zero().into_iter().collect::<BTreeMap<_, _>>(),
+        expected
+    );
+}
+
+#[test]
+fn a_removed_binding_passes_the_next_packet_in_both_directions() {
+    let Some(mut relay) = load_or_skip("a_removed_binding_passes_the_next_packet") else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let paths = path_fixtures();
+    let by_name = |name: &str| {
+        paths
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("fixture {name}"))
+            .clone()
+    };
+    let channel = by_name("chan4-to-udp6");
+    let allocation = by_name("udp6-to-chan4");
+    run_fixture(&relay, &channel);
+    run_fixture(&relay, &allocation);
+
+    let binding = ChannelBinding {
+        client: world::client(false),
+        channel: world::peer_channel(true),
+        allocation_port: world::client_allocation(false),
+        peer: world::peer(true),
+    };
+    relay.remove_channel(&binding).expect("remove");
+    for (fixture, why) in [
+        (&channel, reason::PASS_NO_CHANNEL_BINDING),
+        (&allocation, reason::PASS_NO_PEER_BINDING),
+    ] {
+        let outcome = relay.run(&fixture.frame).expect("run");
+        assert_eq!(
+            outcome.verdict,
+            Verdict::Pass,
+            "{} after removal",
+            fixture.name
+        );
+        assert_eq!(outcome.frame_out, fixture.frame);
+        let mut passed = fixture.clone();
+        passed.verdict = relay_xdp::action::PASS;
+        passed.reason = why;
+        passed.expected = fixture.frame.clone();
+        run_fixture(&relay, &passed);
+    }
+
+    // Installed again, it rewrites again.
+    relay.install_channel(&binding).expect("install");
+    run_fixture(&relay, &channel);
+    run_fixture(&relay, &allocation);
+}
+
+#[test]
+fn relay_to_self_passes_once_the_other_side_is_removed() {
+    let Some(mut relay) = load_or_skip("relay_to_self_passes_once_the_other_side_is_removed")
+    else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let fixture = path_fixtures()
+        .into_iter()
+        .find(|f| f.name == "chan4-to-chan6")
+        .expect("fixture");
+    run_fixture(&relay, &fixture);
+    let route = world::self_route(false, true);
+    // B's channel back to A's allocation: the second lookup of the relay-to-self path.
+    let back = ChannelBinding {
+        client: frame::addr(route.to),
+        channel: route.to_channel,
+        allocation_port: world::allocation_of(route.to),
+        peer: world::relay(route.via_v6, world::allocation_of(route.from)),
+    };
+    relay.remove_channel(&back).expect("remove");
+    let mut passed = fixture.clone();
+    passed.verdict = relay_xdp::action::PASS;
+    passed.reason = reason::PASS_SELF_NO_BINDING;
+    passed.expected = fixture.frame.clone();
+    run_fixture(&relay, &passed);
+}
+
+#[test]
+fn bindings_read_back_sorted_and_errors_are_typed() {
+    let Some(mut relay) = load_or_skip("bindings_read_back_sorted_and_errors_are_typed") else {
+        return;
+    };
+    assert_eq!(relay.channel_bindings().expect("read"), vec![]);
+    assert_eq!(relay.relay_addresses().expect("read"), (None, None));
+    install(&mut relay, &world::setup());
+    assert_eq!(
+        relay.relay_addresses().expect("read"),
+        (Some(world::RELAY_V4), Some(world::RELAY_V6))
+    );
+    let mut installed = relay.channel_bindings().expect("read");
+    assert_eq!(installed, world::bindings());
+    assert!(installed.is_sorted());
+    assert_eq!(relay.allocation_entries().expect("count"), installed.len());
+
+    let first = installed.remove(0);
+    relay.remove_channel(&first).expect("remove");
+    assert_eq!(relay.channel_bindings().expect("read"), installed);
+    assert_eq!(relay.allocation_entries().expect("count"), installed.len());
+    assert!(matches!(
+        relay.remove_channel(&first),
+        Err(BindingError::NotInstalled(b)) if b == first
+    ));
+    // A binding whose peer differs from the installed one is not removed.
+    let mut other = installed[0];
+    other.peer = frame::addr("198.51.100.7:9");
+    assert!(matches!(
+        relay.remove_channel(&other),
+        Err(BindingError::NotInstalled(_))
+    ));
+    assert_eq!(relay.channel_bindings().expect("read"), installed);
+
+    let mut bad = first;
+    bad.channel = 0x5000;
+    let error = relay
+        .install_channel(&bad)
+        .expect_err("channel out of range");
+    assert!(matches!(error, BindingError::InvalidChannel(0x5000)));
+    assert!(error.to_string().contains("0x5000"));
+    bad = first;
+    bad.allocation_port = 3478;
+    assert!(matches!(
+        relay.install_channel(&bad),
+        Err(BindingError::InvalidAllocationPort(3478))
+    ));
+
+    relay.clear_channels().expect("clear");
+    assert_eq!(relay.channel_bindings().expect("read"), vec![]);
+    assert_eq!(relay.allocation_entries().expect("count"), 0);
+}
+
+#[test]
+fn the_floor_program_and_bench_rows_work() {
+    let Some(mut relay) = load_or_skip("the_floor_program_and_bench_rows_work") else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let fixtures = path_fixtures();
+    // A few calls only: this checks the machinery; `cargo xtask bench` measures.
+    let rows = bench::measure_all(
+        &relay,
+        fixtures.iter().map(|f| (f.name, f.frame.as_slice())),
+        200,
+    )
+    .expect("bench");
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        assert_eq!(row.verdict, Verdict::Tx, "{}", row.path);
+        assert!(row.median_ns > 0 && row.floor_median_ns > 0, "{row:?}");
+        assert!(row.ratio > 0.0);
+    }
+    let table = bench::render(&rows);
+    assert!(table.contains("chan6-to-chan4"));
+}
+
+/// Random payloads behind real headers, aimed at the relay: to 3478 (random ChannelData
+/// headers, mostly on bound channels, sometimes with a consistent length and padding), to bound
+/// and unbound allocation ports, from bound and random peers and clients, both families, random
+/// UDP checksums (including zero), sometimes an Ethernet trailer.
+fn relay_bound_frame() -> impl Strategy<Value = Vec<u8>> {
+    let bindings = world::bindings();
+    let endpoints = prop_oneof![
+        // A client on one of its channels to 3478.
+        (0..bindings.len(), any::<bool>()).prop_map({
+            let bindings = bindings.clone();
+            move |(i, dst_v6)| {
+                let b = bindings[i];
+                (b.client, world::relay(dst_v6, 3478), Some(b.channel))
+            }
+        }),
+        // A peer to its allocation.
+        (0..bindings.len(), any::<bool>()).prop_map({
+            let bindings = bindings.clone();
+            move |(i, dst_v6)| {
+                (
+                    b_peer(&bindings[i]),
+                    world::relay(dst_v6, bindings[i].allocation_port),
+                    None,
+                )
+            }
+        }),
+        // Anyone to a random relay port.
+        (any::<bool>(), any::<[u8; 4]>(), any::<u16>(), any::<u16>()).prop_map(
+            |(v6, ip, src_port, dst_port)| {
+                let src = if v6 {
+                    std::net::SocketAddr::new(
+                        std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, ip[0].into()).into(),
+                        src_port,
+                    )
+                } else {
+                    std::net::SocketAddr::new(std::net::Ipv4Addr::from(ip).into(), src_port)
+                };
+                (src, world::relay(v6, dst_port), None)
+            }
+        ),
+    ];
+    (
+        endpoints,
+        prop::collection::vec(any::<u8>(), 0..600),
+        any::<u16>(),
+        0usize..4,
+        prop_oneof![3 => Just(None), 1 => any::<u16>().prop_map(Some)],
+        prop_oneof![4 => Just(0usize), 1 => 0usize..80],
+    )
+        .prop_map(
+            |((src, dst, channel), data, raw_channel, pad, checksum, trailer)| {
+                // Families must match; pick the relay's address of the source's family.
+                let dst = world::relay(src.is_ipv6(), dst.port());
+                let payload = match channel {
+                    // A bound channel: a consistent ChannelData message half the time.
+                    Some(channel) if raw_channel % 2 == 0 => {
+                        frame::channel_data(channel, &data, &vec![0xC3; pad])
+                    }
+                    // A random ChannelData-ish header.
+                    Some(_) => {
+                        let mut payload = raw_channel.to_be_bytes().to_vec();
+                        payload.extend_from_slice(&data);
+                        payload
+                    }
+                    None => data,
+                };
+                let mut out = frame::udp(src, dst, &payload);
+                if let Some(checksum) = checksum {
+                    let offset = frame::udp_offset(&out);
+                    out[offset + 6..offset + 8].copy_from_slice(&checksum.to_be_bytes());
+                }
+                let len = out.len() + trailer;
+                frame::ethernet_padded(out, len)
+            },
+        )
+}
+
+fn b_peer(binding: &ChannelBinding) -> std::net::SocketAddr {
+    binding.peer
+}
+
+#[test]
+fn random_relay_bound_frames_never_abort_and_counters_add_up() {
+    let Some(mut relay) = load_or_skip("random_relay_bound_frames_never_abort") else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let before = relay.reason_counters().expect("counters");
+    let runs = std::cell::Cell::new(0u64);
+    let tx = std::cell::Cell::new(0u64);
+    let relay_ref: &XdpRelay = &relay;
+    let config = ProptestConfig {
+        cases: 10_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(input in relay_bound_frame())| {
+        let outcome = relay_ref.run(&input).expect("a frame of 14+ bytes always runs");
+        runs.set(runs.get() + 1);
+        prop_assert!(
+            matches!(outcome.verdict, Verdict::Pass | Verdict::Tx),
+            "verdict {} for\n{}", outcome.verdict, hex(&input)
+        );
+        match outcome.verdict {
+            Verdict::Pass => prop_assert_eq!(&outcome.frame_out, &input),
+            _ => {
+                tx.set(tx.get() + 1);
+                // Only frames with a correct (or, over IPv4, absent) checksum are rewritten
+                // with a correct one; a corrupt input checksum stays corrupt, which the
+                // receiver detects as it would have without the relay.
+                if frame::verify_checksums(&input).is_ok() {
+                    let checked = frame::verify_checksums(&outcome.frame_out);
+                    prop_assert!(checked.is_ok(), "{:?} for\n{}", checked, hex(&input));
+                }
+            }
+        }
+    });
+    let counted = relay.reason_counters().expect("counters").since(&before);
+    assert_eq!(runs.get(), 10_000);
+    assert_eq!(counted.total(), runs.get(), "one reason counted per run");
+    let tx_counted: u64 = (reason::TX_FIRST..reason::TX_END)
+        .map(|why| counted.get(why))
+        .sum();
+    assert_eq!(
+        tx_counted,
+        tx.get(),
+        "every TX is counted under a TX reason"
+    );
+    assert!(
+        tx.get() > 500,
+        "the generator reaches the rewriting paths: {counted:?}"
+    );
+    eprintln!("random relay-bound frames: {:?}", counted.non_zero());
+}
+
+/// The full measurement (`--ignored`): 100,000 calls per path and per floor, printed.
+#[test]
+#[ignore = "takes seconds; run with --ignored --nocapture to see ns per packet"]
+fn bench_the_twelve_paths_against_the_floor() {
+    let Some(mut relay) = load_or_skip("bench_the_twelve_paths_against_the_floor") else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let fixtures = path_fixtures();
+    let rows = bench::measure_all(
+        &relay,
+        fixtures.iter().map(|f| (f.name, f.frame.as_slice())),
+        bench::DEFAULT_CALLS,
+    )
+    .expect("bench");
+    eprintln!(
+        "verified instructions: {:?}\n{}",
+        relay.verified_instruction_count(),
+        bench::render(&rows)
+    );
+}
