@@ -171,7 +171,7 @@ impl UtcTime {
     }
 
     /// This time plus `d` (saturating).
-    pub fn add(self, d: Duration) -> Self {
+    pub fn plus(self, d: Duration) -> Self {
         let d = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Self {
             unix_nanos: self.unix_nanos.saturating_add(d),
@@ -232,7 +232,7 @@ pub struct TimeOrigin {
 impl TimeOrigin {
     /// The UTC time of `now`.
     pub fn utc(&self, now: Instant) -> UtcTime {
-        self.unix.add(now.saturating_duration_since(self.instant))
+        self.unix.plus(now.saturating_duration_since(self.instant))
     }
 }
 
@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn utc_time_prints_rfc3339_with_nanoseconds() {
-        let t = UtcTime::from_unix_secs(1_735_689_600).add(Duration::from_millis(1500));
+        let t = UtcTime::from_unix_secs(1_735_689_600).plus(Duration::from_millis(1500));
         assert_eq!(t.to_string(), "2025-01-01T00:00:01.500000000Z");
         assert_eq!(
             UtcTime::UNIX_EPOCH.to_string(),
@@ -317,5 +317,46 @@ mod tests {
     fn enums_print_lowercase() {
         assert_eq!(Protocol::Icmp.to_string(), "icmp");
         assert_eq!(CloseReason::Revoked.to_string(), "revoked");
+    }
+
+    #[test]
+    fn flow_record_serialises_with_rfc3339_times_and_lowercase_names() {
+        let outer = OuterContext {
+            remote: "203.0.113.10:40000".parse().unwrap(),
+            local: "203.0.113.1:51820".parse().unwrap(),
+        };
+        let r = FlowRecord {
+            client: ClientId(1),
+            resource: ResourceId(20),
+            protocol: Protocol::Tcp,
+            start: UtcTime::from_unix_secs(1_735_689_600),
+            end: UtcTime::from_unix_nanos(1_735_689_601_500_000_000),
+            last_packet: UtcTime::from_unix_nanos(1_735_689_601_500_000_000),
+            inner_src_ip: "100.64.0.2".parse().unwrap(),
+            inner_src_port: 40001,
+            inner_dst_ip: "198.51.100.42".parse().unwrap(),
+            inner_dst_port: 443,
+            inner_domain: Some("app.example.com".into()),
+            outer_contexts: vec![outer],
+            tx_packets: 5,
+            tx_bytes: 5,
+            rx_packets: 3,
+            rx_bytes: 6,
+            close_reason: CloseReason::Fin,
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains(r#""start":"2025-01-01T00:00:00.000000000Z""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""end":"2025-01-01T00:00:01.500000000Z""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""protocol":"tcp""#), "{json}");
+        assert!(json.contains(r#""close_reason":"fin""#), "{json}");
+        assert!(json.contains(r#""client":1"#), "{json}");
+        let back: FlowRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -1,0 +1,303 @@
+//! The open-flow table: a slab of [`Flow`]s, two hash indexes that store only slot numbers
+//! (client-side key and resource-side key, hashed from the flow's own fields, so no key is
+//! stored twice), and a min-heap of idle deadlines that is checked lazily (a packet only
+//! updates `last_packet`; a popped deadline that is no longer due is pushed back with the
+//! flow's real deadline).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use proto::flow::{ClientId, MAX_OUTER_CONTEXTS, Protocol, ResourceId};
+
+use crate::tcp_tracker::TcpTracker;
+
+/// Nanoseconds since the gateway's time origin.
+pub(crate) type Nanos = u64;
+
+/// A flow lookup key: protocol and the two endpoints as seen on one side of the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FlowKey {
+    pub(crate) protocol: Protocol,
+    pub(crate) src: IpAddr,
+    pub(crate) src_port: u16,
+    pub(crate) dst: IpAddr,
+    pub(crate) dst_port: u16,
+}
+
+/// The DNS part of a flow to a DNS resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DnsFlow {
+    pub(crate) proxy_ip: IpAddr,
+    pub(crate) domain: Arc<str>,
+}
+
+/// One open flow. Kept small: see the memory benchmark.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    pub(crate) client: ClientId,
+    pub(crate) resource: ResourceId,
+    pub(crate) protocol: Protocol,
+    pub(crate) tcp: TcpTracker,
+    pub(crate) client_ip: IpAddr,
+    pub(crate) client_port: u16,
+    /// The real resource IP (after DNS NAT).
+    pub(crate) resource_ip: IpAddr,
+    pub(crate) resource_port: u16,
+    pub(crate) dns: Option<Arc<DnsFlow>>,
+    pub(crate) start: Nanos,
+    pub(crate) last_packet: Nanos,
+    pub(crate) tx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) rx_bytes: u64,
+    generation: u32,
+    /// First outer context (an index into the gateway's outer-context interner).
+    outer_first: u32,
+    /// Further distinct outer contexts, first-seen order, at most `MAX_OUTER_CONTEXTS - 1`.
+    outer_more: Option<Box<[u32]>>,
+}
+
+impl Flow {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: ClientId,
+        resource: ResourceId,
+        protocol: Protocol,
+        (client_ip, client_port): (IpAddr, u16),
+        (resource_ip, resource_port): (IpAddr, u16),
+        dns: Option<Arc<DnsFlow>>,
+        now: Nanos,
+        outer: u32,
+    ) -> Self {
+        Self {
+            client,
+            resource,
+            protocol,
+            tcp: TcpTracker::default(),
+            client_ip,
+            client_port,
+            resource_ip,
+            resource_port,
+            dns,
+            start: now,
+            last_packet: now,
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            generation: 0,
+            outer_first: outer,
+            outer_more: None,
+        }
+    }
+
+    /// The key of the client's packets: client endpoint -> destination as the client sent it
+    /// (the proxy IP for DNS resources).
+    pub(crate) fn client_side_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            src: self.client_ip,
+            src_port: self.client_port,
+            dst: self.dns.as_ref().map_or(self.resource_ip, |d| d.proxy_ip),
+            dst_port: self.resource_port,
+        }
+    }
+
+    /// The key of the resource's packets: real resource endpoint -> client endpoint.
+    pub(crate) fn resource_side_key(&self) -> FlowKey {
+        FlowKey {
+            protocol: self.protocol,
+            src: self.resource_ip,
+            src_port: self.resource_port,
+            dst: self.client_ip,
+            dst_port: self.client_port,
+        }
+    }
+
+    /// Records an outer context (interned index) if new and there is room.
+    pub(crate) fn add_outer(&mut self, outer: u32) {
+        if self.outer_first == outer {
+            return;
+        }
+        let more = self.outer_more.as_deref().unwrap_or(&[]);
+        if more.contains(&outer) || more.len() + 1 >= MAX_OUTER_CONTEXTS {
+            return;
+        }
+        let mut v = Vec::with_capacity(more.len() + 1);
+        v.extend_from_slice(more);
+        v.push(outer);
+        self.outer_more = Some(v.into_boxed_slice());
+    }
+
+    /// The outer contexts (interned indexes), first-seen order.
+    pub(crate) fn outers(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.outer_first)
+            .chain(self.outer_more.iter().flat_map(|m| m.iter().copied()))
+    }
+}
+
+/// The open flows.
+#[derive(Debug)]
+pub(crate) struct FlowTable {
+    slots: Vec<Option<Flow>>,
+    free: Vec<u32>,
+    by_client_side: HashTable<u32>,
+    by_resource_side: HashTable<u32>,
+    hasher: FixedState,
+    /// (deadline, slot, generation), earliest first. Entries may be early or stale.
+    deadlines: BinaryHeap<Reverse<(Nanos, u32, u32)>>,
+    next_generation: u32,
+    idle_timeout: Nanos,
+}
+
+impl FlowTable {
+    pub(crate) fn new(hash_seed: u64, idle_timeout: Nanos) -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_client_side: HashTable::new(),
+            by_resource_side: HashTable::new(),
+            hasher: FixedState::with_seed(hash_seed),
+            deadlines: BinaryHeap::new(),
+            next_generation: 0,
+            idle_timeout,
+        }
+    }
+
+    fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn slot(&self, idx: u32) -> Option<&Flow> {
+        self.slots.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    /// The open flow whose client-side key is `key`.
+    pub(crate) fn find_client_side(&self, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_client_side
+            .find(self.hash(key), |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|f| f.client_side_key() == *key)
+            })
+            .copied()
+    }
+
+    /// The open flow whose resource-side key is `key`.
+    pub(crate) fn find_resource_side(&self, key: &FlowKey) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_resource_side
+            .find(self.hash(key), |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|f| f.resource_side_key() == *key)
+            })
+            .copied()
+    }
+
+    /// Adds a flow (the caller made sure neither key is in use) and returns its slot.
+    pub(crate) fn insert(&mut self, mut flow: Flow) -> u32 {
+        flow.generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let deadline = flow.last_packet.saturating_add(self.idle_timeout);
+        let generation = flow.generation;
+        let client_hash = self.hash(&flow.client_side_key());
+        let resource_hash = self.hash(&flow.resource_side_key());
+        let idx = match self.free.pop() {
+            Some(idx) => {
+                self.slots[idx as usize] = Some(flow);
+                idx
+            }
+            None => {
+                self.slots.push(Some(flow));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let rehash = |key: FlowKey| hasher.hash_one(key);
+        self.by_client_side.insert_unique(client_hash, idx, |&i| {
+            slots[i as usize]
+                .as_ref()
+                .map_or(0, |f| rehash(f.client_side_key()))
+        });
+        self.by_resource_side
+            .insert_unique(resource_hash, idx, |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .map_or(0, |f| rehash(f.resource_side_key()))
+            });
+        self.deadlines.push(Reverse((deadline, idx, generation)));
+        idx
+    }
+
+    pub(crate) fn get(&self, idx: u32) -> Option<&Flow> {
+        self.slot(idx)
+    }
+
+    pub(crate) fn get_mut(&mut self, idx: u32) -> Option<&mut Flow> {
+        self.slots.get_mut(idx as usize).and_then(Option::as_mut)
+    }
+
+    /// Removes a flow from the table and its indexes.
+    pub(crate) fn remove(&mut self, idx: u32) -> Option<Flow> {
+        let flow = self.slots.get_mut(idx as usize)?.take()?;
+        let client_hash = self.hash(&flow.client_side_key());
+        let resource_hash = self.hash(&flow.resource_side_key());
+        if let Ok(e) = self.by_client_side.find_entry(client_hash, |&i| i == idx) {
+            e.remove();
+        }
+        if let Ok(e) = self
+            .by_resource_side
+            .find_entry(resource_hash, |&i| i == idx)
+        {
+            e.remove();
+        }
+        self.free.push(idx);
+        Some(flow)
+    }
+
+    /// The earliest idle deadline (possibly early: a flow that saw packets since is re-armed
+    /// when it is reached).
+    pub(crate) fn next_deadline(&self) -> Option<Nanos> {
+        self.deadlines.peek().map(|Reverse((d, _, _))| *d)
+    }
+
+    /// The next flow that is idle at `now` (`last_packet + idle_timeout <= now`), earliest
+    /// deadline first, ties by slot.
+    pub(crate) fn pop_idle(&mut self, now: Nanos) -> Option<u32> {
+        while let Some(&Reverse((deadline, idx, generation))) = self.deadlines.peek() {
+            if deadline > now {
+                return None;
+            }
+            self.deadlines.pop();
+            let Some(flow) = self.slot(idx) else { continue };
+            if flow.generation != generation {
+                continue;
+            }
+            let real = flow.last_packet.saturating_add(self.idle_timeout);
+            if real <= now {
+                return Some(idx);
+            }
+            self.deadlines.push(Reverse((real, idx, generation)));
+        }
+        None
+    }
+
+    /// Slots of all open flows, ascending.
+    pub(crate) fn open_slots(&self) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].is_some())
+            .collect()
+    }
+
+    /// How many flows are open.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}

@@ -1,0 +1,711 @@
+//! The [`Gateway`] state machine: its state, the sans-IO entry points and the data path.
+//! The control plane is in `control.rs`, DNS resolution in `dns_resolver.rs`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldhash::fast::FixedState;
+use proto::flow::{ClientId, CloseReason, FlowRecord, OuterContext, Protocol, ResourceId};
+use proto::tunnel::{self, FrameHeader};
+
+use crate::cidr::is_proxy_ip;
+use crate::config::{ClientConfig, GatewayConfig, Resource, ResourceAddress};
+use crate::dns_resolver::DnsMapping;
+use crate::drop_reason::{DropCounters, DropReason};
+use crate::filter::{Filter, grant_allows};
+use crate::flow_log::{self, OuterInterner};
+use crate::flow_table::{DnsFlow, Flow, FlowKey, FlowTable, Nanos};
+use crate::output::{Event, Transmit};
+use crate::packet::{
+    self, Field, IpPacket, PacketError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Transport,
+};
+use crate::replay_window::ReplayWindow;
+use crate::tcp_tracker::{Direction, TcpVerdict};
+
+/// A client's session state.
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub(crate) config: ClientConfig,
+    pub(crate) replay: ReplayWindow,
+    /// Counter of the next frame the gateway sends to this client.
+    pub(crate) tx_counter: u64,
+    /// Where replies go: the outer context of the latest accepted frame.
+    pub(crate) outer: Option<OuterContext>,
+    /// `outer`'s index in the outer-context interner.
+    pub(crate) outer_idx: u32,
+    pub(crate) grants: BTreeMap<ResourceId, Vec<Filter>>,
+    pub(crate) dns: BTreeMap<IpAddr, DnsMapping>,
+}
+
+/// What a packet that starts a flow gets.
+enum NewFlow {
+    Create {
+        resource: ResourceId,
+        real_ip: IpAddr,
+        dns: Option<Arc<DnsFlow>>,
+    },
+    Deny(DropReason),
+    AwaitDns,
+}
+
+/// The sans-IO VPN gateway. See the crate docs for the contract.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) config: GatewayConfig,
+    /// The latest `now` seen, as nanoseconds since the time origin (never goes back).
+    pub(crate) now: Nanos,
+    pub(crate) clients: BTreeMap<ClientId, Client>,
+    /// Lookup only: session id -> client.
+    pub(crate) sessions: HashMap<u32, ClientId, FixedState>,
+    /// Lookup only: tunnel IP -> client.
+    pub(crate) tunnel_ips: HashMap<IpAddr, ClientId, FixedState>,
+    pub(crate) resources: BTreeMap<ResourceId, Resource>,
+    pub(crate) flows: FlowTable,
+    outers: OuterInterner,
+    /// DNS query id -> (client, proxy IP) of the mapping that sent it.
+    pub(crate) dns_pending: BTreeMap<u16, (ClientId, IpAddr)>,
+    pub(crate) next_query_id: u16,
+    /// Earliest DNS deadline (query timeout or answer expiry), recomputed on DNS changes.
+    pub(crate) next_dns_deadline: Option<Nanos>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    records: VecDeque<FlowRecord>,
+    drops: DropCounters,
+    pub(crate) shut_down: bool,
+}
+
+fn packet_error(e: PacketError) -> DropReason {
+    match e {
+        PacketError::Malformed => DropReason::MalformedPacket,
+        PacketError::Fragment => DropReason::Fragment,
+        PacketError::Unsupported => DropReason::UnsupportedProtocol,
+    }
+}
+
+impl Gateway {
+    /// A gateway with no clients, resources or flows.
+    pub fn new(config: GatewayConfig) -> Self {
+        let idle_timeout = nanos_of(config.idle_timeout);
+        let seed = config.hash_seed;
+        Self {
+            flows: FlowTable::new(seed, idle_timeout),
+            config,
+            now: 0,
+            clients: BTreeMap::new(),
+            sessions: HashMap::with_hasher(FixedState::with_seed(seed)),
+            tunnel_ips: HashMap::with_hasher(FixedState::with_seed(seed)),
+            resources: BTreeMap::new(),
+            outers: OuterInterner::default(),
+            dns_pending: BTreeMap::new(),
+            next_query_id: 1,
+            next_dns_deadline: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            records: VecDeque::new(),
+            drops: DropCounters::default(),
+            shut_down: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    // ---------------------------------------------------------------- sans-IO entry points
+
+    /// A UDP datagram arrived at the gateway's address `to` from `from`: a DNS answer if it is
+    /// from the configured DNS server, else a direct tunnel frame from a client (its outer
+    /// context is `(from, to)`).
+    pub fn handle_input(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if from == self.config.dns_server {
+            let t = self.advance(now);
+            let r = if self.shut_down {
+                Err(DropReason::ShutDown)
+            } else {
+                self.dns_answer(payload, t)
+            };
+            return self.count(r);
+        }
+        if !tunnel::is_tunnel_frame(payload) {
+            self.advance(now);
+            return self.count(Err(DropReason::NotTunnelFrame));
+        }
+        self.handle_tunnel_frame(
+            OuterContext {
+                remote: from,
+                local: to,
+            },
+            payload,
+            now,
+        )
+    }
+
+    /// A tunnel frame arrived over `outer`: directly (from [`Gateway::handle_input`]) or
+    /// through a relay, already unwrapped from ChannelData by the caller, which names the outer
+    /// 4-tuple replies should use.
+    pub fn handle_tunnel_frame(
+        &mut self,
+        outer: OuterContext,
+        frame: &[u8],
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let t = self.advance(now);
+        let r = self.tunnel_frame(outer, frame, t);
+        self.count(r)
+    }
+
+    /// An IP packet arrived on the TUN side (from a resource).
+    pub fn handle_tun_packet(&mut self, packet: &[u8], now: Instant) -> Result<(), DropReason> {
+        let t = self.advance(now);
+        let r = if self.shut_down {
+            Err(DropReason::ShutDown)
+        } else {
+            self.tun_packet(packet, t)
+        };
+        self.count(r)
+    }
+
+    /// Runs every deadline that is due at `now` (idle flows, DNS retries and expiries). Every
+    /// other entry point does this first too, so the order of calls at one instant does not
+    /// matter.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next completed flow record (only with flow logs enabled).
+    pub fn poll_flow_record(&mut self) -> Option<FlowRecord> {
+        self.records.pop_front()
+    }
+
+    /// When [`Gateway::handle_timeout`] must be called next (it may be early: nothing
+    /// happens then but re-arming). `None` when nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.shut_down {
+            return None;
+        }
+        let next = match (self.flows.next_deadline(), self.next_dns_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        let origin = self.config.time_origin.instant;
+        Some(origin + Duration::from_nanos(next))
+    }
+
+    /// Closes every open flow with reason `shutdown` (end = `now`, after first closing those
+    /// already idle at `now`), drops pending DNS work, and refuses all later input.
+    pub fn shutdown(&mut self, now: Instant) {
+        let t = self.advance(now);
+        if self.shut_down {
+            return;
+        }
+        for idx in self.flows_in_start_order(|_| true) {
+            self.close_flow(idx, CloseReason::Shutdown, t);
+        }
+        let mut dropped = 0;
+        for client in self.clients.values_mut() {
+            for m in client.dns.values_mut() {
+                dropped += m.queue.len();
+                m.queue.clear();
+                m.query = None;
+            }
+        }
+        for _ in 0..dropped {
+            self.drops.bump(DropReason::ShutDown);
+        }
+        self.dns_pending.clear();
+        self.next_dns_deadline = None;
+        self.shut_down = true;
+    }
+
+    // ---------------------------------------------------------------- inspection
+
+    /// Drop counters, one per reason.
+    pub fn drop_counters(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// How many flows are open.
+    pub fn open_flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Where replies to `client` go now.
+    pub fn client_outer_context(&self, client: ClientId) -> Option<OuterContext> {
+        self.clients.get(&client).and_then(|c| c.outer)
+    }
+
+    // ---------------------------------------------------------------- time
+
+    fn nanos(&self, now: Instant) -> Nanos {
+        nanos_of(now.saturating_duration_since(self.config.time_origin.instant))
+    }
+
+    /// Moves the clock to `now` (never backwards) and runs what is due.
+    pub(crate) fn advance(&mut self, now: Instant) -> Nanos {
+        let t = self.nanos(now).max(self.now);
+        self.now = t;
+        while let Some(idx) = self.flows.pop_idle(t) {
+            let end = self.flows.get(idx).map_or(t, |f| f.last_packet);
+            self.close_flow(idx, CloseReason::Idle, end);
+        }
+        if self.next_dns_deadline.is_some_and(|d| d <= t) {
+            self.run_dns_timers(t);
+        }
+        t
+    }
+
+    fn count(&mut self, r: Result<(), DropReason>) -> Result<(), DropReason> {
+        if let Err(reason) = r {
+            self.drops.bump(reason);
+            tracing::debug!(%reason, "gateway dropped input");
+        }
+        r
+    }
+
+    pub(crate) fn count_drop(&mut self, reason: DropReason) {
+        let _ = self.count(Err(reason));
+    }
+
+    // ---------------------------------------------------------------- client -> resource
+
+    fn tunnel_frame(
+        &mut self,
+        outer: OuterContext,
+        frame: &[u8],
+        t: Nanos,
+    ) -> Result<(), DropReason> {
+        if self.shut_down {
+            return Err(DropReason::ShutDown);
+        }
+        let header = tunnel::peek_header(frame).map_err(|_| DropReason::MalformedFrame)?;
+        let client_id = *self
+            .sessions
+            .get(&header.session_id)
+            .ok_or(DropReason::UnknownSession)?;
+        let client = self
+            .clients
+            .get(&client_id)
+            .ok_or(DropReason::UnknownSession)?;
+        let (_, inner) = tunnel::open(&client.config.key, frame).map_err(|_| DropReason::BadMac)?;
+        client
+            .replay
+            .check(header.counter)
+            .map_err(|_| DropReason::Replay)?;
+        let pkt = packet::parse(inner).map_err(packet_error)?;
+        if pkt.src != client.config.tunnel_ip(pkt.is_v4()) {
+            return Err(DropReason::ForgedSource);
+        }
+        self.route_to_resource(client_id, inner, &pkt, outer, t)?;
+        // Accepted (forwarded or queued for DNS): only now does the frame change session state.
+        let client = self
+            .clients
+            .get_mut(&client_id)
+            .ok_or(DropReason::UnknownSession)?;
+        client.replay.commit(header.counter);
+        if client.outer != Some(outer) {
+            client.outer_idx = self.outers.intern(outer);
+            let from = client.outer.replace(outer);
+            self.events.push_back(Event::ClientRoamed {
+                client: client_id,
+                from,
+                to: outer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forwards (or queues, for a pending DNS answer) an authenticated client packet whose
+    /// source is the client's tunnel IP.
+    pub(crate) fn route_to_resource(
+        &mut self,
+        client_id: ClientId,
+        inner: &[u8],
+        pkt: &IpPacket,
+        outer: OuterContext,
+        t: Nanos,
+    ) -> Result<(), DropReason> {
+        let (protocol, src_port, dst_port) = match pkt.transport {
+            Transport::Echo { request: false, .. }
+            | Transport::IcmpError
+            | Transport::IcmpOther => {
+                return Err(DropReason::IcmpNotAllowed);
+            }
+            _ => pkt.flow_ports().ok_or(DropReason::IcmpNotAllowed)?,
+        };
+        let key = FlowKey {
+            protocol,
+            src: pkt.src,
+            src_port,
+            dst: pkt.dst,
+            dst_port,
+        };
+        if let Some(idx) = self.flows.find_client_side(&key) {
+            self.forward_to_resource(idx, inner, pkt, outer, t);
+            return Ok(());
+        }
+        if let Transport::Tcp { flags, .. } = pkt.transport
+            && flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) != TCP_SYN
+        {
+            return Err(DropReason::TcpWithoutSyn);
+        }
+        let (resource, real_ip, dns) =
+            match self.plan_new_flow(client_id, pkt.dst, protocol, dst_port)? {
+                NewFlow::Create {
+                    resource,
+                    real_ip,
+                    dns,
+                } => (resource, real_ip, dns),
+                NewFlow::Deny(reason) => return self.deny(client_id, inner, pkt, outer, reason),
+                NewFlow::AwaitDns => {
+                    return self.queue_for_dns(client_id, pkt.dst, inner, pkt, outer, t);
+                }
+            };
+        let resource_key = FlowKey {
+            protocol,
+            src: real_ip,
+            src_port: dst_port,
+            dst: pkt.src,
+            dst_port: src_port,
+        };
+        if self.flows.find_resource_side(&resource_key).is_some() {
+            return Err(DropReason::NatCollision);
+        }
+        let outer_idx = self.outers.intern(outer);
+        let flow = Flow::new(
+            client_id,
+            resource,
+            protocol,
+            (pkt.src, src_port),
+            (real_ip, dst_port),
+            dns,
+            t,
+            outer_idx,
+        );
+        let idx = self.flows.insert(flow);
+        if self.config.flow_logs
+            && let Some(flow) = self.flows.get(idx)
+        {
+            let started = flow_log::started(&self.config.time_origin, &self.outers, flow);
+            flow_log::emit_started(&started);
+            self.events.push_back(Event::FlowStarted(started));
+        }
+        self.forward_to_resource(idx, inner, pkt, outer, t);
+        Ok(())
+    }
+
+    /// Decides what a packet that starts a new flow gets: which resource and real IP, or a
+    /// denial, or a wait for the DNS answer.
+    fn plan_new_flow(
+        &self,
+        client_id: ClientId,
+        dst: IpAddr,
+        protocol: Protocol,
+        dst_port: u16,
+    ) -> Result<NewFlow, DropReason> {
+        let client = self
+            .clients
+            .get(&client_id)
+            .ok_or(DropReason::UnknownSession)?;
+        if !is_proxy_ip(dst) {
+            return Ok(
+                match self.select_cidr_resource(client, dst, protocol, dst_port) {
+                    Ok(resource) => NewFlow::Create {
+                        resource,
+                        real_ip: dst,
+                        dns: None,
+                    },
+                    Err(reason) => NewFlow::Deny(reason),
+                },
+            );
+        }
+        let Some(mapping) = client.dns.get(&dst) else {
+            return Ok(NewFlow::Deny(DropReason::UnknownProxyIp));
+        };
+        let resource = match self.select_dns_resource(client, &mapping.domain, protocol, dst_port) {
+            Ok(r) => r,
+            Err(reason) => return Ok(NewFlow::Deny(reason)),
+        };
+        Ok(match mapping.answer {
+            Some(answer) => NewFlow::Create {
+                resource,
+                real_ip: answer.ip,
+                dns: Some(mapping.flow_info.clone()),
+            },
+            None => NewFlow::AwaitDns,
+        })
+    }
+
+    fn forward_to_resource(
+        &mut self,
+        idx: u32,
+        inner: &[u8],
+        pkt: &IpPacket,
+        outer: OuterContext,
+        t: Nanos,
+    ) {
+        let cached = self
+            .flows
+            .get(idx)
+            .and_then(|f| self.clients.get(&f.client));
+        let outer_idx = match cached {
+            Some(c) if c.outer == Some(outer) => c.outer_idx,
+            _ => self.outers.intern(outer),
+        };
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return;
+        };
+        let mut out = inner[..pkt.len].to_vec();
+        if flow.dns.is_some() {
+            packet::rewrite(&mut out, pkt, Field::Dst, flow.resource_ip);
+        }
+        flow.tx_packets += 1;
+        flow.tx_bytes += pkt.payload_len as u64;
+        flow.last_packet = t;
+        flow.add_outer(outer_idx);
+        let verdict = match pkt.transport {
+            Transport::Tcp {
+                flags, seq, ack, ..
+            } => flow
+                .tcp
+                .on_packet(Direction::ToResource, flags, seq, ack, pkt.payload_len),
+            _ => TcpVerdict::Open,
+        };
+        self.transmits.push_back(Transmit::Tun(out));
+        self.close_if_done(idx, verdict, t);
+    }
+
+    /// Refuses a client packet: ICMP administratively prohibited back to where the frame came
+    /// from, and the drop reason.
+    fn deny(
+        &mut self,
+        client_id: ClientId,
+        inner: &[u8],
+        pkt: &IpPacket,
+        outer: OuterContext,
+        reason: DropReason,
+    ) -> Result<(), DropReason> {
+        let icmp = packet::admin_prohibited(inner, pkt);
+        self.send_to_client(client_id, outer, &icmp);
+        Err(reason)
+    }
+
+    fn select_cidr_resource(
+        &self,
+        client: &Client,
+        dst: IpAddr,
+        protocol: Protocol,
+        dst_port: u16,
+    ) -> Result<ResourceId, DropReason> {
+        let mut reason = DropReason::NoResource;
+        let mut best: Option<(u8, ResourceId)> = None;
+        for (id, resource) in &self.resources {
+            let ResourceAddress::Cidr(cidr) = &resource.address else {
+                continue;
+            };
+            if !cidr.contains(dst) {
+                continue;
+            }
+            let Some(filters) = client.grants.get(id) else {
+                reason = reason.max(DropReason::NotGranted);
+                continue;
+            };
+            if !grant_allows(filters, protocol, dst_port) {
+                reason = DropReason::FilterDenied;
+                continue;
+            }
+            // Longest prefix wins; on a tie the lowest id (the first in BTreeMap order).
+            if best.is_none_or(|(p, _)| cidr.prefix() > p) {
+                best = Some((cidr.prefix(), *id));
+            }
+        }
+        best.map(|(_, id)| id).ok_or(reason)
+    }
+
+    fn select_dns_resource(
+        &self,
+        client: &Client,
+        domain: &str,
+        protocol: Protocol,
+        dst_port: u16,
+    ) -> Result<ResourceId, DropReason> {
+        let mut reason = DropReason::NoResource;
+        let mut best: Option<((u8, usize), ResourceId)> = None;
+        for (id, resource) in &self.resources {
+            let ResourceAddress::Dns(pattern) = &resource.address else {
+                continue;
+            };
+            if !pattern.matches(domain) {
+                continue;
+            }
+            let Some(filters) = client.grants.get(id) else {
+                reason = reason.max(DropReason::NotGranted);
+                continue;
+            };
+            if !grant_allows(filters, protocol, dst_port) {
+                reason = DropReason::FilterDenied;
+                continue;
+            }
+            let rank = pattern.specificity();
+            if best.is_none_or(|(r, _)| rank > r) {
+                best = Some((rank, *id));
+            }
+        }
+        best.map(|(_, id)| id).ok_or(reason)
+    }
+
+    // ---------------------------------------------------------------- resource -> client
+
+    fn tun_packet(&mut self, packet: &[u8], t: Nanos) -> Result<(), DropReason> {
+        let pkt = packet::parse(packet).map_err(packet_error)?;
+        let client_id = *self
+            .tunnel_ips
+            .get(&pkt.dst)
+            .ok_or(DropReason::UnknownDestination)?;
+        let key = match pkt.transport {
+            Transport::IcmpError => {
+                let q = packet::parse_quoted(packet, &pkt).map_err(|e| match e {
+                    PacketError::Unsupported => DropReason::IcmpNotAllowed,
+                    _ => DropReason::MalformedPacket,
+                })?;
+                if q.src != pkt.dst {
+                    return Err(DropReason::NoOpenFlow);
+                }
+                FlowKey {
+                    protocol: q.protocol,
+                    src: q.dst,
+                    src_port: q.dst_port,
+                    dst: q.src,
+                    dst_port: q.src_port,
+                }
+            }
+            Transport::Echo { request: true, .. } | Transport::IcmpOther => {
+                return Err(DropReason::IcmpNotAllowed);
+            }
+            _ => {
+                let (protocol, src_port, dst_port) =
+                    pkt.flow_ports().ok_or(DropReason::IcmpNotAllowed)?;
+                FlowKey {
+                    protocol,
+                    src: pkt.src,
+                    src_port,
+                    dst: pkt.dst,
+                    dst_port,
+                }
+            }
+        };
+        let idx = self
+            .flows
+            .find_resource_side(&key)
+            .ok_or(DropReason::NoOpenFlow)?;
+        let (outer, outer_idx) = self
+            .clients
+            .get(&client_id)
+            .and_then(|c| Some((c.outer?, c.outer_idx)))
+            .ok_or(DropReason::NoOpenFlow)?;
+        let Some(flow) = self.flows.get_mut(idx) else {
+            return Err(DropReason::NoOpenFlow);
+        };
+        let mut out = packet[..pkt.len].to_vec();
+        let is_error = pkt.transport == Transport::IcmpError;
+        if let Some(dns) = &flow.dns {
+            if is_error {
+                packet::translate_icmp_error(&mut out, &pkt, flow.resource_ip, dns.proxy_ip);
+            } else {
+                packet::rewrite(&mut out, &pkt, Field::Src, dns.proxy_ip);
+            }
+        }
+        flow.rx_packets += 1;
+        if !is_error {
+            flow.rx_bytes += pkt.payload_len as u64;
+        }
+        flow.last_packet = t;
+        flow.add_outer(outer_idx);
+        let verdict = match pkt.transport {
+            Transport::Tcp {
+                flags, seq, ack, ..
+            } => flow
+                .tcp
+                .on_packet(Direction::ToClient, flags, seq, ack, pkt.payload_len),
+            _ => TcpVerdict::Open,
+        };
+        self.send_to_client(client_id, outer, &out);
+        self.close_if_done(idx, verdict, t);
+        Ok(())
+    }
+
+    /// Seals `inner` in a tunnel frame for `client_id` and queues it to `outer`.
+    fn send_to_client(&mut self, client_id: ClientId, outer: OuterContext, inner: &[u8]) {
+        let Some(client) = self.clients.get_mut(&client_id) else {
+            return;
+        };
+        let header = FrameHeader {
+            session_id: client.config.session_id,
+            counter: client.tx_counter,
+        };
+        client.tx_counter += 1;
+        let payload = tunnel::seal(&client.config.key, header, inner);
+        self.transmits.push_back(Transmit::Udp {
+            src: outer.local,
+            dst: outer.remote,
+            payload,
+        });
+    }
+
+    // ---------------------------------------------------------------- closing flows
+
+    fn close_if_done(&mut self, idx: u32, verdict: TcpVerdict, t: Nanos) {
+        match verdict {
+            TcpVerdict::Open => {}
+            TcpVerdict::ClosedByFin => self.close_flow(idx, CloseReason::Fin, t),
+            TcpVerdict::ClosedByRst => self.close_flow(idx, CloseReason::Rst, t),
+        }
+    }
+
+    /// Removes a flow and, with flow logs on, emits its record.
+    pub(crate) fn close_flow(&mut self, idx: u32, reason: CloseReason, end: Nanos) {
+        let Some(flow) = self.flows.remove(idx) else {
+            return;
+        };
+        if !self.config.flow_logs {
+            return;
+        }
+        let record = flow_log::record(&self.config.time_origin, &self.outers, &flow, reason, end);
+        flow_log::emit_completed(&record);
+        self.records.push_back(record);
+    }
+
+    /// Slots of the open flows that satisfy `pred`, ordered by start time, then slot.
+    pub(crate) fn flows_in_start_order(&self, pred: impl Fn(&Flow) -> bool) -> Vec<u32> {
+        let mut v: Vec<(Nanos, u32)> = self
+            .flows
+            .open_slots()
+            .into_iter()
+            .filter_map(|i| self.flows.get(i).filter(|f| pred(f)).map(|f| (f.start, i)))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+pub(crate) fn nanos_of(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

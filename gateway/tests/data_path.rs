@@ -1,0 +1,403 @@
+//! Data-path behaviour around the flow rules: authentication, authorisation, ICMP, DNS
+//! queueing, and per-instance flow logs.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use gateway::{DropReason, Event, Filter, PortRange};
+use proto::flow::Protocol;
+use proto::tunnel::{self, FrameHeader, SessionKey};
+
+fn udp_out(fam: Fam, dst: std::net::IpAddr, dport: u16) -> Vec<u8> {
+    udp(fam.tunnel_ip(), 5000, dst, dport, b"data")
+}
+
+/// Nothing but the named drop counter moved and nothing came out.
+fn assert_only_dropped(h: &mut Harness, reason: DropReason, count: u64) {
+    let out = h.drain();
+    assert!(out.tun.is_empty() && out.to_client.is_empty() && out.dns.is_empty());
+    assert_eq!(h.gw.drop_counters().get(reason), count);
+    assert_eq!(h.gw.drop_counters().total(), count);
+    assert_eq!(h.gw.open_flow_count(), 0);
+    assert!(h.gw.poll_event().is_none());
+}
+
+fn forged_or_broken_frames_change_nothing(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let good = udp_out(fam, fam.resource_ip(7), 53);
+    // Bad MAC.
+    let mut f = h.frame(&good);
+    let last = f.len() - 1;
+    f[last] ^= 1;
+    assert_eq!(h.send_frame(&f), Err(DropReason::BadMac));
+    assert_only_dropped(&mut h, DropReason::BadMac, 1);
+    // Wrong key.
+    let f = tunnel::seal(
+        &SessionKey::new([7; 32]),
+        FrameHeader {
+            session_id: SESSION,
+            counter: 99,
+        },
+        &good,
+    );
+    assert_eq!(h.send_frame(&f), Err(DropReason::BadMac));
+    // Unknown session.
+    let f = tunnel::seal(
+        &key(),
+        FrameHeader {
+            session_id: 1,
+            counter: 99,
+        },
+        &good,
+    );
+    assert_eq!(h.send_frame(&f), Err(DropReason::UnknownSession));
+    // Forged inner source.
+    let forged = udp(fam.resource_ip(3), 5000, fam.resource_ip(7), 53, b"x");
+    assert_eq!(h.send(&forged), Err(DropReason::ForgedSource));
+    // Not a tunnel frame at all, and a truncated one.
+    assert_eq!(
+        h.send_frame(&[0x00, 0x01, 0, 0]),
+        Err(DropReason::NotTunnelFrame)
+    );
+    assert_eq!(h.send_frame(&[0xF1; 20]), Err(DropReason::MalformedFrame));
+    let out = h.drain();
+    assert!(out.tun.is_empty() && out.to_client.is_empty());
+    assert_eq!(h.gw.open_flow_count(), 0);
+    assert_eq!(
+        h.gw.client_outer_context(CLIENT),
+        None,
+        "no dropped frame moved the client"
+    );
+}
+
+fn replayed_frame_is_dropped(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let f = h.frame(&udp_out(fam, fam.resource_ip(7), 53));
+    h.send_frame(&f).unwrap();
+    assert_eq!(h.send_frame(&f), Err(DropReason::Replay));
+    // An old counter inside the window that was never used still passes.
+    let old = tunnel::seal(
+        &key(),
+        FrameHeader {
+            session_id: SESSION,
+            counter: 0,
+        },
+        &udp_out(fam, fam.resource_ip(7), 53),
+    );
+    h.counter = 200;
+    h.send(&udp_out(fam, fam.resource_ip(7), 53)).unwrap();
+    assert_eq!(
+        h.send_frame(&old),
+        Err(DropReason::Replay),
+        "counter 0 was used"
+    );
+    assert_eq!(h.drain().tun.len(), 2);
+    h.gw.shutdown(h.now);
+    let r = h.records();
+    assert_eq!(r[0].tx_packets, 2);
+}
+
+fn denied_traffic_gets_admin_prohibited(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let denied = udp_out(fam, fam.outside_ip(), 53);
+    assert_eq!(h.send(&denied), Err(DropReason::NoResource));
+    let out = h.drain();
+    assert!(out.tun.is_empty());
+    let (src, dst, icmp) = &out.to_client[0];
+    assert_eq!((*src, *dst), (client_outer().local, client_outer().remote));
+    assert_checksums_valid(icmp);
+    assert_eq!(src_of(icmp), fam.outside_ip());
+    assert_eq!(dst_of(icmp), fam.tunnel_ip());
+    let (hl, ty, code) = match fam {
+        Fam::V4 => (20, 3, 13),
+        Fam::V6 => (40, 1, 1),
+    };
+    assert_eq!((icmp[hl], icmp[hl + 1]), (ty, code));
+    // The quote starts with the denied packet's header.
+    assert_eq!(&icmp[hl + 8..hl + 8 + 20], &denied[..20]);
+    assert_eq!(h.gw.open_flow_count(), 0);
+
+    // Filters: only TCP 80-81 allowed.
+    let res = h.cidr_resource();
+    h.grant(
+        res,
+        vec![Filter::Tcp(PortRange {
+            first: 80,
+            last: 81,
+        })],
+    );
+    assert_eq!(
+        h.send(&udp_out(fam, fam.resource_ip(7), 80)),
+        Err(DropReason::FilterDenied)
+    );
+    assert_eq!(
+        h.send(&tcp(
+            fam.tunnel_ip(),
+            1,
+            fam.resource_ip(7),
+            82,
+            SYN,
+            0,
+            0,
+            b""
+        )),
+        Err(DropReason::FilterDenied)
+    );
+    assert!(
+        h.send(&tcp(
+            fam.tunnel_ip(),
+            1,
+            fam.resource_ip(7),
+            81,
+            SYN,
+            0,
+            0,
+            b""
+        ))
+        .is_ok()
+    );
+    // Not granted at all.
+    h.gw.revoke(CLIENT, res, h.now).unwrap();
+    assert_eq!(
+        h.send(&udp_out(fam, fam.resource_ip(7), 80)),
+        Err(DropReason::NotGranted)
+    );
+    // A proxy IP with no mapping.
+    assert_eq!(
+        h.send(&udp_out(fam, fam.proxy_ip(9), 80)),
+        Err(DropReason::UnknownProxyIp)
+    );
+    assert_eq!(
+        h.drain().to_client.len(),
+        4,
+        "one ICMP error per denied packet"
+    );
+}
+
+fn icmp_echo_passes_for_granted_resources(fam: Fam) {
+    let mut h = Harness::new(fam);
+    h.send(&echo(
+        fam.tunnel_ip(),
+        fam.resource_ip(7),
+        true,
+        9,
+        1,
+        b"ping!",
+    ))
+    .unwrap();
+    h.resource_sends(&echo(
+        fam.resource_ip(7),
+        fam.tunnel_ip(),
+        false,
+        9,
+        1,
+        b"ping!",
+    ))
+    .unwrap();
+    // A reply with another identifier, or an unsolicited request, does not pass.
+    assert_eq!(
+        h.resource_sends(&echo(
+            fam.resource_ip(7),
+            fam.tunnel_ip(),
+            false,
+            10,
+            1,
+            b""
+        )),
+        Err(DropReason::NoOpenFlow)
+    );
+    assert_eq!(
+        h.resource_sends(&echo(fam.resource_ip(7), fam.tunnel_ip(), true, 9, 1, b"")),
+        Err(DropReason::IcmpNotAllowed)
+    );
+    let out = h.drain();
+    assert_eq!((out.tun.len(), out.to_client.len()), (1, 1));
+    assert_checksums_valid(&out.to_client[0].2);
+    h.gw.shutdown(h.now);
+    let r = h.records();
+    assert_eq!(
+        (
+            r[0].protocol,
+            r[0].tx_bytes,
+            r[0].rx_bytes,
+            r[0].inner_src_port
+        ),
+        (Protocol::Icmp, 5, 5, 9)
+    );
+}
+
+fn icmp_errors_are_translated_through_the_nat(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let real = fam.resource_ip(42);
+    h.map_and_resolve(5, "svc.example.com", real, 300);
+    let proxy = fam.proxy_ip(5);
+    h.send(&udp(fam.tunnel_ip(), 5000, proxy, 9999, b"hello"))
+        .unwrap();
+    let sent = h.drain().tun.remove(0);
+    // The resource answers with port unreachable, quoting what it received.
+    h.resource_sends(&port_unreachable(real, fam.tunnel_ip(), &sent))
+        .unwrap();
+    let (_, _, icmp) = h.drain().to_client.remove(0);
+    assert_checksums_valid(&icmp);
+    assert_eq!(src_of(&icmp), proxy, "outer source translated");
+    let hl = if fam == Fam::V4 { 20 } else { 40 };
+    let quoted = &icmp[hl + 8..];
+    assert_eq!(dst_of(quoted), proxy, "quoted destination translated");
+    assert_eq!(src_of(quoted), fam.tunnel_ip());
+    // The quoted packet is whole here, so its own checksums must be right again.
+    assert_checksums_valid(quoted);
+    // An error quoting a packet of no open flow is dropped.
+    let other = udp(fam.tunnel_ip(), 5001, real, 9999, b"x");
+    assert_eq!(
+        h.resource_sends(&port_unreachable(real, fam.tunnel_ip(), &other)),
+        Err(DropReason::NoOpenFlow)
+    );
+    h.gw.shutdown(h.now);
+    let r = h.records();
+    assert_eq!((r[0].tx_packets, r[0].rx_packets, r[0].rx_bytes), (1, 1, 0));
+}
+
+fn dns_pending_queue_is_bounded_then_flushed(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let proxy = fam.proxy_ip(5);
+    h.gw.map_dns(CLIENT, proxy, "queue.example.com", h.now)
+        .unwrap();
+    let query = h.drain().dns.remove(0);
+    for port in 0..32 {
+        h.send(&udp(fam.tunnel_ip(), 1000 + port, proxy, 53, b"q"))
+            .unwrap();
+    }
+    assert_eq!(
+        h.send(&udp(fam.tunnel_ip(), 2000, proxy, 53, b"q")),
+        Err(DropReason::DnsQueueFull)
+    );
+    assert!(h.drain().tun.is_empty(), "held while the answer is pending");
+    h.advance(Duration::from_millis(5));
+    h.answer_dns(&query, &[fam.resource_ip(1)], 30).unwrap();
+    let tun = h.drain().tun;
+    assert_eq!(tun.len(), 32);
+    assert!(tun.iter().all(|p| dst_of(p) == fam.resource_ip(1)));
+    assert_eq!(h.gw.open_flow_count(), 32);
+    // The same answer again is unexpected now.
+    assert_eq!(
+        h.answer_dns(&query, &[fam.resource_ip(1)], 30),
+        Err(DropReason::DnsUnexpectedAnswer)
+    );
+    let resolved =
+        std::iter::from_fn(|| h.gw.poll_event()).any(|e| matches!(e, Event::DnsResolved { .. }));
+    assert!(resolved);
+}
+
+fn dns_failure_drops_the_queue_and_retries_time_out(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let proxy = fam.proxy_ip(5);
+    h.gw.map_dns(CLIENT, proxy, "gone.example.com", h.now)
+        .unwrap();
+    let q = h.drain().dns.remove(0);
+    h.send(&udp(fam.tunnel_ip(), 1, proxy, 53, b"q")).unwrap();
+    h.answer_dns(&q, &[], 0).unwrap();
+    assert_eq!(h.gw.drop_counters().get(DropReason::DnsResolutionFailed), 1);
+    // The next packet asks again; unanswered queries are retried every 2 s, 3 attempts.
+    h.send(&udp(fam.tunnel_ip(), 1, proxy, 53, b"q")).unwrap();
+    assert_eq!(h.drain().dns.len(), 1);
+    for _ in 0..2 {
+        assert_eq!(h.gw.poll_timeout(), Some(h.now + Duration::from_secs(2)));
+        h.advance(Duration::from_secs(2));
+        assert_eq!(h.drain().dns.len(), 1, "retry");
+    }
+    h.advance(Duration::from_secs(2));
+    assert!(h.drain().dns.is_empty());
+    assert_eq!(h.gw.drop_counters().get(DropReason::DnsResolutionFailed), 2);
+    assert_eq!(h.gw.poll_timeout(), None);
+}
+
+fn query_ids_are_deterministic(fam: Fam) {
+    let ids = |_: ()| {
+        let mut h = Harness::new(fam);
+        h.gw.map_dns(CLIENT, fam.proxy_ip(1), "a.example.com", h.now)
+            .unwrap();
+        h.gw.map_dns(CLIENT, fam.proxy_ip(2), "b.example.com", h.now)
+            .unwrap();
+        h.drain().dns
+    };
+    let (a, b) = (ids(()), ids(()));
+    assert_eq!(a, b, "byte-identical queries on every run");
+    assert_eq!(u16::from_be_bytes([a[0][0], a[0][1]]), 1);
+    assert_eq!(u16::from_be_bytes([a[1][0], a[1][1]]), 2);
+}
+
+both_families!(
+    forged_or_broken_frames_change_nothing,
+    replayed_frame_is_dropped,
+    denied_traffic_gets_admin_prohibited,
+    icmp_echo_passes_for_granted_resources,
+    icmp_errors_are_translated_through_the_nat,
+    dns_pending_queue_is_bounded_then_flushed,
+    dns_failure_drops_the_queue_and_retries_time_out,
+    query_ids_are_deterministic,
+);
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn flow_logs_are_per_instance_and_go_to_the_flow_logs_target() {
+    let buf = Buffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let (on, off) = tracing::subscriber::with_default(subscriber, || {
+        let fam = Fam::V4;
+        let pkt = udp(fam.tunnel_ip(), 5000, fam.resource_ip(7), 53, b"data");
+        let mut on = Harness::new(fam);
+        let mut off = Harness::with_config(fam, |c| c.flow_logs = false);
+        for h in [&mut on, &mut off] {
+            h.send(&pkt).unwrap();
+            assert_eq!(h.drain().tun.len(), 1, "forwarding works either way");
+            h.gw.shutdown(h.now);
+        }
+        let events = |h: &mut Harness| {
+            std::iter::from_fn(|| h.gw.poll_event())
+                .filter(|e| matches!(e, Event::FlowStarted(_)))
+                .count()
+        };
+        (
+            (on.records().len(), events(&mut on)),
+            (off.records().len(), events(&mut off)),
+        )
+    });
+    assert_eq!(on, (1, 1));
+    assert_eq!(off, (0, 0));
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.matches("flow_logs: flow started").count(), 1, "{log}");
+    assert_eq!(log.matches("flow_logs: flow completed").count(), 1, "{log}");
+    assert!(
+        log.contains("start=2025-01-01T00:00:00.000000000Z"),
+        "{log}"
+    );
+    assert!(log.contains("close_reason=shutdown"), "{log}");
+    assert!(
+        log.contains("outer_contexts=[203.0.113.10:40000->203.0.113.1:51820]"),
+        "{log}"
+    );
+}
