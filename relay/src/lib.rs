@@ -100,8 +100,11 @@ pub enum ConfigError {
 /// Where data for an active channel goes, keyed by (client, channel number).
 #[derive(Debug, Clone, Copy)]
 struct ChannelRoute {
-    port: u16,
+    /// The allocation's relayed address of the peer's family: the data's source.
+    src: SocketAddr,
     peer: SocketAddr,
+    /// The peer is another allocation on this relay (relay-to-self).
+    to_self: bool,
     until: Instant,
 }
 
@@ -331,14 +334,11 @@ impl Relay {
                 Drop::NoAllocation
             });
         };
-        let src = self
-            .relayed_address(route.port, route.peer.ip())
-            .ok_or(Drop::FamilyNotRelayed)?;
-        if self.is_own_ip(route.peer.ip()) {
-            return self.deliver_to_own_allocation(src, route.peer, message.data, now);
+        if route.to_self {
+            return self.deliver_to_own_allocation(route.src, route.peer, message.data, now);
         }
         Ok(Some(Relayed {
-            src,
+            src: route.src,
             dst: route.peer,
             channel: None,
             data: message.data,
@@ -353,6 +353,11 @@ impl Relay {
         payload: &'p [u8],
         now: Instant,
     ) -> Result<Option<Relayed<'p>>, Drop> {
+        // An active channel implies the allocation relays the peer's (and so `to`'s) family;
+        // only the slow path needs the allocation itself.
+        if let Some(relayed) = self.relay_on_channel(to.port(), peer, payload, now) {
+            return Ok(Some(relayed));
+        }
         let allocation = self
             .allocations
             .get(&to.port())
@@ -392,17 +397,8 @@ impl Relay {
         data: &'p [u8],
         now: Instant,
     ) -> Result<Option<Relayed<'p>>, Drop> {
-        if let Some(route) = self
-            .peer_routes
-            .get(&(port, peer))
-            .filter(|route| now < route.until)
-        {
-            return Ok(Some(Relayed {
-                src: route.server,
-                dst: route.client,
-                channel: Some(route.channel),
-                data,
-            }));
+        if let Some(relayed) = self.relay_on_channel(port, peer, data, now) {
+            return Ok(Some(relayed));
         }
         let allocation = self
             .allocations
@@ -431,6 +427,23 @@ impl Relay {
             Err(error) => tracing::error!(%error, "cannot encode a Data indication"),
         }
         Ok(None)
+    }
+
+    /// ChannelData to the client when `peer` has an active channel on the allocation `port`.
+    fn relay_on_channel<'p>(
+        &self,
+        port: u16,
+        peer: SocketAddr,
+        data: &'p [u8],
+        now: Instant,
+    ) -> Option<Relayed<'p>> {
+        let route = self.peer_routes.get(&(port, peer))?;
+        (now < route.until).then_some(Relayed {
+            src: route.server,
+            dst: route.client,
+            channel: Some(route.channel),
+            data,
+        })
     }
 
     /// Brings the routes and events of the allocation on `port` in line with its active
@@ -472,8 +485,13 @@ impl Relay {
                 self.channel_routes.insert(
                     (client, number),
                     ChannelRoute {
-                        port,
+                        // Channels only go to peers of a family the allocation relays, so
+                        // the relay has an address of that family.
+                        src: self
+                            .relayed_address(port, new.peer.ip())
+                            .unwrap_or(new.peer),
                         peer: new.peer,
+                        to_self: self.is_own_ip(new.peer.ip()),
                         until: new.until,
                     },
                 );
