@@ -8,7 +8,7 @@ use std::time::Duration;
 use peer::{ClientEvent, Families};
 use proto::stun::{
     self, AdditionalAddressFamily, AddressFamily, ChannelNumber, Lifetime, RequestedAddressFamily,
-    RequestedTransport, ReservationToken, XorPeerAddress, XorRelayAddress, methods,
+    RequestedTransport, ReservationToken, XorRelayAddress, methods,
 };
 use relay::{ChannelBinding, Drop, Event, FreeReason};
 use support::*;
@@ -354,73 +354,21 @@ fn error_443_peer_family_mismatch_and_channel_rules() {
     raw.get_challenge(&mut world);
     assert_eq!(code_of(&raw.allocate(&mut world, vec![])), 0);
     let v6_peer = addr("[2001:db8:100::5]:9000");
-    let answer = raw
-        .request(
-            &mut world,
-            methods::CREATE_PERMISSION,
-            vec![XorPeerAddress::new(v6_peer).into()],
-            true,
-        )
-        .expect("answer");
-    assert_eq!(code_of(&answer), 443);
-    let bind = |number: u16, peer| {
-        vec![
-            ChannelNumber::new(number).expect("number").into(),
-            XorPeerAddress::new(peer).into(),
-        ]
-    };
-    let answer = raw
-        .request(
-            &mut world,
-            methods::CHANNEL_BIND,
-            bind(0x4000, v6_peer),
-            true,
-        )
-        .expect("answer");
-    assert_eq!(code_of(&answer), 443);
+    assert_eq!(raw.create_permission(&mut world, &[v6_peer]), 443);
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, v6_peer), 443);
     let peer = addr("198.51.100.50:9000");
     let other = addr("198.51.100.51:9000");
     // Channel numbers outside 0x4000-0x4FFF do not even decode (the codec enforces RFC 8656's
     // range), so such a request is malformed: 400 through the broken-request path.
     assert!(ChannelNumber::new(0x5000).is_err() && ChannelNumber::new(0x3FFF).is_err());
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, peer), true)
-                .expect("a")
-        ),
-        0
-    );
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, peer), 0);
     // Rebinding the same pair refreshes; a different peer on the number, or another number for
     // the peer, is refused.
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, peer), true)
-                .expect("a")
-        ),
-        0
-    );
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, other), true)
-                .expect("a")
-        ),
-        400
-    );
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4001, peer), true)
-                .expect("a")
-        ),
-        400
-    );
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, peer), 0);
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, other), 400);
+    assert_eq!(raw.channel_bind(&mut world, 0x4001, peer), 400);
     // CreatePermission with no peer.
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CREATE_PERMISSION, vec![], true)
-                .expect("a")
-        ),
-        400
-    );
+    assert_eq!(raw.create_permission(&mut world, &[]), 400);
     // Another username on this 5-tuple.
     let mut intruder = RawClient::with_credentials(
         raw.addr,
@@ -428,14 +376,7 @@ fn error_443_peer_family_mismatch_and_channel_rules() {
         proto::credentials::rest_api_credentials(SECRET, START_UNIX + 86_400, "intruder"),
     );
     intruder.get_challenge(&mut world);
-    assert_eq!(
-        code_of(
-            &intruder
-                .request(&mut world, methods::CHANNEL_BIND, bind(0x4002, other), true)
-                .expect("a")
-        ),
-        441
-    );
+    assert_eq!(intruder.channel_bind(&mut world, 0x4002, other), 441);
     let bindings = world.relay.channel_bindings();
     assert_eq!(bindings.len(), 1);
     assert_eq!((bindings[0].channel, bindings[0].peer), (0x4000, peer));
@@ -571,19 +512,7 @@ fn permission_and_channel_expiry_and_the_channel_cooldown() {
         .address();
     let peer = addr("198.51.100.50:9000");
     let other = addr("198.51.100.51:9000");
-    let bind = |number: u16, peer| {
-        vec![
-            ChannelNumber::new(number).expect("number").into(),
-            XorPeerAddress::new(peer).into(),
-        ]
-    };
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, peer), true)
-                .expect("a")
-        ),
-        0
-    );
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, peer), 0);
     let binding = ChannelBinding {
         client: raw.addr,
         channel: 0x4000,
@@ -604,14 +533,7 @@ fn permission_and_channel_expiry_and_the_channel_cooldown() {
     assert!(world.relay.channel_bindings().is_empty());
 
     // Renewing the permission revives the still-bound channel until the binding's 600 s.
-    let permit = vec![XorPeerAddress::new(peer).into()];
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CREATE_PERMISSION, permit, true)
-                .expect("a")
-        ),
-        0
-    );
+    assert_eq!(raw.create_permission(&mut world, &[peer]), 0);
     assert_eq!(world.relay.channel_bindings(), vec![binding]);
     world.advance_to(secs(600));
     assert!(
@@ -622,35 +544,11 @@ fn permission_and_channel_expiry_and_the_channel_cooldown() {
     // During the 300 s cooldown the number may not go to another peer, nor the peer to
     // another number; afterwards both may.
     world.advance_to(secs(899));
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, other), true)
-                .expect("a")
-        ),
-        400
-    );
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4001, peer), true)
-                .expect("a")
-        ),
-        400
-    );
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, other), 400);
+    assert_eq!(raw.channel_bind(&mut world, 0x4001, peer), 400);
     world.advance_to(secs(900));
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4000, other), true)
-                .expect("a")
-        ),
-        0
-    );
-    assert_eq!(
-        code_of(
-            &raw.request(&mut world, methods::CHANNEL_BIND, bind(0x4001, peer), true)
-                .expect("a")
-        ),
-        0
-    );
+    assert_eq!(raw.channel_bind(&mut world, 0x4000, other), 0);
+    assert_eq!(raw.channel_bind(&mut world, 0x4001, peer), 0);
     assert_eq!(world.relay.channel_bindings().len(), 2);
     assert_eq!(world.bindings_from_events(), world.relay.channel_bindings());
 }

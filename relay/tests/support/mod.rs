@@ -443,6 +443,30 @@ impl RawClient {
     }
 }
 
+impl RawClient {
+    /// A signed ChannelBind; returns the error code (0 for success).
+    pub fn channel_bind(&mut self, world: &mut World, number: u16, peer: SocketAddr) -> u16 {
+        let attributes = vec![
+            stun::ChannelNumber::new(number)
+                .expect("channel in range")
+                .into(),
+            stun::XorPeerAddress::new(peer).into(),
+        ];
+        let answer = self.request(world, stun::methods::CHANNEL_BIND, attributes, true);
+        code_of(&answer.expect("an answer"))
+    }
+
+    /// A signed CreatePermission for `peers`; returns the error code (0 for success).
+    pub fn create_permission(&mut self, world: &mut World, peers: &[SocketAddr]) -> u16 {
+        let attributes = peers
+            .iter()
+            .map(|&peer| stun::XorPeerAddress::new(peer).into())
+            .collect();
+        let answer = self.request(world, stun::methods::CREATE_PERMISSION, attributes, true);
+        code_of(&answer.expect("an answer"))
+    }
+}
+
 /// The error code of an answer, or 0 for a success.
 pub fn code_of(answer: &stun::Message) -> u16 {
     stun::error_code(answer).unwrap_or(0)
