@@ -496,12 +496,25 @@ impl Server {
         self.summary.allocations_active = self.relay.allocation_count();
         self.summary.drops = self.relay.drop_counts().clone();
         tracing::info!(summary = %self.summary, "relay stopped");
-        self.summary
+        std::mem::take(&mut self.summary)
+    }
+}
+
+/// A server dropped without running to the end (or failing to bind) stops its readers, which
+/// closes its sockets.
+impl std::ops::Drop for Server {
+    fn drop(&mut self) {
+        for bound in self.sockets.values() {
+            bound.reader.abort();
+        }
     }
 }
 
 /// Reads datagrams from `socket` and hands them to the relay task, tagged with the socket's
 /// logical address.
+///
+/// A reader takes a receive buffer only once its socket is readable, so that idle allocation
+/// sockets (most of them, most of the time) hold none.
 async fn read_loop(
     socket: Arc<UdpSocket>,
     logical: SocketAddr,
@@ -509,8 +522,12 @@ async fn read_loop(
     pool: Pool,
 ) {
     loop {
+        if let Err(error) = socket.readable().await {
+            tracing::error!(%logical, %error, "socket failed; no longer reading it");
+            return;
+        }
         let mut buffer = pool.take();
-        match socket.recv_from(&mut buffer).await {
+        match socket.try_recv_from(&mut buffer) {
             Ok((len, from)) => {
                 let datagram = Inbound {
                     from,
@@ -522,6 +539,7 @@ async fn read_loop(
                     return;
                 }
             }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => pool.give(buffer),
             Err(error) => {
                 // UDP receive errors are transient (e.g. an ICMP error reported on some
                 // systems); the socket stays usable.

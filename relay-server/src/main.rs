@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
+            tracing::error!(target: "relay_server", "{error:#}");
             ExitCode::FAILURE
         }
     }
@@ -115,7 +115,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
         })
         .await?;
         let shutdown = shutdown_signal()?;
-        tracing::info!(realm = %args.realm, "relay running");
+        tracing::info!(target: "relay_server", realm = %args.realm, "relay running");
         server.run(shutdown).await;
         Ok(())
     })
@@ -132,7 +132,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
         };
-        tracing::info!(signal = name, "shutting down");
+        tracing::info!(target: "relay_server", signal = name, "shutting down");
     })
 }
 
@@ -141,7 +141,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        tracing::info!(target: "relay_server", "shutting down");
     })
 }
 

@@ -1,0 +1,366 @@
+//! A scenario: the topology of a simulated VPN (clients, gateways, relays, resources, DNS
+//! records, grants, link latencies) and the steps that happen in it (traffic, path changes,
+//! faults, idle time). It is a YAML file a person can read, write and replay; the simulator
+//! (`sim`) runs it, the reference model (`model`) predicts it, and `scenarios` compares the two.
+//!
+//! This crate holds only the vocabulary: the types, their YAML form, validation with clear
+//! errors, and the [`plan::AddressPlan`] that gives every host its addresses. It depends on no
+//! system under test, so the model can use it without seeing the code it judges.
+
+pub mod plan;
+mod validate;
+
+use std::{fmt, net::IpAddr, path::Path};
+
+use serde::{Deserialize, Serialize};
+pub use validate::ValidationError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// The story, for a person reading the file or a failure.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub topology: Topology,
+    /// Steps are written `- udp: { ... }` (one-key maps), not with YAML tags.
+    #[serde(default, with = "serde_yaml_ng::with::singleton_map_recursive")]
+    pub steps: Vec<Step>,
+}
+
+/// Which IP families a host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Stack {
+    V4,
+    V6,
+    Dual,
+}
+
+impl Stack {
+    pub fn has_v4(self) -> bool {
+        matches!(self, Stack::V4 | Stack::Dual)
+    }
+
+    pub fn has_v6(self) -> bool {
+        matches!(self, Stack::V6 | Stack::Dual)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub clients: Vec<ClientSpec>,
+    pub gateways: Vec<GatewaySpec>,
+    #[serde(default)]
+    pub relays: Vec<RelaySpec>,
+    pub resources: Vec<ResourceSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_records: Vec<DnsRecord>,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
+    #[serde(default)]
+    pub latency: Latency,
+    /// UDP flow idle timeout of the gateways, in seconds (120 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub name: String,
+    pub stack: Stack,
+    /// The relay this client allocates on, if it uses one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySpec {
+    pub name: String,
+    pub stack: Stack,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySpec {
+    pub name: String,
+    pub stack: Stack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    pub name: String,
+    /// The gateway that serves it.
+    pub gateway: String,
+    #[serde(flatten)]
+    pub address: ResourceAddress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceAddress {
+    /// `198.51.100.10/32`, `2001:db8:100::/64`.
+    Cidr(String),
+    /// `app.example.com`, `*.example.com` (one label), `**.example.com` (any depth).
+    Dns(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u32,
+}
+
+fn default_ttl() -> u32 {
+    300
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub client: String,
+    pub resource: String,
+    /// `tcp`, `tcp/443`, `udp/5000-5999`, `icmp`; none means everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
+}
+
+/// Link latencies in whole milliseconds (the simulation's tick), so the model can compute exact
+/// arrival times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub default_ms: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkLatency>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            default_ms: 10,
+            links: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkLatency {
+    pub between: [String; 2],
+    pub ms: u32,
+}
+
+/// How a client reaches a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathMode {
+    Direct,
+    /// Through the client's relay to the gateway's own address.
+    ClientRelayed,
+    /// Directly to the gateway's relayed address.
+    GatewayRelayed,
+    /// Client and gateway on the same relay: the relay delivers to itself.
+    SameRelay,
+    /// Through the client's relay to the gateway's relayed address on another relay.
+    DifferentRelays,
+}
+
+/// Which side of a TCP connection acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Client,
+    Resource,
+}
+
+/// A link fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Drop everything on the link until `heal`.
+    Partition,
+    Heal,
+    /// Keep datagrams in flight until `release`.
+    Hold,
+    Release,
+    /// Drop the next N datagrams.
+    DropNext(u32),
+}
+
+/// Where traffic goes: a resource by name, optionally through one of its DNS names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub client: String,
+    pub resource: String,
+    /// For DNS resources: the name the client resolves (matching the resource's pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Send over IPv6 inside the tunnel.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// One UDP datagram from the client; the resource echoes it.
+    Udp {
+        #[serde(flatten)]
+        target: Target,
+        bytes: u16,
+    },
+    /// Opens TCP connection `conn` (a number the later TCP steps refer to): SYN, SYN-ACK, ACK.
+    TcpOpen {
+        conn: u32,
+        #[serde(flatten)]
+        target: Target,
+    },
+    /// The client resends its SYN (as after a lost SYN-ACK).
+    TcpRetransmitSyn {
+        conn: u32,
+    },
+    /// `bytes` of data from `from`, acknowledged by the other side.
+    TcpData {
+        conn: u32,
+        from: Side,
+        bytes: u16,
+    },
+    /// FIN from `by`, answered by FIN-ACK and the final ACK.
+    TcpClose {
+        conn: u32,
+        by: Side,
+    },
+    /// RST from `by`.
+    TcpReset {
+        conn: u32,
+        by: Side,
+    },
+    /// A late ACK from the client after the connection closed.
+    TcpLateAck {
+        conn: u32,
+    },
+    /// The client's stub resolver answers a query for `name` (a proxy IP for DNS resources).
+    DnsQuery {
+        client: String,
+        name: String,
+    },
+    /// Switches how `client` reaches `gateway`.
+    Path {
+        client: String,
+        gateway: String,
+        mode: PathMode,
+    },
+    /// The client moves to a new outer address (new port).
+    Roam {
+        client: String,
+    },
+    Grant(Grant),
+    Revoke {
+        client: String,
+        resource: String,
+    },
+    /// The DNS server's answer for `name` changes.
+    DnsChange {
+        name: String,
+        addresses: Vec<IpAddr>,
+    },
+    /// A fault on the link between two hosts.
+    Fault {
+        between: [String; 2],
+        fault: Fault,
+    },
+    /// The gateway restarts: its flows are flushed (shutdown) and its state is lost.
+    GatewayRestart {
+        gateway: String,
+    },
+    /// Nothing happens for this long.
+    Idle {
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}:{line}: {error}")]
+    Invalid {
+        path: String,
+        line: usize,
+        error: ValidationError,
+    },
+}
+
+impl Scenario {
+    /// Parses and validates YAML text; `origin` names the text in errors (a file path).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, LoadError> {
+        let scenario: Scenario =
+            serde_yaml_ng::from_str(text).map_err(|error| match error.location() {
+                Some(location) => LoadError::Syntax {
+                    path: origin.to_owned(),
+                    line: location.line(),
+                    column: location.column(),
+                    message: error.to_string(),
+                },
+                None => LoadError::Format {
+                    path: origin.to_owned(),
+                    message: error.to_string(),
+                },
+            })?;
+        scenario.validate().map_err(|error| LoadError::Invalid {
+            path: origin.to_owned(),
+            line: error.line_in(text),
+            error,
+        })?;
+        Ok(scenario)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &origin)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        // Serialising plain data with string keys cannot fail.
+        serde_yaml_ng::to_string(self).unwrap_or_else(|error| format!("# cannot print: {error}\n"))
+    }
+
+    /// Checks every cross reference and value; see [`ValidationError`].
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate::validate(self)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_yaml())
+    }
+}

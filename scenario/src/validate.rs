@@ -1,0 +1,515 @@
+//! Validation: every name a scenario refers to exists, every value is in range, and every step
+//! makes sense where it stands (a TCP step needs an open connection, a relayed path needs
+//! relays). Errors say where (`steps[3]`, `topology.grants[0]`) and what is wrong.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{PathMode, ResourceAddress, Scenario, Stack, Step, Target, plan};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {message}")]
+pub struct ValidationError {
+    /// Where: `topology.grants[1]`, `steps[4]`.
+    pub at: String,
+    pub message: String,
+    /// The step index, when a step is at fault (to find its line in the file).
+    pub step: Option<usize>,
+    /// A name to look for in the file when no step is at fault.
+    pub token: Option<String>,
+}
+
+impl ValidationError {
+    fn topology(at: impl Into<String>, token: &str, message: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            message: message.into(),
+            step: None,
+            token: Some(token.to_owned()),
+        }
+    }
+
+    fn step(index: usize, message: impl Into<String>) -> Self {
+        Self {
+            at: format!("steps[{index}]"),
+            message: message.into(),
+            step: Some(index),
+            token: None,
+        }
+    }
+
+    /// The 1-based line of `text` the error points at (1 if it cannot tell).
+    pub fn line_in(&self, text: &str) -> usize {
+        let lines: Vec<&str> = text.lines().collect();
+        if let Some(index) = self.step {
+            let start = lines.iter().position(|line| line.trim_start() == "steps:");
+            if let Some(start) = start {
+                let items: Vec<usize> = lines
+                    .iter()
+                    .enumerate()
+                    .skip(start + 1)
+                    .filter(|(_, line)| line.trim_start().starts_with("- "))
+                    .filter(|(_, line)| {
+                        let indent = line.len() - line.trim_start().len();
+                        indent <= 2
+                    })
+                    .map(|(number, _)| number + 1)
+                    .collect();
+                if let Some(line) = items.get(index) {
+                    return *line;
+                }
+            }
+        }
+        if let Some(token) = &self.token {
+            let quoted = [
+                format!(" {token}"),
+                format!("\"{token}\""),
+                format!("'{token}'"),
+            ];
+            if let Some(number) = lines
+                .iter()
+                .position(|line| quoted.iter().any(|form| line.contains(form.as_str())))
+            {
+                return number + 1;
+            }
+        }
+        1
+    }
+}
+
+struct Names<'a> {
+    clients: BTreeMap<&'a str, Stack>,
+    gateways: BTreeMap<&'a str, Stack>,
+    relays: BTreeMap<&'a str, Stack>,
+    resources: BTreeMap<&'a str, &'a ResourceAddress>,
+    client_relay: BTreeMap<&'a str, Option<&'a str>>,
+    gateway_relay: BTreeMap<&'a str, Option<&'a str>>,
+}
+
+pub(crate) fn validate(scenario: &Scenario) -> Result<(), ValidationError> {
+    let topology = &scenario.topology;
+    if scenario.name.trim().is_empty() {
+        return Err(ValidationError::topology(
+            "name",
+            "name",
+            "the scenario needs a name",
+        ));
+    }
+    check_counts(scenario)?;
+    let names = collect_names(scenario)?;
+    for (index, resource) in topology.resources.iter().enumerate() {
+        let at = format!("topology.resources[{index}]");
+        if !names.gateways.contains_key(resource.gateway.as_str()) {
+            return Err(ValidationError::topology(
+                at,
+                &resource.gateway,
+                format!("no gateway named `{}`", resource.gateway),
+            ));
+        }
+        match &resource.address {
+            ResourceAddress::Cidr(cidr) => {
+                plan::parse_resource_cidr(cidr)
+                    .map_err(|message| ValidationError::topology(at, cidr, message))?;
+            }
+            ResourceAddress::Dns(pattern) => {
+                plan::check_domain_pattern(pattern)
+                    .map_err(|message| ValidationError::topology(at, pattern, message))?;
+            }
+        }
+    }
+    for (index, record) in topology.dns_records.iter().enumerate() {
+        let at = format!("topology.dns_records[{index}]");
+        if record.addresses.is_empty() {
+            return Err(ValidationError::topology(
+                at,
+                &record.name,
+                "a DNS record needs an address",
+            ));
+        }
+        for address in &record.addresses {
+            if !plan::is_resource_address(*address) {
+                return Err(ValidationError::topology(
+                    at,
+                    &record.name,
+                    format!(
+                        "{address} is outside the resource ranges 198.51.100.0/24 and 2001:db8:100::/48"
+                    ),
+                ));
+            }
+        }
+    }
+    for (index, grant) in topology.grants.iter().enumerate() {
+        check_grant(&names, grant, &format!("topology.grants[{index}]"))?;
+    }
+    for (index, link) in topology.latency.links.iter().enumerate() {
+        let at = format!("topology.latency.links[{index}]");
+        for host in &link.between {
+            if !names.is_host(host) {
+                return Err(ValidationError::topology(
+                    at,
+                    host,
+                    format!("no host named `{host}`"),
+                ));
+            }
+        }
+        if link.ms == 0 {
+            return Err(ValidationError::topology(
+                at,
+                &link.between[0],
+                "latency must be at least 1 ms",
+            ));
+        }
+    }
+    if topology.latency.default_ms == 0 {
+        return Err(ValidationError::topology(
+            "topology.latency",
+            "default_ms",
+            "latency must be at least 1 ms",
+        ));
+    }
+    check_steps(scenario, &names)
+}
+
+fn check_counts(scenario: &Scenario) -> Result<(), ValidationError> {
+    let topology = &scenario.topology;
+    let counts = [
+        ("clients", topology.clients.len(), 1, 3),
+        ("gateways", topology.gateways.len(), 1, 2),
+        ("relays", topology.relays.len(), 0, 3),
+        ("resources", topology.resources.len(), 1, 16),
+    ];
+    for (what, count, least, most) in counts {
+        if count < least || count > most {
+            return Err(ValidationError::topology(
+                format!("topology.{what}"),
+                what,
+                format!("{count} {what}; a scenario has {least} to {most}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Names<'_> {
+    fn is_host(&self, name: &str) -> bool {
+        self.clients.contains_key(name)
+            || self.gateways.contains_key(name)
+            || self.relays.contains_key(name)
+    }
+}
+
+fn collect_names(scenario: &Scenario) -> Result<Names<'_>, ValidationError> {
+    let topology = &scenario.topology;
+    let mut seen = BTreeSet::new();
+    let mut unique = |name: &str, at: String| {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(ValidationError::topology(
+                at,
+                name,
+                format!("`{name}` is not a name (letters, digits and `-`)"),
+            ));
+        }
+        if !seen.insert(name.to_owned()) {
+            return Err(ValidationError::topology(
+                at,
+                name,
+                format!("`{name}` is used twice"),
+            ));
+        }
+        Ok(())
+    };
+    for (index, relay) in topology.relays.iter().enumerate() {
+        unique(&relay.name, format!("topology.relays[{index}]"))?;
+    }
+    for (index, client) in topology.clients.iter().enumerate() {
+        unique(&client.name, format!("topology.clients[{index}]"))?;
+    }
+    for (index, gateway) in topology.gateways.iter().enumerate() {
+        unique(&gateway.name, format!("topology.gateways[{index}]"))?;
+    }
+    for (index, resource) in topology.resources.iter().enumerate() {
+        unique(&resource.name, format!("topology.resources[{index}]"))?;
+    }
+    let relays: BTreeMap<&str, Stack> = topology
+        .relays
+        .iter()
+        .map(|relay| (relay.name.as_str(), relay.stack))
+        .collect();
+    let check_relay = |relay: &Option<String>, at: String| match relay {
+        Some(name) if !relays.contains_key(name.as_str()) => Err(ValidationError::topology(
+            at,
+            name,
+            format!("no relay named `{name}`"),
+        )),
+        _ => Ok(()),
+    };
+    for (index, client) in topology.clients.iter().enumerate() {
+        check_relay(&client.relay, format!("topology.clients[{index}]"))?;
+    }
+    for (index, gateway) in topology.gateways.iter().enumerate() {
+        check_relay(&gateway.relay, format!("topology.gateways[{index}]"))?;
+    }
+    Ok(Names {
+        clients: topology
+            .clients
+            .iter()
+            .map(|c| (c.name.as_str(), c.stack))
+            .collect(),
+        gateways: topology
+            .gateways
+            .iter()
+            .map(|g| (g.name.as_str(), g.stack))
+            .collect(),
+        relays,
+        resources: topology
+            .resources
+            .iter()
+            .map(|r| (r.name.as_str(), &r.address))
+            .collect(),
+        client_relay: topology
+            .clients
+            .iter()
+            .map(|c| (c.name.as_str(), c.relay.as_deref()))
+            .collect(),
+        gateway_relay: topology
+            .gateways
+            .iter()
+            .map(|g| (g.name.as_str(), g.relay.as_deref()))
+            .collect(),
+    })
+}
+
+fn check_grant(names: &Names<'_>, grant: &crate::Grant, at: &str) -> Result<(), ValidationError> {
+    if !names.clients.contains_key(grant.client.as_str()) {
+        return Err(ValidationError::topology(
+            at,
+            &grant.client,
+            format!("no client named `{}`", grant.client),
+        ));
+    }
+    if !names.resources.contains_key(grant.resource.as_str()) {
+        return Err(ValidationError::topology(
+            at,
+            &grant.resource,
+            format!("no resource named `{}`", grant.resource),
+        ));
+    }
+    for filter in &grant.filters {
+        plan::parse_filter(filter)
+            .map_err(|message| ValidationError::topology(at, filter, message))?;
+    }
+    Ok(())
+}
+
+fn check_target(names: &Names<'_>, target: &Target) -> Result<(), String> {
+    let client = names
+        .clients
+        .get(target.client.as_str())
+        .ok_or_else(|| format!("no client named `{}`", target.client))?;
+    let address = names
+        .resources
+        .get(target.resource.as_str())
+        .ok_or_else(|| format!("no resource named `{}`", target.resource))?;
+    if target.port == 0 {
+        return Err("port 0 is not a destination".to_owned());
+    }
+    let _ = client;
+    match (address, &target.domain) {
+        (ResourceAddress::Dns(pattern), Some(domain)) => {
+            if !plan::domain_matches(pattern, domain) {
+                return Err(format!(
+                    "`{domain}` does not match the resource's pattern `{pattern}`"
+                ));
+            }
+        }
+        (ResourceAddress::Dns(pattern), None) => {
+            return Err(format!(
+                "`{}` is a DNS resource (`{pattern}`): say which `domain`",
+                target.resource
+            ));
+        }
+        (ResourceAddress::Cidr(_), Some(_)) => {
+            return Err(format!(
+                "`{}` is a CIDR resource: it has no domain",
+                target.resource
+            ));
+        }
+        (ResourceAddress::Cidr(cidr), None) => {
+            let is_v6 = cidr.contains(':');
+            if is_v6 != target.ipv6 {
+                return Err(format!(
+                    "`{}` is an IPv{} resource but the step says ipv6: {}",
+                    target.resource,
+                    if is_v6 { 6 } else { 4 },
+                    target.ipv6
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_path(
+    names: &Names<'_>,
+    client: &str,
+    gateway: &str,
+    mode: PathMode,
+) -> Result<(), String> {
+    let client_relay = *names
+        .client_relay
+        .get(client)
+        .ok_or_else(|| format!("no client named `{client}`"))?;
+    let gateway_relay = *names
+        .gateway_relay
+        .get(gateway)
+        .ok_or_else(|| format!("no gateway named `{gateway}`"))?;
+    fn need<'a>(relay: Option<&'a str>, who: &str, mode: PathMode) -> Result<&'a str, String> {
+        relay.ok_or_else(|| format!("{mode:?} needs a relay for `{who}`"))
+    }
+    match mode {
+        PathMode::Direct => {}
+        PathMode::ClientRelayed => {
+            need(client_relay, client, mode)?;
+        }
+        PathMode::GatewayRelayed => {
+            need(gateway_relay, gateway, mode)?;
+        }
+        PathMode::SameRelay => {
+            if need(client_relay, client, mode)? != need(gateway_relay, gateway, mode)? {
+                return Err("same-relay needs the client and the gateway on one relay".to_owned());
+            }
+        }
+        PathMode::DifferentRelays => {
+            if need(client_relay, client, mode)? == need(gateway_relay, gateway, mode)? {
+                return Err(
+                    "different-relays needs the client and the gateway on two relays".to_owned(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_steps(scenario: &Scenario, names: &Names<'_>) -> Result<(), ValidationError> {
+    // conn -> open?
+    let mut connections: BTreeMap<u32, bool> = BTreeMap::new();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let fail = |message: String| ValidationError::step(index, message);
+        let open_conn = |conn: &u32, connections: &BTreeMap<u32, bool>| match connections.get(conn)
+        {
+            Some(true) => Ok(()),
+            Some(false) => Err(ValidationError::step(
+                index,
+                format!("connection {conn} is closed"),
+            )),
+            None => Err(ValidationError::step(
+                index,
+                format!("connection {conn} was never opened"),
+            )),
+        };
+        match step {
+            Step::Udp { target, bytes } => {
+                check_target(names, target).map_err(fail)?;
+                if *bytes == 0 || *bytes > 1200 {
+                    return Err(ValidationError::step(
+                        index,
+                        "a datagram carries 1 to 1200 bytes",
+                    ));
+                }
+            }
+            Step::TcpOpen { conn, target } => {
+                check_target(names, target).map_err(fail)?;
+                if connections.get(conn) == Some(&true) {
+                    return Err(ValidationError::step(
+                        index,
+                        format!("connection {conn} is already open"),
+                    ));
+                }
+                connections.insert(*conn, true);
+            }
+            Step::TcpRetransmitSyn { conn } | Step::TcpData { conn, .. } => {
+                open_conn(conn, &connections)?;
+                if let Step::TcpData { bytes, .. } = step
+                    && (*bytes == 0 || *bytes > 1200)
+                {
+                    return Err(ValidationError::step(
+                        index,
+                        "a segment carries 1 to 1200 bytes",
+                    ));
+                }
+            }
+            Step::TcpClose { conn, .. } | Step::TcpReset { conn, .. } => {
+                open_conn(conn, &connections)?;
+                connections.insert(*conn, false);
+            }
+            Step::TcpLateAck { conn } => {
+                if connections.get(conn) != Some(&false) {
+                    return Err(ValidationError::step(
+                        index,
+                        format!("connection {conn} is not closed"),
+                    ));
+                }
+            }
+            Step::DnsQuery { client, name } => {
+                if !names.clients.contains_key(client.as_str()) {
+                    return Err(fail(format!("no client named `{client}`")));
+                }
+                plan::check_domain_pattern(name).map_err(fail)?;
+            }
+            Step::Path {
+                client,
+                gateway,
+                mode,
+            } => {
+                check_path(names, client, gateway, *mode).map_err(fail)?;
+            }
+            Step::Roam { client } => {
+                if !names.clients.contains_key(client.as_str()) {
+                    return Err(fail(format!("no client named `{client}`")));
+                }
+            }
+            Step::Grant(grant) => {
+                check_grant(names, grant, &format!("steps[{index}]")).map_err(|error| {
+                    ValidationError {
+                        step: Some(index),
+                        ..error
+                    }
+                })?
+            }
+            Step::Revoke { client, resource } => {
+                if !names.clients.contains_key(client.as_str()) {
+                    return Err(fail(format!("no client named `{client}`")));
+                }
+                if !names.resources.contains_key(resource.as_str()) {
+                    return Err(fail(format!("no resource named `{resource}`")));
+                }
+            }
+            Step::DnsChange { name, addresses } => {
+                plan::check_domain_pattern(name).map_err(fail)?;
+                if let Some(address) = addresses.iter().find(|a| !plan::is_resource_address(**a)) {
+                    return Err(fail(format!("{address} is outside the resource ranges")));
+                }
+            }
+            Step::Fault { between, .. } => {
+                for host in between {
+                    if !names.is_host(host) {
+                        return Err(fail(format!("no host named `{host}`")));
+                    }
+                }
+                if between[0] == between[1] {
+                    return Err(fail("a link joins two different hosts".to_owned()));
+                }
+            }
+            Step::GatewayRestart { gateway } => {
+                if !names.gateways.contains_key(gateway.as_str()) {
+                    return Err(fail(format!("no gateway named `{gateway}`")));
+                }
+            }
+            Step::Idle { seconds } => {
+                if *seconds == 0 || *seconds > 3600 {
+                    return Err(fail("idle for 1 to 3600 seconds".to_owned()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
