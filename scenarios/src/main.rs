@@ -22,12 +22,20 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         runs: u32,
     },
+    /// Time each of the XDP fast path's twelve rewriting paths against a floor program that
+    /// only returns XDP_TX (median of many BPF_PROG_TEST_RUN calls with repeat = 1).
+    Bench {
+        /// Calls per path, and as many for the floor on the same frame.
+        #[arg(long, default_value_t = relay_xdp::bench::DEFAULT_CALLS)]
+        calls: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Explore { runs } => scenarios::xdp_table::run(runs),
+        Command::Bench { calls } => scenarios::xdp_bench::run(calls),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use relay_xdp::{Verdict, XdpRelay, reason};
-use xdp_fixtures::parser_fixtures;
+use xdp_fixtures::{Setup, all_fixtures};
 
 /// One fixture's measured row.
 #[derive(Debug, Clone)]
@@ -28,10 +28,15 @@ fn percentile(sorted: &[u64], pct: usize) -> u64 {
 
 pub fn measure(relay: &mut XdpRelay, runs: u32) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for fixture in parser_fixtures() {
-        // Each fixture carries the relay addresses and bindings its expectation assumes.
+    let mut installed: Option<Setup> = None;
+    for fixture in all_fixtures() {
+        // Each fixture carries the relay addresses and bindings its expectation assumes; most
+        // share one, installed once.
         let setup = &fixture.setup;
-        relay.configure(setup.relay_v4, setup.relay_v6, &setup.bindings)?;
+        if installed.as_ref() != Some(setup) {
+            relay.configure(setup.relay_v4, setup.relay_v6, &setup.bindings)?;
+            installed = Some(setup.clone());
+        }
         let before = relay.reason_counters()?;
         let first = relay
             .run(&fixture.frame)
@@ -59,12 +64,12 @@ pub fn measure(relay: &mut XdpRelay, runs: u32) -> Result<Vec<Row>> {
 
 pub fn render(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<22} {:>6}  {:<10} {:<28} {:<8} {:>10} {:>8}\n",
+        "{:<36} {:>6}  {:<10} {:<32} {:<8} {:>10} {:>8}\n",
         "fixture", "bytes", "verdict", "reason", "expected", "median ns", "p99 ns"
     );
     for row in rows {
         out.push_str(&format!(
-            "{:<22} {:>6}  {:<10} {:<28} {:<8} {:>10} {:>8}\n",
+            "{:<36} {:>6}  {:<10} {:<32} {:<8} {:>10} {:>8}\n",
             row.fixture,
             row.bytes,
             row.verdict.to_string(),

@@ -3,6 +3,8 @@
 //! - `setup`: installs what the eBPF build needs (rust-src, bpf-linker), once.
 //! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
 //! - `explore`: setup, then the main job (see `vpnsim explore --help`).
+//! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
+//!   `vpnsim bench --help`).
 //!
 //! Arguments after the task name go to the underlying command.
 
@@ -19,6 +21,8 @@ tasks:
   setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
   test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
   explore    setup, then run the main job: `vpnsim explore` (extra args are passed to it)
+  bench      setup, then time the XDP fast path's 12 paths against a floor program:
+             `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
 ";
 
 fn main() -> ExitCode {
@@ -54,6 +58,22 @@ fn run() -> Result<()> {
                     "vpnsim",
                     "--",
                     "explore",
+                ],
+                &rest,
+            )
+        }
+        Some("bench") => {
+            setup::ensure_ebpf_toolchain()?;
+            cargo(
+                &[
+                    "run",
+                    "--release",
+                    "--package",
+                    "scenarios",
+                    "--bin",
+                    "vpnsim",
+                    "--",
+                    "bench",
                 ],
                 &rest,
             )

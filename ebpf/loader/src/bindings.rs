@@ -134,3 +134,59 @@ impl XdpRelay {
         Ok(())
     }
 }
+
+/// The loader's form of one of the userspace relay's channel bindings (the same four fields).
+pub fn binding_from_relay(binding: &relay::ChannelBinding) -> ChannelBinding {
+    ChannelBinding {
+        client: binding.client,
+        channel: binding.channel,
+        allocation_port: binding.allocation_port,
+        peer: binding.peer,
+    }
+}
+
+/// The relay's table of active channels ([`relay::Relay::channel_bindings`]) in the loader's
+/// form, sorted as [`XdpRelay::channel_bindings`] sorts: the maps must equal it.
+pub fn relay_table(relay: &relay::Relay) -> Vec<ChannelBinding> {
+    let mut table: Vec<ChannelBinding> = relay
+        .channel_bindings()
+        .iter()
+        .map(binding_from_relay)
+        .collect();
+    table.sort_unstable();
+    table
+}
+
+impl XdpRelay {
+    /// Makes the maps mirror a freshly created userspace relay: its public addresses, and no
+    /// binding.
+    pub fn configure_for(&mut self, config: &relay::RelayConfig) -> Result<(), BindingError> {
+        self.configure(config.public_v4, config.public_v6, &[])
+    }
+
+    /// Mirrors one of the relay's events into the maps, in the order the relay emitted them
+    /// ([`relay::Relay::poll_event`]):
+    ///
+    /// - `ChannelBound`: installs the binding in both directions;
+    /// - `ChannelRefreshed`: installs it again (idempotent: the entries already hold exactly
+    ///   this binding; re-writing them costs two map updates and heals a map that lost them);
+    /// - `ChannelUnbound`: removes it ([`BindingError::NotInstalled`] if the maps do not hold
+    ///   exactly this binding, which means an event was missed);
+    /// - allocation events: nothing (the program only knows channels; an allocation freed
+    ///   with active channels is preceded by a `ChannelUnbound` for each).
+    ///
+    /// A host that applies every event holds [`relay::Relay::channel_bindings`] in the maps.
+    pub fn apply(&mut self, event: &relay::Event) -> Result<(), BindingError> {
+        match event {
+            relay::Event::ChannelBound(binding) | relay::Event::ChannelRefreshed(binding) => {
+                self.install_channel(&binding_from_relay(binding))
+            }
+            relay::Event::ChannelUnbound(binding) => {
+                self.remove_channel(&binding_from_relay(binding))
+            }
+            relay::Event::AllocationCreated { .. }
+            | relay::Event::AllocationRefreshed { .. }
+            | relay::Event::AllocationFreed { .. } => Ok(()),
+        }
+    }
+}

@@ -8,7 +8,9 @@
 //!
 //! The relay's state reaches the program through maps: [`XdpRelay::set_relay_addresses`] and
 //! [`XdpRelay::install_channel`] / [`XdpRelay::remove_channel`] (module `bindings`), read back
-//! with [`XdpRelay::channel_bindings`]. [`bench`] times the rewriting paths against a floor
+//! with [`XdpRelay::channel_bindings`]. [`XdpRelay::apply`] mirrors the userspace relay's
+//! channel-binding events into the maps, so that they hold [`relay::Relay::channel_bindings`]
+//! ([`relay_table`]). [`bench`] times the rewriting paths against a floor
 //! program from the same object.
 
 pub mod bench;
@@ -21,7 +23,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
-pub use bindings::BindingError;
+pub use bindings::{BindingError, binding_from_relay, relay_table};
 use relay_xdp_common::{
     AllocationPeer, ClientChannel, FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig, maps,
 };

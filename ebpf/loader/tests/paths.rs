@@ -355,25 +355,3 @@ fn random_relay_bound_frames_never_abort_and_counters_add_up() {
     );
     eprintln!("random relay-bound frames: {:?}", counted.non_zero());
 }
-
-/// The full measurement (`--ignored`): 100,000 calls per path and per floor, printed.
-#[test]
-#[ignore = "takes seconds; run with --ignored --nocapture to see ns per packet"]
-fn bench_the_twelve_paths_against_the_floor() {
-    let Some(mut relay) = load_or_skip("bench_the_twelve_paths_against_the_floor") else {
-        return;
-    };
-    install(&mut relay, &world::setup());
-    let fixtures = path_fixtures();
-    let rows = bench::measure_all(
-        &relay,
-        fixtures.iter().map(|f| (f.name, f.frame.as_slice())),
-        bench::DEFAULT_CALLS,
-    )
-    .expect("bench");
-    eprintln!(
-        "verified instructions: {:?}\n{}",
-        relay.verified_instruction_count(),
-        bench::render(&rows)
-    );
-}

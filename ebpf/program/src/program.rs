@@ -568,9 +568,10 @@ fn channel_path<const IN_V6: bool>(
     if !channel::is_valid(number) {
         return reason::PASS_CHANNEL_NUMBER;
     }
-    // Over UDP the data may be followed by padding up to a multiple of 4 (RFC 8656 §12.5).
+    // Over UDP the data may be followed by padding (RFC 8656 §12.5): 0 to 3 bytes, whatever
+    // the data length, exactly as the userspace relay (`proto::channel_data`) accepts it.
     let room = payload_len - CD_HDR_LEN as u16;
-    if data_len > room || room as u32 > (data_len as u32 + 3) & !3 {
+    if data_len > room || room as u32 > data_len as u32 + 3 {
         return reason::PASS_CHANNEL_DATA_LENGTH;
     }
     if data_len > MAX_DATA_LEN {

@@ -1,0 +1,68 @@
+//! `vpnsim bench`: the cost per packet of each of the XDP fast path's twelve rewriting paths,
+//! beside a floor program (`floor_tx`, which only returns XDP_TX) measured the same way in the
+//! same run.
+//!
+//! Each path is the median of many `BPF_PROG_TEST_RUN` calls with `repeat = 1`, interleaved in
+//! batches with the floor on the same frame (`relay_xdp::bench`): with `repeat > 1` the kernel
+//! re-runs the program on the buffer the previous repetition rewrote, which would time a
+//! different path after the first repetition.
+
+use anyhow::{Context, Result, bail};
+use relay_xdp::{Verdict, XdpRelay, bench};
+use xdp_fixtures::{path_fixtures, world};
+
+/// The issue's target: every path within this factor of the floor.
+pub const TARGET_RATIO: f64 = 3.0;
+
+pub fn run(calls: usize) -> Result<()> {
+    let mut relay = XdpRelay::load().context("loading the XDP program")?;
+    let setup = world::setup();
+    relay
+        .configure(setup.relay_v4, setup.relay_v6, &setup.bindings)
+        .context("installing the fixtures' relay addresses and bindings")?;
+    let verified = relay
+        .verified_instruction_count()
+        .map_or_else(|| "unknown".to_owned(), |count| count.to_string());
+    let fixtures = path_fixtures();
+    println!(
+        "XDP relay program: {verified} instructions verified. {} paths, {calls} \
+         BPF_PROG_TEST_RUN calls each with repeat = 1 for the program and for the floor \
+         (floor_tx: returns XDP_TX only), interleaved in batches of 1,000 on the same frame; \
+         median of the kernel-measured ns per call (timer overhead included in both)\n",
+        fixtures.len()
+    );
+    let rows = bench::measure_all(
+        &relay,
+        fixtures.iter().map(|f| (f.name, f.frame.as_slice())),
+        calls,
+    )
+    .context("measuring")?;
+    print!("{}", bench::render(&rows));
+
+    let not_tx: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.verdict != Verdict::Tx)
+        .map(|row| row.path.as_str())
+        .collect();
+    if !not_tx.is_empty() {
+        bail!(
+            "these paths did not rewrite (XDP_TX), so their time is not the path's: {}",
+            not_tx.join(", ")
+        );
+    }
+    let worst = rows.iter().map(|row| row.ratio).fold(0.0, f64::max);
+    let above: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.ratio > TARGET_RATIO)
+        .map(|row| row.path.as_str())
+        .collect();
+    if above.is_empty() {
+        println!("\nevery path within {TARGET_RATIO}x the floor (worst {worst:.2}x)");
+    } else {
+        println!(
+            "\nabove the {TARGET_RATIO}x target (worst {worst:.2}x): {}",
+            above.join(", ")
+        );
+    }
+    Ok(())
+}
