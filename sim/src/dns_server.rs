@@ -1,0 +1,44 @@
+//! The DNS server host: answers A and AAAA questions from the scenario's records (which a
+//! `dns-change` step rewrites), in real DNS wire format through hickory-proto.
+
+use std::{cell::RefCell, net::IpAddr, rc::Rc};
+
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{
+        RData, Record, RecordType,
+        rdata::{A, AAAA},
+    },
+};
+
+use crate::world::Shared;
+
+/// The answer to one query datagram, or `None` if it is not a query.
+pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    if request.metadata.message_type != MessageType::Query || request.queries.len() != 1 {
+        return None;
+    }
+    let question = request.queries[0].clone();
+    let name = question.name().to_ascii();
+    let name = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_query(question.clone());
+    let records = shared.borrow().dns_records.get(&name).cloned();
+    match records {
+        None => response.metadata.response_code = ResponseCode::NXDomain,
+        Some((addresses, ttl)) => {
+            for address in addresses {
+                let data = match (address, question.query_type()) {
+                    (IpAddr::V4(v4), RecordType::A) => RData::A(A::from(v4)),
+                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA::from(v6)),
+                    _ => continue,
+                };
+                response.add_answer(Record::from_rdata(question.name().clone(), ttl, data));
+            }
+        }
+    }
+    response.to_vec().ok()
+}

@@ -1,0 +1,160 @@
+//! Inner IP packets (what travels inside the tunnel and on the gateway's TUN side), built and
+//! read with etherparse, checksums included.
+
+use std::net::{IpAddr, SocketAddr};
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+use crate::tcp::{Flags, Segment};
+
+fn ip_builder(
+    src: IpAddr,
+    dst: IpAddr,
+) -> Option<etherparse::PacketBuilderStep<etherparse::IpHeaders>> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(PacketBuilder::ipv4(s.octets(), d.octets(), 64)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(PacketBuilder::ipv6(s.octets(), d.octets(), 64)),
+        _ => None,
+    }
+}
+
+/// A UDP packet; empty if the families differ (the caller's scenario was validated).
+pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let Some(builder) = ip_builder(src.ip(), dst.ip()) else {
+        return Vec::new();
+    };
+    let builder = builder.udp(src.port(), dst.port());
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec cannot fail.
+    let _ = builder.write(&mut out, payload);
+    out
+}
+
+/// A TCP segment whose payload is `segment.payload` bytes of `fill`.
+pub fn tcp(src: SocketAddr, dst: SocketAddr, segment: Segment, fill: u8) -> Vec<u8> {
+    let Some(builder) = ip_builder(src.ip(), dst.ip()) else {
+        return Vec::new();
+    };
+    let mut builder = builder.tcp(src.port(), dst.port(), segment.seq, 64240);
+    let flags = segment.flags;
+    if flags.syn {
+        builder = builder.syn();
+    }
+    if flags.ack {
+        builder = builder.ack(segment.ack);
+    }
+    if flags.fin {
+        builder = builder.fin();
+    }
+    if flags.rst {
+        builder = builder.rst();
+    }
+    if flags.psh {
+        builder = builder.psh();
+    }
+    let payload = vec![fill; usize::from(segment.payload)];
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    let _ = builder.write(&mut out, &payload);
+    out
+}
+
+/// What a packet is, as far as the scripts and the trace care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inner {
+    Udp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: Vec<u8>,
+    },
+    Tcp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        segment: Segment,
+    },
+    Icmp {
+        src: IpAddr,
+        dst: IpAddr,
+        len: usize,
+    },
+    Other {
+        len: usize,
+    },
+}
+
+pub fn parse(packet: &[u8]) -> Inner {
+    let Ok(sliced) = SlicedPacket::from_ip(packet) else {
+        return Inner::Other { len: packet.len() };
+    };
+    let (src, dst) = match &sliced.net {
+        Some(NetSlice::Ipv4(ip)) => (
+            IpAddr::V4(ip.header().source_addr()),
+            IpAddr::V4(ip.header().destination_addr()),
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            IpAddr::V6(ip.header().source_addr()),
+            IpAddr::V6(ip.header().destination_addr()),
+        ),
+        _ => return Inner::Other { len: packet.len() },
+    };
+    match &sliced.transport {
+        Some(TransportSlice::Udp(udp)) => Inner::Udp {
+            src: SocketAddr::new(src, udp.source_port()),
+            dst: SocketAddr::new(dst, udp.destination_port()),
+            payload: udp.payload().to_vec(),
+        },
+        Some(TransportSlice::Tcp(tcp)) => Inner::Tcp {
+            src: SocketAddr::new(src, tcp.source_port()),
+            dst: SocketAddr::new(dst, tcp.destination_port()),
+            segment: Segment {
+                flags: Flags {
+                    syn: tcp.syn(),
+                    ack: tcp.ack(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                    psh: tcp.psh(),
+                },
+                seq: tcp.sequence_number(),
+                ack: tcp.acknowledgment_number(),
+                payload: tcp.payload().len() as u16,
+            },
+        },
+        Some(TransportSlice::Icmpv4(_) | TransportSlice::Icmpv6(_)) => Inner::Icmp {
+            src,
+            dst,
+            len: packet.len(),
+        },
+        _ => Inner::Other { len: packet.len() },
+    }
+}
+
+impl std::fmt::Display for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Udp { src, dst, payload } => {
+                write!(f, "UDP {src} > {dst} len {}", payload.len())
+            }
+            Inner::Tcp { src, dst, segment } => {
+                let flags = segment.flags;
+                let mut names = String::new();
+                for (set, name) in [
+                    (flags.syn, "S"),
+                    (flags.fin, "F"),
+                    (flags.rst, "R"),
+                    (flags.psh, "P"),
+                    (flags.ack, "."),
+                ] {
+                    if set {
+                        names.push_str(name);
+                    }
+                }
+                write!(
+                    f,
+                    "TCP {src} > {dst} [{names}] seq {} ack {} len {}",
+                    segment.seq, segment.ack, segment.payload
+                )
+            }
+            Inner::Icmp { src, dst, len } => write!(f, "ICMP {src} > {dst} len {len}"),
+            Inner::Other { len } => write!(f, "IP len {len}"),
+        }
+    }
+}
