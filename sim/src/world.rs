@@ -156,9 +156,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Records what a host did now (inside the simulation).
     fn trace(&mut self, host: &str, event: String) {
+        self.trace_at(now_ms(), host, event);
+    }
+
+    fn trace_at(&mut self, at_ms: u64, host: &str, event: String) {
         self.trace.push(TraceLine {
-            at_ms: now_ms(),
+            at_ms,
             host: host.to_owned(),
             event,
         });
@@ -432,9 +437,12 @@ impl Runner<'_> {
     }
 
     fn apply(&mut self, sim: &mut turmoil::Sim<'_>, index: usize, step: &Step) {
-        self.shared
-            .borrow_mut()
-            .trace("runner", format!("step {index}: {}", step_summary(step)));
+        let at_ms = sim.elapsed().as_millis() as u64;
+        self.shared.borrow_mut().trace_at(
+            at_ms,
+            "runner",
+            format!("step {index}: {}", step_summary(step)),
+        );
         match step {
             Step::Udp { target, bytes } => {
                 let client = self.client_index(&target.client);
