@@ -4,7 +4,10 @@
 //!
 //! [`TurnClient`] is the client side of TURN (RFC 8656) against one relay.
 
+mod endpoint;
 mod turn_client;
+
+pub use endpoint::{Arrival, Endpoint};
 
 pub use turn_client::{
     ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, ClientError, ClientEvent, Families,

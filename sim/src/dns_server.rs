@@ -11,6 +11,9 @@ use hickory_proto::{
     },
 };
 
+use scenario::plan;
+use turmoil::net::UdpSocket;
+
 use crate::world::Shared;
 
 /// The answer to one query datagram, or `None` if it is not a query.
@@ -41,4 +44,25 @@ pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
         }
     }
     response.to_vec().ok()
+}
+
+pub(crate) fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>) {
+    let shared = shared.clone();
+    sim.host(IpAddr::V4(plan::DNS_SERVER_V4), move || {
+        let shared = shared.clone();
+        async move {
+            let socket = UdpSocket::bind("0.0.0.0:53").await?;
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let (len, from) = socket.recv_from(&mut buf).await?;
+                let reply = answer(&buf[..len], &shared);
+                if let Some(reply) = reply {
+                    shared
+                        .borrow_mut()
+                        .trace("dns", format!("answer {} bytes to {from}", reply.len()));
+                    socket.send_to(&reply, from).await?;
+                }
+            }
+        }
+    });
 }

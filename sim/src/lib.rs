@@ -5,12 +5,16 @@
 //! The timing contract (what happens at which millisecond) is in `docs/harness.md`; the
 //! reference model predicts from the same contract.
 //!
-//! Status: the direct path (client <-> gateway) with UDP, TCP, DNS resources, grants,
-//! revocations, roaming, partitions, holds, gateway restarts and idle time. Relayed paths and
-//! `drop-next` faults are refused with [`SimError::Unsupported`] until the TURN hosts land.
+//! Status: every path mode (direct, through the client's relay, through the gateway's relay,
+//! both on one relay, two relays) with UDP, TCP, DNS resources, grants, revocations, roaming of
+//! clients without a relay, partitions, holds, gateway restarts and idle time. `drop-next`
+//! faults and roaming a relayed client are refused with [`SimError::Unsupported`].
 
+mod client_host;
 mod dns_server;
+mod gateway_host;
 pub mod packets;
+mod relay_host;
 pub mod tcp;
 mod world;
 

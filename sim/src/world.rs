@@ -8,25 +8,14 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use gateway::{
-    ClientConfig, DomainPattern, Filter, Gateway, GatewayConfig, IpCidr, PortRange, Resource,
-    ResourceAddress as GatewayResourceAddress, Transmit,
-};
-use proto::{
-    flow::{ClientId, FlowRecord, ResourceId, TimeOrigin, UtcTime},
-    tunnel::{self, FrameHeader, SessionKey},
-};
+use peer::{Families, TurnClientConfig};
+use proto::{credentials, flow::FlowRecord, tunnel::SessionKey};
 use scenario::{
-    Fault, PathMode, ResourceAddress, Scenario, Side, Step, Target,
+    Fault, PathMode, ResourceAddress, Scenario, Side, Stack, Step, Target,
     plan::{self, AddressPlan, TUNNEL_PORT},
 };
-use turmoil::net::UdpSocket;
 
-use crate::{
-    dns_server,
-    packets::{self, Inner},
-    tcp::TcpSide,
-};
+use crate::{client_host, dns_server, gateway_host, relay_host};
 
 /// Sim time 0, as docs/harness.md fixes it: 2026-01-01T00:00:00Z.
 pub const ORIGIN_UNIX_SECS: u64 = 1_767_225_600;
@@ -35,7 +24,10 @@ pub const SETUP_MS: u64 = 2000;
 /// Every step but `idle` lasts 1 s.
 pub const STEP_MS: u64 = 1000;
 /// The gateway's TUN link to the resource responder.
-const TUN_LATENCY_MS: u64 = 1;
+pub(crate) const TUN_LATENCY_MS: u64 = 1;
+/// The TURN REST API secret and realm every relay of the simulation uses.
+pub(crate) const RELAY_SECRET: &[u8] = b"vpnsim relay secret";
+pub(crate) const RELAY_REALM: &str = "vpnsim";
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -102,6 +94,12 @@ pub(crate) enum GatewayCommand {
         client: SocketAddr,
         action: ResourceAction,
     },
+    /// Reach `remote` (a client's address as the relay sees it) through the gateway's own
+    /// relay, or directly.
+    Path {
+        remote: SocketAddr,
+        via_relay: bool,
+    },
     Restart,
     Shutdown,
 }
@@ -116,19 +114,25 @@ pub(crate) enum ResourceAction {
 #[derive(Debug, Clone)]
 pub(crate) enum ClientCommand {
     Udp {
-        gateway: SocketAddr,
+        gateway: usize,
         src: SocketAddr,
         dst: SocketAddr,
         payload: Vec<u8>,
     },
     TcpOpen {
-        gateway: SocketAddr,
+        gateway: usize,
         src: SocketAddr,
         dst: SocketAddr,
     },
     Tcp {
         src: SocketAddr,
         action: ClientTcpAction,
+    },
+    /// Send frames for `gateway` to `target`, through the client's own relay or directly.
+    Path {
+        gateway: usize,
+        target: SocketAddr,
+        via_relay: bool,
     },
     Roam,
 }
@@ -146,18 +150,20 @@ pub(crate) enum ClientTcpAction {
 /// `Rc<RefCell<_>>` is enough, and borrows never overlap an await.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    origin: Instant,
+    pub(crate) origin: Instant,
     trace: Vec<TraceLine>,
-    flows: Vec<FlowRecord>,
-    errors: Vec<String>,
-    gateway_commands: Vec<VecDeque<GatewayCommand>>,
-    client_commands: Vec<VecDeque<ClientCommand>>,
+    pub(crate) flows: Vec<FlowRecord>,
+    pub(crate) errors: Vec<String>,
+    pub(crate) gateway_commands: Vec<VecDeque<GatewayCommand>>,
+    pub(crate) client_commands: Vec<VecDeque<ClientCommand>>,
+    /// Each host's relayed addresses, as its TURN client last reported them.
+    pub(crate) relayed: BTreeMap<String, Vec<SocketAddr>>,
     pub(crate) dns_records: BTreeMap<String, (Vec<IpAddr>, u32)>,
 }
 
 impl Shared {
     /// Records what a host did now (inside the simulation).
-    fn trace(&mut self, host: &str, event: String) {
+    pub(crate) fn trace(&mut self, host: &str, event: String) {
         self.trace_at(now_ms(), host, event);
     }
 
@@ -170,19 +176,19 @@ impl Shared {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
 }
 
-fn now_instant(origin: Instant) -> Instant {
+pub(crate) fn now_instant(origin: Instant) -> Instant {
     origin + Duration::from_millis(now_ms())
 }
 
-fn session_key(client: usize) -> SessionKey {
+pub(crate) fn session_key(client: usize) -> SessionKey {
     SessionKey::new([client as u8 + 1; 32])
 }
 
-fn session_id(client: usize) -> u32 {
+pub(crate) fn session_id(client: usize) -> u32 {
     1000 + client as u32
 }
 
@@ -209,6 +215,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         errors: Vec::new(),
         gateway_commands: vec![VecDeque::new(); scenario.topology.gateways.len()],
         client_commands: vec![VecDeque::new(); scenario.topology.clients.len()],
+        relayed: BTreeMap::new(),
         dns_records: scenario
             .topology
             .dns_records
@@ -222,12 +229,58 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
             .collect(),
     }));
 
-    add_dns_server(&mut sim, &shared);
-    for index in 0..scenario.topology.gateways.len() {
-        add_gateway(&mut sim, &shared, scenario, &plan, index, options.seed);
+    dns_server::add_dns_server(&mut sim, &shared);
+    let topology = &scenario.topology;
+    for (index, relay) in topology.relays.iter().enumerate() {
+        let seed = options.seed.wrapping_add(index as u64 + 1);
+        relay_host::add_relay(
+            &mut sim,
+            &shared,
+            relay.name.clone(),
+            plan.relays[index].preferred(),
+            seed,
+        );
     }
-    for index in 0..scenario.topology.clients.len() {
-        add_client(&mut sim, &shared, scenario, &plan, index);
+    for (index, gateway) in topology.gateways.iter().enumerate() {
+        let turn = turn_config(
+            scenario,
+            &plan,
+            gateway.relay.as_deref(),
+            gateway.stack,
+            &gateway.name,
+            options.seed,
+        );
+        gateway_host::add_gateway(
+            &mut sim,
+            &shared,
+            scenario,
+            &plan,
+            index,
+            options.seed,
+            turn,
+        );
+    }
+    for (index, client) in topology.clients.iter().enumerate() {
+        let turn = turn_config(
+            scenario,
+            &plan,
+            client.relay.as_deref(),
+            client.stack,
+            &client.name,
+            options.seed,
+        );
+        let gateways = (0..topology.gateways.len())
+            .map(|g| gateway_socket(&plan, g))
+            .collect();
+        client_host::add_client(
+            &mut sim,
+            &shared,
+            client.name.clone(),
+            index,
+            plan.client_socket(index, 0),
+            turn,
+            gateways,
+        );
     }
     for link in &scenario.topology.latency.links {
         let (a, b) = (
@@ -265,12 +318,57 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
     })
 }
 
+/// The TURN client of a host that names a relay: credentials valid for a day, and the
+/// relayed families the relay offers.
+fn turn_config(
+    scenario: &Scenario,
+    plan: &AddressPlan,
+    relay: Option<&str>,
+    _stack: Stack,
+    name: &str,
+    seed: u64,
+) -> Option<TurnClientConfig> {
+    let index = scenario
+        .topology
+        .relays
+        .iter()
+        .position(|r| Some(r.name.as_str()) == relay)?;
+    let families = match scenario.topology.relays[index].stack {
+        Stack::V4 => Families::V4,
+        Stack::V6 => Families::V6,
+        Stack::Dual => Families::Dual,
+    };
+    Some(TurnClientConfig {
+        server: SocketAddr::new(plan.relays[index].preferred(), relay::TURN_PORT),
+        credentials: credentials::rest_api_credentials(
+            RELAY_SECRET,
+            ORIGIN_UNIX_SECS + 86_400,
+            name,
+        ),
+        families,
+        lifetime: None,
+        seed: seed
+            ^ (name.len() as u64) << 32
+            ^ u64::from(
+                name.bytes()
+                    .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))),
+            ),
+    })
+}
+
 fn check_supported(scenario: &Scenario) -> Result<(), SimError> {
+    let relayed_clients: Vec<&str> = scenario
+        .topology
+        .clients
+        .iter()
+        .filter(|client| client.relay.is_some())
+        .map(|client| client.name.as_str())
+        .collect();
     for (index, step) in scenario.steps.iter().enumerate() {
         match step {
-            Step::Path { mode, .. } if *mode != PathMode::Direct => {
+            Step::Roam { client } if relayed_clients.contains(&client.as_str()) => {
                 return Err(SimError::Unsupported(format!(
-                    "steps[{index}]: path mode {mode:?} (relayed paths)"
+                    "steps[{index}]: roaming a client that uses a relay (it would need a new allocation)"
                 )));
             }
             Step::Fault {
@@ -455,7 +553,7 @@ impl Runner<'_> {
                 self.to_client(
                     client,
                     ClientCommand::Udp {
-                        gateway: gateway_socket(self.plan, gateway),
+                        gateway,
                         src,
                         dst,
                         payload: vec![(index % 251) as u8; usize::from(*bytes)],
@@ -467,14 +565,7 @@ impl Runner<'_> {
                 let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
                 let dst = SocketAddr::new(self.destination(target), target.port);
                 let src = self.tcp_src(client, *conn, target.ipv6);
-                self.to_client(
-                    client,
-                    ClientCommand::TcpOpen {
-                        gateway: gateway_socket(self.plan, gateway),
-                        src,
-                        dst,
-                    },
-                );
+                self.to_client(client, ClientCommand::TcpOpen { gateway, src, dst });
             }
             Step::TcpRetransmitSyn { conn } => {
                 self.client_tcp(*conn, ClientTcpAction::RetransmitSyn)
@@ -502,7 +593,11 @@ impl Runner<'_> {
                     self.proxy_ip(client, &name.to_ascii_lowercase(), false, gateway);
                 }
             }
-            Step::Path { .. } => {}
+            Step::Path {
+                client,
+                gateway,
+                mode,
+            } => self.path(client, gateway, *mode),
             Step::Roam { client } => {
                 let client = self.client_index(client);
                 self.roams[client] += 1;
@@ -566,6 +661,61 @@ impl Runner<'_> {
         }
     }
 
+    /// Tells both ends of a client-gateway pair where to send and whether through their relay.
+    fn path(&self, client: &str, gateway: &str, mode: PathMode) {
+        let c = self.client_index(client);
+        let g = self
+            .scenario
+            .topology
+            .gateways
+            .iter()
+            .position(|x| x.name == gateway)
+            .unwrap_or(0);
+        let relayed = self.shared.borrow().relayed.clone();
+        let pick = |addresses: Option<&Vec<SocketAddr>>| -> Option<SocketAddr> {
+            let addresses = addresses?;
+            addresses
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addresses.first())
+                .copied()
+        };
+        let client_socket = self.plan.client_socket(c, self.roams[c]);
+        let gateway_socket = gateway_socket(self.plan, g);
+        let client_relayed = pick(relayed.get(client));
+        let gateway_relayed = pick(relayed.get(gateway));
+        // (client's target, client via its relay, address the gateway answers, gateway via relay)
+        let plan = match mode {
+            PathMode::Direct => Some((gateway_socket, false, client_socket, false)),
+            PathMode::ClientRelayed => client_relayed.map(|cr| (gateway_socket, true, cr, false)),
+            PathMode::GatewayRelayed => gateway_relayed.map(|gr| (gr, false, client_socket, true)),
+            PathMode::SameRelay | PathMode::DifferentRelays => client_relayed
+                .zip(gateway_relayed)
+                .map(|(cr, gr)| (gr, true, cr, true)),
+        };
+        let Some((target, client_via, remote, gateway_via)) = plan else {
+            self.shared.borrow_mut().errors.push(format!(
+                "path {mode:?} for {client} and {gateway}: an allocation is missing"
+            ));
+            return;
+        };
+        self.to_client(
+            c,
+            ClientCommand::Path {
+                gateway: g,
+                target,
+                via_relay: client_via,
+            },
+        );
+        self.to_gateway(
+            g,
+            GatewayCommand::Path {
+                remote,
+                via_relay: gateway_via,
+            },
+        );
+    }
+
     fn client_tcp(&self, conn: u32, action: ClientTcpAction) {
         if let Some((client, src, _)) = self.connection(conn) {
             self.to_client(client, ClientCommand::Tcp { src, action });
@@ -605,496 +755,10 @@ fn step_summary(step: &Step) -> String {
     format!("{step:?}")
 }
 
-fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>) {
-    let shared = shared.clone();
-    sim.host(IpAddr::V4(plan::DNS_SERVER_V4), move || {
-        let shared = shared.clone();
-        async move {
-            let socket = UdpSocket::bind("0.0.0.0:53").await?;
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let (len, from) = socket.recv_from(&mut buf).await?;
-                let reply = dns_server::answer(&buf[..len], &shared);
-                if let Some(reply) = reply {
-                    shared
-                        .borrow_mut()
-                        .trace("dns", format!("answer {} bytes to {from}", reply.len()));
-                    socket.send_to(&reply, from).await?;
-                }
-            }
-        }
-    });
-}
-
-fn build_gateway(
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    index: usize,
-    origin: Instant,
-    seed: u64,
-) -> Gateway {
-    let ip = plan.gateways[index].preferred();
-    let dns_server = SocketAddr::new(IpAddr::V4(plan::DNS_SERVER_V4), 53);
-    let mut config = GatewayConfig::new(
-        TimeOrigin {
-            instant: origin,
-            unix: UtcTime::from_unix_secs(ORIGIN_UNIX_SECS),
-        },
-        dns_server,
-        SocketAddr::new(ip, TUNNEL_PORT),
-    );
-    config.hash_seed = seed;
-    if let Some(idle) = scenario.topology.idle_timeout_s {
-        config.idle_timeout = Duration::from_secs(idle);
-    }
-    let mut gateway = Gateway::new(config);
-    let name = &scenario.topology.gateways[index].name;
-    for client in 0..scenario.topology.clients.len() {
-        let _ = gateway.add_client(ClientConfig {
-            id: ClientId(client as u32),
-            session_id: session_id(client),
-            key: session_key(client),
-            tunnel_v4: plan.tunnel_v4[client],
-            tunnel_v6: plan.tunnel_v6[client],
-        });
-    }
-    for (resource, spec) in scenario.topology.resources.iter().enumerate() {
-        if &spec.gateway != name {
-            continue;
-        }
-        let address = match &spec.address {
-            ResourceAddress::Cidr(cidr) => cidr
-                .parse::<IpCidr>()
-                .map(GatewayResourceAddress::Cidr)
-                .ok(),
-            ResourceAddress::Dns(pattern) => pattern
-                .parse::<DomainPattern>()
-                .map(GatewayResourceAddress::Dns)
-                .ok(),
-        };
-        if let Some(address) = address {
-            let _ = gateway.add_resource(Resource {
-                id: ResourceId(resource as u32),
-                address,
-            });
-        }
-    }
-    for grant in &scenario.topology.grants {
-        let client = scenario
-            .topology
-            .clients
-            .iter()
-            .position(|c| c.name == grant.client);
-        let resource = scenario
-            .topology
-            .resources
-            .iter()
-            .position(|r| r.name == grant.resource);
-        if let (Some(client), Some(resource)) = (client, resource)
-            && scenario.topology.resources[resource].gateway == *name
-        {
-            let _ = gateway.grant(
-                ClientId(client as u32),
-                ResourceId(resource as u32),
-                filters(&grant.filters),
-            );
-        }
-    }
-    gateway
-}
-
-fn filters(texts: &[String]) -> Vec<Filter> {
-    texts
-        .iter()
-        .filter_map(|text| plan::parse_filter(text).ok())
-        .map(|filter| match filter {
-            plan::Filter::Tcp { ports } => Filter::Tcp(PortRange {
-                first: ports.0,
-                last: ports.1,
-            }),
-            plan::Filter::Udp { ports } => Filter::Udp(PortRange {
-                first: ports.0,
-                last: ports.1,
-            }),
-            plan::Filter::Icmp => Filter::Icmp,
-        })
-        .collect()
-}
-
-/// The gateway host: its UDP socket, the gateway, and the TUN link to the resource responder.
-struct GatewayHost {
-    name: String,
-    gateway: Gateway,
-    origin: Instant,
-    /// Control calls applied since the start, replayed after a restart.
-    control_log: Vec<GatewayCommand>,
-    /// Packets on the TUN link: (due ms, sequence) -> (towards the resource?, packet).
-    tun_link: BTreeMap<(u64, u64), (bool, Vec<u8>)>,
-    tun_sequence: u64,
-    /// The resource side of each TCP connection, by the client's inner address.
-    resource_tcp: BTreeMap<SocketAddr, (SocketAddr, TcpSide)>,
-}
-
-impl GatewayHost {
-    /// Executes a control call and remembers it for a restart.
-    fn apply(&mut self, command: GatewayCommand, now: Instant, shared: &Rc<RefCell<Shared>>) {
-        self.execute(&command, now, shared);
-        if matches!(
-            command,
-            GatewayCommand::Grant { .. }
-                | GatewayCommand::Revoke { .. }
-                | GatewayCommand::MapDns { .. }
-        ) {
-            self.control_log.push(command);
-        }
-    }
-
-    fn execute(&mut self, command: &GatewayCommand, now: Instant, shared: &Rc<RefCell<Shared>>) {
-        let result = match command {
-            GatewayCommand::Grant {
-                client,
-                resource,
-                filters: texts,
-            } => self
-                .gateway
-                .grant(
-                    ClientId(*client as u32),
-                    ResourceId(*resource as u32),
-                    filters(texts),
-                )
-                .map_err(|e| e.to_string()),
-            GatewayCommand::Revoke { client, resource } => self
-                .gateway
-                .revoke(ClientId(*client as u32), ResourceId(*resource as u32), now)
-                .map_err(|e| e.to_string()),
-            GatewayCommand::MapDns {
-                client,
-                proxy_ip,
-                domain,
-            } => self
-                .gateway
-                .map_dns(ClientId(*client as u32), *proxy_ip, domain, now)
-                .map_err(|e| e.to_string()),
-            GatewayCommand::Resource { client, action } => {
-                self.resource_acts(*client, *action, shared);
-                Ok(())
-            }
-            GatewayCommand::Restart | GatewayCommand::Shutdown => {
-                self.gateway.shutdown(now);
-                Ok(())
-            }
-        };
-        if let Err(error) = result {
-            shared
-                .borrow_mut()
-                .errors
-                .push(format!("{}: {command:?} refused: {error}", self.name));
-        }
-    }
-
-    fn resource_acts(
-        &mut self,
-        client: SocketAddr,
-        action: ResourceAction,
-        shared: &Rc<RefCell<Shared>>,
-    ) {
-        let Some((resource, side)) = self.resource_tcp.get_mut(&client) else {
-            shared
-                .borrow_mut()
-                .errors
-                .push(format!("{}: no connection from {client}", self.name));
-            return;
-        };
-        let segment = match action {
-            ResourceAction::Data(bytes) => side.data(bytes),
-            ResourceAction::Close => side.fin(),
-            ResourceAction::Reset => side.rst(),
-        };
-        let packet = packets::tcp(*resource, client, segment, 0x5A);
-        self.send_on_tun(false, packet, now_ms());
-    }
-
-    fn send_on_tun(&mut self, towards_resource: bool, packet: Vec<u8>, at_ms: u64) {
-        self.tun_sequence += 1;
-        self.tun_link.insert(
-            (at_ms + TUN_LATENCY_MS, self.tun_sequence),
-            (towards_resource, packet),
-        );
-    }
-
-    /// The resource's script: echo UDP, answer TCP as docs/harness.md says.
-    fn resource_receives(&mut self, packet: &[u8], shared: &Rc<RefCell<Shared>>) {
-        let inner = packets::parse(packet);
-        shared.borrow_mut().trace(
-            &format!("{}/tun", self.name),
-            format!("resource got {inner}"),
-        );
-        let reply = match inner {
-            Inner::Udp { src, dst, payload } => Some(packets::udp(dst, src, &payload)),
-            Inner::Tcp { src, dst, segment } => {
-                let (_, side) = self
-                    .resource_tcp
-                    .entry(src)
-                    .or_insert_with(|| (dst, TcpSide::resource()));
-                if segment.flags.syn && !segment.flags.ack {
-                    *side = TcpSide::resource();
-                }
-                side.answer(segment)
-                    .map(|answer| packets::tcp(dst, src, answer, 0x5A))
-            }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            self.send_on_tun(false, reply, now_ms());
-        }
-    }
-}
-
-fn add_gateway(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    index: usize,
-    seed: u64,
-) {
-    let shared = shared.clone();
-    let scenario = scenario.clone();
-    let plan = plan.clone();
-    let ip = plan.gateways[index].preferred();
-    sim.host(ip, move || {
-        let shared = shared.clone();
-        let scenario = scenario.clone();
-        let plan = plan.clone();
-        async move {
-            let origin = shared.borrow().origin;
-            let local = SocketAddr::new(ip, TUNNEL_PORT);
-            let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), TUNNEL_PORT)).await?;
-            let name = scenario.topology.gateways[index].name.clone();
-            let mut host = GatewayHost {
-                name: name.clone(),
-                gateway: build_gateway(&scenario, &plan, index, origin, seed),
-                origin,
-                control_log: Vec::new(),
-                tun_link: BTreeMap::new(),
-                tun_sequence: 0,
-                resource_tcp: BTreeMap::new(),
-            };
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let now = now_instant(host.origin);
-                // Deadlines first, then control, then what the TUN link delivers now.
-                if host.gateway.poll_timeout().is_some_and(|deadline| deadline <= now) {
-                    host.gateway.handle_timeout(now);
-                }
-                let commands: Vec<GatewayCommand> = shared.borrow_mut().gateway_commands[index].drain(..).collect();
-                for command in commands {
-                    let restart = matches!(command, GatewayCommand::Restart);
-                    host.apply(command, now, &shared);
-                    if restart {
-                        // A fresh gateway with the same configuration and the control calls
-                        // made so far; its flows and TURN state start empty.
-                        collect_flows(&mut host.gateway, &shared);
-                        host.gateway = build_gateway(&scenario, &plan, index, origin, seed);
-                        for replay in host.control_log.clone() {
-                            host.execute(&replay, now, &shared);
-                        }
-                    }
-                }
-                let due: Vec<(u64, u64)> = host.tun_link.range(..=(now_ms(), u64::MAX)).map(|(key, _)| *key).collect();
-                for key in due {
-                    let Some((towards_resource, packet)) = host.tun_link.remove(&key) else {
-                        continue;
-                    };
-                    if towards_resource {
-                        host.resource_receives(&packet, &shared);
-                    } else if let Err(reason) = host.gateway.handle_tun_packet(&packet, now) {
-                        shared.borrow_mut().trace(&name, format!("dropped from TUN: {reason:?}"));
-                    }
-                }
-                flush_gateway(&mut host, &socket, local, &shared).await?;
-                tokio::select! {
-                    biased;
-                    received = socket.recv_from(&mut buf) => {
-                        let (len, from) = received?;
-                        let now = now_instant(host.origin);
-                        if host.gateway.poll_timeout().is_some_and(|deadline| deadline <= now) {
-                            host.gateway.handle_timeout(now);
-                        }
-                        shared.borrow_mut().trace(&name, format!("received {len} bytes from {from}"));
-                        if let Err(reason) = host.gateway.handle_input(from, local, &buf[..len], now) {
-                            shared.borrow_mut().trace(&name, format!("dropped: {reason:?}"));
-                        }
-                        flush_gateway(&mut host, &socket, local, &shared).await?;
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                }
-            }
-        }
-    });
-}
-
-fn unspecified(ip: IpAddr) -> IpAddr {
+/// The wildcard address of `ip`'s family, for binding.
+pub(crate) fn unspecified(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
-}
-
-fn collect_flows(gateway: &mut Gateway, shared: &Rc<RefCell<Shared>>) {
-    while let Some(record) = gateway.poll_flow_record() {
-        shared.borrow_mut().flows.push(record);
-    }
-}
-
-/// Sends what the gateway queued and collects its flow records.
-async fn flush_gateway(
-    host: &mut GatewayHost,
-    socket: &UdpSocket,
-    local: SocketAddr,
-    shared: &Rc<RefCell<Shared>>,
-) -> std::io::Result<()> {
-    while let Some(transmit) = host.gateway.poll_transmit() {
-        match transmit {
-            Transmit::Udp { dst, payload, src } => {
-                if src != local {
-                    shared
-                        .borrow_mut()
-                        .errors
-                        .push(format!("{}: send from {src}, not {local}", host.name));
-                }
-                shared
-                    .borrow_mut()
-                    .trace(&host.name, format!("sent {} bytes to {dst}", payload.len()));
-                socket.send_to(&payload, dst).await?;
-            }
-            Transmit::Tun(packet) => {
-                shared.borrow_mut().trace(
-                    &format!("{}/tun", host.name),
-                    format!("to resource: {}", packets::parse(&packet)),
-                );
-                host.send_on_tun(true, packet, now_ms());
-            }
-        }
-    }
-    while host.gateway.poll_event().is_some() {}
-    collect_flows(&mut host.gateway, shared);
-    Ok(())
-}
-
-/// A client: its tunnel socket, its frames' counter, and its side of each TCP connection.
-struct ClientHost {
-    name: String,
-    index: usize,
-    counter: u64,
-    tcp: BTreeMap<SocketAddr, (SocketAddr, SocketAddr, TcpSide)>,
-}
-
-impl ClientHost {
-    async fn send_inner(
-        &mut self,
-        socket: &UdpSocket,
-        gateway: SocketAddr,
-        inner: Vec<u8>,
-        shared: &Rc<RefCell<Shared>>,
-    ) -> std::io::Result<()> {
-        self.counter += 1;
-        let frame = tunnel::seal(
-            &session_key(self.index),
-            FrameHeader {
-                session_id: session_id(self.index),
-                counter: self.counter,
-            },
-            &inner,
-        );
-        shared.borrow_mut().trace(
-            &self.name,
-            format!("sent {} to {gateway}", packets::parse(&inner)),
-        );
-        socket.send_to(&frame, gateway).await.map(|_| ())
-    }
-}
-
-fn add_client(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    index: usize,
-) {
-    let shared = shared.clone();
-    let name = scenario.topology.clients[index].name.clone();
-    let ip = plan.clients[index].preferred();
-    sim.host(ip, move || {
-        let shared = shared.clone();
-        let name = name.clone();
-        async move {
-            let mut port = TUNNEL_PORT;
-            let mut socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), port)).await?;
-            let mut host = ClientHost {
-                name: name.clone(),
-                index,
-                counter: 0,
-                tcp: BTreeMap::new(),
-            };
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let commands: Vec<ClientCommand> = shared.borrow_mut().client_commands[index].drain(..).collect();
-                for command in commands {
-                    match command {
-                        ClientCommand::Udp { gateway, src, dst, payload } => {
-                            host.send_inner(&socket, gateway, packets::udp(src, dst, &payload), &shared).await?;
-                        }
-                        ClientCommand::TcpOpen { gateway, src, dst } => {
-                            let mut side = TcpSide::client();
-                            let syn = side.syn();
-                            host.tcp.insert(src, (dst, gateway, side));
-                            host.send_inner(&socket, gateway, packets::tcp(src, dst, syn, 0xC1), &shared).await?;
-                        }
-                        ClientCommand::Tcp { src, action } => {
-                            let Some((dst, gateway, side)) = host.tcp.get_mut(&src) else {
-                                continue;
-                            };
-                            let (dst, gateway) = (*dst, *gateway);
-                            let segment = match action {
-                                ClientTcpAction::RetransmitSyn => side.syn(),
-                                ClientTcpAction::Data(bytes) => side.data(bytes),
-                                ClientTcpAction::Close => side.fin(),
-                                ClientTcpAction::Reset => side.rst(),
-                                ClientTcpAction::LateAck => side.ack(),
-                            };
-                            host.send_inner(&socket, gateway, packets::tcp(src, dst, segment, 0xC1), &shared).await?;
-                        }
-                        ClientCommand::Roam => {
-                            port += 1;
-                            socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), port)).await?;
-                            shared.borrow_mut().trace(&name, format!("roamed to port {port}"));
-                        }
-                    }
-                }
-                tokio::select! {
-                    biased;
-                    received = socket.recv_from(&mut buf) => {
-                        let (len, from) = received?;
-                        let Ok((_, inner)) = tunnel::open(&session_key(index), &buf[..len]) else {
-                            shared.borrow_mut().errors.push(format!("{name}: a datagram from {from} is not a frame for us"));
-                            continue;
-                        };
-                        let parsed = packets::parse(inner);
-                        shared.borrow_mut().trace(&name, format!("received {parsed} from {from}"));
-                        if let Inner::Tcp { src, dst, segment } = parsed
-                            && let Some((_, gateway, side)) = host.tcp.get_mut(&dst)
-                        {
-                            let gateway = *gateway;
-                            if let Some(answer) = side.answer(segment) {
-                                let packet = packets::tcp(dst, src, answer, 0xC1);
-                                host.send_inner(&socket, gateway, packet, &shared).await?;
-                            }
-                        }
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                }
-            }
-        }
-    });
 }

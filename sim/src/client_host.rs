@@ -1,0 +1,258 @@
+//! A client host: its tunnel socket, its endpoint (direct or through its relay), the frames'
+//! counter, and its side of each TCP connection.
+
+use std::{cell::RefCell, collections::BTreeMap, net::SocketAddr, rc::Rc, time::Duration};
+
+use peer::{Endpoint, TurnClient};
+use proto::tunnel::{self, FrameHeader};
+use turmoil::net::UdpSocket;
+
+use crate::{
+    packets::{self, Inner},
+    tcp::TcpSide,
+    world::{
+        ClientCommand, ClientTcpAction, Shared, now_instant, session_id, session_key, unspecified,
+    },
+};
+
+struct ClientHost {
+    name: String,
+    index: usize,
+    counter: u64,
+    endpoint: Endpoint,
+    /// Where this client sends frames for each gateway (its socket or relayed address).
+    targets: BTreeMap<usize, SocketAddr>,
+    /// Per connection (by our inner address): the peer's inner address, the gateway, our side.
+    tcp: BTreeMap<SocketAddr, (SocketAddr, usize, TcpSide)>,
+}
+
+impl ClientHost {
+    fn send_inner(
+        &mut self,
+        socket: &UdpSocket,
+        gateway: usize,
+        inner: Vec<u8>,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let now = now_instant(shared.borrow().origin);
+        let Some(target) = self.targets.get(&gateway).copied() else {
+            shared
+                .borrow_mut()
+                .errors
+                .push(format!("{}: no address for gateway {gateway}", self.name));
+            return;
+        };
+        self.counter += 1;
+        let frame = tunnel::seal(
+            &session_key(self.index),
+            FrameHeader {
+                session_id: session_id(self.index),
+                counter: self.counter,
+            },
+            &inner,
+        );
+        match self.endpoint.send(target, &frame, now) {
+            Ok(datagram) => {
+                shared.borrow_mut().trace(
+                    &self.name,
+                    format!(
+                        "sent {} to {target} via {}",
+                        packets::parse(&inner),
+                        datagram.dst
+                    ),
+                );
+                let _ = socket.try_send_to(&datagram.payload, datagram.dst);
+            }
+            Err(error) => shared
+                .borrow_mut()
+                .errors
+                .push(format!("{}: cannot send to {target}: {error}", self.name)),
+        }
+    }
+
+    fn flush_turn(&mut self, socket: &UdpSocket, shared: &Rc<RefCell<Shared>>) {
+        let Some(turn) = self.endpoint.turn_mut() else {
+            return;
+        };
+        while let Some(transmit) = turn.poll_transmit() {
+            let _ = socket.try_send_to(&transmit.payload, transmit.dst);
+        }
+        while let Some(event) = turn.poll_event() {
+            shared
+                .borrow_mut()
+                .trace(&self.name, format!("TURN: {event:?}"));
+        }
+        let relayed = turn.relayed_addresses().to_vec();
+        shared
+            .borrow_mut()
+            .relayed
+            .insert(self.name.clone(), relayed);
+    }
+
+    async fn command(
+        &mut self,
+        command: ClientCommand,
+        socket: &mut UdpSocket,
+        shared: &Rc<RefCell<Shared>>,
+    ) -> std::io::Result<()> {
+        match command {
+            ClientCommand::Udp {
+                gateway,
+                src,
+                dst,
+                payload,
+            } => {
+                self.send_inner(socket, gateway, packets::udp(src, dst, &payload), shared);
+            }
+            ClientCommand::TcpOpen { gateway, src, dst } => {
+                let mut side = TcpSide::client();
+                let syn = side.syn();
+                self.tcp.insert(src, (dst, gateway, side));
+                self.send_inner(socket, gateway, packets::tcp(src, dst, syn, 0xC1), shared);
+            }
+            ClientCommand::Tcp { src, action } => {
+                let Some((dst, gateway, side)) = self.tcp.get_mut(&src) else {
+                    return Ok(());
+                };
+                let (dst, gateway) = (*dst, *gateway);
+                let segment = match action {
+                    ClientTcpAction::RetransmitSyn => side.syn(),
+                    ClientTcpAction::Data(bytes) => side.data(bytes),
+                    ClientTcpAction::Close => side.fin(),
+                    ClientTcpAction::Reset => side.rst(),
+                    ClientTcpAction::LateAck => side.ack(),
+                };
+                self.send_inner(
+                    socket,
+                    gateway,
+                    packets::tcp(src, dst, segment, 0xC1),
+                    shared,
+                );
+            }
+            ClientCommand::Path {
+                gateway,
+                target,
+                via_relay,
+            } => {
+                let now = now_instant(shared.borrow().origin);
+                self.targets.insert(gateway, target);
+                if let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
+                    shared
+                        .borrow_mut()
+                        .errors
+                        .push(format!("{}: path to {target}: {error}", self.name));
+                }
+                shared.borrow_mut().trace(
+                    &self.name,
+                    format!(
+                        "path to gateway {gateway}: {target}{}",
+                        if via_relay { " via own relay" } else { "" }
+                    ),
+                );
+            }
+            ClientCommand::Roam => {
+                let socket_addr = self.endpoint.socket();
+                let moved = SocketAddr::new(socket_addr.ip(), socket_addr.port() + 1);
+                *socket =
+                    UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
+                self.endpoint.set_socket(moved);
+                shared
+                    .borrow_mut()
+                    .trace(&self.name, format!("roamed to {moved}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn add_client(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Rc<RefCell<Shared>>,
+    name: String,
+    index: usize,
+    socket_addr: SocketAddr,
+    turn: Option<peer::TurnClientConfig>,
+    gateways: Vec<SocketAddr>,
+) {
+    let shared = shared.clone();
+    sim.host(socket_addr.ip(), move || {
+        let shared = shared.clone();
+        let name = name.clone();
+        let turn = turn.clone();
+        let gateways = gateways.clone();
+        async move {
+            let origin = shared.borrow().origin;
+            let mut socket = UdpSocket::bind(SocketAddr::new(
+                unspecified(socket_addr.ip()),
+                socket_addr.port(),
+            ))
+            .await?;
+            let mut turn = turn.map(TurnClient::new);
+            if let Some(turn) = turn.as_mut() {
+                turn.allocate(now_instant(origin));
+            }
+            let mut host = ClientHost {
+                name: name.clone(),
+                index,
+                counter: 0,
+                endpoint: Endpoint::new(socket_addr, turn),
+                targets: gateways.into_iter().enumerate().collect(),
+                tcp: BTreeMap::new(),
+            };
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let now = now_instant(origin);
+                if let Some(turn) = host.endpoint.turn_mut()
+                    && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
+                {
+                    turn.handle_timeout(now);
+                }
+                let commands: Vec<ClientCommand> = shared.borrow_mut().client_commands[index]
+                    .drain(..)
+                    .collect();
+                for command in commands {
+                    host.command(command, &mut socket, &shared).await?;
+                }
+                while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
+                    let arrival = match host.endpoint.receive(from, &buf[..len], now) {
+                        Ok(Some(arrival)) => arrival,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            shared
+                                .borrow_mut()
+                                .errors
+                                .push(format!("{name}: from {from}: {error}"));
+                            continue;
+                        }
+                    };
+                    let (remote, payload) = (arrival.remote, arrival.payload.into_owned());
+                    let Ok((_, inner)) = tunnel::open(&session_key(index), &payload) else {
+                        shared.borrow_mut().errors.push(format!(
+                            "{name}: a datagram from {remote} is not a frame for us"
+                        ));
+                        continue;
+                    };
+                    let parsed = packets::parse(inner);
+                    shared
+                        .borrow_mut()
+                        .trace(&name, format!("received {parsed} from {remote}"));
+                    if let Inner::Tcp { src, dst, segment } = parsed
+                        && let Some((_, gateway, side)) = host.tcp.get_mut(&dst)
+                    {
+                        let gateway = *gateway;
+                        if let Some(answer) = side.answer(segment) {
+                            host.send_inner(
+                                &socket,
+                                gateway,
+                                packets::tcp(dst, src, answer, 0xC1),
+                                &shared,
+                            );
+                        }
+                    }
+                }
+                host.flush_turn(&socket, &shared);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+}
