@@ -7,10 +7,13 @@
 
 fn main() -> anyhow::Result<()> {
     // SAFETY: a build script is single-threaded until `build_ebpf` spawns its reader thread,
-    // which happens after this call; nothing else reads the environment concurrently.
+    // which happens after these calls; nothing else reads the environment concurrently.
+    // The nested build's progress lines would each show up as a build-script warning; errors
+    // still come through.
     #[allow(unsafe_code)]
     unsafe {
-        std::env::set_var("RUSTC_BOOTSTRAP", "1")
+        std::env::set_var("RUSTC_BOOTSTRAP", "1");
+        std::env::set_var("CARGO_TERM_QUIET", "true");
     };
 
     // `Toolchain::default()` would mean `rustup run nightly`, and the nightly on these machines

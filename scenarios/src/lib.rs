@@ -2,5 +2,6 @@
 //! proptest strategies that generate scenarios, the invariants checked after every step, the
 //! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`).
 
+pub mod check;
 pub mod xdp_bench;
 pub mod xdp_table;

@@ -63,6 +63,8 @@ pub struct Outcome {
     pub trace: Vec<TraceLine>,
     /// Things that must never happen (a control-plane call refused, an unexpected drop).
     pub errors: Vec<String>,
+    /// Each host's relayed addresses (by host name), as its TURN client reported them.
+    pub relayed: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -315,6 +317,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         flows: shared.flows.clone(),
         trace: shared.trace.clone(),
         errors: shared.errors.clone(),
+        relayed: shared.relayed.clone(),
     })
 }
 
