@@ -260,7 +260,7 @@ impl Gateway {
         self.recompute_dns_deadline();
         for q in queued {
             let r = match packet::parse(&q.packet) {
-                Ok(pkt) => self.route_to_resource(client_id, &q.packet, &pkt, q.outer, t),
+                Ok(pkt) => self.route_to_resource(client_id, &q.packet, &pkt, &q.outer, None, t),
                 Err(_) => Err(DropReason::MalformedPacket),
             };
             if let Err(reason) = r {

@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -20,13 +20,48 @@ use crate::tcp_tracker::TcpTracker;
 pub(crate) type Nanos = u64;
 
 /// A flow lookup key: protocol and the two endpoints as seen on one side of the gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FlowKey {
     pub(crate) protocol: Protocol,
     pub(crate) src: IpAddr,
     pub(crate) src_port: u16,
     pub(crate) dst: IpAddr,
     pub(crate) dst_port: u16,
+}
+
+/// An address as 128 bits and whether it is IPv6.
+fn ip_bits(ip: IpAddr) -> (u128, bool) {
+    match ip {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), false),
+        IpAddr::V6(v6) => (u128::from(v6), true),
+    }
+}
+
+/// Hashes the key as few wide words (one 128-bit word for IPv4) instead of field by field:
+/// every field, the address families included, goes in, so equal keys hash equally and keys
+/// that differ in any field differ in the words hashed.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (src, src_v6) = ip_bits(self.src);
+        let (dst, dst_v6) = ip_bits(self.dst);
+        let protocol = match self.protocol {
+            Protocol::Tcp => 0u64,
+            Protocol::Udp => 1,
+            Protocol::Icmp => 2,
+        };
+        let meta = protocol
+            | u64::from(self.src_port) << 8
+            | u64::from(self.dst_port) << 24
+            | u64::from(src_v6) << 40
+            | u64::from(dst_v6) << 41;
+        if !src_v6 && !dst_v6 {
+            state.write_u128(src << 96 | dst << 64 | u128::from(meta));
+        } else {
+            state.write_u128(src);
+            state.write_u128(dst);
+            state.write_u64(meta);
+        }
+    }
 }
 
 /// The DNS part of a flow to a DNS resource.
@@ -120,10 +155,15 @@ impl Flow {
     }
 
     /// Records an outer context (interned index) if new and there is room.
+    #[inline]
     pub(crate) fn add_outer(&mut self, outer: u32) {
-        if self.outer_first == outer {
-            return;
+        if self.outer_first != outer {
+            self.add_further_outer(outer);
         }
+    }
+
+    #[cold]
+    fn add_further_outer(&mut self, outer: u32) {
         let more = self.outer_more.as_deref().unwrap_or(&[]);
         if more.contains(&outer) || more.len() + 1 >= MAX_OUTER_CONTEXTS {
             return;
@@ -264,6 +304,7 @@ impl FlowTable {
 
     /// The earliest idle deadline (possibly early: a flow that saw packets since is re-armed
     /// when it is reached).
+    #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Nanos> {
         self.deadlines.peek().map(|Reverse((d, _, _))| *d)
     }

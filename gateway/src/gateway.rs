@@ -56,6 +56,8 @@ pub struct Gateway {
     pub(crate) config: GatewayConfig,
     /// The latest `now` seen, as nanoseconds since the time origin (never goes back).
     pub(crate) now: Nanos,
+    /// The `now` argument of the latest call.
+    last_instant: Option<Instant>,
     pub(crate) clients: BTreeMap<ClientId, Client>,
     /// Lookup only: session id -> client.
     pub(crate) sessions: HashMap<u32, ClientId, FixedState>,
@@ -70,11 +72,19 @@ pub struct Gateway {
     /// Earliest DNS deadline (query timeout or answer expiry), recomputed on DNS changes.
     pub(crate) next_dns_deadline: Option<Nanos>,
     pub(crate) transmits: VecDeque<Transmit>,
+    /// Buffers of sent transmits handed back with [`Gateway::recycle`], reused for the next
+    /// ones (at most [`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
     pub(crate) events: VecDeque<Event>,
     records: VecDeque<FlowRecord>,
     drops: DropCounters,
     pub(crate) shut_down: bool,
 }
+
+/// How many returned buffers [`Gateway::recycle`] keeps.
+const SPARE_BUFFERS: usize = 64;
+/// Returned buffers larger than this are dropped rather than kept.
+const SPARE_MAX_CAPACITY: usize = 64 * 1024;
 
 fn packet_error(e: PacketError) -> DropReason {
     match e {
@@ -93,6 +103,7 @@ impl Gateway {
             flows: FlowTable::new(seed, idle_timeout),
             config,
             now: 0,
+            last_instant: None,
             clients: BTreeMap::new(),
             sessions: HashMap::with_hasher(FixedState::with_seed(seed)),
             tunnel_ips: HashMap::with_hasher(FixedState::with_seed(seed)),
@@ -102,6 +113,7 @@ impl Gateway {
             next_query_id: 1,
             next_dns_deadline: None,
             transmits: VecDeque::new(),
+            spare: Vec::new(),
             events: VecDeque::new(),
             records: VecDeque::new(),
             drops: DropCounters::default(),
@@ -186,6 +198,28 @@ impl Gateway {
         self.transmits.pop_front()
     }
 
+    /// Hands back the buffer of a sent [`Transmit`] (a `Udp` payload or a `Tun` packet) so
+    /// a later transmit can reuse its allocation. Optional: a host that drops its transmits
+    /// instead only pays one allocation per transmit. Keeps at most 64 buffers of at most
+    /// 64 KiB; the contents are never read.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() <= SPARE_MAX_CAPACITY {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// An empty buffer with room for `capacity` bytes: a recycled one if there is one.
+    fn take_buffer(&mut self, capacity: usize) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut buffer) => {
+                buffer.clear();
+                buffer.reserve(capacity);
+                buffer
+            }
+            None => Vec::with_capacity(capacity),
+        }
+    }
+
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -260,10 +294,20 @@ impl Gateway {
     }
 
     /// Moves the clock to `now` (never backwards) and runs what is due.
+    #[inline]
     pub(crate) fn advance(&mut self, now: Instant) -> Nanos {
-        let t = self.nanos(now).max(self.now);
+        // Hosts hand a batch of datagrams the same `now`: convert it once per batch (for the
+        // same instant as the previous call, `max(nanos(now), self.now)` is `self.now`).
+        let t = if self.last_instant == Some(now) {
+            self.now
+        } else {
+            self.last_instant = Some(now);
+            self.nanos(now).max(self.now)
+        };
         self.now = t;
-        while let Some(idx) = self.flows.pop_idle(t) {
+        while self.flows.next_deadline().is_some_and(|d| d <= t)
+            && let Some(idx) = self.flows.pop_idle(t)
+        {
             let end = self.flows.get(idx).map_or(t, |f| f.last_packet);
             self.close_flow(idx, CloseReason::Idle, end);
         }
@@ -273,16 +317,18 @@ impl Gateway {
         t
     }
 
+    #[inline]
     fn count(&mut self, r: Result<(), DropReason>) -> Result<(), DropReason> {
         if let Err(reason) = r {
-            self.drops.bump(reason);
-            tracing::debug!(%reason, "gateway dropped input");
+            self.count_drop(reason);
         }
         r
     }
 
+    #[cold]
     pub(crate) fn count_drop(&mut self, reason: DropReason) {
-        let _ = self.count(Err(reason));
+        self.drops.bump(reason);
+        tracing::debug!(%reason, "gateway dropped input");
     }
 
     // ---------------------------------------------------------------- client -> resource
@@ -305,7 +351,7 @@ impl Gateway {
             .clients
             .get(&client_id)
             .ok_or(DropReason::UnknownSession)?;
-        let (_, inner) = tunnel::open(&client.config.key, frame).map_err(|_| DropReason::BadMac)?;
+        let inner = tunnel::verify(&client.config.key, frame).map_err(|_| DropReason::BadMac)?;
         client
             .replay
             .check(header.counter)
@@ -314,14 +360,16 @@ impl Gateway {
         if pkt.src != client.config.tunnel_ip(pkt.is_v4()) {
             return Err(DropReason::ForgedSource);
         }
-        self.route_to_resource(client_id, inner, &pkt, outer, t)?;
+        // The interned index of `outer`, when it is already the client's (no roaming).
+        let known_outer = (client.outer == Some(outer)).then_some(client.outer_idx);
+        self.route_to_resource(client_id, inner, &pkt, &outer, known_outer, t)?;
         // Accepted (forwarded or queued for DNS): only now does the frame change session state.
         let client = self
             .clients
             .get_mut(&client_id)
             .ok_or(DropReason::UnknownSession)?;
         client.replay.commit(header.counter);
-        if client.outer != Some(outer) {
+        if known_outer.is_none() {
             client.outer_idx = self.outers.intern(outer);
             let from = client.outer.replace(outer);
             self.events.push_back(Event::ClientRoamed {
@@ -334,13 +382,15 @@ impl Gateway {
     }
 
     /// Forwards (or queues, for a pending DNS answer) an authenticated client packet whose
-    /// source is the client's tunnel IP.
+    /// source is the client's tunnel IP. `known_outer` is `outer`'s interned index if the
+    /// caller has it at hand (saves a lookup per packet), else `None`.
     pub(crate) fn route_to_resource(
         &mut self,
         client_id: ClientId,
         inner: &[u8],
         pkt: &IpPacket,
-        outer: OuterContext,
+        outer: &OuterContext,
+        known_outer: Option<u32>,
         t: Nanos,
     ) -> Result<(), DropReason> {
         let (protocol, src_port, dst_port) = match pkt.transport {
@@ -359,7 +409,7 @@ impl Gateway {
             dst_port,
         };
         if let Some(idx) = self.flows.find_client_side(&key) {
-            self.forward_to_resource(idx, inner, pkt, outer, t);
+            self.forward_to_resource(idx, inner, pkt, outer, known_outer, t);
             return Ok(());
         }
         if let Transport::Tcp { flags, .. } = pkt.transport
@@ -374,9 +424,9 @@ impl Gateway {
                     real_ip,
                     dns,
                 } => (resource, real_ip, dns),
-                NewFlow::Deny(reason) => return self.deny(client_id, inner, pkt, outer, reason),
+                NewFlow::Deny(reason) => return self.deny(client_id, inner, pkt, *outer, reason),
                 NewFlow::AwaitDns => {
-                    return self.queue_for_dns(client_id, pkt.dst, inner, pkt, outer, t);
+                    return self.queue_for_dns(client_id, pkt.dst, inner, pkt, *outer, t);
                 }
             };
         let resource_key = FlowKey {
@@ -389,7 +439,7 @@ impl Gateway {
         if self.flows.find_resource_side(&resource_key).is_some() {
             return Err(DropReason::NatCollision);
         }
-        let outer_idx = self.outers.intern(outer);
+        let outer_idx = known_outer.unwrap_or_else(|| self.outers.intern(*outer));
         let flow = Flow::new(
             client_id,
             resource,
@@ -408,7 +458,7 @@ impl Gateway {
             flow_log::emit_started(&started);
             self.events.push_back(Event::FlowStarted(started));
         }
-        self.forward_to_resource(idx, inner, pkt, outer, t);
+        self.forward_to_resource(idx, inner, pkt, outer, Some(outer_idx), t);
         Ok(())
     }
 
@@ -459,21 +509,16 @@ impl Gateway {
         idx: u32,
         inner: &[u8],
         pkt: &IpPacket,
-        outer: OuterContext,
+        outer: &OuterContext,
+        known_outer: Option<u32>,
         t: Nanos,
     ) {
-        let cached = self
-            .flows
-            .get(idx)
-            .and_then(|f| self.clients.get(&f.client));
-        let outer_idx = match cached {
-            Some(c) if c.outer == Some(outer) => c.outer_idx,
-            _ => self.outers.intern(outer),
-        };
+        let outer_idx = known_outer.unwrap_or_else(|| self.outers.intern(*outer));
+        let mut out = self.take_buffer(pkt.len);
         let Some(flow) = self.flows.get_mut(idx) else {
             return;
         };
-        let mut out = inner[..pkt.len].to_vec();
+        out.extend_from_slice(&inner[..pkt.len]);
         if flow.dns.is_some() {
             packet::rewrite(&mut out, pkt, Field::Dst, flow.resource_ip);
         }
@@ -621,16 +666,20 @@ impl Gateway {
             .get(&client_id)
             .and_then(|c| Some((c.outer?, c.outer_idx)))
             .ok_or(DropReason::NoOpenFlow)?;
+        // The frame is built in one buffer: header room, the packet (NATed in place), MAC.
+        let mut frame = self.take_buffer(tunnel::HEADER_LEN + pkt.len + tunnel::MAC_LEN);
         let Some(flow) = self.flows.get_mut(idx) else {
             return Err(DropReason::NoOpenFlow);
         };
-        let mut out = packet[..pkt.len].to_vec();
+        frame.resize(tunnel::HEADER_LEN, 0);
+        frame.extend_from_slice(&packet[..pkt.len]);
+        let out = &mut frame[tunnel::HEADER_LEN..];
         let is_error = pkt.transport == Transport::IcmpError;
         if let Some(dns) = &flow.dns {
             if is_error {
-                packet::translate_icmp_error(&mut out, &pkt, flow.resource_ip, dns.proxy_ip);
+                packet::translate_icmp_error(out, &pkt, flow.resource_ip, dns.proxy_ip);
             } else {
-                packet::rewrite(&mut out, &pkt, Field::Src, dns.proxy_ip);
+                packet::rewrite(out, &pkt, Field::Src, dns.proxy_ip);
             }
         }
         flow.rx_packets += 1;
@@ -647,13 +696,22 @@ impl Gateway {
                 .on_packet(Direction::ToClient, flags, seq, ack, pkt.payload_len),
             _ => TcpVerdict::Open,
         };
-        self.send_to_client(client_id, outer, &out);
+        self.send_frame_to_client(client_id, outer, frame);
         self.close_if_done(idx, verdict, t);
         Ok(())
     }
 
     /// Seals `inner` in a tunnel frame for `client_id` and queues it to `outer`.
     fn send_to_client(&mut self, client_id: ClientId, outer: OuterContext, inner: &[u8]) {
+        let mut frame = self.take_buffer(tunnel::HEADER_LEN + inner.len() + tunnel::MAC_LEN);
+        frame.resize(tunnel::HEADER_LEN, 0);
+        frame.extend_from_slice(inner);
+        self.send_frame_to_client(client_id, outer, frame);
+    }
+
+    /// Seals `frame` ([`tunnel::HEADER_LEN`] bytes of room, then the inner packet) for
+    /// `client_id` and queues it to `outer`.
+    fn send_frame_to_client(&mut self, client_id: ClientId, outer: OuterContext, frame: Vec<u8>) {
         let Some(client) = self.clients.get_mut(&client_id) else {
             return;
         };
@@ -662,7 +720,8 @@ impl Gateway {
             counter: client.tx_counter,
         };
         client.tx_counter += 1;
-        let payload = tunnel::seal(&client.config.key, header, inner);
+        let mut payload = frame;
+        tunnel::seal_in_place(&client.config.key, header, &mut payload);
         self.transmits.push_back(Transmit::Udp {
             src: outer.local,
             dst: outer.remote,

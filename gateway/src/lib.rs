@@ -20,7 +20,9 @@
 //!   exactly the deadline.
 //! - [`Gateway::poll_transmit`] ([`Transmit::Udp`]: tunnel frames to clients, DNS queries;
 //!   [`Transmit::Tun`]: packets to resources), [`Gateway::poll_event`] ([`Event`]),
-//!   [`Gateway::poll_flow_record`] ([`proto::flow::FlowRecord`]).
+//!   [`Gateway::poll_flow_record`] ([`proto::flow::FlowRecord`]). Optionally,
+//!   [`Gateway::recycle`] hands a sent transmit's buffer back, so the data path allocates
+//!   nothing per packet.
 //! - [`Gateway::shutdown`]`(now)`: flushes every open flow (reason `shutdown`).
 //!
 //! The control plane ([`Gateway::add_client`], [`Gateway::add_resource`],

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use proto::flow::{ClientId, OuterContext, Protocol, ResourceId, UtcTime};
 
-/// Something to send.
+/// Something to send. Once sent, its buffer may be handed back with
+/// [`Gateway::recycle`](crate::Gateway::recycle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
     /// A UDP datagram from `src` (a gateway address) to `dst`: a tunnel frame to a client

@@ -312,19 +312,34 @@ fn rewrite_header_addr(
 ) {
     let v4 = new.is_ipv4();
     let range = addr_range(v4, field);
-    let (new_bytes, n) = ip_octets(new);
-    let new_bytes = &new_bytes[..n];
     let at = ip + range.start..ip + range.end;
-    let mut old = [0u8; 16];
-    old[..n].copy_from_slice(&p[at.clone()]);
-    let old = &old[..n];
-    if old == new_bytes {
-        return;
-    }
-    p[at].copy_from_slice(new_bytes);
+    // The change of the address, computed once, fixes both checksums that cover it.
+    let delta = match new {
+        IpAddr::V4(new) => {
+            let slot = &mut p[at];
+            let old = [slot[0], slot[1], slot[2], slot[3]];
+            let new = new.octets();
+            if old == new {
+                return;
+            }
+            slot.copy_from_slice(&new);
+            checksum::delta4(old, new)
+        }
+        IpAddr::V6(new) => {
+            let slot = &mut p[at];
+            let mut old = [0u8; 16];
+            old.copy_from_slice(slot);
+            let new = new.octets();
+            if old == new {
+                return;
+            }
+            slot.copy_from_slice(&new);
+            checksum::delta(&old, &new)
+        }
+    };
     if v4 {
         let c = be16(p, ip + 10);
-        p[ip + 10..ip + 12].copy_from_slice(&checksum::update(c, old, new_bytes).to_be_bytes());
+        p[ip + 10..ip + 12].copy_from_slice(&checksum::apply(c, delta).to_be_bytes());
     }
     if let Some(off) = pseudo_checksum_offset(v4, ip_proto) {
         let at = ip + hl + off;
@@ -332,7 +347,7 @@ fn rewrite_header_addr(
             let c = be16(p, at);
             let is_udp = ip_proto == IPPROTO_UDP;
             if !(is_udp && v4 && c == 0) {
-                let mut n = checksum::update(c, old, new_bytes);
+                let mut n = checksum::apply(c, delta);
                 if is_udp && n == 0 {
                     n = 0xFFFF;
                 }

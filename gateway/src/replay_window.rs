@@ -45,6 +45,7 @@ impl ReplayWindow {
     }
 
     /// Records `counter` as seen (call only after [`ReplayWindow::check`] accepted it).
+    #[inline]
     pub(crate) fn commit(&mut self, counter: u64) {
         match self.highest {
             None => {
