@@ -3,5 +3,6 @@
 //! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`).
 
 pub mod check;
+pub mod strategy;
 pub mod xdp_bench;
 pub mod xdp_table;

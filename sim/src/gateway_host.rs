@@ -193,11 +193,13 @@ impl GatewayHost {
                 .route_via_relay(*remote, *via_relay, now)
                 .map_err(|e| e.to_string()),
         };
+        // A refused call (revoking a grant that is not there) is the gateway answering a
+        // control plane mistake correctly: the trace shows it; nothing else changes.
         if let Err(error) = result {
-            shared
-                .borrow_mut()
-                .errors
-                .push(format!("{}: {command:?} refused: {error}", self.name));
+            shared.borrow_mut().trace(
+                &self.name,
+                format!("control call {command:?} refused: {error}"),
+            );
         }
     }
 
@@ -207,11 +209,13 @@ impl GatewayHost {
         action: ResourceAction,
         shared: &Rc<RefCell<Shared>>,
     ) {
+        // A connection whose SYN never reached the resource (dropped, denied) has no resource
+        // side: the resource has nothing to send on it.
         let Some((resource, side)) = self.resource_tcp.get_mut(&client) else {
-            shared
-                .borrow_mut()
-                .errors
-                .push(format!("{}: no connection from {client}", self.name));
+            shared.borrow_mut().trace(
+                &format!("{}/tun", self.name),
+                format!("resource has no connection from {client}"),
+            );
             return;
         };
         let segment = match action {

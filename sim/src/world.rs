@@ -427,8 +427,8 @@ struct Runner<'a> {
     scenario: &'a Scenario,
     plan: &'a AddressPlan,
     shared: &'a Rc<RefCell<Shared>>,
-    /// (client, domain, ipv6) -> proxy IP handed out by the client's stub resolver.
-    proxies: BTreeMap<(usize, String, bool), IpAddr>,
+    /// (client, domain) -> the proxy index the client's stub resolver handed out.
+    proxies: BTreeMap<(usize, String), usize>,
     roams: Vec<u16>,
 }
 
@@ -481,32 +481,51 @@ impl Runner<'_> {
             (ResourceAddress::Cidr(cidr), _) => plan::parse_resource_cidr(cidr)
                 .map(|(ip, _)| ip)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-            (ResourceAddress::Dns(_), domain) => {
-                let domain = domain.clone().unwrap_or_default().to_ascii_lowercase();
-                self.proxy_ip(
-                    client,
-                    &domain,
-                    target.ipv6,
-                    self.gateway_of_resource(resource),
-                )
-            }
+            (ResourceAddress::Dns(_), domain) => self
+                .proxy_ip(client, domain.as_deref().unwrap_or_default(), target.ipv6)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         }
     }
 
-    fn proxy_ip(&mut self, client: usize, domain: &str, ipv6: bool, gateway: usize) -> IpAddr {
-        let key = (client, domain.to_owned(), ipv6);
-        if let Some(ip) = self.proxies.get(&key) {
-            return *ip;
-        }
-        let handed_out = self.proxies.keys().filter(|(c, _, _)| *c == client).count();
-        let ip = AddressPlan::proxy_ip(handed_out, ipv6);
-        self.proxies.insert(key, ip);
-        self.shared.borrow_mut().gateway_commands[gateway].push_back(GatewayCommand::MapDns {
-            client,
-            proxy_ip: ip,
-            domain: domain.to_owned(),
-        });
-        ip
+    /// The proxy IP of `domain` for `client`. The client's stub resolver answers the first query
+    /// for a name with the next proxy index `n`, for both families (A and AAAA), and the control
+    /// plane maps both proxy IPs at once on every gateway that serves a DNS resource matching
+    /// the name (docs/harness.md).
+    fn proxy_ip(&mut self, client: usize, domain: &str, ipv6: bool) -> Option<IpAddr> {
+        let domain = domain.to_ascii_lowercase();
+        let index = match self.proxies.get(&(client, domain.clone())) {
+            Some(index) => *index,
+            None => {
+                let gateways: std::collections::BTreeSet<usize> = self
+                    .scenario
+                    .topology
+                    .resources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| matches!(&r.address, ResourceAddress::Dns(pattern) if plan::domain_matches(pattern, &domain)))
+                    .map(|(resource, _)| self.gateway_of_resource(resource))
+                    .collect();
+                if gateways.is_empty() {
+                    return None;
+                }
+                let index = self.proxies.keys().filter(|(c, _)| *c == client).count();
+                self.proxies.insert((client, domain.clone()), index);
+                for gateway in gateways {
+                    for v6 in [false, true] {
+                        self.to_gateway(
+                            gateway,
+                            GatewayCommand::MapDns {
+                                client,
+                                proxy_ip: AddressPlan::proxy_ip(index, v6),
+                                domain: domain.clone(),
+                            },
+                        );
+                    }
+                }
+                index
+            }
+        };
+        Some(AddressPlan::proxy_ip(index, ipv6))
     }
 
     fn tcp_src(&self, client: usize, conn: u32, ipv6: bool) -> SocketAddr {
@@ -588,13 +607,7 @@ impl Runner<'_> {
             }
             Step::DnsQuery { client, name } => {
                 let client = self.client_index(client);
-                let resource = self.scenario.topology.resources.iter().position(|r| {
-                    matches!(&r.address, ResourceAddress::Dns(pattern) if plan::domain_matches(pattern, name))
-                });
-                if let Some(resource) = resource {
-                    let gateway = self.gateway_of_resource(resource);
-                    self.proxy_ip(client, &name.to_ascii_lowercase(), false, gateway);
-                }
+                self.proxy_ip(client, name, false);
             }
             Step::Path {
                 client,
