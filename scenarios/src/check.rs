@@ -56,6 +56,11 @@ fn allocations(scenario: &Scenario, relayed: &BTreeMap<String, Vec<SocketAddr>>)
 /// Runs `scenario` with `seed` and checks it.
 pub fn run_and_check(scenario: &Scenario, seed: u64) -> Result<Checked, CheckError> {
     let outcome = sim::run(scenario, &RunOptions { seed })?;
+    check_outcome(scenario, outcome)
+}
+
+/// Checks what a run of `scenario` produced: invariants, then every flow record.
+pub fn check_outcome(scenario: &Scenario, outcome: Outcome) -> Result<Checked, CheckError> {
     if let Some(error) = outcome.errors.first() {
         return Err(CheckError::Invariant(format!(
             "{error} (and {} more)",

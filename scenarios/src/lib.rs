@@ -3,6 +3,7 @@
 //! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`).
 
 pub mod check;
+pub mod explore;
 pub mod strategy;
 pub mod xdp_bench;
 pub mod xdp_table;

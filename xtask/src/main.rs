@@ -3,6 +3,7 @@
 //! - `setup`: installs what the eBPF build needs (rust-src, bpf-linker), once.
 //! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
 //! - `explore`: setup, then the main job (see `vpnsim explore --help`).
+//! - `replay`: setup, then one scenario file run and checked (see `vpnsim replay --help`).
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
 //!
@@ -20,7 +21,9 @@ usage: cargo xtask <task> [args...]
 tasks:
   setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
   test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
-  explore    setup, then run the main job: `vpnsim explore` (extra args are passed to it)
+  explore    setup, then run the main job: generated scenarios checked against the model
+             (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7)
+  replay     setup, then run one scenario file and print its timeline: `vpnsim replay FILE`
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
 ";
@@ -46,37 +49,9 @@ fn run() -> Result<()> {
             setup::report_bpf_availability();
             cargo(&["test", "--workspace"], &rest)
         }
-        Some("explore") => {
+        Some(task @ ("explore" | "replay" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
-            cargo(
-                &[
-                    "run",
-                    "--release",
-                    "--package",
-                    "scenarios",
-                    "--bin",
-                    "vpnsim",
-                    "--",
-                    "explore",
-                ],
-                &rest,
-            )
-        }
-        Some("bench") => {
-            setup::ensure_ebpf_toolchain()?;
-            cargo(
-                &[
-                    "run",
-                    "--release",
-                    "--package",
-                    "scenarios",
-                    "--bin",
-                    "vpnsim",
-                    "--",
-                    "bench",
-                ],
-                &rest,
-            )
+            vpnsim(task, &rest)
         }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
@@ -84,6 +59,24 @@ fn run() -> Result<()> {
         }
         Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
     }
+}
+
+/// Runs a `vpnsim` subcommand from a release build (simulations run several times faster).
+fn vpnsim(subcommand: &str, rest: &[String]) -> Result<()> {
+    cargo(
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "scenarios",
+            "--bin",
+            "vpnsim",
+            "--",
+            subcommand,
+        ],
+        rest,
+    )
 }
 
 /// Runs cargo with `args` then `extra`, failing if cargo fails.
