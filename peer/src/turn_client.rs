@@ -573,28 +573,16 @@ impl TurnClient {
     }
 
     fn send_request(&mut self, request: Request, now: Instant) {
-        match &request {
-            Request::CreatePermission { peers } => {
-                for peer in peers {
-                    if let Some(state) = self.permissions.get_mut(peer) {
-                        state.in_flight = true;
-                    }
-                }
-            }
-            Request::ChannelBind { peer, .. } => {
-                if let Some((_, state)) = self.channels.get_mut(peer) {
-                    state.in_flight = true;
-                }
-            }
-            Request::Allocate | Request::Refresh { .. } => {}
-        }
         // Requests other than Allocate wait for the allocation; they are sent when it succeeds.
         if !matches!(request, Request::Allocate) && !self.is_allocated() {
-            if let Request::CreatePermission { .. } | Request::ChannelBind { .. } = request {
-                self.clear_in_flight(&request);
-            }
             return;
         }
+        self.set_in_flight(&request, true);
+        self.transmit_request(request, now, false);
+    }
+
+    /// Builds, sends and remembers a request, to retransmit it until it is answered.
+    fn transmit_request(&mut self, request: Request, now: Instant, retried_stale_nonce: bool) {
         let (id, payload) = self.build(&request);
         self.transmits.push_back(TurnTransmit {
             dst: self.config.server,
@@ -608,23 +596,24 @@ impl TurnClient {
                 transmissions: 1,
                 rto: INITIAL_RTO,
                 next_retransmit: now + INITIAL_RTO,
-                retried_stale_nonce: false,
+                retried_stale_nonce,
             },
         );
     }
 
-    fn clear_in_flight(&mut self, request: &Request) {
+    /// Marks the permissions or channel a request refreshes as (not) waiting for an answer.
+    fn set_in_flight(&mut self, request: &Request, in_flight: bool) {
         match request {
             Request::CreatePermission { peers } => {
                 for peer in peers {
                     if let Some(state) = self.permissions.get_mut(peer) {
-                        state.in_flight = false;
+                        state.in_flight = in_flight;
                     }
                 }
             }
             Request::ChannelBind { peer, .. } => {
                 if let Some((_, state)) = self.channels.get_mut(peer) {
-                    state.in_flight = false;
+                    state.in_flight = in_flight;
                 }
             }
             Request::Allocate | Request::Refresh { .. } => {}
@@ -653,23 +642,8 @@ impl TurnClient {
             let challenge = matches!(code, Some(codes::UNAUTHORIZED) if self.key.is_none())
                 || (code == Some(codes::STALE_NONCE) && !pending.retried_stale_nonce);
             if challenge && self.learn_challenge(&response) {
-                let request = pending.request;
-                let (id, payload) = self.build(&request);
-                self.transmits.push_back(TurnTransmit {
-                    dst: self.config.server,
-                    payload: payload.clone(),
-                });
-                self.pending.insert(
-                    id,
-                    Pending {
-                        request,
-                        payload,
-                        transmissions: 1,
-                        rto: INITIAL_RTO,
-                        next_retransmit: now + INITIAL_RTO,
-                        retried_stale_nonce: code == Some(codes::STALE_NONCE),
-                    },
-                );
+                let stale = code == Some(codes::STALE_NONCE);
+                self.transmit_request(pending.request, now, stale);
                 return Ok(());
             }
             self.request_failed(pending.request, code);

@@ -11,7 +11,8 @@ use crate::{
     packets::{self, Inner},
     tcp::TcpSide,
     world::{
-        ClientCommand, ClientTcpAction, Shared, now_instant, session_id, session_key, unspecified,
+        ClientCommand, ClientTcpAction, Shared, flush_turn, now_instant, session_id, session_key,
+        unspecified,
     },
 };
 
@@ -68,25 +69,6 @@ impl ClientHost {
                 .errors
                 .push(format!("{}: cannot send to {target}: {error}", self.name)),
         }
-    }
-
-    fn flush_turn(&mut self, socket: &UdpSocket, shared: &Rc<RefCell<Shared>>) {
-        let Some(turn) = self.endpoint.turn_mut() else {
-            return;
-        };
-        while let Some(transmit) = turn.poll_transmit() {
-            let _ = socket.try_send_to(&transmit.payload, transmit.dst);
-        }
-        while let Some(event) = turn.poll_event() {
-            shared
-                .borrow_mut()
-                .trace(&self.name, format!("TURN: {event:?}"));
-        }
-        let relayed = turn.relayed_addresses().to_vec();
-        shared
-            .borrow_mut()
-            .relayed
-            .insert(self.name.clone(), relayed);
     }
 
     async fn command(
@@ -250,7 +232,7 @@ pub(crate) fn add_client(
                         }
                     }
                 }
-                host.flush_turn(&socket, &shared);
+                flush_turn(&mut host.endpoint, &socket, &shared, &name);
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }

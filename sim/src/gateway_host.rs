@@ -25,8 +25,8 @@ use crate::{
     packets::{self, Inner},
     tcp::TcpSide,
     world::{
-        GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, now_instant,
-        now_ms, session_id, session_key, unspecified,
+        GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, flush_turn,
+        now_instant, now_ms, session_id, session_key, unspecified,
     },
 };
 
@@ -457,20 +457,6 @@ fn flush_gateway(
         }
     }
     while host.gateway.poll_event().is_some() {}
-    if let Some(turn) = host.endpoint.turn_mut() {
-        while let Some(transmit) = turn.poll_transmit() {
-            let _ = socket.try_send_to(&transmit.payload, transmit.dst);
-        }
-        while let Some(event) = turn.poll_event() {
-            shared
-                .borrow_mut()
-                .trace(&host.name, format!("TURN: {event:?}"));
-        }
-        let relayed = turn.relayed_addresses().to_vec();
-        shared
-            .borrow_mut()
-            .relayed
-            .insert(host.name.clone(), relayed);
-    }
+    flush_turn(&mut host.endpoint, socket, shared, &host.name);
     collect_flows(&mut host.gateway, shared);
 }

@@ -778,3 +778,26 @@ pub(crate) fn unspecified(ip: IpAddr) -> IpAddr {
         IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
 }
+
+/// Sends what a host's TURN client queued, traces its events, and publishes its relayed
+/// addresses for the runner.
+pub(crate) fn flush_turn(
+    endpoint: &mut peer::Endpoint,
+    socket: &turmoil::net::UdpSocket,
+    shared: &Rc<RefCell<Shared>>,
+    name: &str,
+) {
+    let Some(turn) = endpoint.turn_mut() else {
+        return;
+    };
+    while let Some(transmit) = turn.poll_transmit() {
+        let _ = socket.try_send_to(&transmit.payload, transmit.dst);
+    }
+    let mut shared = shared.borrow_mut();
+    while let Some(event) = turn.poll_event() {
+        shared.trace(name, format!("TURN: {event:?}"));
+    }
+    shared
+        .relayed
+        .insert(name.to_owned(), turn.relayed_addresses().to_vec());
+}
