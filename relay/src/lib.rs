@@ -97,6 +97,29 @@ pub enum ConfigError {
     EmptyRealm,
 }
 
+/// A route's key: an address (IPv4 as IPv4-mapped IPv6: the same host either way) and a
+/// 16-bit number beside its port
+/// (a channel number, or an allocation port). Hashing two plain integers is several times
+/// cheaper than hashing a `SocketAddr`, and this lookup is the whole data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RouteKey {
+    ip: u128,
+    port_and_number: u32,
+}
+
+impl RouteKey {
+    fn new(address: SocketAddr, number: u16) -> Self {
+        let ip = match address.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+            IpAddr::V6(v6) => v6.to_bits(),
+        };
+        Self {
+            ip,
+            port_and_number: (u32::from(address.port()) << 16) | u32::from(number),
+        }
+    }
+}
+
 /// Where data for an active channel goes, keyed by (client, channel number).
 #[derive(Debug, Clone, Copy)]
 struct ChannelRoute {
@@ -127,8 +150,8 @@ pub struct Relay {
     allocations: BTreeMap<u16, Allocation>,
     by_client: FxHashMap<SocketAddr, u16>,
     /// Active channels by (client, number) and by (port, peer): the data path's only lookups.
-    channel_routes: FxHashMap<(SocketAddr, u16), ChannelRoute>,
-    peer_routes: FxHashMap<(u16, SocketAddr), PeerRoute>,
+    channel_routes: FxHashMap<RouteKey, ChannelRoute>,
+    peer_routes: FxHashMap<RouteKey, PeerRoute>,
     /// Active channels as last announced in events, per allocation port.
     announced: BTreeMap<u16, BTreeMap<u16, ActiveChannel>>,
     transmits: VecDeque<Transmit>,
@@ -324,7 +347,7 @@ impl Relay {
         let message = ChannelData::parse(payload).map_err(|_| Drop::MalformedChannelData)?;
         let Some(route) = self
             .channel_routes
-            .get(&(client, message.channel))
+            .get(&RouteKey::new(client, message.channel))
             .filter(|route| now < route.until)
             .copied()
         else {
@@ -437,7 +460,7 @@ impl Relay {
         data: &'p [u8],
         now: Instant,
     ) -> Option<Relayed<'p>> {
-        let route = self.peer_routes.get(&(port, peer))?;
+        let route = self.peer_routes.get(&RouteKey::new(peer, port))?;
         (now < route.until).then_some(Relayed {
             src: route.server,
             dst: route.client,
@@ -467,8 +490,8 @@ impl Relay {
         };
         for (&number, old) in &announced {
             if active.get(&number).is_none_or(|new| new.peer != old.peer) {
-                self.channel_routes.remove(&(client, number));
-                self.peer_routes.remove(&(port, old.peer));
+                self.channel_routes.remove(&RouteKey::new(client, number));
+                self.peer_routes.remove(&RouteKey::new(old.peer, port));
                 self.events
                     .push_back(Event::ChannelUnbound(binding(number, old.peer)));
             }
@@ -483,7 +506,7 @@ impl Relay {
                     .is_some_and(|old| old.until != new.until);
             if fresh || refreshed {
                 self.channel_routes.insert(
-                    (client, number),
+                    RouteKey::new(client, number),
                     ChannelRoute {
                         // Channels only go to peers of a family the allocation relays, so
                         // the relay has an address of that family.
@@ -496,7 +519,7 @@ impl Relay {
                     },
                 );
                 self.peer_routes.insert(
-                    (port, new.peer),
+                    RouteKey::new(new.peer, port),
                     PeerRoute {
                         client,
                         server,
@@ -524,8 +547,8 @@ impl Relay {
         let client = allocation.client;
         let announced = self.announced.remove(&port).unwrap_or_default();
         for (number, old) in announced {
-            self.channel_routes.remove(&(client, number));
-            self.peer_routes.remove(&(port, old.peer));
+            self.channel_routes.remove(&RouteKey::new(client, number));
+            self.peer_routes.remove(&RouteKey::new(old.peer, port));
             self.events.push_back(Event::ChannelUnbound(ChannelBinding {
                 client,
                 channel: number,
