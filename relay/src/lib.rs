@@ -97,10 +97,9 @@ pub enum ConfigError {
     EmptyRealm,
 }
 
-/// A route's key: an address (IPv4 as IPv4-mapped IPv6: the same host either way) and a
-/// 16-bit number beside its port
-/// (a channel number, or an allocation port). Hashing two plain integers is several times
-/// cheaper than hashing a `SocketAddr`, and this lookup is the whole data path.
+/// A route's key: an address (IPv4 as IPv4-mapped IPv6: the same host either way) and a 16-bit
+/// number beside its port (a channel number, or an allocation port). Hashing two plain integers
+/// is several times cheaper than hashing a `SocketAddr`, and this lookup is the whole data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RouteKey {
     ip: u128,
