@@ -33,7 +33,7 @@ fn relaying_channel_data_allocates_nothing() {
     .to_vec();
     let client_addr = world.clients[client].addr;
 
-    let mut relay_both_ways = |world: &mut World| {
+    let relay_both_ways = |world: &mut World| {
         let out = world
             .relay
             .handle_input(client_addr, server_v4(), &channel_data, now)
