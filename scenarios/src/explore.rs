@@ -27,6 +27,10 @@ pub struct Summary {
     pub trace_lines: u64,
     pub flows: u64,
     pub relayed_paths: u64,
+    /// Flow records to DNS resources (carrying their domain).
+    pub dns_flows: u64,
+    /// Flow records by close reason (fin, rst, idle, shutdown, revoked).
+    pub close_reasons: std::collections::BTreeMap<String, u64>,
 }
 
 /// Where failures are written.
@@ -62,6 +66,13 @@ pub fn explore(count: u32, seed: u64, shard: (u32, u32)) -> Result<Summary> {
                 summary.steps += scenario.steps.len() as u64;
                 summary.trace_lines += checked.outcome.trace.len() as u64;
                 summary.flows += checked.outcome.flows.len() as u64;
+                for flow in &checked.outcome.flows {
+                    summary.dns_flows += u64::from(flow.inner_domain.is_some());
+                    *summary
+                        .close_reasons
+                        .entry(format!("{:?}", flow.close_reason).to_lowercase())
+                        .or_default() += 1;
+                }
                 summary.relayed_paths += scenario
                     .steps
                     .iter()
@@ -114,6 +125,10 @@ fn print_summary(summary: &Summary, seconds: f64) {
         "trace lines (hops, events)", summary.trace_lines
     );
     println!("{:<28} {:>10}", "flow records compared", summary.flows);
+    println!("{:<28} {:>10}", "  to DNS resources", summary.dns_flows);
+    for (reason, count) in &summary.close_reasons {
+        println!("{:<28} {:>10}", format!("  closed by {reason}"), count);
+    }
     println!("{:<28} {:>10.1}", "seconds", seconds);
     if seconds > 0.0 {
         println!(
