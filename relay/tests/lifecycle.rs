@@ -43,15 +43,9 @@ fn allocate_answers_the_challenge_then_gets_a_relayed_address() {
 #[test]
 fn channel_data_flows_both_ways_and_send_indications_without_a_channel() {
     let mut world = World::new(relay_config());
-    let client = world.add_client(addr("198.51.100.10:40000"), server_v4(), Families::V4);
-    let relayed = world.allocate(client)[0];
     let peer = addr("198.51.100.77:9000");
+    let (client, relayed, channel) = world.client_with_channel(addr("198.51.100.10:40000"), peer);
     let now = world.now;
-    let channel = world.clients[client]
-        .turn
-        .bind_channel(peer, now)
-        .expect("bind");
-    world.pump();
     assert!(
         world.clients[client]
             .events
@@ -556,15 +550,8 @@ fn permission_and_channel_expiry_and_the_channel_cooldown() {
 #[test]
 fn a_turn_client_keeps_everything_alive_for_an_hour() {
     let mut world = World::new(relay_config());
-    let client = world.add_client(addr("198.51.100.10:40000"), server_v4(), Families::V4);
-    let relayed = world.allocate(client)[0];
     let peer = addr("198.51.100.77:9000");
-    let now = world.now;
-    let channel = world.clients[client]
-        .turn
-        .bind_channel(peer, now)
-        .expect("bind");
-    world.pump();
+    let (client, relayed, channel) = world.client_with_channel(addr("198.51.100.10:40000"), peer);
     for minute in 1..=60 {
         world.advance_to(secs(minute * 60));
         world

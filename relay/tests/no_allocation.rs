@@ -6,7 +6,6 @@ mod support;
 use std::alloc::System;
 
 use cap::Cap;
-use peer::Families;
 use support::*;
 
 /// Counts every byte the process allocates.
@@ -16,15 +15,9 @@ static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
 #[test]
 fn relaying_channel_data_allocates_nothing() {
     let mut world = World::new(relay_config());
-    let client = world.add_client(addr("198.51.100.10:40000"), server_v4(), Families::V4);
-    let relayed = world.allocate(client)[0];
     let peer = addr("198.51.100.77:9000");
+    let (client, relayed, channel) = world.client_with_channel(addr("198.51.100.10:40000"), peer);
     let now = world.now;
-    let channel = world.clients[client]
-        .turn
-        .bind_channel(peer, now)
-        .expect("bind");
-    world.pump();
     let payload = [7u8; 100];
     let channel_data = proto::channel_data::ChannelData {
         channel,

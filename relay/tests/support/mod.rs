@@ -140,6 +140,24 @@ impl World {
         self.clients[index].turn.relayed_addresses().to_vec()
     }
 
+    /// Adds an IPv4 client at `addr`, allocates, and binds a channel to `peer`; returns the
+    /// client's index, its relayed address and the channel number.
+    pub fn client_with_channel(
+        &mut self,
+        addr: SocketAddr,
+        peer: SocketAddr,
+    ) -> (usize, SocketAddr, u16) {
+        let client = self.add_client(addr, server_v4(), Families::V4);
+        let relayed = self.allocate(client)[0];
+        let now = self.now;
+        let channel = self.clients[client]
+            .turn
+            .bind_channel(peer, now)
+            .expect("bind");
+        self.pump();
+        (client, relayed, channel)
+    }
+
     /// Sends a datagram from outside (a peer, or a raw client) to the relay.
     pub fn send_to_relay(
         &mut self,
@@ -170,7 +188,7 @@ impl World {
         let transmit = self.clients[index]
             .turn
             .send_to(peer, data, now)
-            .expect("the client has a path to the peer");
+            .unwrap_or_else(|error| panic!("the client has no path to {peer}: {error}"));
         let from = self.clients[index].addr;
         self.send_to_relay(from, transmit.dst, &transmit.payload)
     }
@@ -189,10 +207,10 @@ impl World {
             .iter()
             .position(|client| client.addr == dst)
             .filter(|&index| !self.partitioned[index]);
-        if let Some(client) = reachable.map(|index| &mut self.clients[index]) {
-            if let Ok(Some(data)) = client.turn.handle_input(src, &payload, now) {
-                client.received.push((data.peer, data.data.into_owned()));
-            }
+        if let Some(client) = reachable.map(|index| &mut self.clients[index])
+            && let Ok(Some(data)) = client.turn.handle_input(src, &payload, now)
+        {
+            client.received.push((data.peer, data.data.into_owned()));
         }
     }
 
