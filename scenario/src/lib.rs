@@ -293,7 +293,7 @@ pub enum Step {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read the file")]
     Read {
         path: String,
         source: std::io::Error,
