@@ -569,12 +569,7 @@ impl Gateway {
             if !cidr.contains(dst) {
                 continue;
             }
-            let Some(filters) = client.grants.get(id) else {
-                reason = reason.max(DropReason::NotGranted);
-                continue;
-            };
-            if !grant_allows(filters, protocol, dst_port) {
-                reason = DropReason::FilterDenied;
+            if !Self::granted(client, *id, protocol, dst_port, &mut reason) {
                 continue;
             }
             // Longest prefix wins; on a tie the lowest id (the first in BTreeMap order).
@@ -583,6 +578,26 @@ impl Gateway {
             }
         }
         best.map(|(_, id)| id).ok_or(reason)
+    }
+
+    /// Whether `client` may reach resource `id` with this protocol and port; if not, raises
+    /// `reason` to the most telling drop reason seen so far.
+    fn granted(
+        client: &Client,
+        id: ResourceId,
+        protocol: Protocol,
+        dst_port: u16,
+        reason: &mut DropReason,
+    ) -> bool {
+        let Some(filters) = client.grants.get(&id) else {
+            *reason = (*reason).max(DropReason::NotGranted);
+            return false;
+        };
+        if !grant_allows(filters, protocol, dst_port) {
+            *reason = DropReason::FilterDenied;
+            return false;
+        }
+        true
     }
 
     fn select_dns_resource(
@@ -601,12 +616,7 @@ impl Gateway {
             if !pattern.matches(domain) {
                 continue;
             }
-            let Some(filters) = client.grants.get(id) else {
-                reason = reason.max(DropReason::NotGranted);
-                continue;
-            };
-            if !grant_allows(filters, protocol, dst_port) {
-                reason = DropReason::FilterDenied;
+            if !Self::granted(client, *id, protocol, dst_port, &mut reason) {
                 continue;
             }
             let rank = pattern.specificity();

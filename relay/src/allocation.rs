@@ -25,10 +25,12 @@ pub struct Families {
 
 impl Families {
     pub fn contains(self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(_) => self.v4,
-            IpAddr::V6(_) => self.v6,
-        }
+        self.has(ip.is_ipv6())
+    }
+
+    /// Whether the allocation relays IPv6 (`v6`) or IPv4 (`!v6`).
+    pub fn has(self, v6: bool) -> bool {
+        if v6 { self.v6 } else { self.v4 }
     }
 }
 

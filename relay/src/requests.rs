@@ -2,7 +2,7 @@
 //! Binding, and Send indications (RFC 8656 §7-§12, RFC 8489 §9.2 for authentication).
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -326,12 +326,9 @@ impl Relay {
     ) -> Outcome {
         let port = self.owned_allocation(path, key)?;
         if let Some(family) = request.get_attribute::<RequestedAddressFamily>() {
-            let ip: IpAddr = match family.address_family() {
-                AddressFamily::V4 => std::net::Ipv4Addr::UNSPECIFIED.into(),
-                AddressFamily::V6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
-            };
+            let v6 = family.address_family() == AddressFamily::V6;
             let families = self.allocations.get(&port).map(|a| a.families);
-            if !families.is_some_and(|families| families.contains(ip)) {
+            if !families.is_some_and(|families| families.has(v6)) {
                 return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
             }
         }

@@ -11,8 +11,8 @@ use crate::{
     packets::{self, Inner},
     tcp::TcpSide,
     world::{
-        ClientCommand, ClientTcpAction, Shared, flush_turn, now_instant, session_id, session_key,
-        unspecified,
+        ClientCommand, ClientTcpAction, Shared, flush_turn, now_instant, send_through, session_id,
+        session_key, unspecified,
     },
 };
 
@@ -35,7 +35,6 @@ impl ClientHost {
         inner: Vec<u8>,
         shared: &Rc<RefCell<Shared>>,
     ) {
-        let now = now_instant(shared.borrow().origin);
         let Some(target) = self.targets.get(&gateway).copied() else {
             shared
                 .borrow_mut()
@@ -52,23 +51,16 @@ impl ClientHost {
             },
             &inner,
         );
-        match self.endpoint.send(target, &frame, now) {
-            Ok(datagram) => {
-                shared.borrow_mut().trace(
-                    &self.name,
-                    format!(
-                        "sent {} to {target} via {}",
-                        packets::parse(&inner),
-                        datagram.dst
-                    ),
-                );
-                let _ = socket.try_send_to(&datagram.payload, datagram.dst);
-            }
-            Err(error) => shared
-                .borrow_mut()
-                .errors
-                .push(format!("{}: cannot send to {target}: {error}", self.name)),
-        }
+        let what = format!("sent {}", packets::parse(&inner));
+        send_through(
+            &mut self.endpoint,
+            socket,
+            shared,
+            &self.name,
+            target,
+            &frame,
+            &what,
+        );
     }
 
     async fn command(

@@ -26,7 +26,7 @@ use crate::{
     tcp::TcpSide,
     world::{
         GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, flush_turn,
-        now_instant, now_ms, session_id, session_key, unspecified,
+        now_instant, now_ms, send_through, session_id, session_key, unspecified,
     },
 };
 
@@ -415,7 +415,6 @@ fn flush_gateway(
     dns_server: SocketAddr,
     shared: &Rc<RefCell<Shared>>,
 ) {
-    let now = now_instant(host.origin);
     while let Some(transmit) = host.gateway.poll_transmit() {
         match transmit {
             Transmit::Udp { dst, payload, src } => {
@@ -429,23 +428,16 @@ fn flush_gateway(
                     let _ = socket.try_send_to(&payload, dst);
                     continue;
                 }
-                match host.endpoint.send(dst, &payload, now) {
-                    Ok(datagram) => {
-                        shared.borrow_mut().trace(
-                            &host.name,
-                            format!(
-                                "frame of {} bytes to {dst} via {}",
-                                payload.len(),
-                                datagram.dst
-                            ),
-                        );
-                        let _ = socket.try_send_to(&datagram.payload, datagram.dst);
-                    }
-                    Err(error) => shared
-                        .borrow_mut()
-                        .errors
-                        .push(format!("{}: cannot send to {dst}: {error}", host.name)),
-                }
+                let what = format!("frame of {} bytes", payload.len());
+                send_through(
+                    &mut host.endpoint,
+                    socket,
+                    shared,
+                    &host.name,
+                    dst,
+                    &payload,
+                    &what,
+                );
             }
             Transmit::Tun(packet) => {
                 shared.borrow_mut().trace(

@@ -248,9 +248,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
             scenario,
             &plan,
             gateway.relay.as_deref(),
-            gateway.stack,
             &gateway.name,
-            options.seed,
+            options.seed.wrapping_add(1000 + index as u64),
         );
         gateway_host::add_gateway(
             &mut sim,
@@ -267,9 +266,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
             scenario,
             &plan,
             client.relay.as_deref(),
-            client.stack,
             &client.name,
-            options.seed,
+            options.seed.wrapping_add(2000 + index as u64),
         );
         let gateways = (0..topology.gateways.len())
             .map(|g| gateway_socket(&plan, g))
@@ -321,13 +319,12 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
     })
 }
 
-/// The TURN client of a host that names a relay: credentials valid for a day, and the
-/// relayed families the relay offers.
+/// The TURN client of a host that names a relay: credentials valid for a day, the relayed
+/// families the relay offers, and a seed of the host's own.
 fn turn_config(
     scenario: &Scenario,
     plan: &AddressPlan,
     relay: Option<&str>,
-    _stack: Stack,
     name: &str,
     seed: u64,
 ) -> Option<TurnClientConfig> {
@@ -350,12 +347,7 @@ fn turn_config(
         ),
         families,
         lifetime: None,
-        seed: seed
-            ^ (name.len() as u64) << 32
-            ^ u64::from(
-                name.bytes()
-                    .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b))),
-            ),
+        seed,
     })
 }
 
@@ -558,11 +550,9 @@ impl Runner<'_> {
 
     fn apply(&mut self, sim: &mut turmoil::Sim<'_>, index: usize, step: &Step) {
         let at_ms = sim.elapsed().as_millis() as u64;
-        self.shared.borrow_mut().trace_at(
-            at_ms,
-            "runner",
-            format!("step {index}: {}", step_summary(step)),
-        );
+        self.shared
+            .borrow_mut()
+            .trace_at(at_ms, "runner", format!("step {index}: {step:?}"));
         match step {
             Step::Udp { target, bytes } => {
                 let client = self.client_index(&target.client);
@@ -767,10 +757,6 @@ impl Runner<'_> {
     }
 }
 
-fn step_summary(step: &Step) -> String {
-    format!("{step:?}")
-}
-
 /// The wildcard address of `ip`'s family, for binding.
 pub(crate) fn unspecified(ip: IpAddr) -> IpAddr {
     match ip {
@@ -800,4 +786,30 @@ pub(crate) fn flush_turn(
     shared
         .relayed
         .insert(name.to_owned(), turn.relayed_addresses().to_vec());
+}
+
+/// Sends `payload` to `remote` the way the host's endpoint routes it (directly or as
+/// ChannelData through its relay); a failure is an invariant broken, not a drop.
+pub(crate) fn send_through(
+    endpoint: &mut peer::Endpoint,
+    socket: &turmoil::net::UdpSocket,
+    shared: &Rc<RefCell<Shared>>,
+    name: &str,
+    remote: SocketAddr,
+    payload: &[u8],
+    what: &str,
+) {
+    let now = now_instant(shared.borrow().origin);
+    match endpoint.send(remote, payload, now) {
+        Ok(datagram) => {
+            shared
+                .borrow_mut()
+                .trace(name, format!("{what} to {remote} via {}", datagram.dst));
+            let _ = socket.try_send_to(&datagram.payload, datagram.dst);
+        }
+        Err(error) => shared
+            .borrow_mut()
+            .errors
+            .push(format!("{name}: cannot send to {remote}: {error}")),
+    }
 }
