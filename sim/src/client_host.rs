@@ -1,7 +1,7 @@
 //! A client host: its tunnel socket, its endpoint (direct or through its relay), the frames'
 //! counter, and its side of each TCP connection.
 
-use std::{cell::RefCell, collections::BTreeMap, net::SocketAddr, rc::Rc, time::Duration};
+use std::{cell::RefCell, collections::BTreeMap, net::SocketAddr, rc::Rc};
 
 use peer::{Endpoint, TurnClient};
 use proto::tunnel::{self, FrameHeader};
@@ -11,8 +11,8 @@ use crate::{
     packets::{self, Inner},
     tcp::TcpSide,
     world::{
-        ClientCommand, ClientTcpAction, Shared, flush_turn, now_instant, send_through, session_id,
-        session_key, unspecified,
+        ClientCommand, ClientTcpAction, Shared, deadline_ms, end_turn, flush_turn, now_instant,
+        send_through, session_id, session_key, unspecified,
     },
 };
 
@@ -225,7 +225,12 @@ pub(crate) fn add_client(
                     }
                 }
                 flush_turn(&mut host.endpoint, &socket, &shared, &name);
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                let deadline = host
+                    .endpoint
+                    .turn_mut()
+                    .and_then(|turn| turn.poll_timeout())
+                    .map(|deadline| deadline_ms(origin, deadline));
+                end_turn(&shared, &name, deadline).await;
             }
         }
     });

@@ -25,8 +25,9 @@ use crate::{
     packets::{self, Inner},
     tcp::TcpSide,
     world::{
-        GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, flush_turn,
-        now_instant, now_ms, send_through, session_id, session_key, unspecified,
+        GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, deadline_ms,
+        end_turn, flush_turn, now_instant, now_ms, send_through, session_id, session_key,
+        unspecified,
     },
 };
 
@@ -394,7 +395,14 @@ pub(crate) fn add_gateway(
                     }
                 }
                 flush_gateway(&mut host, &socket, local, dns_server, &shared);
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                let turn = host.endpoint.turn_mut().and_then(|turn| turn.poll_timeout());
+                let deadline = [host.gateway.poll_timeout(), turn]
+                    .into_iter()
+                    .flatten()
+                    .map(|deadline| deadline_ms(origin, deadline))
+                    .chain(host.tun_link.keys().next().map(|(due, _)| *due))
+                    .min();
+                end_turn(&shared, &name, deadline).await;
             }
         }
     });

@@ -6,13 +6,15 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     rc::Rc,
-    time::Duration,
 };
 
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 use turmoil::net::UdpSocket;
 
-use crate::world::{ORIGIN_UNIX_SECS, RELAY_REALM, RELAY_SECRET, Shared, now_instant, unspecified};
+use crate::world::{
+    ORIGIN_UNIX_SECS, RELAY_REALM, RELAY_SECRET, Shared, deadline_ms, end_turn, now_instant,
+    unspecified,
+};
 
 fn relay_config(ip: IpAddr, seed: u64) -> RelayConfig {
     let mut config = RelayConfig::new(RELAY_REALM, RELAY_SECRET);
@@ -113,7 +115,10 @@ pub(crate) fn add_relay(
                         _ => {}
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                let deadline = relay
+                    .poll_timeout()
+                    .map(|deadline| deadline_ms(origin, deadline));
+                end_turn(&shared, &name, deadline).await;
             }
         }
     });

@@ -2,7 +2,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     rc::Rc,
     time::{Duration, Instant, SystemTime},
@@ -161,6 +161,12 @@ pub(crate) struct Shared {
     /// Each host's relayed addresses, as its TURN client last reported them.
     pub(crate) relayed: BTreeMap<String, Vec<SocketAddr>>,
     pub(crate) dns_records: BTreeMap<String, (Vec<IpAddr>, u32)>,
+    /// Each host's earliest timer, in ms since the start, as it published it at the end of its
+    /// last turn (absent: none).
+    deadlines: BTreeMap<String, u64>,
+    /// While the runner crosses a quiet stretch in one long step, the instant it ends; hosts
+    /// sleep until then instead of waking every millisecond.
+    quiet_until_ms: u64,
 }
 
 impl Shared {
@@ -184,6 +190,38 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn now_instant(origin: Instant) -> Instant {
     origin + Duration::from_millis(now_ms())
+}
+
+/// A deadline of a system under test in ms since the start, rounded up to the tick that will
+/// see it due.
+pub(crate) fn deadline_ms(origin: Instant, deadline: Instant) -> u64 {
+    let since = deadline.saturating_duration_since(origin);
+    let whole = since.as_millis() as u64;
+    if since > Duration::from_millis(whole) {
+        whole + 1
+    } else {
+        whole
+    }
+}
+
+/// Ends a host's turn: publishes its earliest timer for the runner, then sleeps until the next
+/// tick, or to the end of the quiet stretch the runner is crossing.
+pub(crate) async fn end_turn(shared: &Rc<RefCell<Shared>>, name: &str, deadline: Option<u64>) {
+    let now = now_ms();
+    let quiet_until = {
+        let mut shared = shared.borrow_mut();
+        match deadline {
+            Some(at) => shared.deadlines.insert(name.to_owned(), at),
+            None => shared.deadlines.remove(name),
+        };
+        shared.quiet_until_ms
+    };
+    let sleep_ms = if quiet_until > now + 1 {
+        quiet_until - now
+    } else {
+        1
+    };
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
 }
 
 pub(crate) fn session_key(client: usize) -> SessionKey {
@@ -218,6 +256,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         gateway_commands: vec![VecDeque::new(); scenario.topology.gateways.len()],
         client_commands: vec![VecDeque::new(); scenario.topology.clients.len()],
         relayed: BTreeMap::new(),
+        deadlines: BTreeMap::new(),
+        quiet_until_ms: 0,
         dns_records: scenario
             .topology
             .dns_records
@@ -298,18 +338,19 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         shared: &shared,
         proxies: BTreeMap::new(),
         roams: vec![0; scenario.topology.clients.len()],
+        held: BTreeSet::new(),
     };
     let mut at = SETUP_MS;
-    run_until(&mut sim, at)?;
+    run_until(&mut sim, &shared, &runner.held, at)?;
     for (index, step) in scenario.steps.iter().enumerate() {
         runner.apply(&mut sim, index, step);
         at += durations[index];
-        run_until(&mut sim, at)?;
+        run_until(&mut sim, &shared, &runner.held, at)?;
     }
     for queue in &mut shared.borrow_mut().gateway_commands {
         queue.push_back(GatewayCommand::Shutdown);
     }
-    run_until(&mut sim, end_ms + 2)?;
+    run_until(&mut sim, &shared, &runner.held, end_ms + 2)?;
     let shared = shared.borrow();
     Ok(Outcome {
         flows: shared.flows.clone(),
@@ -387,12 +428,70 @@ fn step_duration_ms(step: &Step) -> u64 {
     }
 }
 
-fn run_until(sim: &mut turmoil::Sim<'_>, at_ms: u64) -> Result<(), SimError> {
-    while (sim.elapsed().as_millis() as u64) < at_ms {
-        sim.step()
-            .map_err(|error| SimError::Turmoil(error.to_string()))?;
+/// Advances the simulation to `at_ms`: tick by tick while anything is in flight or due, and
+/// across a quiet stretch in one step that ends a tick before the next host timer (or `at_ms`),
+/// so that every timer still fires on its own millisecond.
+fn run_until(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Rc<RefCell<Shared>>,
+    held: &BTreeSet<(IpAddr, IpAddr)>,
+    at_ms: u64,
+) -> Result<(), SimError> {
+    loop {
+        let now = sim.elapsed().as_millis() as u64;
+        if now >= at_ms {
+            return Ok(());
+        }
+        // Every host takes its first turn (and publishes its timers) in the first tick.
+        let jump = (now > 0)
+            .then(|| quiet_until(sim, shared, held, at_ms))
+            .flatten()
+            .map(|next| next.saturating_sub(now + 1))
+            .filter(|jump| *jump >= 2);
+        let result = match jump {
+            Some(jump) => {
+                shared.borrow_mut().quiet_until_ms = now + jump;
+                sim.step_by(Duration::from_millis(jump))
+            }
+            None => sim.step(),
+        };
+        result.map_err(|error| SimError::Turmoil(error.to_string()))?;
     }
-    Ok(())
+}
+
+/// When the next thing can happen, if nothing is in flight: the earliest host timer, or
+/// `limit`. `None` while a datagram travels on a link that is not held (a held one moves only
+/// at a `release`, which is a step) or a command waits for its host.
+fn quiet_until(
+    sim: &turmoil::Sim<'_>,
+    shared: &Rc<RefCell<Shared>>,
+    held: &BTreeSet<(IpAddr, IpAddr)>,
+    limit: u64,
+) -> Option<u64> {
+    let mut in_flight = false;
+    sim.links(|links| {
+        for link in links {
+            let (a, b) = link.pair();
+            if held.contains(&ordered(a, b)) {
+                continue;
+            }
+            if link.count() > 0 {
+                in_flight = true;
+                return;
+            }
+        }
+    });
+    let shared = shared.borrow();
+    let waiting = shared.gateway_commands.iter().any(|queue| !queue.is_empty())
+        || shared.client_commands.iter().any(|queue| !queue.is_empty());
+    if in_flight || waiting {
+        return None;
+    }
+    Some(shared.deadlines.values().copied().fold(limit, u64::min))
+}
+
+fn ordered(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
+    if a <= b { (a, b) } else { (b, a) }
 }
 
 /// The turmoil address of a host named in the scenario (its preferred address).
@@ -422,6 +521,8 @@ struct Runner<'a> {
     /// (client, domain) -> the proxy index the client's stub resolver handed out.
     proxies: BTreeMap<(usize, String), usize>,
     roams: Vec<u16>,
+    /// Links on hold: what travels on them waits for a `release` step.
+    held: BTreeSet<(IpAddr, IpAddr)>,
 }
 
 impl Runner<'_> {
@@ -488,7 +589,7 @@ impl Runner<'_> {
         let index = match self.proxies.get(&(client, domain.clone())) {
             Some(index) => *index,
             None => {
-                let gateways: std::collections::BTreeSet<usize> = self
+                let gateways: BTreeSet<usize> = self
                     .scenario
                     .topology
                     .resources
@@ -647,8 +748,14 @@ impl Runner<'_> {
                     match fault {
                         Fault::Partition => sim.partition(a, b),
                         Fault::Heal => sim.repair(a, b),
-                        Fault::Hold => sim.hold(a, b),
-                        Fault::Release => sim.release(a, b),
+                        Fault::Hold => {
+                            self.held.insert(ordered(a, b));
+                            sim.hold(a, b);
+                        }
+                        Fault::Release => {
+                            self.held.remove(&ordered(a, b));
+                            sim.release(a, b);
+                        }
                         Fault::DropNext(_) => {}
                     }
                 }
