@@ -55,7 +55,7 @@ fn allocations(scenario: &Scenario, relayed: &BTreeMap<String, Vec<SocketAddr>>)
 
 /// Runs `scenario` with `seed` and checks it.
 pub fn run_and_check(scenario: &Scenario, seed: u64) -> Result<Checked, CheckError> {
-    let outcome = sim::run(scenario, &RunOptions { seed })?;
+    let outcome = sim::run(scenario, &RunOptions::seeded(seed))?;
     check_outcome(scenario, outcome)
 }
 

@@ -175,7 +175,7 @@ pub fn replay(path: &Path, seed: u64) -> Result<()> {
     if !scenario.description.is_empty() {
         println!("# {}", scenario.description);
     }
-    let outcome = sim::run(&scenario, &sim::RunOptions { seed })?;
+    let outcome = sim::run(&scenario, &sim::RunOptions::seeded(seed))?;
     for line in &outcome.trace {
         println!("{line}");
     }

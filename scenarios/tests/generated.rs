@@ -49,8 +49,8 @@ proptest! {
     /// same flow records.
     #[test]
     fn a_seed_replays_the_same_run(scenario in strategy::scenario(), seed in 0u64..1000) {
-        let first = sim::run(&scenario, &sim::RunOptions { seed });
-        let second = sim::run(&scenario, &sim::RunOptions { seed });
+        let first = sim::run(&scenario, &sim::RunOptions::seeded(seed));
+        let second = sim::run(&scenario, &sim::RunOptions::seeded(seed));
         match (first, second) {
             (Ok(first), Ok(second)) => {
                 prop_assert_eq!(&first.trace, &second.trace);

@@ -9,6 +9,7 @@ use turmoil::net::UdpSocket;
 
 use crate::{
     packets::{self, Inner},
+    wire,
     tcp::TcpSide,
     world::{
         ClientCommand, ClientTcpAction, Shared, deadline_ms, end_turn, flush_turn, now_instant,
@@ -188,6 +189,8 @@ pub(crate) fn add_client(
                     host.command(command, &mut socket, &shared).await?;
                 }
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
+                    let local = host.endpoint.socket();
+                    wire::received(&shared, &name, from, local, &buf[..len], None);
                     let arrival = match host.endpoint.receive(from, &buf[..len], now) {
                         Ok(Some(arrival)) => arrival,
                         Ok(None) => continue,

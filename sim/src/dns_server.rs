@@ -1,7 +1,11 @@
 //! The DNS server host: answers A and AAAA questions from the scenario's records (which a
 //! `dns-change` step rewrites), in real DNS wire format through hickory-proto.
 
-use std::{cell::RefCell, net::IpAddr, rc::Rc};
+use std::{
+    cell::RefCell,
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+};
 
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
@@ -14,7 +18,7 @@ use hickory_proto::{
 use scenario::plan;
 use turmoil::net::UdpSocket;
 
-use crate::world::Shared;
+use crate::{wire, world::Shared};
 
 /// The answer to one query datagram, or `None` if it is not a query.
 pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
@@ -52,15 +56,17 @@ pub(crate) fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Sha
         let shared = shared.clone();
         async move {
             let socket = UdpSocket::bind("0.0.0.0:53").await?;
+            let local = SocketAddr::new(IpAddr::V4(plan::DNS_SERVER_V4), 53);
             let mut buf = vec![0u8; 2048];
             loop {
                 let (len, from) = socket.recv_from(&mut buf).await?;
+                wire::received(&shared, "dns", from, local, &buf[..len], None);
                 let reply = answer(&buf[..len], &shared);
                 if let Some(reply) = reply {
                     shared
                         .borrow_mut()
                         .trace("dns", format!("answer {} bytes to {from}", reply.len()));
-                    socket.send_to(&reply, from).await?;
+                    wire::send(&socket, &shared, "dns", local, from, &reply);
                 }
             }
         }

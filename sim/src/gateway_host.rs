@@ -23,6 +23,7 @@ use turmoil::net::UdpSocket;
 
 use crate::{
     packets::{self, Inner},
+    wire,
     tcp::TcpSide,
     world::{
         GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, deadline_ms,
@@ -352,6 +353,7 @@ pub(crate) fn add_gateway(
                     }
                 }
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
+                    wire::received(&shared, &name, from, local, &buf[..len], None);
                     if from == dns_server {
                         if let Err(reason) =
                             host.gateway.handle_input(from, local, &buf[..len], now)
@@ -433,7 +435,7 @@ fn flush_gateway(
                             .errors
                             .push(format!("{}: DNS query from {src}, not {local}", host.name));
                     }
-                    let _ = socket.try_send_to(&payload, dst);
+                    wire::send(socket, shared, &host.name, local, dst, &payload);
                     continue;
                 }
                 let what = format!("frame of {} bytes", payload.len());

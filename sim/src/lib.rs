@@ -16,6 +16,10 @@ mod gateway_host;
 pub mod packets;
 mod relay_host;
 pub mod tcp;
+pub mod wire;
 mod world;
+pub mod xdp;
 
+pub use wire::{Direction, Hop, XdpNote};
 pub use world::{Outcome, RunOptions, SimError, TraceLine, run};
+pub use xdp::Datapath;

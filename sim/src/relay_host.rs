@@ -1,159 +1,447 @@
-//! A relay host: the sans-IO TURN relay on port 3478 and on a socket per allocation port,
-//! opened and closed as the relay's events say.
+//! A relay: the sans-IO TURN relay on port 3478 and on a socket per allocation port, opened
+//! and closed as the relay's events say, with its XDP program beside it (see [`crate::xdp`]).
+//!
+//! A turmoil host has one address, so a dual-stack relay is two hosts, its IPv4 side and its
+//! IPv6 side, driving one relay. A datagram that leaves from the other family's side (a
+//! cross-family relay path) crosses inside the relay and leaves there 1 ms later
+//! (docs/harness.md).
 
 use std::{
     cell::RefCell,
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     rc::Rc,
+    time::Instant,
 };
 
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
+use relay_xdp::{Verdict, reason};
+use scenario::plan::HostAddresses;
 use turmoil::net::UdpSocket;
 
-use crate::world::{
-    ORIGIN_UNIX_SECS, RELAY_REALM, RELAY_SECRET, Shared, deadline_ms, end_turn, now_instant,
-    unspecified,
+use crate::{
+    wire::{self, XdpNote},
+    world::{
+        ORIGIN_UNIX_SECS, RELAY_REALM, RELAY_SECRET, Shared, SimError, deadline_ms, end_turn,
+        now_ms, unspecified,
+    },
+    xdp::{Datagram, Datapath, XdpBeside, agree, warn_skipped},
 };
 
-fn relay_config(ip: IpAddr, seed: u64) -> RelayConfig {
-    let mut config = RelayConfig::new(RELAY_REALM, RELAY_SECRET);
-    match ip {
-        IpAddr::V4(v4) => config.public_v4 = Some(v4),
-        IpAddr::V6(v6) => config.public_v6 = Some(v6),
+/// One datagram the relay sends.
+#[derive(Debug)]
+struct Outgoing {
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: Vec<u8>,
+    kind: String,
+}
+
+/// The relay both sides drive.
+struct RelayCore {
+    name: String,
+    relay: Relay,
+    datapath: Datapath,
+    xdp: Option<XdpBeside>,
+    /// Open allocation ports and their relayed addresses.
+    ports: BTreeMap<u16, Vec<SocketAddr>>,
+    /// Datagrams that leave from the other family's side: (due ms, sequence) -> datagram.
+    crossing: BTreeMap<(u64, u64), Outgoing>,
+    sequence: u64,
+}
+
+impl RelayCore {
+    /// Whether `ip` is one of the relay's own addresses.
+    fn owns(&self, ip: IpAddr) -> bool {
+        let config = self.relay.config();
+        [config.public_v4.map(IpAddr::V4), config.public_v6.map(IpAddr::V6)].contains(&Some(ip))
     }
+}
+
+fn relay_config(addresses: &HostAddresses, seed: u64) -> RelayConfig {
+    let mut config = RelayConfig::new(RELAY_REALM, RELAY_SECRET);
+    config.public_v4 = addresses.v4;
+    config.public_v6 = addresses.v6;
     config.unix_time_at_start = ORIGIN_UNIX_SECS;
     config.seed = seed;
     config
 }
 
+/// Adds the relay's hosts (one per address family it has) to the simulation, with its XDP
+/// program beside it unless `datapath` is userspace only. Returns the runs per XDP reason of
+/// this relay (filled in as the simulation runs) and the datapath it really runs.
 pub(crate) fn add_relay(
     sim: &mut turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
     name: String,
-    ip: IpAddr,
+    addresses: &HostAddresses,
     seed: u64,
-) {
-    let shared = shared.clone();
-    sim.host(ip, move || {
-        let shared = shared.clone();
-        let name = name.clone();
-        async move {
-            let origin = shared.borrow().origin;
-            let mut relay = Relay::new(relay_config(ip, seed), origin)
-                .map_err(|error| std::io::Error::other(error.to_string()))?;
-            let mut sockets: BTreeMap<u16, UdpSocket> = BTreeMap::new();
-            sockets.insert(
-                TURN_PORT,
-                UdpSocket::bind(SocketAddr::new(unspecified(ip), TURN_PORT)).await?,
-            );
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let now = now_instant(origin);
-                if relay.poll_timeout().is_some_and(|deadline| deadline <= now) {
-                    relay.handle_timeout(now);
-                }
-                let ports: Vec<u16> = sockets.keys().copied().collect();
-                for port in ports {
-                    while let Some(Ok((len, from))) = sockets
-                        .get(&port)
-                        .map(|socket| socket.try_recv_from(&mut buf))
-                    {
-                        let to = SocketAddr::new(ip, port);
-                        match relay.handle_input(from, to, &buf[..len], now) {
-                            Ok(Some(relayed)) => {
-                                let bytes = relayed.to_vec();
-                                let kind = match relayed.channel {
-                                    Some(channel) => format!("ChannelData {channel:#06x}"),
-                                    None => "UDP".to_owned(),
-                                };
-                                send(
-                                    &sockets,
-                                    &shared,
-                                    &name,
-                                    relayed.src,
-                                    relayed.dst,
-                                    &bytes,
-                                    &kind,
-                                );
-                            }
-                            Ok(None) => {}
-                            Err(reason) => shared.borrow_mut().trace(
-                                &name,
-                                format!("dropped {len} bytes from {from} to {to}: {reason}"),
-                            ),
-                        }
-                    }
-                }
-                while let Some(transmit) = relay.poll_transmit() {
-                    send(
-                        &sockets,
-                        &shared,
-                        &name,
-                        transmit.src,
-                        transmit.dst,
-                        &transmit.payload,
-                        "STUN",
-                    );
-                }
-                while let Some(event) = relay.poll_event() {
-                    match event {
-                        Event::AllocationCreated { port, .. } => {
-                            let socket =
-                                UdpSocket::bind(SocketAddr::new(unspecified(ip), port)).await?;
-                            sockets.insert(port, socket);
-                            shared
-                                .borrow_mut()
-                                .trace(&name, format!("allocation port {port} opened"));
-                        }
-                        Event::AllocationFreed { port, .. } => {
-                            sockets.remove(&port);
-                            shared
-                                .borrow_mut()
-                                .trace(&name, format!("allocation port {port} closed"));
-                        }
-                        _ => {}
-                    }
-                }
-                let deadline = relay
-                    .poll_timeout()
-                    .map(|deadline| deadline_ms(origin, deadline));
-                end_turn(&shared, &name, deadline).await;
+    datapath: Datapath,
+) -> Result<(Rc<RefCell<BTreeMap<u32, u64>>>, Datapath), SimError> {
+    let config = relay_config(addresses, seed);
+    let origin = shared.borrow().origin;
+    let relay = Relay::new(config.clone(), origin)
+        .map_err(|error| SimError::Unsupported(format!("relay {name}: {error}")))?;
+    let (xdp, datapath) = if datapath.runs_xdp() {
+        match XdpBeside::acquire(&config) {
+            Ok(xdp) => (Some(xdp), datapath),
+            Err(error) if relay_xdp::bpf_required() => {
+                return Err(SimError::Xdp(format!(
+                    "relay {name}: BPF is required here ({} or CI is set) but: {error}",
+                    relay_xdp::REQUIRE_BPF_ENV
+                )));
+            }
+            Err(error) => {
+                warn_skipped(&error);
+                (None, Datapath::Userspace)
             }
         }
-    });
+    } else {
+        (None, Datapath::Userspace)
+    };
+    let reasons = Rc::new(RefCell::new(BTreeMap::new()));
+    let core = Rc::new(RefCell::new(RelayCore {
+        name,
+        relay,
+        datapath,
+        xdp,
+        ports: BTreeMap::new(),
+        crossing: BTreeMap::new(),
+        sequence: 0,
+    }));
+    for ip in [addresses.v4.map(IpAddr::V4), addresses.v6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+    {
+        let shared = shared.clone();
+        let core = core.clone();
+        let reasons = reasons.clone();
+        sim.host(ip, move || {
+            let side = Side {
+                ip,
+                origin,
+                shared: shared.clone(),
+                core: core.clone(),
+                reasons: reasons.clone(),
+                sockets: BTreeMap::new(),
+            };
+            async move { side.run().await.map_err(Into::into) }
+        });
+    }
+    Ok((reasons, datapath))
 }
 
-/// Sends from the socket on `src`'s port; a relay must never address itself.
-fn send(
-    sockets: &BTreeMap<u16, UdpSocket>,
-    shared: &Rc<RefCell<Shared>>,
-    name: &str,
-    src: SocketAddr,
-    dst: SocketAddr,
-    bytes: &[u8],
-    kind: &str,
-) {
-    let mut shared = shared.borrow_mut();
-    if src.ip() == dst.ip() {
-        shared.errors.push(format!(
-            "{name} tried to send a datagram to itself: {src} -> {dst}"
-        ));
-        return;
+/// One address family's side of a relay: its sockets.
+struct Side {
+    ip: IpAddr,
+    origin: Instant,
+    shared: Rc<RefCell<Shared>>,
+    core: Rc<RefCell<RelayCore>>,
+    reasons: Rc<RefCell<BTreeMap<u32, u64>>>,
+    sockets: BTreeMap<u16, UdpSocket>,
+}
+
+impl Side {
+    async fn run(mut self) -> std::io::Result<()> {
+        let name = self.core.borrow().name.clone();
+        self.sockets.insert(
+            TURN_PORT,
+            UdpSocket::bind(SocketAddr::new(unspecified(self.ip), TURN_PORT)).await?,
+        );
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let now_ms = now_ms();
+            let now = self.origin + std::time::Duration::from_millis(now_ms);
+            {
+                let mut core = self.core.borrow_mut();
+                if core.relay.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                    core.relay.handle_timeout(now);
+                }
+            }
+            self.drain_events(&name);
+            self.sync_sockets().await?;
+            self.send_crossing(&name, now_ms);
+            let ports: Vec<u16> = self.sockets.keys().copied().collect();
+            for port in ports {
+                while let Some(Ok((len, from))) = self
+                    .sockets
+                    .get(&port)
+                    .map(|socket| socket.try_recv_from(&mut buf))
+                {
+                    let to = SocketAddr::new(self.ip, port);
+                    self.handle_datagram(&name, from, to, &buf[..len], now, now_ms);
+                }
+            }
+            loop {
+                let transmit = self.core.borrow_mut().relay.poll_transmit();
+                let Some(transmit) = transmit else { break };
+                let outgoing = Outgoing {
+                    src: transmit.src,
+                    dst: transmit.dst,
+                    payload: transmit.payload.to_vec(),
+                    kind: "STUN".to_owned(),
+                };
+                self.emit(&name, outgoing, now_ms);
+            }
+            self.drain_events(&name);
+            self.sync_sockets().await?;
+            self.send_crossing(&name, now_ms);
+            let deadline = {
+                let core = self.core.borrow();
+                let timer = core
+                    .relay
+                    .poll_timeout()
+                    .map(|deadline| deadline_ms(self.origin, deadline));
+                let crossing = core.crossing.keys().next().map(|(due, _)| *due);
+                timer.into_iter().chain(crossing).min()
+            };
+            end_turn(&self.shared, &format!("{name}@{}", self.ip), deadline).await;
+        }
     }
-    let Some(socket) = sockets.get(&src.port()) else {
-        shared.errors.push(format!(
-            "{name} has no socket on {src} for a datagram to {dst}"
-        ));
-        return;
-    };
-    shared.trace(
-        name,
-        format!("{kind} {src} -> {dst} ({} bytes)", bytes.len()),
-    );
-    if let Err(error) = socket.try_send_to(bytes, dst) {
-        shared
-            .errors
-            .push(format!("{name}: send {src} -> {dst} failed: {error}"));
+
+    /// One datagram that arrived at `to`: through the XDP program and the userspace relay as
+    /// the datapath says, then onto the wire.
+    fn handle_datagram(
+        &mut self,
+        name: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let (datapath, xdp_run) = {
+            let mut core = self.core.borrow_mut();
+            let run = core.xdp.as_mut().map(|xdp| xdp.run(from, to, payload));
+            (core.datapath, run)
+        };
+        let xdp_run = match xdp_run {
+            Some(Ok(run)) => Some(run),
+            Some(Err(error)) => {
+                self.error(format!("{name}: XDP run of {from} -> {to} failed: {error}"));
+                return;
+            }
+            None => None,
+        };
+        if let Some(run) = &xdp_run {
+            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
+        }
+        let note = xdp_run.as_ref().map(|run| XdpNote {
+            verdict: run.verdict.name().to_owned(),
+            reason: reason::name(run.reason).to_owned(),
+        });
+        wire::received(&self.shared, name, from, to, payload, note);
+
+        // XDP first: what the program sends never reaches userspace.
+        if datapath == Datapath::XdpFirst
+            && let Some(run) = &xdp_run
+            && run.verdict == Verdict::Tx
+        {
+            match &run.output {
+                Some(output) => {
+                    let outgoing = Outgoing {
+                        src: output.src,
+                        dst: output.dst,
+                        payload: output.payload.clone(),
+                        kind: format!("{} (XDP)", tx_kind(run.reason, &output.payload)),
+                    };
+                    self.emit(name, outgoing, now_ms);
+                }
+                None => self.error(format!("{name}: XDP_TX without an output")),
+            }
+            return;
+        }
+
+        let user = self
+            .core
+            .borrow_mut()
+            .relay
+            .handle_input(from, to, payload, now)
+            .map(|relayed| {
+                relayed.map(|relayed| Outgoing {
+                    src: relayed.src,
+                    dst: relayed.dst,
+                    payload: relayed.to_vec(),
+                    kind: match relayed.channel {
+                        Some(channel) => format!("ChannelData {channel:#06x}"),
+                        None => "UDP".to_owned(),
+                    },
+                })
+            });
+        let outgoing = match user {
+            Ok(outgoing) => outgoing,
+            Err(reason) => {
+                self.shared.borrow_mut().trace(
+                    name,
+                    format!("dropped {} bytes from {from} to {to}: {reason}", payload.len()),
+                );
+                None
+            }
+        };
+        if datapath == Datapath::Differential
+            && let Some(run) = &xdp_run
+        {
+            let relayed = outgoing.as_ref().map(|outgoing| Datagram {
+                src: outgoing.src,
+                dst: outgoing.dst,
+                payload: outgoing.payload.clone(),
+            });
+            if let Err(disagreement) = agree(run, relayed.as_ref()) {
+                self.error(format!(
+                    "{name}: XDP and userspace disagree on {from} -> {to} ({} bytes): \
+                     {disagreement}",
+                    payload.len()
+                ));
+            }
+        }
+        if let Some(outgoing) = outgoing {
+            self.emit(name, outgoing, now_ms);
+        }
+    }
+
+    /// Sends from this side, or hands the datagram to the other family's side.
+    fn emit(&mut self, name: &str, outgoing: Outgoing, now_ms: u64) {
+        if outgoing.src.ip() == self.ip {
+            self.send(name, &outgoing);
+            return;
+        }
+        if !self.core.borrow().owns(outgoing.src.ip()) {
+            self.error(format!(
+                "{name} tried to send from {}, not one of its addresses",
+                outgoing.src
+            ));
+            return;
+        }
+        let mut core = self.core.borrow_mut();
+        core.sequence += 1;
+        let key = (now_ms + 1, core.sequence);
+        core.crossing.insert(key, outgoing);
+    }
+
+    /// Sends the datagrams that cross to this side and are due.
+    fn send_crossing(&mut self, name: &str, now_ms: u64) {
+        let due: Vec<Outgoing> = {
+            let mut core = self.core.borrow_mut();
+            let keys: Vec<(u64, u64)> = core
+                .crossing
+                .iter()
+                .filter(|((due, _), outgoing)| *due <= now_ms && outgoing.src.ip() == self.ip)
+                .map(|(key, _)| *key)
+                .collect();
+            keys.into_iter()
+                .filter_map(|key| core.crossing.remove(&key))
+                .collect()
+        };
+        for outgoing in due {
+            self.send(name, &outgoing);
+        }
+    }
+
+    /// Puts a datagram on the wire from the socket on its source port; a relay must never
+    /// address itself.
+    fn send(&mut self, name: &str, outgoing: &Outgoing) {
+        let Outgoing {
+            src,
+            dst,
+            payload,
+            kind,
+        } = outgoing;
+        if self.core.borrow().owns(dst.ip()) {
+            self.error(format!(
+                "{name} tried to send a datagram to itself: {src} -> {dst}"
+            ));
+            return;
+        }
+        let Some(socket) = self.sockets.get(&src.port()) else {
+            self.error(format!(
+                "{name} has no socket on {src} for a datagram to {dst}"
+            ));
+            return;
+        };
+        self.shared.borrow_mut().trace(
+            name,
+            format!("{kind} {src} -> {dst} ({} bytes)", payload.len()),
+        );
+        wire::send(socket, &self.shared, name, *src, *dst, payload);
+    }
+
+    /// Applies the relay's events: allocation ports for both sides, bindings to the XDP maps,
+    /// and then checks that the maps equal the relay's channel table.
+    fn drain_events(&mut self, name: &str) {
+        let mut core = self.core.borrow_mut();
+        let mut channels_changed = false;
+        let mut problems = Vec::new();
+        while let Some(event) = core.relay.poll_event() {
+            match &event {
+                Event::AllocationCreated { port, relayed, .. } => {
+                    core.ports.insert(*port, relayed.clone());
+                    self.shared
+                        .borrow_mut()
+                        .trace(name, format!("allocation port {port} opened"));
+                }
+                Event::AllocationFreed { port, .. } => {
+                    core.ports.remove(port);
+                    self.shared
+                        .borrow_mut()
+                        .trace(name, format!("allocation port {port} closed"));
+                }
+                Event::AllocationRefreshed { .. } => {}
+                Event::ChannelBound(_) | Event::ChannelRefreshed(_) | Event::ChannelUnbound(_) => {
+                    channels_changed = true;
+                }
+            }
+            if let Some(xdp) = core.xdp.as_mut()
+                && let Err(error) = xdp.apply(&event)
+            {
+                problems.push(format!("{name}: mirroring {event:?} into the XDP maps: {error}"));
+            }
+        }
+        if channels_changed
+            && let Some(xdp) = core.xdp.as_ref()
+            && let Err(difference) = xdp.maps_match(&core.relay)
+        {
+            problems.push(format!("{name}: {difference}"));
+        }
+        drop(core);
+        for problem in problems {
+            self.error(problem);
+        }
+    }
+
+    /// Opens a socket for every allocation port with a relayed address on this side, and
+    /// closes those of freed allocations.
+    async fn sync_sockets(&mut self) -> std::io::Result<()> {
+        let wanted: Vec<u16> = self
+            .core
+            .borrow()
+            .ports
+            .iter()
+            .filter(|(_, relayed)| relayed.iter().any(|address| address.ip() == self.ip))
+            .map(|(port, _)| *port)
+            .collect();
+        self.sockets
+            .retain(|port, _| *port == TURN_PORT || wanted.contains(port));
+        for port in wanted {
+            if !self.sockets.contains_key(&port) {
+                let socket = UdpSocket::bind(SocketAddr::new(unspecified(self.ip), port)).await?;
+                self.sockets.insert(port, socket);
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, message: String) {
+        self.shared.borrow_mut().errors.push(message);
+    }
+}
+
+/// A short name for a datagram the XDP program sent, from the path its reason names.
+fn tx_kind(why: u32, payload: &[u8]) -> String {
+    let to_udp = (reason::TX_CHAN_TO_UDP_BASE..reason::TX_CHAN_TO_UDP_BASE + 4).contains(&why);
+    match payload {
+        [high, low, ..] if !to_udp => {
+            format!("ChannelData {:#06x}", u16::from_be_bytes([*high, *low]))
+        }
+        _ => "UDP".to_owned(),
     }
 }

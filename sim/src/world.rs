@@ -15,7 +15,11 @@ use scenario::{
     plan::{self, AddressPlan, TUNNEL_PORT},
 };
 
-use crate::{client_host, dns_server, gateway_host, relay_host};
+use crate::{
+    client_host, dns_server, gateway_host, relay_host,
+    wire::{self, Hop},
+    xdp::Datapath,
+};
 
 /// Sim time 0, as docs/harness.md fixes it: 2026-01-01T00:00:00Z.
 pub const ORIGIN_UNIX_SECS: u64 = 1_767_225_600;
@@ -33,6 +37,18 @@ pub(crate) const RELAY_REALM: &str = "vpnsim";
 pub struct RunOptions {
     /// Seeds turmoil and every system under test.
     pub seed: u64,
+    /// How relays move data: userspace only, XDP first, or both compared on every datagram.
+    pub datapath: Datapath,
+}
+
+impl RunOptions {
+    /// The default run (differential datapath) with `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self {
+            seed,
+            ..Self::default()
+        }
+    }
 }
 
 /// One line of the trace: what a host did at which millisecond.
@@ -65,6 +81,13 @@ pub struct Outcome {
     pub errors: Vec<String>,
     /// Each host's relayed addresses (by host name), as its TURN client reported them.
     pub relayed: BTreeMap<String, Vec<SocketAddr>>,
+    /// Every datagram every host sent and received, in order.
+    pub hops: Vec<Hop>,
+    /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
+    pub xdp_reasons: BTreeMap<&'static str, u64>,
+    /// The datapath the relays really ran: userspace only if the XDP program could not load
+    /// where BPF is not required (said loudly on stderr).
+    pub datapath: Datapath,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +96,8 @@ pub enum SimError {
     Unsupported(String),
     #[error("the simulation failed: {0}")]
     Turmoil(String),
+    #[error("the XDP program cannot run beside the relays: {0}")]
+    Xdp(String),
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +181,7 @@ pub(crate) struct Shared {
     trace: Vec<TraceLine>,
     pub(crate) flows: Vec<FlowRecord>,
     pub(crate) errors: Vec<String>,
+    pub(crate) hops: Vec<Hop>,
     pub(crate) gateway_commands: Vec<VecDeque<GatewayCommand>>,
     pub(crate) client_commands: Vec<VecDeque<ClientCommand>>,
     /// Each host's relayed addresses, as its TURN client last reported them.
@@ -253,6 +279,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         trace: Vec::new(),
         flows: Vec::new(),
         errors: Vec::new(),
+        hops: Vec::new(),
         gateway_commands: vec![VecDeque::new(); scenario.topology.gateways.len()],
         client_commands: vec![VecDeque::new(); scenario.topology.clients.len()],
         relayed: BTreeMap::new(),
@@ -273,15 +300,22 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
 
     dns_server::add_dns_server(&mut sim, &shared);
     let topology = &scenario.topology;
+    let mut xdp_reasons = Vec::new();
+    let mut datapath = options.datapath;
     for (index, relay) in topology.relays.iter().enumerate() {
         let seed = options.seed.wrapping_add(index as u64 + 1);
-        relay_host::add_relay(
+        let (reasons, ran) = relay_host::add_relay(
             &mut sim,
             &shared,
             relay.name.clone(),
-            plan.relays[index].preferred(),
+            &plan.relays[index],
             seed,
-        );
+            options.datapath,
+        )?;
+        xdp_reasons.push(reasons);
+        if ran == Datapath::Userspace {
+            datapath = Datapath::Userspace;
+        }
     }
     for (index, gateway) in topology.gateways.iter().enumerate() {
         let turn = turn_config(
@@ -289,6 +323,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
             &plan,
             gateway.relay.as_deref(),
             &gateway.name,
+            plan.gateways[index].preferred(),
             options.seed.wrapping_add(1000 + index as u64),
         );
         gateway_host::add_gateway(
@@ -307,6 +342,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
             &plan,
             client.relay.as_deref(),
             &client.name,
+            plan.clients[index].preferred(),
             options.seed.wrapping_add(2000 + index as u64),
         );
         let gateways = (0..topology.gateways.len())
@@ -323,11 +359,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         );
     }
     for link in &scenario.topology.latency.links {
-        let (a, b) = (
-            host_ip(scenario, &plan, &link.between[0]),
-            host_ip(scenario, &plan, &link.between[1]),
-        );
-        if let (Some(a), Some(b)) = (a, b) {
+        for (a, b) in link_pairs(scenario, &plan, &link.between) {
             sim.set_link_latency(a, b, Duration::from_millis(u64::from(link.ms)));
         }
     }
@@ -357,6 +389,15 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         trace: shared.trace.clone(),
         errors: shared.errors.clone(),
         relayed: shared.relayed.clone(),
+        hops: shared.hops.clone(),
+        xdp_reasons: xdp_reasons
+            .iter()
+            .flat_map(|reasons| reasons.borrow().clone())
+            .fold(BTreeMap::new(), |mut total, (why, runs)| {
+                *total.entry(relay_xdp::reason::name(why)).or_default() += runs;
+                total
+            }),
+        datapath,
     })
 }
 
@@ -367,6 +408,7 @@ fn turn_config(
     plan: &AddressPlan,
     relay: Option<&str>,
     name: &str,
+    host: IpAddr,
     seed: u64,
 ) -> Option<TurnClientConfig> {
     let index = scenario
@@ -380,7 +422,11 @@ fn turn_config(
         Stack::Dual => Families::Dual,
     };
     Some(TurnClientConfig {
-        server: SocketAddr::new(plan.relays[index].preferred(), relay::TURN_PORT),
+        // The relay's address in the host's family (the model refuses a pair with none).
+        server: SocketAddr::new(
+            plan.relays[index].matching(host).unwrap_or(plan.relays[index].preferred()),
+            relay::TURN_PORT,
+        ),
         credentials: credentials::rest_api_credentials(
             RELAY_SECRET,
             ORIGIN_UNIX_SECS + 86_400,
@@ -494,19 +540,34 @@ fn ordered(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// The turmoil address of a host named in the scenario (its preferred address).
-fn host_ip(scenario: &Scenario, plan: &AddressPlan, name: &str) -> Option<IpAddr> {
+/// The turmoil hosts of a host named in the scenario: its preferred address, or for a relay
+/// every address it has (one turmoil host per family).
+fn host_ips(scenario: &Scenario, plan: &AddressPlan, name: &str) -> Vec<IpAddr> {
     let topology = &scenario.topology;
     if let Some(i) = topology.clients.iter().position(|c| c.name == name) {
-        return Some(plan.clients[i].preferred());
+        return vec![plan.clients[i].preferred()];
     }
     if let Some(i) = topology.gateways.iter().position(|g| g.name == name) {
-        return Some(plan.gateways[i].preferred());
+        return vec![plan.gateways[i].preferred()];
     }
     if let Some(i) = topology.relays.iter().position(|r| r.name == name) {
-        return Some(plan.relays[i].preferred());
+        let relay = &plan.relays[i];
+        return [relay.v4.map(IpAddr::V4), relay.v6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+            .collect();
     }
-    None
+    Vec::new()
+}
+
+/// The turmoil links between two named hosts: every pair of their addresses in one family.
+fn link_pairs(scenario: &Scenario, plan: &AddressPlan, between: &[String; 2]) -> Vec<(IpAddr, IpAddr)> {
+    let ends = host_ips(scenario, plan, &between[1]);
+    host_ips(scenario, plan, &between[0])
+        .into_iter()
+        .flat_map(|a| ends.iter().map(move |b| (a, *b)))
+        .filter(|(a, b)| a.is_ipv4() == b.is_ipv4())
+        .collect()
 }
 
 fn gateway_socket(plan: &AddressPlan, gateway: usize) -> SocketAddr {
@@ -742,9 +803,7 @@ impl Runner<'_> {
                     .insert(name.to_ascii_lowercase(), (addresses.clone(), ttl));
             }
             Step::Fault { between, fault } => {
-                let a = host_ip(self.scenario, self.plan, &between[0]);
-                let b = host_ip(self.scenario, self.plan, &between[1]);
-                if let (Some(a), Some(b)) = (a, b) {
+                for (a, b) in link_pairs(self.scenario, self.plan, between) {
                     match fault {
                         Fault::Partition => sim.partition(a, b),
                         Fault::Heal => sim.repair(a, b),
@@ -785,25 +844,26 @@ impl Runner<'_> {
             .position(|x| x.name == gateway)
             .unwrap_or(0);
         let relayed = self.shared.borrow().relayed.clone();
-        let pick = |addresses: Option<&Vec<SocketAddr>>| -> Option<SocketAddr> {
-            let addresses = addresses?;
-            addresses
+        // A host's relayed address in one family (docs/harness.md, "Addresses").
+        let of = |host: &str, v6: bool| -> Option<SocketAddr> {
+            relayed
+                .get(host)?
                 .iter()
-                .find(|a| a.is_ipv4())
-                .or(addresses.first())
+                .find(|address| address.is_ipv6() == v6)
                 .copied()
         };
         let client_socket = self.plan.client_socket(c, self.roams[c]);
         let gateway_socket = gateway_socket(self.plan, g);
-        let client_relayed = pick(relayed.get(client));
-        let gateway_relayed = pick(relayed.get(gateway));
         // (client's target, client via its relay, address the gateway answers, gateway via relay)
         let plan = match mode {
             PathMode::Direct => Some((gateway_socket, false, client_socket, false)),
-            PathMode::ClientRelayed => client_relayed.map(|cr| (gateway_socket, true, cr, false)),
-            PathMode::GatewayRelayed => gateway_relayed.map(|gr| (gr, false, client_socket, true)),
-            PathMode::SameRelay | PathMode::DifferentRelays => client_relayed
-                .zip(gateway_relayed)
+            PathMode::ClientRelayed => of(client, gateway_socket.is_ipv6())
+                .map(|cr| (gateway_socket, true, cr, false)),
+            PathMode::GatewayRelayed => of(gateway, client_socket.is_ipv6())
+                .map(|gr| (gr, false, client_socket, true)),
+            PathMode::SameRelay | PathMode::DifferentRelays => [false, true]
+                .into_iter()
+                .find_map(|v6| Some((of(client, v6)?, of(gateway, v6)?)))
                 .map(|(cr, gr)| (gr, true, cr, true)),
         };
         let Some((target, client_via, remote, gateway_via)) = plan else {
@@ -880,11 +940,12 @@ pub(crate) fn flush_turn(
     shared: &Rc<RefCell<Shared>>,
     name: &str,
 ) {
+    let local = endpoint.socket();
     let Some(turn) = endpoint.turn_mut() else {
         return;
     };
     while let Some(transmit) = turn.poll_transmit() {
-        let _ = socket.try_send_to(&transmit.payload, transmit.dst);
+        wire::send(socket, shared, name, local, transmit.dst, &transmit.payload);
     }
     let mut shared = shared.borrow_mut();
     while let Some(event) = turn.poll_event() {
@@ -912,7 +973,14 @@ pub(crate) fn send_through(
             shared
                 .borrow_mut()
                 .trace(name, format!("{what} to {remote} via {}", datagram.dst));
-            let _ = socket.try_send_to(&datagram.payload, datagram.dst);
+            wire::send(
+                socket,
+                shared,
+                name,
+                endpoint.socket(),
+                datagram.dst,
+                &datagram.payload,
+            );
         }
         Err(error) => shared
             .borrow_mut()

@@ -25,7 +25,7 @@ fn ms_of(time: proto::flow::UtcTime) -> u64 {
 #[test]
 fn a_udp_datagram_is_echoed_and_its_flow_idles_out_exactly() {
     let scenario = Scenario::from_yaml(UDP_THEN_IDLE, "inline").expect("valid");
-    let outcome = run(&scenario, &RunOptions { seed: 1 }).expect("runs");
+    let outcome = run(&scenario, &RunOptions::seeded(1)).expect("runs");
     for line in &outcome.trace {
         eprintln!("{line}");
     }
@@ -57,8 +57,8 @@ fn a_udp_datagram_is_echoed_and_its_flow_idles_out_exactly() {
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let scenario = Scenario::from_yaml(UDP_THEN_IDLE, "inline").expect("valid");
-    let first = run(&scenario, &RunOptions { seed: 7 }).expect("runs");
-    let second = run(&scenario, &RunOptions { seed: 7 }).expect("runs");
+    let first = run(&scenario, &RunOptions::seeded(7)).expect("runs");
+    let second = run(&scenario, &RunOptions::seeded(7)).expect("runs");
     assert_eq!(first.trace, second.trace);
     assert_eq!(first.flows, second.flows);
 }
@@ -82,7 +82,7 @@ steps:
 #[test]
 fn a_tcp_connection_to_a_dns_resource_is_one_record_with_its_domain() {
     let scenario = Scenario::from_yaml(TCP_TO_A_DNS_RESOURCE, "inline").expect("valid");
-    let outcome = run(&scenario, &RunOptions { seed: 1 }).expect("runs");
+    let outcome = run(&scenario, &RunOptions::seeded(1)).expect("runs");
     for line in &outcome.trace {
         eprintln!("{line}");
     }

@@ -1,0 +1,272 @@
+//! The relay's real XDP program beside the userspace relay (DESIGN.md §8): every datagram a
+//! relay receives is framed (Ethernet + IP + UDP), run through the program with
+//! `BPF_PROG_TEST_RUN`, and its verdict and output compared with what the userspace relay does.
+//!
+//! Loading and verifying the program costs milliseconds, so loaded programs are kept per thread
+//! and handed to the next run with their maps emptied and reconfigured.
+
+use std::{cell::RefCell, io::Write as _, net::SocketAddr};
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use relay_xdp::{ReasonCounters, Verdict, XdpRelay, reason};
+
+/// How relay hosts move data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Datapath {
+    /// Only the userspace relay.
+    Userspace,
+    /// The XDP program first; what it passes goes to the userspace relay (production's shape).
+    XdpFirst,
+    /// Both on every datagram, compared; the userspace relay's output goes on the wire.
+    #[default]
+    Differential,
+}
+
+impl Datapath {
+    pub fn runs_xdp(self) -> bool {
+        self != Self::Userspace
+    }
+}
+
+impl std::str::FromStr for Datapath {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "userspace" => Ok(Self::Userspace),
+            "xdp-first" => Ok(Self::XdpFirst),
+            "differential" => Ok(Self::Differential),
+            other => Err(format!(
+                "unknown datapath `{other}` (userspace, xdp-first or differential)"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    /// Programs loaded by earlier runs on this thread, ready for the next one.
+    static POOL: RefCell<Vec<XdpRelay>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A datagram as the XDP program sent it back out (`XDP_TX`), decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    pub(crate) src: SocketAddr,
+    pub(crate) dst: SocketAddr,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// What the program did with one frame.
+#[derive(Debug)]
+pub(crate) struct XdpRun {
+    pub(crate) verdict: Verdict,
+    /// The one reason counter the run incremented.
+    pub(crate) reason: u32,
+    /// The rewritten datagram on `XDP_TX`.
+    pub(crate) output: Option<Datagram>,
+    /// Whether a non-TX verdict left the frame changed (it must not).
+    pub(crate) frame_changed: bool,
+}
+
+/// A loaded program, mirroring one relay; returned to the thread's pool when dropped.
+pub(crate) struct XdpBeside {
+    program: Option<XdpRelay>,
+    counters: ReasonCounters,
+    /// Runs per reason in this simulation.
+    pub(crate) reasons: std::collections::BTreeMap<u32, u64>,
+}
+
+impl std::fmt::Debug for XdpBeside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpBeside")
+            .field("reasons", &self.reasons)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XdpBeside {
+    /// A program from the pool (or freshly loaded) with maps that mirror a new relay of
+    /// `config`: its addresses, no binding.
+    pub(crate) fn acquire(config: &relay::RelayConfig) -> Result<Self, String> {
+        let pooled = POOL.with(|pool| pool.borrow_mut().pop());
+        let mut program = match pooled {
+            Some(program) => program,
+            None => XdpRelay::load().map_err(|error| error.to_string())?,
+        };
+        program
+            .configure_for(config)
+            .map_err(|error| format!("configuring the XDP maps: {error}"))?;
+        let counters = program
+            .reason_counters()
+            .map_err(|error| error.to_string())?;
+        Ok(Self {
+            program: Some(program),
+            counters,
+            reasons: std::collections::BTreeMap::new(),
+        })
+    }
+
+    fn program(&self) -> &XdpRelay {
+        self.program.as_ref().expect("held until drop")
+    }
+
+    /// Mirrors one of the relay's events into the maps.
+    pub(crate) fn apply(&mut self, event: &relay::Event) -> Result<(), String> {
+        self.program
+            .as_mut()
+            .expect("held until drop")
+            .apply(event)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Whether the maps hold exactly the relay's channel table; the difference if not.
+    pub(crate) fn maps_match(&self, relay: &relay::Relay) -> Result<(), String> {
+        let mut maps = self
+            .program()
+            .channel_bindings()
+            .map_err(|error| error.to_string())?;
+        maps.sort_unstable();
+        let table = relay_xdp::relay_table(relay);
+        if maps == table {
+            return Ok(());
+        }
+        let missing: Vec<_> = table.iter().filter(|b| !maps.contains(b)).collect();
+        let extra: Vec<_> = maps.iter().filter(|b| !table.contains(b)).collect();
+        Err(format!(
+            "the XDP maps differ from the relay's channel table: missing {missing:?}, extra {extra:?}"
+        ))
+    }
+
+    /// Runs the datagram `from` -> `to` through the program as an Ethernet frame.
+    pub(crate) fn run(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Result<XdpRun, String> {
+        let frame = xdp_fixtures::frame::udp(from, to, payload);
+        let outcome = self
+            .program()
+            .run(&frame)
+            .map_err(|error| error.to_string())?;
+        let after = self
+            .program()
+            .reason_counters()
+            .map_err(|error| error.to_string())?;
+        let counted = after.since(&self.counters);
+        self.counters = after;
+        let reasons: Vec<u32> = reason::ALL
+            .into_iter()
+            .filter(|&why| counted.get(why) > 0)
+            .collect();
+        let [why] = reasons[..] else {
+            return Err(format!(
+                "one run counted {:?}, not exactly one reason",
+                counted.non_zero()
+            ));
+        };
+        *self.reasons.entry(why).or_default() += 1;
+        let output = match outcome.verdict {
+            Verdict::Tx => Some(decode(&outcome.frame_out)?),
+            _ => None,
+        };
+        Ok(XdpRun {
+            verdict: outcome.verdict,
+            reason: why,
+            output,
+            frame_changed: outcome.verdict != Verdict::Tx && outcome.frame_out != frame,
+        })
+    }
+}
+
+impl Drop for XdpBeside {
+    fn drop(&mut self) {
+        if let Some(mut program) = self.program.take()
+            && program.clear_channels().is_ok()
+        {
+            // At thread exit the pool may be gone already: then the program is just unloaded.
+            let _ = POOL.try_with(|pool| pool.borrow_mut().push(program));
+        }
+    }
+}
+
+/// The source, destination and payload of a frame the program sent back out.
+fn decode(frame: &[u8]) -> Result<Datagram, String> {
+    let packet = SlicedPacket::from_ethernet(frame)
+        .map_err(|error| format!("XDP_TX frame does not parse: {error}"))?;
+    let (src, dst) = match &packet.net {
+        Some(NetSlice::Ipv4(ipv4)) => (
+            ipv4.header().source_addr().into(),
+            ipv4.header().destination_addr().into(),
+        ),
+        Some(NetSlice::Ipv6(ipv6)) => (
+            ipv6.header().source_addr().into(),
+            ipv6.header().destination_addr().into(),
+        ),
+        _ => return Err("XDP_TX frame is not IPv4 or IPv6".to_owned()),
+    };
+    let Some(TransportSlice::Udp(udp)) = &packet.transport else {
+        return Err("XDP_TX frame is not UDP".to_owned());
+    };
+    Ok(Datagram {
+        src: SocketAddr::new(src, udp.source_port()),
+        dst: SocketAddr::new(dst, udp.destination_port()),
+        payload: udp.payload().to_vec(),
+    })
+}
+
+/// The invariant "XDP and userspace agree on every relay packet", for one datagram: what the
+/// program did against what the userspace relay did (`relayed`: the datagram it sends on, if
+/// it relays data). `Err` describes a disagreement.
+pub(crate) fn agree(run: &XdpRun, relayed: Option<&Datagram>) -> Result<(), String> {
+    let name = reason::name(run.reason);
+    match (run.verdict, relayed) {
+        (Verdict::Tx, Some(expected)) => match &run.output {
+            Some(output) if output == expected => Ok(()),
+            Some(output) => Err(format!(
+                "XDP_TX ({name}) sent {} -> {} ({} bytes), userspace {} -> {} ({} bytes){}",
+                output.src,
+                output.dst,
+                output.payload.len(),
+                expected.src,
+                expected.dst,
+                expected.payload.len(),
+                if output.payload == expected.payload {
+                    ""
+                } else {
+                    ", payloads differ"
+                }
+            )),
+            None => Err(format!("XDP_TX ({name}) without an output")),
+        },
+        (Verdict::Tx, None) => Err(format!(
+            "XDP_TX ({name}) relayed a datagram the userspace relay does not relay"
+        )),
+        (Verdict::Pass, _) if run.frame_changed => Err(format!("XDP_PASS ({name}) changed the frame")),
+        (Verdict::Pass, None) => Ok(()),
+        // The program leaves STUN (Send indications) and DNS replies to userspace by design;
+        // any other pass of a datagram userspace relays is a missing or stale map entry.
+        (Verdict::Pass, Some(expected)) => match run.reason {
+            reason::PASS_STUN | reason::PASS_DNS_REPLY => Ok(()),
+            _ => Err(format!(
+                "XDP_PASS ({name}) of a datagram the userspace relay sends to {}",
+                expected.dst
+            )),
+        },
+        (other, _) => Err(format!("{other} ({name}): the program never drops or aborts")),
+    }
+}
+
+/// Says once per process, on stderr and loudly, that relays run without their XDP program.
+pub(crate) fn warn_skipped(error: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! XDP SKIPPED: relays run userspace only, the kernel's BPF is unavailable: \
+             {error}\n!!! Run as root on Linux with CAP_BPF; set {}=1 (or CI=true) to make \
+             this a failure.\n",
+            relay_xdp::REQUIRE_BPF_ENV
+        );
+    });
+}
