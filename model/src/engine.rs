@@ -36,6 +36,14 @@ fn link(a: &str, b: &str) -> Link {
 struct Hop {
     link: Link,
     ms: u64,
+    /// The address family the datagram travels in on this hop.
+    v6: bool,
+}
+
+/// The time a relay takes to pass a datagram from one hop to the next: nothing, or 1 ms when
+/// it leaves in the other address family (docs/harness.md, "Paths").
+fn crossing_ms(arrived: &Hop, leaving: &Hop) -> u64 {
+    u64::from(arrived.v6 != leaving.v6)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +356,7 @@ impl Engine<'_> {
             Event::Hop { frame, index } => {
                 self.within_step(frame.step, at)?;
                 if index + 1 < frame.hops.len() {
+                    let at = at + crossing_ms(&frame.hops[index], &frame.hops[index + 1]);
                     self.send_hop(frame, index + 1, at)
                 } else {
                     match frame.direction {
@@ -521,7 +530,7 @@ impl Engine<'_> {
                 let c = self.client_index(&client)?;
                 let g = self.gateway_index(&gateway)?;
                 self.clients[c].paths[g] = mode;
-                Ok(())
+                self.turn_links_clear(&client, &gateway, mode)
             }
             Step::Roam { client } => {
                 let c = self.client_index(&client)?;
@@ -802,11 +811,51 @@ impl Engine<'_> {
             .into()
     }
 
-    fn hop(&self, a: &str, b: &str) -> Hop {
+    fn hop(&self, a: &str, b: &str, v6: bool) -> Hop {
         Hop {
             link: link(a, b),
             ms: self.latency(a, b),
+            v6,
         }
+    }
+
+    /// A path through a relay makes the host bind a channel (or create a permission) there at
+    /// once; over a faulted link that exchange fails, and when the host's data flows again is
+    /// not in the contract.
+    fn turn_links_clear(&self, client: &str, gateway: &str, mode: PathMode) -> Result<()> {
+        let topology = &self.scenario.topology;
+        let client_relay = topology
+            .clients
+            .iter()
+            .find(|c| c.name == client)
+            .and_then(|c| c.relay.clone());
+        let gateway_relay = topology
+            .gateways
+            .iter()
+            .find(|g| g.name == gateway)
+            .and_then(|g| g.relay.clone());
+        let uses = match mode {
+            PathMode::Direct => vec![],
+            PathMode::ClientRelayed => vec![(client, client_relay)],
+            PathMode::GatewayRelayed => vec![(gateway, gateway_relay)],
+            PathMode::SameRelay | PathMode::DifferentRelays => {
+                vec![(client, client_relay), (gateway, gateway_relay)]
+            }
+        };
+        for (host, relay) in uses {
+            let Some(relay) = relay else { continue };
+            if self
+                .links
+                .get(&link(host, &relay))
+                .is_some_and(LinkState::active)
+            {
+                return self.fail(format!(
+                    "a {mode:?} path while the link between {host} and {relay} is faulted: the \
+                     channel binding or permission cannot be made"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn relay_index(&self, name: &Option<String>, who: &str) -> Result<usize> {
@@ -865,7 +914,7 @@ impl Engine<'_> {
                 }
                 Ok((
                     context(client_socket, gateway_socket),
-                    vec![self.hop(cname, gname)],
+                    vec![self.hop(cname, gname, client_v6)],
                 ))
             }
             PathMode::ClientRelayed => {
@@ -877,7 +926,10 @@ impl Engine<'_> {
                 let rname = &topology.relays[r].name;
                 Ok((
                     context(relayed, gateway_socket),
-                    vec![self.hop(cname, rname), self.hop(rname, gname)],
+                    vec![
+                        self.hop(cname, rname, client_v6),
+                        self.hop(rname, gname, gateway_v6),
+                    ],
                 ))
             }
             PathMode::GatewayRelayed => {
@@ -889,7 +941,10 @@ impl Engine<'_> {
                 let rname = &topology.relays[r].name;
                 Ok((
                     context(client_socket, relayed),
-                    vec![self.hop(cname, rname), self.hop(rname, gname)],
+                    vec![
+                        self.hop(cname, rname, client_v6),
+                        self.hop(rname, gname, gateway_v6),
+                    ],
                 ))
             }
             PathMode::SameRelay | PathMode::DifferentRelays => {
@@ -905,9 +960,16 @@ impl Engine<'_> {
                 };
                 let (n1, n2) = (&topology.relays[r1].name, &topology.relays[r2].name);
                 let hops = if mode == PathMode::SameRelay {
-                    vec![self.hop(cname, n1), self.hop(n1, gname)]
+                    vec![
+                        self.hop(cname, n1, client_v6),
+                        self.hop(n1, gname, gateway_v6),
+                    ]
                 } else {
-                    vec![self.hop(cname, n1), self.hop(n1, n2), self.hop(n2, gname)]
+                    vec![
+                        self.hop(cname, n1, client_v6),
+                        self.hop(n1, n2, remote.is_ipv6()),
+                        self.hop(n2, gname, gateway_v6),
+                    ]
                 };
                 Ok((context(remote, local), hops))
             }

@@ -16,6 +16,14 @@ pub const TUNNEL_PORT: u16 = 51820;
 pub const DNS_SERVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 pub const DNS_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x53);
 
+/// The DNS server's address a host at `host` asks: the one in its family.
+pub fn dns_server(host: IpAddr) -> SocketAddr {
+    match host {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(DNS_SERVER_V4), 53),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(DNS_SERVER_V6), 53),
+    }
+}
+
 /// A host's public addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostAddresses {

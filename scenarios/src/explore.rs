@@ -99,8 +99,9 @@ pub fn explore(count: u32, seed: u64, shard: (u32, u32)) -> Result<Summary> {
         Err(TestError::Fail(reason, minimal)) => {
             let path = write_failure(&minimal, &reason.to_string())?;
             bail!(
-                "a generated scenario failed (shrunk to {} steps):\n{reason}\n\nwritten to {}\nreplay it with:\n  cargo xtask replay {}",
+                "a generated scenario failed (shrunk to {} steps):\n{reason}\n\nwritten to {}\nreplay it with:\n  cargo xtask replay {}\nkeep it as a corpus story (once named) with:\n  cargo xtask promote {} NAME",
                 minimal.steps.len(),
+                path.display(),
                 path.display(),
                 path.display()
             )

@@ -1,9 +1,13 @@
 //! Scenarios and the harness around them: the scenario type (a YAML file a person can read),
 //! proptest strategies that generate scenarios, the invariants checked after every step, the
-//! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`).
+//! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`,
+//! `promote`).
 
 pub mod check;
+pub mod corpus;
 pub mod explore;
+pub mod promote;
+pub mod show;
 pub mod strategy;
 pub mod xdp_bench;
 pub mod xdp_table;

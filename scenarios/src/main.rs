@@ -1,8 +1,13 @@
 //! `vpnsim`: the harness's command line.
 
-use std::process::ExitCode;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use scenarios::{corpus, promote, show};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,9 +37,27 @@ enum Command {
     /// Run one scenario file, print its timeline and flow records, and check it.
     Replay {
         /// A scenario file (YAML).
-        file: std::path::PathBuf,
+        file: PathBuf,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Print a scenario file and what the reference model expects from it: the timeline, the
+    /// flow records, and every delivery and drop (nothing is simulated).
+    Show {
+        /// A scenario file (YAML).
+        file: PathBuf,
+    },
+    /// Copy a scenario file (e.g. one a failing `explore` wrote) into the corpus as
+    /// `scenarios/corpus/NAME.yaml`, after validating it, and print how to snapshot it.
+    Promote {
+        /// A scenario file (YAML).
+        file: PathBuf,
+        /// The story's name in the corpus: lowercase words joined by dashes, e.g.
+        /// `same-relay-roam`.
+        name: String,
+        /// The corpus directory (default: the source tree's `scenarios/corpus`).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
     },
     /// Run the XDP relay program on its fixtures in the kernel and print verdicts and costs.
     XdpFixtures {
@@ -58,6 +81,10 @@ fn main() -> ExitCode {
             scenarios::explore::explore(count, seed, shard).map(|_| ())
         }
         Command::Replay { file, seed } => scenarios::explore::replay(&file, seed),
+        Command::Show { file } => show::show_file(&file)
+            .map(|text| print!("{text}"))
+            .map_err(Into::into),
+        Command::Promote { file, name, corpus } => run_promote(&file, &name, corpus),
         Command::XdpFixtures { runs } => scenarios::xdp_table::run(runs),
         Command::Bench { calls } => scenarios::xdp_bench::run(calls),
     };
@@ -68,6 +95,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_promote(file: &Path, name: &str, corpus: Option<PathBuf>) -> Result<()> {
+    let corpus = corpus.unwrap_or_else(corpus::corpus_dir);
+    let promoted = promote::promote(file, name, &corpus)?;
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| promoted.path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| promoted.path.clone());
+    println!(
+        "promoted {} to {} ({} steps)",
+        file.display(),
+        shown.display(),
+        promoted.scenario.steps.len()
+    );
+    println!(
+        "say in its header comment what the story shows and what must happen, then create its\n\
+         snapshots (the corpus test runs the story with seed {} and checks it against the model\n\
+         first; a story that fails its check gets no snapshot until the bug is fixed):",
+        corpus::CORPUS_SEED
+    );
+    let [insta_env, cargo_insta] = promote::SNAPSHOT_COMMANDS;
+    println!("  {insta_env}");
+    println!("or, with cargo-insta installed:");
+    println!("  {cargo_insta}");
+    Ok(())
 }
 
 fn parse_shard(text: &str) -> Result<(u32, u32), String> {

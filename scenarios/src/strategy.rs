@@ -1,21 +1,31 @@
 //! proptest strategies that generate whole scenarios, weighted so that the interesting cases are
-//! common: both peers on one relay, DNS-resource traffic, IPv6 inside the tunnel, path switches
-//! mid-flow, and idle times that cross the 120 s UDP timeout. Shrinking drops steps first (a
-//! scenario that no longer validates, e.g. a TCP step whose connection was dropped, is
-//! rejected), then simplifies what is left.
+//! common: both peers on one relay, DNS-resource traffic, IPv6 outside and inside the tunnel,
+//! cross-family relay paths, path switches mid-flow, faults, and idle times that cross the 120 s
+//! UDP timeout and the 600 s TURN lifetimes. Shrinking drops steps first (a scenario that no
+//! longer validates, e.g. a TCP step whose connection was dropped, is rejected), then simplifies
+//! what is left: fewer hosts, IPv4 only, shorter idles.
+//!
+//! The generator only writes paths the contract can carry (docs/harness.md): a `direct` path
+//! needs both ends in one family, a path through the client's relay is not used after that
+//! client roamed, and in mixed-family topologies every host has a (dual-stack) relay.
+
+use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use scenario::{
-    ClientSpec, DnsRecord, GatewaySpec, Grant, Latency, LinkLatency, PathMode, RelaySpec,
+    ClientSpec, DnsRecord, Fault, GatewaySpec, Grant, Latency, LinkLatency, PathMode, RelaySpec,
     ResourceAddress, ResourceSpec, Scenario, Side, Stack, Step, Target, Topology,
 };
 
 /// The names generated scenarios use.
-const CLIENTS: [&str; 2] = ["alice", "bob"];
-const DOMAINS: [&str; 3] = [
+const CLIENTS: [&str; 3] = ["alice", "bob", "carol"];
+const GATEWAYS: [&str; 2] = ["gw", "gw2"];
+const RELAYS: [&str; 3] = ["r1", "r2", "r3"];
+const DOMAINS: [&str; 4] = [
     "api.example.com",
     "www.example.com",
     "db.internal.example.com",
+    "cache.svc.example.net",
 ];
 
 /// One thing that happens, before it becomes steps (a TCP conversation is several steps).
@@ -40,6 +50,7 @@ enum Action {
     },
     Path {
         client: usize,
+        gateway: usize,
         mode: PathMode,
     },
     Roam {
@@ -57,8 +68,11 @@ enum Action {
         domain: usize,
         last_octet: u8,
     },
-    Partition {
+    /// A fault on the link between a client and its gateway or its relay.
+    Fault {
         client: usize,
+        to_relay: bool,
+        kind: FaultKind,
     },
     Restart,
     Idle {
@@ -73,38 +87,74 @@ enum TcpEnd {
     Open,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum FaultKind {
+    /// Partition, or heal if partitioned.
+    Partition,
+    /// Hold, or release if held.
+    Hold,
+    DropNext(u32),
+}
+
+/// The address families of a topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Families {
+    V4,
+    V6,
+    /// Dual-stack relays; clients and gateways of any stack (cross-family relay paths).
+    Mixed,
+}
+
 #[derive(Debug, Clone)]
 struct Shape {
     clients: usize,
-    client_on_relay: [bool; 2],
-    gateway_on_relay: bool,
-    /// The client's relay is the gateway's (both peers on one relay) or another one.
+    gateways: usize,
+    relays: usize,
+    families: Families,
+    /// Per client and gateway in mixed topologies: 0 = v4, 1 = v6, 2 = dual.
+    stacks: [u8; 5],
+    /// Per client: its relay (index into the relays, modulo their number), or none.
+    client_relay: [Option<usize>; 3],
+    /// Per gateway: its relay, or none.
+    gateway_relay: [Option<usize>; 2],
+    /// Clients take their first gateway's relay (both peers on one relay).
     same_relay: bool,
     latency_ms: u32,
     client_link_ms: u32,
 }
 
 fn shape() -> impl Strategy<Value = Shape> {
+    let relay = || prop::option::weighted(0.65, 0usize..3);
     (
-        1usize..=2,
-        any::<[bool; 2]>(),
-        prop::bool::weighted(0.7),
+        prop_oneof![3 => Just(1usize), 4 => Just(2), 2 => Just(3)],
+        prop_oneof![4 => Just(1usize), 1 => Just(2)],
+        prop_oneof![2 => Just(1usize), 4 => Just(2), 1 => Just(3)],
+        prop_oneof![5 => Just(Families::V4), 2 => Just(Families::V6), 3 => Just(Families::Mixed)],
+        any::<[u8; 5]>().prop_map(|stacks| stacks.map(|s| s % 3)),
+        [relay(), relay(), relay()],
+        [prop::option::weighted(0.75, 0usize..3), relay()],
         prop::bool::weighted(0.6),
-        prop_oneof![Just(10u32), Just(5), 1u32..40],
-        prop_oneof![Just(10u32), 1u32..60],
+        (prop_oneof![Just(10u32), Just(5), 1u32..40], prop_oneof![Just(10u32), 1u32..60]),
     )
         .prop_map(
             |(
                 clients,
-                client_on_relay,
-                gateway_on_relay,
+                gateways,
+                relays,
+                families,
+                stacks,
+                client_relay,
+                gateway_relay,
                 same_relay,
-                latency_ms,
-                client_link_ms,
+                (latency_ms, client_link_ms),
             )| Shape {
                 clients,
-                client_on_relay,
-                gateway_on_relay,
+                gateways,
+                relays,
+                families,
+                stacks,
+                client_relay,
+                gateway_relay,
                 same_relay,
                 latency_ms,
                 client_link_ms,
@@ -118,80 +168,199 @@ fn action() -> impl Strategy<Value = Action> {
         1 => any::<bool>().prop_map(|by_client| TcpEnd::Rst(if by_client { Side::Client } else { Side::Resource })),
         1 => Just(TcpEnd::Open),
     ];
+    let mode = prop_oneof![
+        1 => Just(PathMode::Direct),
+        1 => Just(PathMode::ClientRelayed),
+        1 => Just(PathMode::GatewayRelayed),
+        2 => Just(PathMode::SameRelay),
+        1 => Just(PathMode::DifferentRelays),
+    ];
+    let fault = prop_oneof![
+        2 => Just(FaultKind::Partition),
+        1 => Just(FaultKind::Hold),
+        1 => (1u32..4).prop_map(FaultKind::DropNext),
+    ];
+    // Resources: 0 web (CIDR v4), 1 app (DNS), 2 web6 (CIDR v6), 3 db (CIDR, gw2), 4 svc (DNS,
+    // gw2); DNS resources (1, 4) come up most.
+    let resource = || prop_oneof![2 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3), 2 => Just(4)];
     prop_oneof![
-        6 => (0usize..2, 0usize..2, prop_oneof![Just(53u16), Just(5000), 1u16..2000], 1u16..1200, prop::bool::weighted(0.25), 0usize..3)
+        6 => (0usize..3, resource(), prop_oneof![Just(53u16), Just(5000), 1u16..2000], 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
             .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain }),
-        5 => (0usize..2, 0usize..2, prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.25), 0usize..3,
+        5 => (0usize..3, resource(), prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.3), 0usize..4,
               prop::collection::vec((any::<bool>(), 1u16..1200), 0..3), tcp_end)
             .prop_map(|(client, resource, port, ipv6, domain, data, end)| Action::Tcp { client, resource, port, ipv6, domain, data, end }),
-        3 => (0usize..2, prop_oneof![Just(PathMode::Direct), Just(PathMode::ClientRelayed), Just(PathMode::GatewayRelayed), Just(PathMode::SameRelay), Just(PathMode::DifferentRelays)])
-            .prop_map(|(client, mode)| Action::Path { client, mode }),
-        1 => (0usize..2).prop_map(|client| Action::Roam { client }),
-        1 => (0usize..2, 0usize..2).prop_map(|(client, resource)| Action::Revoke { client, resource }),
-        1 => (0usize..2, 0usize..2).prop_map(|(client, resource)| Action::Grant { client, resource }),
-        1 => (0usize..3, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }),
-        1 => (0usize..2).prop_map(|client| Action::Partition { client }),
+        4 => (0usize..3, 0usize..2, mode)
+            .prop_map(|(client, gateway, mode)| Action::Path { client, gateway, mode }),
+        1 => (0usize..3).prop_map(|client| Action::Roam { client }),
+        1 => (0usize..3, resource()).prop_map(|(client, resource)| Action::Revoke { client, resource }),
+        1 => (0usize..3, resource()).prop_map(|(client, resource)| Action::Grant { client, resource }),
+        1 => (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }),
+        2 => (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }),
         1 => Just(Action::Restart),
-        3 => prop_oneof![Just(5u64), Just(60), Just(119), Just(121), Just(130), 1u64..200].prop_map(|seconds| Action::Idle { seconds }),
+        3 => prop_oneof![Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610), 1u64..200]
+            .prop_map(|seconds| Action::Idle { seconds }),
     ]
 }
 
 /// A generated scenario; `prop_filter` drops the few that do not validate.
 pub fn scenario() -> impl Strategy<Value = Scenario> {
-    (shape(), prop::collection::vec(action(), 1..10))
+    (shape(), prop::collection::vec(action(), 1..12))
         .prop_map(|(shape, actions)| build(&shape, &actions))
         .prop_filter("the scenario must validate", |scenario| {
             scenario.validate().is_ok()
         })
 }
 
-fn build(shape: &Shape, actions: &[Action]) -> Scenario {
-    let client_relay = |index: usize| {
-        shape.client_on_relay[index].then(|| {
-            if shape.same_relay || !shape.gateway_on_relay {
-                "r1"
-            } else {
-                "r2"
-            }
-            .to_owned()
-        })
+/// A resource of a generated topology.
+struct ResourceChoice {
+    name: &'static str,
+    gateway: usize,
+    address: &'static str,
+    dns: bool,
+}
+
+const RESOURCES: [ResourceChoice; 5] = [
+    ResourceChoice { name: "web", gateway: 0, address: "198.51.100.10/32", dns: false },
+    ResourceChoice { name: "app", gateway: 0, address: "**.example.com", dns: true },
+    ResourceChoice { name: "web6", gateway: 0, address: "2001:db8:100::10/128", dns: false },
+    ResourceChoice { name: "db", gateway: 1, address: "198.51.100.64/26", dns: false },
+    ResourceChoice { name: "svc", gateway: 1, address: "*.svc.example.net", dns: true },
+];
+
+/// The scenario's hosts and how each can be reached, while steps are generated.
+struct Layout {
+    clients: Vec<ClientSpec>,
+    gateways: Vec<GatewaySpec>,
+    /// Resource indices into [`RESOURCES`] that exist (their gateway exists).
+    resources: Vec<usize>,
+}
+
+impl Layout {
+    fn v6(stack: Stack) -> bool {
+        stack == Stack::V6
+    }
+
+    /// The path mode actually written for a wish: the wish if the contract carries it, else
+    /// the closest one that works, else none.
+    fn usable(&self, client: usize, gateway: usize, wish: PathMode, roamed: bool) -> Option<PathMode> {
+        let c = &self.clients[client];
+        let g = &self.gateways[gateway];
+        let same_family = Self::v6(c.stack) == Self::v6(g.stack);
+        let client_relay = c.relay.is_some() && !roamed;
+        let gateway_relay = g.relay.is_some();
+        let works = |mode: PathMode| match mode {
+            PathMode::Direct => same_family,
+            PathMode::ClientRelayed => client_relay,
+            PathMode::GatewayRelayed => gateway_relay,
+            PathMode::SameRelay => client_relay && gateway_relay && c.relay == g.relay,
+            PathMode::DifferentRelays => client_relay && gateway_relay && c.relay != g.relay,
+        };
+        let fallbacks = match wish {
+            PathMode::SameRelay | PathMode::DifferentRelays => [
+                PathMode::SameRelay,
+                PathMode::DifferentRelays,
+                PathMode::ClientRelayed,
+                PathMode::GatewayRelayed,
+                PathMode::Direct,
+            ],
+            _ => [
+                wish,
+                PathMode::ClientRelayed,
+                PathMode::GatewayRelayed,
+                PathMode::Direct,
+                PathMode::SameRelay,
+            ],
+        };
+        std::iter::once(wish).chain(fallbacks).find(|mode| works(*mode))
+    }
+}
+
+fn stack_of(shape: &Shape, slot: usize) -> Stack {
+    match shape.families {
+        Families::V4 => Stack::V4,
+        Families::V6 => Stack::V6,
+        Families::Mixed => match shape.stacks[slot] {
+            0 => Stack::V4,
+            1 => Stack::V6,
+            _ => Stack::Dual,
+        },
+    }
+}
+
+fn layout(shape: &Shape) -> (Layout, Vec<RelaySpec>) {
+    let relay_stack = match shape.families {
+        Families::V4 => Stack::V4,
+        Families::V6 => Stack::V6,
+        Families::Mixed => Stack::Dual,
     };
-    let clients: Vec<ClientSpec> = (0..shape.clients)
-        .map(|index| ClientSpec {
-            name: CLIENTS[index].to_owned(),
-            stack: Stack::V4,
-            relay: client_relay(index),
+    let relays: Vec<RelaySpec> = RELAYS[..shape.relays]
+        .iter()
+        .map(|name| RelaySpec {
+            name: (*name).to_owned(),
+            stack: relay_stack,
         })
         .collect();
+    let relay_name = |index: usize| RELAYS[index % shape.relays].to_owned();
+    // In mixed topologies every host has a relay, so that every pair has a path.
+    let mixed = shape.families == Families::Mixed;
+    let gateways: Vec<GatewaySpec> = (0..shape.gateways)
+        .map(|index| GatewaySpec {
+            name: GATEWAYS[index].to_owned(),
+            stack: stack_of(shape, 3 + index),
+            relay: shape.gateway_relay[index]
+                .or(mixed.then_some(index))
+                .map(relay_name),
+        })
+        .collect();
+    let clients: Vec<ClientSpec> = (0..shape.clients)
+        .map(|index| {
+            let own = shape.client_relay[index].or(mixed.then_some(index));
+            let relay = match (&gateways[0].relay, own) {
+                (Some(shared), Some(_)) if shape.same_relay => Some(shared.clone()),
+                (_, own) => own.map(relay_name),
+            };
+            ClientSpec {
+                name: CLIENTS[index].to_owned(),
+                stack: stack_of(shape, index),
+                relay,
+            }
+        })
+        .collect();
+    let resources = (0..RESOURCES.len())
+        .filter(|index| RESOURCES[*index].gateway < shape.gateways)
+        .collect();
+    (
+        Layout {
+            clients,
+            gateways,
+            resources,
+        },
+        relays,
+    )
+}
+
+fn build(shape: &Shape, actions: &[Action]) -> Scenario {
+    let (layout, relays) = layout(shape);
     let topology = Topology {
-        clients: clients.clone(),
-        gateways: vec![GatewaySpec {
-            name: "gw".to_owned(),
-            stack: Stack::V4,
-            relay: shape.gateway_on_relay.then(|| "r1".to_owned()),
-        }],
-        relays: vec![
-            RelaySpec {
-                name: "r1".to_owned(),
-                stack: Stack::V4,
-            },
-            RelaySpec {
-                name: "r2".to_owned(),
-                stack: Stack::V4,
-            },
-        ],
-        resources: vec![
-            ResourceSpec {
-                name: "web".to_owned(),
-                gateway: "gw".to_owned(),
-                address: ResourceAddress::Cidr("198.51.100.10/32".to_owned()),
-            },
-            ResourceSpec {
-                name: "app".to_owned(),
-                gateway: "gw".to_owned(),
-                address: ResourceAddress::Dns("**.example.com".to_owned()),
-            },
-        ],
+        clients: layout.clients.clone(),
+        gateways: layout.gateways.clone(),
+        relays,
+        resources: layout
+            .resources
+            .iter()
+            .map(|index| {
+                let choice = &RESOURCES[*index];
+                ResourceSpec {
+                    name: choice.name.to_owned(),
+                    gateway: GATEWAYS[choice.gateway].to_owned(),
+                    address: if choice.dns {
+                        ResourceAddress::Dns(choice.address.to_owned())
+                    } else {
+                        ResourceAddress::Cidr(choice.address.to_owned())
+                    },
+                }
+            })
+            .collect(),
         dns_records: DOMAINS
             .iter()
             .enumerate()
@@ -204,12 +373,13 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 ttl_s: 30,
             })
             .collect(),
-        grants: clients
+        grants: layout
+            .clients
             .iter()
             .flat_map(|client| {
-                ["web", "app"].map(|resource| Grant {
+                layout.resources.iter().map(|index| Grant {
                     client: client.name.clone(),
-                    resource: resource.to_owned(),
+                    resource: RESOURCES[*index].name.to_owned(),
                     filters: Vec::new(),
                 })
             })
@@ -224,18 +394,48 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
         idle_timeout_s: None,
     };
     let mut steps = Vec::new();
+    let mut roamed = vec![false; layout.clients.len()];
+    // Every client starts on `direct`; where the families differ it first moves to a path
+    // through a relay (mixed topologies give every host one).
+    for (c, client) in layout.clients.iter().enumerate() {
+        for (g, gateway) in layout.gateways.iter().enumerate() {
+            if let Some(mode) = layout.usable(c, g, PathMode::Direct, false)
+                && mode != PathMode::Direct
+            {
+                steps.push(Step::Path {
+                    client: client.name.clone(),
+                    gateway: gateway.name.clone(),
+                    mode,
+                });
+            }
+        }
+    }
     let mut next_conn = 1;
-    let mut partitioned = [false; 2];
+    // Per (client, relay-side?) link: partitioned, held.
+    let mut partitioned = BTreeMap::new();
+    let mut held = BTreeMap::new();
     for action in actions {
-        let client_name = |client: usize| CLIENTS[client.min(shape.clients - 1)].to_owned();
-        let target =
-            |client: usize, resource: usize, port: u16, ipv6: bool, domain: usize| Target {
+        let client_index = |client: usize| client % layout.clients.len();
+        let client_name = |client: usize| layout.clients[client_index(client)].name.clone();
+        let resource_of = |resource: usize| layout.resources[resource % layout.resources.len()];
+        let target = |client: usize, resource: usize, port: u16, ipv6: bool, domain: usize| {
+            let choice = &RESOURCES[resource_of(resource)];
+            Target {
                 client: client_name(client),
-                resource: ["web", "app"][resource].to_owned(),
-                domain: (resource == 1).then(|| DOMAINS[domain].to_owned()),
-                ipv6: ipv6 && resource == 1,
+                resource: choice.name.to_owned(),
+                // Names under each DNS resource's pattern: three under example.com, one under
+                // svc.example.net.
+                domain: choice.dns.then(|| {
+                    if choice.name == "svc" {
+                        DOMAINS[3].to_owned()
+                    } else {
+                        DOMAINS[domain % 3].to_owned()
+                    }
+                }),
+                ipv6: (ipv6 && choice.dns) || choice.name == "web6",
                 port,
-            };
+            }
+        };
         match action.clone() {
             Action::Udp {
                 client,
@@ -280,46 +480,82 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                     TcpEnd::Open => {}
                 }
             }
-            Action::Path { client, mode } => steps.push(Step::Path {
-                client: client_name(client),
-                gateway: "gw".to_owned(),
+            Action::Path {
+                client,
+                gateway,
                 mode,
-            }),
-            // Roaming a client that uses a relay would need a new allocation (not simulated yet).
-            Action::Roam { client } => {
-                if !shape.client_on_relay[client.min(shape.clients - 1)] {
-                    steps.push(Step::Roam {
+            } => {
+                let (c, g) = (client_index(client), gateway % layout.gateways.len());
+                if let Some(mode) = layout.usable(c, g, mode, roamed[c]) {
+                    steps.push(Step::Path {
                         client: client_name(client),
+                        gateway: layout.gateways[g].name.clone(),
+                        mode,
                     });
+                }
+            }
+            Action::Roam { client } => {
+                let c = client_index(client);
+                roamed[c] = true;
+                steps.push(Step::Roam {
+                    client: client_name(client),
+                });
+                // Paths through the client's own relay end with the roam (it would need its
+                // new allocation, which the model cannot know): move them.
+                for (g, gateway) in layout.gateways.iter().enumerate() {
+                    if let Some(mode) = layout.usable(c, g, PathMode::GatewayRelayed, true) {
+                        steps.push(Step::Path {
+                            client: client_name(client),
+                            gateway: gateway.name.clone(),
+                            mode,
+                        });
+                    }
                 }
             }
             Action::Revoke { client, resource } => steps.push(Step::Revoke {
                 client: client_name(client),
-                resource: ["web", "app"][resource].to_owned(),
+                resource: RESOURCES[resource_of(resource)].name.to_owned(),
             }),
             Action::Grant { client, resource } => steps.push(Step::Grant(Grant {
                 client: client_name(client),
-                resource: ["web", "app"][resource].to_owned(),
+                resource: RESOURCES[resource_of(resource)].name.to_owned(),
                 filters: Vec::new(),
             })),
             Action::DnsChange { domain, last_octet } => steps.push(Step::DnsChange {
-                name: DOMAINS[domain].to_owned(),
+                name: DOMAINS[domain % DOMAINS.len()].to_owned(),
                 addresses: vec![format!("198.51.100.{last_octet}").parse().expect("ip")],
             }),
-            Action::Partition { client } => {
-                let client = client.min(shape.clients - 1);
-                partitioned[client] = !partitioned[client];
+            Action::Fault {
+                client,
+                to_relay,
+                kind,
+            } => {
+                let c = client_index(client);
+                let other = match (&layout.clients[c].relay, to_relay) {
+                    (Some(relay), true) => relay.clone(),
+                    _ => layout.gateways[0].name.clone(),
+                };
+                let key = (c, other.clone());
+                let fault = match kind {
+                    FaultKind::Partition => {
+                        let on = partitioned.entry(key).or_insert(false);
+                        *on = !*on;
+                        if *on { Fault::Partition } else { Fault::Heal }
+                    }
+                    FaultKind::Hold => {
+                        let on = held.entry(key).or_insert(false);
+                        *on = !*on;
+                        if *on { Fault::Hold } else { Fault::Release }
+                    }
+                    FaultKind::DropNext(n) => Fault::DropNext(n),
+                };
                 steps.push(Step::Fault {
-                    between: [client_name(client), "gw".to_owned()],
-                    fault: if partitioned[client] {
-                        scenario::Fault::Partition
-                    } else {
-                        scenario::Fault::Heal
-                    },
+                    between: [client_name(client), other],
+                    fault,
                 });
             }
             Action::Restart => steps.push(Step::GatewayRestart {
-                gateway: "gw".to_owned(),
+                gateway: layout.gateways[0].name.clone(),
             }),
             Action::Idle { seconds } => steps.push(Step::Idle { seconds }),
         }

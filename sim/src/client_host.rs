@@ -1,19 +1,25 @@
 //! A client host: its tunnel socket, its endpoint (direct or through its relay), the frames'
 //! counter, and its side of each TCP connection.
 
-use std::{cell::RefCell, collections::BTreeMap, net::SocketAddr, rc::Rc};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    rc::Rc,
+};
 
-use peer::{Endpoint, TurnClient};
+use peer::{Endpoint, TurnClient, TurnClientConfig};
 use proto::tunnel::{self, FrameHeader};
 use turmoil::net::UdpSocket;
 
 use crate::{
+    observed::{self, ObservedDelivery, ObservedReceiver},
     packets::{self, Inner},
-    wire,
     tcp::TcpSide,
+    wire,
     world::{
         ClientCommand, ClientTcpAction, Shared, deadline_ms, end_turn, flush_turn, now_instant,
-        send_through, session_id, session_key, unspecified,
+        now_ms, send_through, session_id, session_key, unspecified,
     },
 };
 
@@ -22,8 +28,18 @@ struct ClientHost {
     index: usize,
     counter: u64,
     endpoint: Endpoint,
+    /// The TURN client's configuration, for a new allocation after roaming.
+    turn: Option<TurnClientConfig>,
+    roams: u64,
     /// Where this client sends frames for each gateway (its socket or relayed address).
     targets: BTreeMap<usize, SocketAddr>,
+    /// Gateways this client reaches through its own relay.
+    via_relay: BTreeSet<usize>,
+    /// After roaming: the new allocation must bind the channels of `via_relay` once it exists.
+    rebind: bool,
+    /// Which gateway a tunnel frame comes from, by the address it comes from (every socket and
+    /// relayed address of a gateway this client was ever told to use).
+    peers: BTreeMap<SocketAddr, usize>,
     /// Per connection (by our inner address): the peer's inner address, the gateway, our side.
     tcp: BTreeMap<SocketAddr, (SocketAddr, usize, TcpSide)>,
 }
@@ -43,6 +59,22 @@ impl ClientHost {
                 .push(format!("{}: no address for gateway {gateway}", self.name));
             return;
         };
+        if self.via_relay.contains(&gateway)
+            && !self
+                .endpoint
+                .turn()
+                .is_some_and(|turn| turn.is_allocated())
+        {
+            // Roamed and not allocated again yet: a real client has no way through its relay.
+            shared.borrow_mut().trace(
+                &self.name,
+                format!(
+                    "cannot send {} to gateway {gateway}: no allocation on the relay yet",
+                    packets::parse(&inner)
+                ),
+            );
+            return;
+        }
         self.counter += 1;
         let frame = tunnel::seal(
             &session_key(self.index),
@@ -111,7 +143,16 @@ impl ClientHost {
             } => {
                 let now = now_instant(shared.borrow().origin);
                 self.targets.insert(gateway, target);
-                if let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
+                self.peers.insert(target, gateway);
+                if via_relay {
+                    self.via_relay.insert(gateway);
+                } else {
+                    self.via_relay.remove(&gateway);
+                }
+                let waiting = via_relay && self.rebind;
+                if !waiting
+                    && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now)
+                {
                     shared
                         .borrow_mut()
                         .errors
@@ -130,13 +171,59 @@ impl ClientHost {
                 let moved = SocketAddr::new(socket_addr.ip(), socket_addr.port() + 1);
                 *socket =
                     UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
-                self.endpoint.set_socket(moved);
-                shared
-                    .borrow_mut()
-                    .trace(&self.name, format!("roamed to {moved}"));
+                self.roams += 1;
+                match &self.turn {
+                    // The allocation belongs to the old socket's 5-tuple: allocate again from
+                    // the new socket, and bind the channels again once allocated. The old
+                    // allocation expires at the relay.
+                    Some(config) => {
+                        let mut config = config.clone();
+                        config.seed = config.seed.wrapping_add(self.roams << 32);
+                        let mut turn = TurnClient::new(config);
+                        turn.allocate(now_instant(shared.borrow().origin));
+                        self.endpoint = Endpoint::new(moved, Some(turn));
+                        self.rebind = true;
+                        shared.borrow_mut().trace(
+                            &self.name,
+                            format!("roamed to {moved}, allocating again on the relay"),
+                        );
+                    }
+                    None => {
+                        self.endpoint.set_socket(moved);
+                        shared
+                            .borrow_mut()
+                            .trace(&self.name, format!("roamed to {moved}"));
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// After roaming, once the new allocation exists: binds a channel to every gateway this
+    /// client reaches through its relay.
+    fn rebind_when_allocated(&mut self, shared: &Rc<RefCell<Shared>>) {
+        if !self.rebind
+            || !self
+                .endpoint
+                .turn()
+                .is_some_and(|turn| turn.is_allocated())
+        {
+            return;
+        }
+        self.rebind = false;
+        let now = now_instant(shared.borrow().origin);
+        for gateway in self.via_relay.clone() {
+            let Some(target) = self.targets.get(&gateway).copied() else {
+                continue;
+            };
+            if let Err(error) = self.endpoint.route_via_relay(target, true, now) {
+                shared
+                    .borrow_mut()
+                    .errors
+                    .push(format!("{}: path to {target} after roaming: {error}", self.name));
+            }
+        }
     }
 }
 
@@ -146,7 +233,7 @@ pub(crate) fn add_client(
     name: String,
     index: usize,
     socket_addr: SocketAddr,
-    turn: Option<peer::TurnClientConfig>,
+    turn: Option<TurnClientConfig>,
     gateways: Vec<SocketAddr>,
 ) {
     let shared = shared.clone();
@@ -162,7 +249,8 @@ pub(crate) fn add_client(
                 socket_addr.port(),
             ))
             .await?;
-            let mut turn = turn.map(TurnClient::new);
+            let config = turn;
+            let mut turn = config.clone().map(TurnClient::new);
             if let Some(turn) = turn.as_mut() {
                 turn.allocate(now_instant(origin));
             }
@@ -171,7 +259,16 @@ pub(crate) fn add_client(
                 index,
                 counter: 0,
                 endpoint: Endpoint::new(socket_addr, turn),
-                targets: gateways.into_iter().enumerate().collect(),
+                turn: config,
+                roams: 0,
+                targets: gateways.iter().copied().enumerate().collect(),
+                via_relay: BTreeSet::new(),
+                rebind: false,
+                peers: gateways
+                    .iter()
+                    .enumerate()
+                    .map(|(gateway, address)| (*address, gateway))
+                    .collect(),
                 tcp: BTreeMap::new(),
             };
             let mut buf = vec![0u8; 65536];
@@ -202,7 +299,8 @@ pub(crate) fn add_client(
                             continue;
                         }
                     };
-                    let (remote, payload) = (arrival.remote, arrival.payload.into_owned());
+                    let (remote, local, payload) =
+                        (arrival.remote, arrival.local, arrival.payload.into_owned());
                     let Ok((_, inner)) = tunnel::open(&session_key(index), &payload) else {
                         shared.borrow_mut().errors.push(format!(
                             "{name}: a datagram from {remote} is not a frame for us"
@@ -210,9 +308,27 @@ pub(crate) fn add_client(
                         continue;
                     };
                     let parsed = packets::parse(inner);
-                    shared
-                        .borrow_mut()
-                        .trace(&name, format!("received {parsed} from {remote}"));
+                    {
+                        let mut shared = shared.borrow_mut();
+                        shared.trace(&name, format!("received {parsed} from {remote}"));
+                        match host.peers.get(&remote) {
+                            // The gateway's view of the outer context: (the client's end, the
+                            // gateway's end).
+                            Some(gateway) => shared.deliveries.push(ObservedDelivery {
+                                at_ms: now_ms(),
+                                to: ObservedReceiver::Client {
+                                    client: index,
+                                    gateway: *gateway,
+                                    remote: local,
+                                    local: remote,
+                                },
+                                packet: observed::summarize(inner),
+                            }),
+                            None => shared.errors.push(format!(
+                                "{name}: a frame from {remote}, which is no gateway's address"
+                            )),
+                        }
+                    }
                     if let Inner::Tcp { src, dst, segment } = parsed
                         && let Some((_, gateway, side)) = host.tcp.get_mut(&dst)
                     {
@@ -227,6 +343,7 @@ pub(crate) fn add_client(
                         }
                     }
                 }
+                host.rebind_when_allocated(&shared);
                 flush_turn(&mut host.endpoint, &socket, &shared, &name);
                 let deadline = host
                     .endpoint

@@ -18,7 +18,10 @@ use hickory_proto::{
 use scenario::plan;
 use turmoil::net::UdpSocket;
 
-use crate::{wire, world::Shared};
+use crate::{
+    wire,
+    world::{Shared, unspecified},
+};
 
 /// The answer to one query datagram, or `None` if it is not a query.
 pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
@@ -50,13 +53,20 @@ pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
+/// The DNS server: one turmoil host per address family, answering from the same records.
 pub(crate) fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>) {
+    for ip in [IpAddr::V4(plan::DNS_SERVER_V4), IpAddr::V6(plan::DNS_SERVER_V6)] {
+        add_dns_host(sim, shared, ip);
+    }
+}
+
+fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: IpAddr) {
     let shared = shared.clone();
-    sim.host(IpAddr::V4(plan::DNS_SERVER_V4), move || {
+    sim.host(ip, move || {
         let shared = shared.clone();
         async move {
-            let socket = UdpSocket::bind("0.0.0.0:53").await?;
-            let local = SocketAddr::new(IpAddr::V4(plan::DNS_SERVER_V4), 53);
+            let local = plan::dns_server(ip);
+            let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), 53)).await?;
             let mut buf = vec![0u8; 2048];
             loop {
                 let (len, from) = socket.recv_from(&mut buf).await?;

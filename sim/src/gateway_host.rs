@@ -3,15 +3,15 @@
 
 use std::{
     cell::RefCell,
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::{IpAddr, SocketAddr},
     rc::Rc,
     time::{Duration, Instant},
 };
 
 use gateway::{
-    ClientConfig, DomainPattern, Filter, Gateway, GatewayConfig, IpCidr, PortRange, Resource,
-    ResourceAddress as GatewayResourceAddress, Transmit,
+    ClientConfig, DomainPattern, DropCounters, DropReason, Event, Filter, Gateway, GatewayConfig,
+    IpCidr, PortRange, Resource, ResourceAddress as GatewayResourceAddress, Transmit,
 };
 use peer::{Endpoint, TurnClient};
 use proto::flow::{ClientId, OuterContext, ResourceId, TimeOrigin, UtcTime};
@@ -22,9 +22,13 @@ use scenario::{
 use turmoil::net::UdpSocket;
 
 use crate::{
+    observed::{
+        self, DropCause, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
+        PacketSummary,
+    },
     packets::{self, Inner},
-    wire,
     tcp::TcpSide,
+    wire,
     world::{
         GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, deadline_ms,
         end_turn, flush_turn, now_instant, now_ms, send_through, session_id, session_key,
@@ -40,7 +44,7 @@ pub(crate) fn build_gateway(
     seed: u64,
 ) -> Gateway {
     let ip = plan.gateways[index].preferred();
-    let dns_server = SocketAddr::new(IpAddr::V4(plan::DNS_SERVER_V4), 53);
+    let dns_server = plan::dns_server(ip);
     let mut config = GatewayConfig::new(
         TimeOrigin {
             instant: origin,
@@ -127,10 +131,35 @@ fn filters(texts: &[String]) -> Vec<Filter> {
         .collect()
 }
 
+/// What a call into the gateway was given, for telling what it dropped.
+enum Input {
+    /// A timer, a control call, or a DNS answer: no packet of a client.
+    Other,
+    /// A tunnel frame, with the client whose session it names and its inner packet if it
+    /// opens under that client's key.
+    Frame {
+        client: Option<usize>,
+        inner: Option<Vec<u8>>,
+        len: usize,
+    },
+    /// A packet from the TUN side.
+    Tun(Vec<u8>),
+    /// `shutdown`: packets waiting for DNS are dropped.
+    Shutdown,
+}
+
 /// The gateway host: its UDP socket, the gateway, and the TUN link to the resource responder.
 struct GatewayHost {
     name: String,
+    index: usize,
     gateway: Gateway,
+    /// What the gateway asked to send, in its order, until the end of the turn.
+    outbox: VecDeque<Transmit>,
+    /// The client packets the gateway holds for a DNS answer, by (client, proxy IP), in
+    /// order: what a failed resolution or a shutdown drops.
+    dns_queue: BTreeMap<(usize, IpAddr), VecDeque<Vec<u8>>>,
+    /// Client index by tunnel IP.
+    tunnel_ips: BTreeMap<IpAddr, usize>,
     origin: Instant,
     /// Control calls applied since the start, replayed after a restart.
     control_log: Vec<GatewayCommand>,
@@ -143,6 +172,193 @@ struct GatewayHost {
 }
 
 impl GatewayHost {
+    /// Calls into the gateway, then accounts for what the call did: the drops it counted
+    /// (each tied to the packet it dropped), its events, and what it wants sent.
+    fn call(
+        &mut self,
+        input: Input,
+        shared: &Rc<RefCell<Shared>>,
+        f: impl FnOnce(&mut Gateway) -> Result<(), DropReason>,
+    ) -> Result<(), DropReason> {
+        let before = self.gateway.drop_counters().clone();
+        let result = f(&mut self.gateway);
+        self.account(&input, result, &before, shared);
+        result
+    }
+
+    /// Ties every drop the gateway counted in one call to the packet it dropped. The gateway
+    /// names the reason of the packet it was handed (the call's result); packets it held for a
+    /// DNS answer are dropped or forwarded later, which its DNS events say.
+    fn account(
+        &mut self,
+        input: &Input,
+        result: Result<(), DropReason>,
+        before: &DropCounters,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let at_ms = now_ms();
+        let mut uncounted: BTreeMap<DropReason, u64> = self
+            .gateway
+            .drop_counters()
+            .iter()
+            .map(|(reason, count)| (reason, count - before.get(reason)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        let take = |uncounted: &mut BTreeMap<DropReason, u64>, reason: DropReason| {
+            if let Some(count) = uncounted.get_mut(&reason) {
+                *count = count.saturating_sub(1);
+            }
+        };
+        let fresh: Vec<Transmit> = std::iter::from_fn(|| self.gateway.poll_transmit()).collect();
+        // What went to the TUN side in this call, not yet tied to a packet.
+        let mut forwarded: Vec<PacketSummary> = fresh
+            .iter()
+            .filter_map(|transmit| match transmit {
+                Transmit::Tun(packet) => Some(observed::summarize(packet)),
+                Transmit::Udp { .. } => None,
+            })
+            .collect();
+        let mut drops = Vec::new();
+        let mut problems = Vec::new();
+        match (input, result) {
+            (Input::Frame { client, inner, len }, Err(reason)) => {
+                take(&mut uncounted, reason);
+                let packet = match inner {
+                    Some(inner) => observed::summarize(inner),
+                    None => observed::unreadable(*len),
+                };
+                drops.push((*client, reason, packet));
+            }
+            (
+                Input::Frame {
+                    client: Some(client),
+                    inner: Some(inner),
+                    ..
+                },
+                Ok(()),
+            ) if forwarded.is_empty() => {
+                // Accepted and not forwarded: held for a DNS answer.
+                let packet = observed::summarize(inner);
+                if gateway::is_proxy_ip(packet.dst.ip()) {
+                    self.dns_queue
+                        .entry((*client, packet.dst.ip()))
+                        .or_default()
+                        .push_back(inner.clone());
+                } else {
+                    problems.push(format!(
+                        "{}: accepted {packet} without forwarding it",
+                        self.name
+                    ));
+                }
+            }
+            (Input::Tun(packet), Err(reason)) => {
+                take(&mut uncounted, reason);
+                let packet = observed::summarize(packet);
+                let client = self.tunnel_ips.get(&packet.dst.ip()).copied();
+                drops.push((client, reason, packet));
+            }
+            (_, Err(reason)) => take(&mut uncounted, reason),
+            _ => forwarded.clear(),
+        }
+        while let Some(event) = self.gateway.poll_event() {
+            match event {
+                Event::DnsResolutionFailed {
+                    client, proxy_ip, ..
+                } => {
+                    let client = client.0 as usize;
+                    let held = self.dns_queue.remove(&(client, proxy_ip));
+                    for inner in held.unwrap_or_default() {
+                        take(&mut uncounted, DropReason::DnsResolutionFailed);
+                        let packet = observed::summarize(&inner);
+                        drops.push((Some(client), DropReason::DnsResolutionFailed, packet));
+                    }
+                }
+                Event::DnsResolved {
+                    client, proxy_ip, ..
+                } => {
+                    // The held packets went through the data path again, in order: each was
+                    // forwarded (translated: only its destination IP differs) or dropped.
+                    let client = client.0 as usize;
+                    let held = self.dns_queue.remove(&(client, proxy_ip));
+                    for inner in held.unwrap_or_default() {
+                        let packet = observed::summarize(&inner);
+                        if let Some(at) = forwarded.iter().position(|sent| {
+                            sent.src == packet.src
+                                && sent.dst.port() == packet.dst.port()
+                                && sent.kind == packet.kind
+                        }) {
+                            forwarded.remove(at);
+                            continue;
+                        }
+                        let reason = uncounted
+                            .iter()
+                            .find(|(_, count)| **count > 0)
+                            .map(|(reason, _)| *reason);
+                        match reason {
+                            Some(reason) => {
+                                take(&mut uncounted, reason);
+                                drops.push((Some(client), reason, packet));
+                            }
+                            None => problems.push(format!(
+                                "{}: {packet}, held for DNS, was neither forwarded nor dropped",
+                                self.name
+                            )),
+                        }
+                    }
+                }
+                Event::FlowStarted(_) | Event::ClientRoamed { .. } => {}
+            }
+        }
+        if matches!(input, Input::Shutdown) {
+            for ((client, _), held) in std::mem::take(&mut self.dns_queue) {
+                for inner in held {
+                    take(&mut uncounted, DropReason::ShutDown);
+                    let packet = observed::summarize(&inner);
+                    drops.push((Some(client), DropReason::ShutDown, packet));
+                }
+            }
+        }
+        for (reason, count) in uncounted {
+            if count > 0 {
+                problems.push(format!(
+                    "{}: the gateway counted {count} drop(s) for {reason} that the simulator \
+                     cannot tie to a packet",
+                    self.name
+                ));
+            }
+        }
+        let mut shared = shared.borrow_mut();
+        for (client, reason, packet) in drops {
+            shared.trace(&self.name, format!("dropped ({reason}): {packet}"));
+            shared.drops.push(ObservedDrop {
+                at_ms,
+                place: ObservedPlace::Gateway {
+                    gateway: self.index,
+                    client,
+                },
+                cause: DropCause::Gateway(reason),
+                packet,
+            });
+        }
+        shared.errors.extend(problems);
+        drop(shared);
+        self.outbox.extend(fresh);
+    }
+
+    /// A control-plane call (its refusal is an answer, not a drop).
+    fn control<E: std::fmt::Display>(
+        &mut self,
+        shared: &Rc<RefCell<Shared>>,
+        f: impl FnOnce(&mut Gateway) -> Result<(), E>,
+    ) -> Result<(), String> {
+        let mut refused = None;
+        let _ = self.call(Input::Other, shared, |gateway| {
+            refused = f(gateway).err().map(|error| error.to_string());
+            Ok(())
+        });
+        refused.map_or(Ok(()), Err)
+    }
+
     /// Executes a control call and remembers it for a restart.
     fn apply(&mut self, command: GatewayCommand, now: Instant, shared: &Rc<RefCell<Shared>>) {
         self.execute(&command, now, shared);
@@ -162,32 +378,32 @@ impl GatewayHost {
                 client,
                 resource,
                 filters: texts,
-            } => self
-                .gateway
-                .grant(
+            } => self.control(shared, |gateway| {
+                gateway.grant(
                     ClientId(*client as u32),
                     ResourceId(*resource as u32),
                     filters(texts),
                 )
-                .map_err(|e| e.to_string()),
-            GatewayCommand::Revoke { client, resource } => self
-                .gateway
-                .revoke(ClientId(*client as u32), ResourceId(*resource as u32), now)
-                .map_err(|e| e.to_string()),
+            }),
+            GatewayCommand::Revoke { client, resource } => self.control(shared, |gateway| {
+                gateway.revoke(ClientId(*client as u32), ResourceId(*resource as u32), now)
+            }),
             GatewayCommand::MapDns {
                 client,
                 proxy_ip,
                 domain,
-            } => self
-                .gateway
-                .map_dns(ClientId(*client as u32), *proxy_ip, domain, now)
-                .map_err(|e| e.to_string()),
+            } => self.control(shared, |gateway| {
+                gateway.map_dns(ClientId(*client as u32), *proxy_ip, domain, now)
+            }),
             GatewayCommand::Resource { client, action } => {
                 self.resource_acts(*client, *action, shared);
                 Ok(())
             }
             GatewayCommand::Restart | GatewayCommand::Shutdown => {
-                self.gateway.shutdown(now);
+                let _ = self.call(Input::Shutdown, shared, |gateway| {
+                    gateway.shutdown(now);
+                    Ok(())
+                });
                 Ok(())
             }
             GatewayCommand::Path { remote, via_relay } => self
@@ -240,10 +456,20 @@ impl GatewayHost {
     /// The resource's script: echo UDP, answer TCP as docs/harness.md says.
     fn resource_receives(&mut self, packet: &[u8], shared: &Rc<RefCell<Shared>>) {
         let inner = packets::parse(packet);
-        shared.borrow_mut().trace(
-            &format!("{}/tun", self.name),
-            format!("resource got {inner}"),
-        );
+        {
+            let mut shared = shared.borrow_mut();
+            shared.trace(
+                &format!("{}/tun", self.name),
+                format!("resource got {inner}"),
+            );
+            shared.deliveries.push(ObservedDelivery {
+                at_ms: now_ms(),
+                to: ObservedReceiver::Resource {
+                    gateway: self.index,
+                },
+                packet: observed::summarize(packet),
+            });
+        }
         let reply = match inner {
             Inner::Udp { src, dst, payload } => Some(packets::udp(dst, src, &payload)),
             Inner::Tcp { src, dst, segment } => {
@@ -292,10 +518,18 @@ pub(crate) fn add_gateway(
             if let Some(turn) = turn.as_mut() {
                 turn.allocate(now_instant(origin));
             }
-            let dns_server = SocketAddr::new(IpAddr::V4(plan::DNS_SERVER_V4), 53);
+            let dns_server = plan::dns_server(ip);
+            let tunnel_ips = (plan.tunnel_v4.iter().map(|ip| IpAddr::V4(*ip)).enumerate())
+                .chain(plan.tunnel_v6.iter().map(|ip| IpAddr::V6(*ip)).enumerate())
+                .map(|(client, ip)| (ip, client))
+                .collect();
             let mut host = GatewayHost {
                 name: name.clone(),
+                index,
                 gateway: build_gateway(&scenario, &plan, index, origin, seed),
+                outbox: VecDeque::new(),
+                dns_queue: BTreeMap::new(),
+                tunnel_ips,
                 origin,
                 control_log: Vec::new(),
                 tun_link: BTreeMap::new(),
@@ -312,7 +546,10 @@ pub(crate) fn add_gateway(
                     .poll_timeout()
                     .is_some_and(|deadline| deadline <= now)
                 {
-                    host.gateway.handle_timeout(now);
+                    let _ = host.call(Input::Other, &shared, |gateway| {
+                        gateway.handle_timeout(now);
+                        Ok(())
+                    });
                 }
                 if let Some(turn) = host.endpoint.turn_mut()
                     && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
@@ -346,18 +583,20 @@ pub(crate) fn add_gateway(
                     };
                     if towards_resource {
                         host.resource_receives(&packet, &shared);
-                    } else if let Err(reason) = host.gateway.handle_tun_packet(&packet, now) {
-                        shared
-                            .borrow_mut()
-                            .trace(&name, format!("dropped from TUN: {reason:?}"));
+                    } else {
+                        let input = Input::Tun(packet.clone());
+                        let _ = host.call(input, &shared, |gateway| {
+                            gateway.handle_tun_packet(&packet, now)
+                        });
                     }
                 }
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
                     wire::received(&shared, &name, from, local, &buf[..len], None);
                     if from == dns_server {
-                        if let Err(reason) =
-                            host.gateway.handle_input(from, local, &buf[..len], now)
-                        {
+                        let answer = &buf[..len];
+                        if let Err(reason) = host.call(Input::Other, &shared, |gateway| {
+                            gateway.handle_input(from, local, answer, now)
+                        }) {
                             shared
                                 .borrow_mut()
                                 .trace(&name, format!("DNS answer dropped: {reason:?}"));
@@ -387,14 +626,20 @@ pub(crate) fn add_gateway(
                             outer.local
                         ),
                     );
-                    if let Err(reason) =
-                        host.gateway
-                            .handle_tunnel_frame(outer, &arrival.payload, now)
-                    {
-                        shared
-                            .borrow_mut()
-                            .trace(&name, format!("dropped: {reason:?}"));
-                    }
+                    let opened = observed::open_frame(&arrival.payload);
+                    let input = Input::Frame {
+                        client: opened.as_ref().map(|(client, _)| *client).or_else(|| {
+                            proto::tunnel::peek_header(&arrival.payload)
+                                .ok()
+                                .and_then(|header| header.session_id.checked_sub(1000))
+                                .map(|client| client as usize)
+                        }),
+                        inner: opened.map(|(_, inner)| inner),
+                        len: arrival.payload.len(),
+                    };
+                    let _ = host.call(input, &shared, |gateway| {
+                        gateway.handle_tunnel_frame(outer, &arrival.payload, now)
+                    });
                 }
                 flush_gateway(&mut host, &socket, local, dns_server, &shared);
                 let turn = host.endpoint.turn_mut().and_then(|turn| turn.poll_timeout());
@@ -425,7 +670,7 @@ fn flush_gateway(
     dns_server: SocketAddr,
     shared: &Rc<RefCell<Shared>>,
 ) {
-    while let Some(transmit) = host.gateway.poll_transmit() {
+    while let Some(transmit) = host.outbox.pop_front() {
         match transmit {
             Transmit::Udp { dst, payload, src } => {
                 if dst == dns_server {
@@ -458,7 +703,6 @@ fn flush_gateway(
             }
         }
     }
-    while host.gateway.poll_event().is_some() {}
     flush_turn(&mut host.endpoint, socket, shared, &host.name);
     collect_flows(&mut host.gateway, shared);
 }

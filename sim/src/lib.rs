@@ -6,13 +6,16 @@
 //! reference model predicts from the same contract.
 //!
 //! Status: every path mode (direct, through the client's relay, through the gateway's relay,
-//! both on one relay, two relays) with UDP, TCP, DNS resources, grants, revocations, roaming of
-//! clients without a relay, partitions, holds, gateway restarts and idle time. `drop-next`
-//! faults and roaming a relayed client are refused with [`SimError::Unsupported`].
+//! both on one relay, two relays) with UDP, TCP, DNS resources, grants, revocations, roaming
+//! (a client with a relay allocates again from its new socket), partitions, holds, `drop-next`,
+//! gateway restarts and idle time. Besides flow records, the outcome lists every inner packet
+//! that reached a client or a resource responder and every one a gateway or a link fault
+//! dropped ([`observed`]).
 
 mod client_host;
 mod dns_server;
 mod gateway_host;
+pub mod observed;
 pub mod packets;
 mod relay_host;
 pub mod tcp;
@@ -20,6 +23,10 @@ pub mod wire;
 mod world;
 pub mod xdp;
 
+pub use observed::{
+    DropCause, GatewayDropReason, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
+    PacketSummary, SummaryKind,
+};
 pub use wire::{Direction, Hop, XdpNote};
 pub use world::{Outcome, RunOptions, SimError, TraceLine, run};
 pub use xdp::Datapath;

@@ -28,6 +28,9 @@ use crate::{
     xdp::{Datagram, Datapath, XdpBeside, agree, warn_skipped},
 };
 
+/// Runs of a relay's XDP program per reason, shared by its sides and read at the end.
+pub(crate) type XdpReasons = Rc<RefCell<BTreeMap<u32, u64>>>;
+
 /// One datagram the relay sends.
 #[derive(Debug)]
 struct Outgoing {
@@ -77,7 +80,7 @@ pub(crate) fn add_relay(
     addresses: &HostAddresses,
     seed: u64,
     datapath: Datapath,
-) -> Result<(Rc<RefCell<BTreeMap<u32, u64>>>, Datapath), SimError> {
+) -> Result<(XdpReasons, Datapath), SimError> {
     let config = relay_config(addresses, seed);
     let origin = shared.borrow().origin;
     let relay = Relay::new(config.clone(), origin)
@@ -137,7 +140,7 @@ struct Side {
     origin: Instant,
     shared: Rc<RefCell<Shared>>,
     core: Rc<RefCell<RelayCore>>,
-    reasons: Rc<RefCell<BTreeMap<u32, u64>>>,
+    reasons: XdpReasons,
     sockets: BTreeMap<u16, UdpSocket>,
 }
 

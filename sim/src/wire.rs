@@ -38,7 +38,8 @@ pub struct Hop {
 }
 
 /// Sends `payload` from `src` (the address `socket` is bound to on this host) to `dst`, and
-/// records it. A send turmoil refuses is an invariant broken.
+/// records it. The faults on the link to `dst` act first: a datagram they take is recorded as
+/// sent but never reaches turmoil. A send turmoil refuses is an invariant broken.
 pub(crate) fn send(
     socket: &UdpSocket,
     shared: &Rc<RefCell<Shared>>,
@@ -57,6 +58,9 @@ pub(crate) fn send(
         payload: payload.to_vec(),
         xdp: None,
     });
+    if shared.link_takes(host, dst.ip(), payload) {
+        return;
+    }
     if let Err(error) = socket.try_send_to(payload, dst) {
         shared
             .errors

@@ -16,7 +16,9 @@ use scenario::{
 };
 
 use crate::{
-    client_host, dns_server, gateway_host, relay_host,
+    client_host, dns_server, gateway_host,
+    observed::{self, DropCause, ObservedDelivery, ObservedDrop, ObservedPlace},
+    relay_host,
     wire::{self, Hop},
     xdp::Datapath,
 };
@@ -79,10 +81,16 @@ pub struct Outcome {
     pub trace: Vec<TraceLine>,
     /// Things that must never happen (a control-plane call refused, an unexpected drop).
     pub errors: Vec<String>,
-    /// Each host's relayed addresses (by host name), as its TURN client reported them.
+    /// Each host's relayed addresses (by host name) of its first allocation, as its TURN
+    /// client reported them (a client that roams allocates again; this keeps the first).
     pub relayed: BTreeMap<String, Vec<SocketAddr>>,
     /// Every datagram every host sent and received, in order.
     pub hops: Vec<Hop>,
+    /// Every inner packet that reached a client or a resource responder, in order of arrival.
+    pub deliveries: Vec<ObservedDelivery>,
+    /// Every inner packet a gateway dropped or a link fault took, in the order it happened
+    /// (frames still held at the end last, at the end's time).
+    pub drops: Vec<ObservedDrop>,
     /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
     pub xdp_reasons: BTreeMap<&'static str, u64>,
     /// The datapath the relays really ran: userspace only if the XDP program could not load
@@ -182,10 +190,19 @@ pub(crate) struct Shared {
     pub(crate) flows: Vec<FlowRecord>,
     pub(crate) errors: Vec<String>,
     pub(crate) hops: Vec<Hop>,
+    pub(crate) deliveries: Vec<ObservedDelivery>,
+    pub(crate) drops: Vec<ObservedDrop>,
     pub(crate) gateway_commands: Vec<VecDeque<GatewayCommand>>,
     pub(crate) client_commands: Vec<VecDeque<ClientCommand>>,
-    /// Each host's relayed addresses, as its TURN client last reported them.
+    /// Each host's relayed addresses of its first allocation (for the outcome).
     pub(crate) relayed: BTreeMap<String, Vec<SocketAddr>>,
+    /// Each host's relayed addresses, as its TURN client last reported them (a roamed client's
+    /// new allocation): where the runner points paths.
+    pub(crate) current_relayed: BTreeMap<String, Vec<SocketAddr>>,
+    /// The scenario's host name of every address a host has (relays: both families).
+    pub(crate) hosts_by_ip: BTreeMap<IpAddr, String>,
+    /// Faults on links between named hosts (names sorted).
+    pub(crate) faults: BTreeMap<[String; 2], LinkFaults>,
     pub(crate) dns_records: BTreeMap<String, (Vec<IpAddr>, u32)>,
     /// Each host's earliest timer, in ms since the start, as it published it at the end of its
     /// last turn (absent: none).
@@ -195,7 +212,87 @@ pub(crate) struct Shared {
     quiet_until_ms: u64,
 }
 
+/// The faults on one link between two named hosts (docs/harness.md, "Faults").
+#[derive(Debug, Default)]
+pub(crate) struct LinkFaults {
+    partitioned: bool,
+    holding: bool,
+    /// Tunnel frames the `drop-next` faults still take.
+    drop_next: u32,
+    /// Tunnel frames sent while the link holds (turmoil keeps them until a release): when they
+    /// were sent and what they carry.
+    held: Vec<(u64, observed::PacketSummary)>,
+}
+
+impl LinkFaults {
+    fn active(&self) -> bool {
+        self.partitioned || self.holding || self.drop_next > 0
+    }
+}
+
+/// The key of the link between two named hosts: the names, sorted.
+pub(crate) fn link_key(a: &str, b: &str) -> [String; 2] {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    [a.to_owned(), b.to_owned()]
+}
+
 impl Shared {
+    /// Whether the faults on the link from `host` to the host at `dst` take a datagram `host`
+    /// sends now (it is then not sent). Faults act on each hop when the datagram is sent on
+    /// it: a partition takes every datagram; a held link keeps it (turmoil holds it; a tunnel
+    /// frame is remembered until `release`); a `drop-next` fault takes the next tunnel frames
+    /// only (TURN control traffic passes). Taken tunnel frames are recorded as drops.
+    pub(crate) fn link_takes(&mut self, host: &str, dst: IpAddr, payload: &[u8]) -> bool {
+        let Some(peer) = self.hosts_by_ip.get(&dst) else {
+            return false;
+        };
+        let between = link_key(host, peer);
+        let Some(faults) = self.faults.get_mut(&between) else {
+            return false;
+        };
+        if !faults.active() {
+            return false;
+        }
+        let at_ms = now_ms();
+        let packet = observed::tunnel_packet_in(payload);
+        let cause = if faults.partitioned {
+            DropCause::Partition
+        } else if faults.holding {
+            if let Some(packet) = packet {
+                faults.held.push((at_ms, packet));
+            }
+            return false;
+        } else if packet.is_some() && faults.drop_next > 0 {
+            faults.drop_next -= 1;
+            DropCause::DropNext
+        } else {
+            return false;
+        };
+        let what = match packet {
+            Some(packet) => {
+                self.drops.push(ObservedDrop {
+                    at_ms,
+                    place: ObservedPlace::Link {
+                        between: between.clone(),
+                    },
+                    cause,
+                    packet,
+                });
+                format!("frame with {packet}")
+            }
+            None => format!("{} bytes", payload.len()),
+        };
+        self.trace_at(
+            at_ms,
+            host,
+            format!(
+                "lost on the link {}-{} ({cause:?}): {what}",
+                between[0], between[1]
+            ),
+        );
+        true
+    }
+
     /// Records what a host did now (inside the simulation).
     pub(crate) fn trace(&mut self, host: &str, event: String) {
         self.trace_at(now_ms(), host, event);
@@ -260,7 +357,6 @@ pub(crate) fn session_id(client: usize) -> u32 {
 
 /// Runs a scenario to its end and returns what happened.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimError> {
-    check_supported(scenario)?;
     let plan = AddressPlan::new(scenario);
     let durations: Vec<u64> = scenario.steps.iter().map(step_duration_ms).collect();
     let end_ms = SETUP_MS + durations.iter().sum::<u64>();
@@ -280,9 +376,14 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         flows: Vec::new(),
         errors: Vec::new(),
         hops: Vec::new(),
+        deliveries: Vec::new(),
+        drops: Vec::new(),
         gateway_commands: vec![VecDeque::new(); scenario.topology.gateways.len()],
         client_commands: vec![VecDeque::new(); scenario.topology.clients.len()],
         relayed: BTreeMap::new(),
+        current_relayed: BTreeMap::new(),
+        hosts_by_ip: hosts_by_ip(scenario, &plan),
+        faults: BTreeMap::new(),
         deadlines: BTreeMap::new(),
         quiet_until_ms: 0,
         dns_records: scenario
@@ -383,13 +484,33 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimErro
         queue.push_back(GatewayCommand::Shutdown);
     }
     run_until(&mut sim, &shared, &runner.held, end_ms + 2)?;
-    let shared = shared.borrow();
+    let mut shared = shared.borrow_mut();
+    // Frames still held when the run ends never arrive.
+    let still_held: Vec<ObservedDrop> = shared
+        .faults
+        .iter_mut()
+        .flat_map(|(between, faults)| {
+            std::mem::take(&mut faults.held)
+                .into_iter()
+                .map(|(_, packet)| ObservedDrop {
+                    at_ms: end_ms,
+                    place: ObservedPlace::Link {
+                        between: between.clone(),
+                    },
+                    cause: DropCause::StillHeld,
+                    packet,
+                })
+        })
+        .collect();
+    shared.drops.extend(still_held);
     Ok(Outcome {
         flows: shared.flows.clone(),
         trace: shared.trace.clone(),
         errors: shared.errors.clone(),
         relayed: shared.relayed.clone(),
         hops: shared.hops.clone(),
+        deliveries: shared.deliveries.clone(),
+        drops: shared.drops.clone(),
         xdp_reasons: xdp_reasons
             .iter()
             .flat_map(|reasons| reasons.borrow().clone())
@@ -436,35 +557,6 @@ fn turn_config(
         lifetime: None,
         seed,
     })
-}
-
-fn check_supported(scenario: &Scenario) -> Result<(), SimError> {
-    let relayed_clients: Vec<&str> = scenario
-        .topology
-        .clients
-        .iter()
-        .filter(|client| client.relay.is_some())
-        .map(|client| client.name.as_str())
-        .collect();
-    for (index, step) in scenario.steps.iter().enumerate() {
-        match step {
-            Step::Roam { client } if relayed_clients.contains(&client.as_str()) => {
-                return Err(SimError::Unsupported(format!(
-                    "steps[{index}]: roaming a client that uses a relay (it would need a new allocation)"
-                )));
-            }
-            Step::Fault {
-                fault: Fault::DropNext(_),
-                ..
-            } => {
-                return Err(SimError::Unsupported(format!(
-                    "steps[{index}]: drop-next faults"
-                )));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn step_duration_ms(step: &Step) -> u64 {
@@ -538,6 +630,30 @@ fn quiet_until(
 
 fn ordered(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
     if a <= b { (a, b) } else { (b, a) }
+}
+
+/// The scenario's host name of every address of every host (the DNS server is `dns`).
+fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, String> {
+    let topology = &scenario.topology;
+    let named = topology
+        .clients
+        .iter()
+        .map(|c| &c.name)
+        .zip(&plan.clients)
+        .chain(topology.gateways.iter().map(|g| &g.name).zip(&plan.gateways))
+        .chain(topology.relays.iter().map(|r| &r.name).zip(&plan.relays));
+    let mut hosts = BTreeMap::new();
+    for (name, addresses) in named {
+        for ip in [addresses.v4.map(IpAddr::V4), addresses.v6.map(IpAddr::V6)]
+            .into_iter()
+            .flatten()
+        {
+            hosts.insert(ip, name.clone());
+        }
+    }
+    hosts.insert(IpAddr::V4(plan::DNS_SERVER_V4), "dns".to_owned());
+    hosts.insert(IpAddr::V6(plan::DNS_SERVER_V6), "dns".to_owned());
+    hosts
 }
 
 /// The turmoil hosts of a host named in the scenario: its preferred address, or for a relay
@@ -765,7 +881,7 @@ impl Runner<'_> {
                 client,
                 gateway,
                 mode,
-            } => self.path(client, gateway, *mode),
+            } => self.path(at_ms, client, gateway, *mode),
             Step::Roam { client } => {
                 let client = self.client_index(client);
                 self.roams[client] += 1;
@@ -803,10 +919,27 @@ impl Runner<'_> {
                     .insert(name.to_ascii_lowercase(), (addresses.clone(), ttl));
             }
             Step::Fault { between, fault } => {
+                // Partitions and drop-next act where a host sends (`Shared::link_takes`); holds
+                // use turmoil's, which keeps datagrams until the release.
+                {
+                    let mut shared = self.shared.borrow_mut();
+                    let faults = shared
+                        .faults
+                        .entry(link_key(&between[0], &between[1]))
+                        .or_default();
+                    match fault {
+                        Fault::Partition => faults.partitioned = true,
+                        Fault::Heal => faults.partitioned = false,
+                        Fault::Hold => faults.holding = true,
+                        Fault::Release => {
+                            faults.holding = false;
+                            faults.held.clear();
+                        }
+                        Fault::DropNext(n) => faults.drop_next = faults.drop_next.saturating_add(*n),
+                    }
+                }
                 for (a, b) in link_pairs(self.scenario, self.plan, between) {
                     match fault {
-                        Fault::Partition => sim.partition(a, b),
-                        Fault::Heal => sim.repair(a, b),
                         Fault::Hold => {
                             self.held.insert(ordered(a, b));
                             sim.hold(a, b);
@@ -815,7 +948,7 @@ impl Runner<'_> {
                             self.held.remove(&ordered(a, b));
                             sim.release(a, b);
                         }
-                        Fault::DropNext(_) => {}
+                        Fault::Partition | Fault::Heal | Fault::DropNext(_) => {}
                     }
                 }
             }
@@ -834,7 +967,7 @@ impl Runner<'_> {
     }
 
     /// Tells both ends of a client-gateway pair where to send and whether through their relay.
-    fn path(&self, client: &str, gateway: &str, mode: PathMode) {
+    fn path(&self, at_ms: u64, client: &str, gateway: &str, mode: PathMode) {
         let c = self.client_index(client);
         let g = self
             .scenario
@@ -843,7 +976,7 @@ impl Runner<'_> {
             .iter()
             .position(|x| x.name == gateway)
             .unwrap_or(0);
-        let relayed = self.shared.borrow().relayed.clone();
+        let relayed = self.shared.borrow().current_relayed.clone();
         // A host's relayed address in one family (docs/harness.md, "Addresses").
         let of = |host: &str, v6: bool| -> Option<SocketAddr> {
             relayed
@@ -866,10 +999,14 @@ impl Runner<'_> {
                 .find_map(|v6| Some((of(client, v6)?, of(gateway, v6)?)))
                 .map(|(cr, gr)| (gr, true, cr, true)),
         };
+        // No allocation (lost to a fault across a refresh, say): the hosts keep their old
+        // path. If the model predicted the new one, the records will show it.
         let Some((target, client_via, remote, gateway_via)) = plan else {
-            self.shared.borrow_mut().errors.push(format!(
-                "path {mode:?} for {client} and {gateway}: an allocation is missing"
-            ));
+            self.shared.borrow_mut().trace_at(
+                at_ms,
+                "runner",
+                format!("path {mode:?} for {client} and {gateway} not taken: an allocation is missing"),
+            );
             return;
         };
         self.to_client(
@@ -951,13 +1088,16 @@ pub(crate) fn flush_turn(
     while let Some(event) = turn.poll_event() {
         shared.trace(name, format!("TURN: {event:?}"));
     }
-    shared
-        .relayed
-        .insert(name.to_owned(), turn.relayed_addresses().to_vec());
+    let addresses = turn.relayed_addresses().to_vec();
+    let first = shared.relayed.entry(name.to_owned()).or_default();
+    if first.is_empty() {
+        first.clone_from(&addresses);
+    }
+    shared.current_relayed.insert(name.to_owned(), addresses);
 }
 
 /// Sends `payload` to `remote` the way the host's endpoint routes it (directly or as
-/// ChannelData through its relay); a failure is an invariant broken, not a drop.
+/// ChannelData through its relay).
 pub(crate) fn send_through(
     endpoint: &mut peer::Endpoint,
     socket: &turmoil::net::UdpSocket,
@@ -982,9 +1122,10 @@ pub(crate) fn send_through(
                 &datagram.payload,
             );
         }
+        // The endpoint has no way there yet (a channel binding that a fault held up): the
+        // host drops the frame, as a real one would. The model calls such cases unpredictable.
         Err(error) => shared
             .borrow_mut()
-            .errors
-            .push(format!("{name}: cannot send to {remote}: {error}")),
+            .trace(name, format!("dropped {what} to {remote}: cannot send: {error}")),
     }
 }

@@ -4,6 +4,8 @@
 //! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
 //! - `explore`: setup, then the main job (see `vpnsim explore --help`).
 //! - `replay`: setup, then one scenario file run and checked (see `vpnsim replay --help`).
+//! - `show`: setup, then a scenario file and what the model expects from it (`vpnsim show`).
+//! - `promote`: setup, then a scenario file copied into the corpus (`vpnsim promote`).
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
 //!
@@ -24,6 +26,10 @@ tasks:
   explore    setup, then run the main job: generated scenarios checked against the model
              (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7)
   replay     setup, then run one scenario file and print its timeline: `vpnsim replay FILE`
+  show       setup, then print a scenario file and what the model expects from it (timeline,
+             flow records, deliveries, drops): `vpnsim show FILE`
+  promote    setup, then copy a scenario file (e.g. an explore failure) into the corpus as
+             scenarios/corpus/NAME.yaml: `vpnsim promote FILE NAME`
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
 ";
@@ -49,7 +55,7 @@ fn run() -> Result<()> {
             setup::report_bpf_availability();
             cargo(&["test", "--workspace"], &rest)
         }
-        Some(task @ ("explore" | "replay" | "bench")) => {
+        Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
             vpnsim(task, &rest)
         }
