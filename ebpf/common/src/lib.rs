@@ -230,7 +230,8 @@ pub mod maps {
     pub const REASON_COUNTERS: &str = "REASON_COUNTERS";
     /// `Array<RelayConfig>` with one slot: the relay's public addresses.
     pub const CONFIG: &str = "CONFIG";
-    /// `HashMap<ClientChannel, AllocationPeer>`: the channel path's bindings.
+    /// `HashMap<ClientChannel, ChannelRoute>`: the channel path's bindings, each with its
+    /// relay-to-self destination resolved.
     pub const CHANNELS: &str = "CHANNELS";
     /// `HashMap<AllocationPeer, ClientChannel>`: the allocation path's bindings (the reverse).
     pub const ALLOCATIONS: &str = "ALLOCATIONS";
@@ -277,7 +278,8 @@ impl RelayConfig {
     }
 }
 
-/// A client and one of its channels: the key of `CHANNELS`, the value of `ALLOCATIONS`.
+/// A client and one of its channels: the key of `CHANNELS`, the value of `ALLOCATIONS` (and the
+/// relay-to-self destination in a `CHANNELS` value).
 /// 20 bytes, no padding; ports and channel numbers in network byte order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -290,7 +292,8 @@ pub struct ClientChannel {
     pub channel: u16,
 }
 
-/// An allocation and one of its peers: the key of `ALLOCATIONS`, the value of `CHANNELS`.
+/// An allocation and one of its peers: the key of `ALLOCATIONS`, the binding part of a
+/// `CHANNELS` value.
 /// 20 bytes, no padding; ports in network byte order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -302,6 +305,43 @@ pub struct AllocationPeer {
     pub peer_ip: [u8; 16],
     /// The peer's port, network byte order.
     pub peer_port: u16,
+}
+
+impl AllocationPeer {
+    /// The same binding seen from the other end of a relay-to-self route: when `peer_ip` is the
+    /// relay's own address and `peer_port` another allocation, that allocation's binding back
+    /// to this one has this key in `ALLOCATIONS`. The allocation port and the peer port swap.
+    pub const fn reverse(&self) -> Self {
+        Self {
+            allocation_port: self.peer_port,
+            peer_ip: self.peer_ip,
+            peer_port: self.allocation_port,
+        }
+    }
+}
+
+/// The value of `CHANNELS`: the binding of a client's channel, and where relay-to-self
+/// ChannelData on it goes, so that the channel path needs one lookup in every case.
+/// 40 bytes, no padding; ports and channel numbers in network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChannelRoute {
+    /// The allocation and the peer the channel is bound to (this binding's `ALLOCATIONS` key).
+    pub binding: AllocationPeer,
+    /// The `ALLOCATIONS` value at `binding.reverse()`: when the peer is the relay's own address
+    /// at an allocation port, the client (and its channel) of that allocation which has bound
+    /// the relay's address at this binding's allocation port, i.e. where the data goes. All
+    /// zero (channel 0, which is no channel) when `ALLOCATIONS` has no such entry. The loader
+    /// keeps it equal to that lookup whenever either map changes.
+    pub relay_to_self: ClientChannel,
+}
+
+impl ChannelRoute {
+    /// Whether `relay_to_self` names a client (a bound channel is never 0).
+    #[inline(always)]
+    pub const fn has_relay_to_self(&self) -> bool {
+        self.relay_to_self.channel != 0
+    }
 }
 
 #[cfg(feature = "user")]
@@ -316,6 +356,9 @@ mod pod {
     // SAFETY: as above.
     #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::AllocationPeer {}
+    // SAFETY: as above (two such structs, each of alignment 2 and an even size).
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for super::ChannelRoute {}
 }
 
 /// An IP address in the maps' unified 16-byte form (IPv4 as `::ffff:a.b.c.d`).
@@ -396,6 +439,45 @@ mod tests {
         assert_eq!(size_of::<ClientChannel>(), 20);
         assert_eq!(size_of::<AllocationPeer>(), 2 + 16 + 2);
         assert_eq!(size_of::<AllocationPeer>(), 20);
+        assert_eq!(align_of::<ClientChannel>(), 2);
+        assert_eq!(align_of::<AllocationPeer>(), 2);
+        assert_eq!(size_of::<ChannelRoute>(), 20 + 20);
+        assert_eq!(size_of::<ChannelRoute>(), 40);
+        assert_eq!(align_of::<ChannelRoute>(), 2);
+        assert_eq!(core::mem::offset_of!(ChannelRoute, binding), 0);
+        assert_eq!(core::mem::offset_of!(ChannelRoute, relay_to_self), 20);
+    }
+
+    #[test]
+    fn the_reverse_of_a_relay_to_self_binding_is_the_other_allocations_key() {
+        // A (allocation 50011) bound the relay's 50013; C (allocation 50013) bound the relay's
+        // 50011: A's reverse is C's key.
+        let relay = "203.0.113.1".parse().unwrap();
+        let a = ChannelBinding {
+            client: "203.0.113.11:50000".parse().unwrap(),
+            channel: 0x4010,
+            allocation_port: 50011,
+            peer: SocketAddr::new(relay, 50013),
+        };
+        let c = ChannelBinding {
+            client: "203.0.113.12:50000".parse().unwrap(),
+            channel: 0x4011,
+            allocation_port: 50013,
+            peer: SocketAddr::new(relay, 50011),
+        };
+        assert_eq!(a.allocation_peer().reverse(), c.allocation_peer());
+        assert_eq!(a.allocation_peer().reverse().reverse(), a.allocation_peer());
+        let route = ChannelRoute {
+            binding: a.allocation_peer(),
+            relay_to_self: c.client_channel(),
+        };
+        assert!(route.has_relay_to_self());
+        assert_eq!(route.relay_to_self.channel.to_ne_bytes(), [0x40, 0x11]);
+        assert_eq!(
+            route.binding.peer_port.to_ne_bytes(),
+            50013u16.to_be_bytes()
+        );
+        assert!(!ChannelRoute::default().has_relay_to_self());
     }
 
     #[test]

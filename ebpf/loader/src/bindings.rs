@@ -1,11 +1,22 @@
 //! The relay's state in the program's maps: its public addresses (`CONFIG`) and its channel
 //! bindings, written in both directions (`CHANNELS` for the channel path, `ALLOCATIONS` for the
-//! allocation path and relay-to-self).
+//! allocation path).
+//!
+//! Relay-to-self needs both directions: ChannelData on a channel whose peer is the relay's own
+//! `relay:b` goes to the client that allocation `b` has bound back to `relay:a` (`a` being the
+//! sender's allocation), which is the `ALLOCATIONS` entry at the reverse of the sender's
+//! binding. Each `CHANNELS` value carries that entry already resolved
+//! ([`ChannelRoute::relay_to_self`]), so the program looks up one map for every channel packet.
+//! The loader keeps it equal to the lookup: a change of `CHANNELS` at a key resolves that key's
+//! route, and a change of `ALLOCATIONS` at a key rewrites the routes of the channels whose
+//! binding is that key's reverse (found through `XdpRelay::channels_by_binding`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::maps::MapError;
-use relay_xdp_common::{ChannelBinding, RelayConfig, channel, ports};
+use relay_xdp_common::{
+    AllocationPeer, ChannelBinding, ChannelRoute, ClientChannel, RelayConfig, channel, ports,
+};
 
 use crate::XdpRelay;
 
@@ -44,7 +55,8 @@ impl XdpRelay {
     }
 
     /// Installs a channel binding in both maps, replacing an entry with the same
-    /// (client, channel) and one with the same (allocation port, peer).
+    /// (client, channel) and one with the same (allocation port, peer), and resolves the
+    /// relay-to-self routes that depend on them.
     pub fn install_channel(&mut self, binding: &ChannelBinding) -> Result<(), BindingError> {
         if !channel::is_valid(binding.channel) {
             return Err(BindingError::InvalidChannel(binding.channel));
@@ -54,10 +66,29 @@ impl XdpRelay {
         }
         let client_channel = binding.client_channel();
         let allocation_peer = binding.allocation_peer();
-        self.channels.insert(client_channel, allocation_peer, 0)?;
+        let previous = lookup(self.channels.get(&client_channel, 0))?;
         self.allocations
             .insert(allocation_peer, client_channel, 0)?;
-        Ok(())
+        // After the insert above: a binding whose peer is its own allocation is its own reverse.
+        let relay_to_self = lookup(self.allocations.get(&allocation_peer.reverse(), 0))?;
+        self.channels.insert(
+            client_channel,
+            ChannelRoute {
+                binding: allocation_peer,
+                relay_to_self: relay_to_self.unwrap_or_default(),
+            },
+            0,
+        )?;
+        if let Some(previous) = previous {
+            self.forget_holder(&previous.binding, &client_channel);
+        }
+        self.channels_by_binding
+            .entry(allocation_peer)
+            .or_default()
+            .push(client_channel);
+        // `ALLOCATIONS[allocation_peer]` is now this client's channel: the channels bound to
+        // the reverse send their relay-to-self data there.
+        self.reroute(&allocation_peer.reverse(), Some(client_channel))
     }
 
     /// Removes a channel binding from both maps. Fails with [`BindingError::NotInstalled`] (and
@@ -66,17 +97,19 @@ impl XdpRelay {
         let client_channel = binding.client_channel();
         let allocation_peer = binding.allocation_peer();
         match self.channels.get(&client_channel, 0) {
-            Ok(installed) if installed == allocation_peer => {}
+            Ok(installed) if installed.binding == allocation_peer => {}
             Ok(_) | Err(MapError::KeyNotFound) => {
                 return Err(BindingError::NotInstalled(*binding));
             }
             Err(error) => return Err(error.into()),
         }
         self.channels.remove(&client_channel)?;
+        self.forget_holder(&allocation_peer, &client_channel);
         // The reverse entry goes too, unless a later binding took the (allocation, peer) over.
         match self.allocations.get(&allocation_peer, 0) {
             Ok(installed) if installed == client_channel => {
                 self.allocations.remove(&allocation_peer)?;
+                self.reroute(&allocation_peer.reverse(), None)?;
             }
             Ok(_) | Err(MapError::KeyNotFound) => {}
             Err(error) => return Err(error.into()),
@@ -84,12 +117,58 @@ impl XdpRelay {
         Ok(())
     }
 
+    /// Sets the relay-to-self destination of every channel bound to `binding` (after
+    /// `ALLOCATIONS[binding.reverse()]` became `destination`).
+    fn reroute(
+        &mut self,
+        binding: &AllocationPeer,
+        destination: Option<ClientChannel>,
+    ) -> Result<(), BindingError> {
+        let Some(holders) = self.channels_by_binding.get(binding) else {
+            return Ok(());
+        };
+        let route = ChannelRoute {
+            binding: *binding,
+            relay_to_self: destination.unwrap_or_default(),
+        };
+        for holder in holders {
+            self.channels.insert(*holder, route, 0)?;
+        }
+        Ok(())
+    }
+
+    /// `client_channel` no longer holds `binding` in `CHANNELS`.
+    fn forget_holder(&mut self, binding: &AllocationPeer, client_channel: &ClientChannel) {
+        if let Some(holders) = self.channels_by_binding.get_mut(binding) {
+            holders.retain(|holder| holder != client_channel);
+            if holders.is_empty() {
+                self.channels_by_binding.remove(binding);
+            }
+        }
+    }
+
+    /// The bindings whose relay-to-self destination in `CHANNELS` differs from the
+    /// `ALLOCATIONS` entry it stands for (the reverse of the binding); empty unless the maps
+    /// were changed behind this loader's back. For tests.
+    pub fn stale_relay_to_self_routes(&self) -> Result<Vec<ChannelBinding>, BindingError> {
+        let mut stale = Vec::new();
+        for entry in self.channels.iter() {
+            let (key, route) = entry?;
+            let expected = lookup(self.allocations.get(&route.binding.reverse(), 0))?;
+            if route.relay_to_self != expected.unwrap_or_default() {
+                stale.push(ChannelBinding::from_entry(&key, &route.binding));
+            }
+        }
+        stale.sort_unstable();
+        Ok(stale)
+    }
+
     /// Every installed binding, read back from `CHANNELS`, sorted.
     pub fn channel_bindings(&self) -> Result<Vec<ChannelBinding>, BindingError> {
         let mut bindings = Vec::new();
         for entry in self.channels.iter() {
-            let (key, value) = entry?;
-            bindings.push(ChannelBinding::from_entry(&key, &value));
+            let (key, route) = entry?;
+            bindings.push(ChannelBinding::from_entry(&key, &route.binding));
         }
         bindings.sort_unstable();
         Ok(bindings)
@@ -116,6 +195,7 @@ impl XdpRelay {
         for key in allocations {
             self.allocations.remove(&key)?;
         }
+        self.channels_by_binding.clear();
         Ok(())
     }
 
@@ -132,6 +212,15 @@ impl XdpRelay {
             self.install_channel(binding)?;
         }
         Ok(())
+    }
+}
+
+/// The value of a map lookup, `None` for a missing key.
+fn lookup<V>(result: Result<V, MapError>) -> Result<Option<V>, MapError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
@@ -167,9 +256,11 @@ impl XdpRelay {
     /// Mirrors one of the relay's events into the maps, in the order the relay emitted them
     /// ([`relay::Relay::poll_event`]):
     ///
-    /// - `ChannelBound`: installs the binding in both directions;
+    /// - `ChannelBound`: installs the binding in both directions (and resolves the
+    ///   relay-to-self routes that depend on it);
     /// - `ChannelRefreshed`: installs it again (idempotent: the entries already hold exactly
-    ///   this binding; re-writing them costs two map updates and heals a map that lost them);
+    ///   this binding; re-writing them costs a few map operations and heals a map that lost
+    ///   them);
     /// - `ChannelUnbound`: removes it ([`BindingError::NotInstalled`] if the maps do not hold
     ///   exactly this binding, which means an event was missed);
     /// - allocation events: nothing (the program only knows channels; an allocation freed

@@ -7,11 +7,12 @@
 //! result with the userspace relay.
 //!
 //! The relay's state reaches the program through maps: [`XdpRelay::set_relay_addresses`] and
-//! [`XdpRelay::install_channel`] / [`XdpRelay::remove_channel`] (module `bindings`), read back
-//! with [`XdpRelay::channel_bindings`]. [`XdpRelay::apply`] mirrors the userspace relay's
-//! channel-binding events into the maps, so that they hold [`relay::Relay::channel_bindings`]
-//! ([`relay_table`]). [`bench`] times the rewriting paths against a floor
-//! program from the same object.
+//! [`XdpRelay::install_channel`] / [`XdpRelay::remove_channel`] (module `bindings`, which also
+//! keeps every channel's relay-to-self destination resolved, so that the program looks up one
+//! map per packet), read back with [`XdpRelay::channel_bindings`]. [`XdpRelay::apply`] mirrors
+//! the userspace relay's channel-binding events into the maps, so that they hold
+//! [`relay::Relay::channel_bindings`] ([`relay_table`]). [`bench`] times the rewriting paths
+//! against a floor program from the same object.
 
 pub mod bench;
 mod bindings;
@@ -25,7 +26,8 @@ use aya::{
 };
 pub use bindings::{BindingError, binding_from_relay, relay_table};
 use relay_xdp_common::{
-    AllocationPeer, ClientChannel, FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig, maps,
+    AllocationPeer, ChannelRoute, ClientChannel, FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig,
+    maps,
 };
 pub use relay_xdp_common::{ChannelBinding, action, channel, ports, reason};
 
@@ -123,8 +125,12 @@ pub struct XdpRelay {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     config: Array<MapData, RelayConfig>,
-    channels: HashMap<MapData, ClientChannel, AllocationPeer>,
+    channels: HashMap<MapData, ClientChannel, ChannelRoute>,
     allocations: HashMap<MapData, AllocationPeer, ClientChannel>,
+    /// The `CHANNELS` keys that hold each binding (module `bindings`): when `ALLOCATIONS`
+    /// changes at a key, the channels whose binding is its reverse get a new relay-to-self
+    /// destination. The maps change only through this struct, so this stays exact.
+    channels_by_binding: std::collections::HashMap<AllocationPeer, Vec<ClientChannel>>,
 }
 
 impl std::fmt::Debug for XdpRelay {
@@ -157,6 +163,7 @@ impl XdpRelay {
             config,
             channels,
             allocations,
+            channels_by_binding: std::collections::HashMap::new(),
         })
     }
 

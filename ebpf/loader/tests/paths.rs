@@ -144,6 +144,174 @@ fn relay_to_self_passes_once_the_other_side_is_removed() {
     run_fixture(&relay, &passed);
 }
 
+/// The channel path resolves relay-to-self with one lookup: each `CHANNELS` value carries the
+/// `ALLOCATIONS` entry of its reverse binding. It must follow changes on either side, in any
+/// order, and conflicting replacements.
+#[test]
+fn relay_to_self_routes_follow_changes_on_either_side() {
+    let Some(mut relay) = load_or_skip("relay_to_self_routes_follow_changes_on_either_side") else {
+        return;
+    };
+    let setup = world::setup();
+    let fixture = path_fixtures()
+        .into_iter()
+        .find(|f| f.name == "chan4-to-chan6")
+        .expect("fixture");
+    let route = world::self_route(false, true);
+    let forth = ChannelBinding {
+        client: frame::addr(route.from),
+        channel: route.channel,
+        allocation_port: world::allocation_of(route.from),
+        peer: world::relay(route.via_v6, world::allocation_of(route.to)),
+    };
+    let back = ChannelBinding {
+        client: frame::addr(route.to),
+        channel: route.to_channel,
+        allocation_port: world::allocation_of(route.to),
+        peer: world::relay(route.via_v6, world::allocation_of(route.from)),
+    };
+    let mut passed = fixture.clone();
+    passed.verdict = relay_xdp::action::PASS;
+    passed.reason = reason::PASS_SELF_NO_BINDING;
+    passed.expected = fixture.frame.clone();
+    let fresh = |stale: Result<Vec<ChannelBinding>, BindingError>| {
+        assert_eq!(
+            stale.expect("read routes"),
+            vec![],
+            "stale relay-to-self routes"
+        );
+    };
+
+    relay
+        .configure(setup.relay_v4, setup.relay_v6, &[forth])
+        .expect("configure");
+    run_fixture(&relay, &passed);
+    fresh(relay.stale_relay_to_self_routes());
+    // The other side arrives after the sender's binding.
+    relay.install_channel(&back).expect("install");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &fixture);
+    // ... and leaves.
+    relay.remove_channel(&back).expect("remove");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &passed);
+    // The other side first, then the sender's binding.
+    relay.remove_channel(&forth).expect("remove");
+    relay.install_channel(&back).expect("install");
+    relay.install_channel(&forth).expect("install");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &fixture);
+    // Refreshing either side changes nothing.
+    relay.install_channel(&back).expect("refresh");
+    relay.install_channel(&forth).expect("refresh");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &fixture);
+
+    // Another client takes over the other allocation's (allocation, peer): the data goes to it.
+    let usurper = ChannelBinding {
+        client: frame::addr(world::D),
+        channel: 0x4FF0,
+        ..back
+    };
+    relay.install_channel(&usurper).expect("install");
+    fresh(relay.stale_relay_to_self_routes());
+    let outcome = relay.run(&fixture.frame).expect("run");
+    assert_eq!(outcome.verdict, Verdict::Tx);
+    let offset = frame::udp_offset(&outcome.frame_out);
+    assert_eq!(
+        frame::udp_header(&outcome.frame_out).destination_port,
+        world::D.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+    );
+    assert_eq!(outcome.frame_out[offset + 8..offset + 10], [0x4F, 0xF0]);
+    assert!(frame::verify_checksums(&outcome.frame_out).is_ok());
+    // When it goes, `ALLOCATIONS` has no entry there any more (B's binding lost it): pass.
+    relay.remove_channel(&usurper).expect("remove");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &passed);
+    // B's binding, installed again, takes its entry back.
+    relay.install_channel(&back).expect("install");
+    fresh(relay.stale_relay_to_self_routes());
+    run_fixture(&relay, &fixture);
+
+    // The sender's channel re-bound to an external peer: no relay-to-self any more.
+    let external = ChannelBinding {
+        peer: frame::addr("[2001:db8::99]:40000"),
+        ..forth
+    };
+    relay.install_channel(&external).expect("rebind");
+    fresh(relay.stale_relay_to_self_routes());
+    assert_eq!(relay.run(&fixture.frame).expect("run").verdict, Verdict::Tx);
+    assert_eq!(
+        relay
+            .reason_counters()
+            .expect("counters")
+            .get(reason::TX_CHAN4_TO_UDP6),
+        1
+    );
+
+    // A binding of an allocation to the relay's address at its own port is its own reverse.
+    let own = ChannelBinding {
+        client: frame::addr(world::C),
+        channel: 0x4FF1,
+        allocation_port: world::C_ALLOCATION,
+        peer: world::relay(false, world::C_ALLOCATION),
+    };
+    relay.install_channel(&own).expect("install");
+    fresh(relay.stale_relay_to_self_routes());
+    relay.remove_channel(&own).expect("remove");
+    fresh(relay.stale_relay_to_self_routes());
+}
+
+/// Random installs and removals over a small set of clients, channels, allocations and peers
+/// (so that bindings conflict and replace each other): after every operation each channel's
+/// relay-to-self destination equals the `ALLOCATIONS` entry of its reverse binding.
+#[test]
+fn relay_to_self_routes_stay_equal_to_the_reverse_lookup() {
+    let Some(relay) = load_or_skip("relay_to_self_routes_stay_equal_to_the_reverse_lookup") else {
+        return;
+    };
+    let relay = std::cell::RefCell::new(relay);
+    let clients = [world::A, world::B, world::C, world::D];
+    let allocations = [
+        world::A_ALLOCATION,
+        world::B_ALLOCATION,
+        world::C_ALLOCATION,
+        world::D_ALLOCATION,
+    ];
+    let binding = (0..4usize, 0..3u16, 0..4usize, 0..5usize, any::<bool>()).prop_map(
+        move |(client, channel, allocation, peer, peer_v6)| ChannelBinding {
+            client: frame::addr(clients[client]),
+            channel: 0x4000 + channel,
+            allocation_port: allocations[allocation],
+            peer: match peer {
+                4 => frame::addr("198.51.100.20:50011"),
+                port => world::relay(peer_v6, allocations[port]),
+            },
+        },
+    );
+    let config = ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(ops in prop::collection::vec((any::<bool>(), binding), 1..40))| {
+        let relay: &mut XdpRelay = &mut relay.borrow_mut();
+        relay
+            .configure(Some(world::RELAY_V4), Some(world::RELAY_V6), &[])
+            .expect("configure");
+        for (step, (install, binding)) in ops.iter().enumerate() {
+            if *install {
+                relay.install_channel(binding).expect("install");
+            } else {
+                // Often not installed (exactly): that is an error and changes nothing.
+                let _ = relay.remove_channel(binding);
+            }
+            let stale = relay.stale_relay_to_self_routes().expect("read routes");
+            prop_assert!(stale.is_empty(), "after step {}: stale routes {:?}", step, stale);
+        }
+    });
+}
+
 #[test]
 fn bindings_read_back_sorted_and_errors_are_typed() {
     let Some(mut relay) = load_or_skip("bindings_read_back_sorted_and_errors_are_typed") else {
@@ -215,7 +383,15 @@ fn the_floor_program_and_bench_rows_work() {
     for row in &rows {
         assert_eq!(row.verdict, Verdict::Tx, "{}", row.path);
         assert!(row.median_ns > 0 && row.floor_median_ns > 0, "{row:?}");
+        assert!(
+            row.p25_ns <= row.median_ns && row.median_ns <= row.p75_ns,
+            "{row:?}"
+        );
+        assert!(row.floor_p25_ns <= row.floor_median_ns, "{row:?}");
+        assert!(row.floor_median_ns <= row.floor_p75_ns, "{row:?}");
+        assert_eq!((row.calls, row.rounds), (200, 1));
         assert!(row.ratio > 0.0);
+        assert!(row.ratio_p25 <= row.ratio_p75, "{row:?}");
     }
     let table = bench::render(&rows);
     assert!(table.contains("chan6-to-chan4"));

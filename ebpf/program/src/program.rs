@@ -29,8 +29,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use relay_xdp_common::{
-    AllocationPeer, CONFIG_HAS_IPV4, CONFIG_HAS_IPV6, ClientChannel, RelayConfig, action, channel,
-    maps::BINDING_ENTRIES, ports, reason,
+    AllocationPeer, CONFIG_HAS_IPV4, CONFIG_HAS_IPV6, ChannelRoute, ClientChannel, RelayConfig,
+    action, channel, maps::BINDING_ENTRIES, ports, reason,
 };
 
 /// Runs per verdict reason, summed over CPUs by the loader.
@@ -41,9 +41,11 @@ static REASON_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason:
 #[map(name = "CONFIG")]
 static CONFIG: Array<RelayConfig> = Array::with_max_entries(1, 0);
 
-/// (client, port, channel) -> (allocation port, peer, port).
+/// (client, port, channel) -> (allocation port, peer, port), and the relay-to-self destination
+/// (the `ALLOCATIONS` entry of the reverse binding), kept up to date by the loader: the channel
+/// path looks up one map once, relay-to-self included.
 #[map(name = "CHANNELS")]
-static CHANNELS: HashMap<ClientChannel, AllocationPeer> =
+static CHANNELS: HashMap<ClientChannel, ChannelRoute> =
     HashMap::with_max_entries(BINDING_ENTRIES, 0);
 
 /// (allocation port, peer, port) -> (client, port, channel).
@@ -134,7 +136,7 @@ fn longer_than(ctx: &XdpContext, len: usize) -> bool {
 
 /// The big-endian 16-bit word `i` (0..8) of a 16-byte address, read as one 2-byte load. Every
 /// address this reads sits at an even offset of a map key or value (`ClientChannel`,
-/// `AllocationPeer`, `RelayConfig`), and map keys and values are 8-byte aligned.
+/// `AllocationPeer`, `ChannelRoute`, `RelayConfig`), and map keys and values are 8-byte aligned.
 #[inline(always)]
 fn word(ip: &[u8; 16], i: usize) -> u16 {
     // SAFETY: `i < 8` keeps the load inside the array; alignment as documented above.
@@ -614,45 +616,24 @@ fn channel_path<const IN_V6: bool>(
     }
     // SAFETY: every field was written above.
     let key = unsafe { key.assume_init_ref() };
-    let Some(binding) = CHANNELS.get_ptr(key) else {
+    let Some(route) = CHANNELS.get_ptr(key) else {
         return reason::PASS_NO_CHANNEL_BINDING;
     };
     // SAFETY: a successful lookup returns a pointer to a live value of the map's value type,
     // valid until the program returns.
-    let binding = unsafe { &*binding };
+    let route = unsafe { &*route };
+    let binding = &route.binding;
     let allocation_port = u16::from_be(binding.allocation_port);
     let peer_port = u16::from_be(binding.peer_port);
 
     if is_relay_ip(config, &binding.peer_ip) {
         // Relay-to-self: the peer is another allocation on this relay, which sees the sender as
-        // `relay:allocation_port` (a dual-stack allocation has one port on both families).
-        if !ports::is_allocation(peer_port) {
+        // `relay:allocation_port` (a dual-stack allocation has one port on both families). Its
+        // client is resolved in the route already: `ALLOCATIONS[binding.reverse()]`.
+        if !ports::is_allocation(peer_port) || !route.has_relay_to_self() {
             return reason::PASS_SELF_NO_BINDING;
         }
-        let mut other = MaybeUninit::<AllocationPeer>::uninit();
-        let other_ptr = other.as_mut_ptr();
-        // SAFETY (the three blocks below): as for `key`.
-        store_u16(
-            unsafe { addr_of_mut!((*other_ptr).allocation_port) },
-            binding.peer_port,
-        );
-        store_u16(
-            unsafe { addr_of_mut!((*other_ptr).peer_port) },
-            binding.allocation_port,
-        );
-        let other_ip = unsafe { addr_of_mut!((*other_ptr).peer_ip) };
-        let mut i = 0;
-        while i < 8 {
-            store_word(other_ip, i, word(&binding.peer_ip, i));
-            i += 1;
-        }
-        // SAFETY: every field was written above.
-        let other = unsafe { other.assume_init_ref() };
-        let Some(client) = ALLOCATIONS.get_ptr(other) else {
-            return reason::PASS_SELF_NO_BINDING;
-        };
-        // SAFETY: as above.
-        let client = unsafe { &*client };
+        let client = &route.relay_to_self;
         rewrite.dst_ip = &client.client_ip;
         rewrite.dst_port = u16::from_be(client.client_port);
         rewrite.src_port = ports::TURN;

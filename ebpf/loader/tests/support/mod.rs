@@ -352,5 +352,13 @@ pub fn mirror_and_check(world: &mut World, xdp: &mut XdpRelay) -> Result<(), Str
             in_relay.len()
         ));
     }
+    let stale = xdp
+        .stale_relay_to_self_routes()
+        .map_err(|error| format!("reading the relay-to-self routes: {error}"))?;
+    if !stale.is_empty() {
+        return Err(format!(
+            "these channels' relay-to-self destinations differ from ALLOCATIONS: {stale:?}"
+        ));
+    }
     Ok(())
 }
