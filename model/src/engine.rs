@@ -1414,6 +1414,16 @@ impl Engine<'_> {
         step: usize,
         t: u64,
     ) -> Result<()> {
+        // The gateway follows its control plane's path too: once the client switched path or
+        // roamed, frames to its old context may leave another way (or be lost on the old
+        // one) until the client is heard from again. Not in the contract.
+        let (current, _) = self.client_path(c, g)?;
+        if current != context {
+            return self.fail(
+                "the gateway sent to an outer context the client has left (roamed or switched \
+                 path before the gateway heard from it)",
+            );
+        }
         let frame = Frame {
             direction: Direction::ToClient,
             client: c,

@@ -12,8 +12,8 @@ use model::{
 use proto::flow::FlowRecord;
 use scenario::Scenario;
 use sim::{
-    DropCause, GatewayDropReason, ObservedDelivery, ObservedDrop, ObservedPlace,
-    ObservedReceiver, Outcome, PacketSummary, RunOptions, SimError, SummaryKind,
+    DropCause, GatewayDropReason, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
+    Outcome, PacketSummary, RunOptions, SimError, SummaryKind,
 };
 
 /// Why a run failed its checks, in words a person can act on.

@@ -1,194 +1,356 @@
-//! The main job: generate scenarios, run each in the simulator with the real gateway and relays,
-//! check it against the reference model, and on a failure shrink it, write it to a file and
-//! print the command that replays it.
+//! The main job: generate scenarios, run each in the simulator with the real gateway and relays
+//! (the relays' XDP program beside them), check it against the reference model and the
+//! invariants, and count what was covered. A failure is shrunk (proptest's value tree:
+//! dropping steps first, then simplifying them) and reported with its case seed.
+//!
+//! Every case has its own seed, derived from the exploration seed and the case's index: it
+//! seeds the generator (so `replay --case <seed>` regenerates the scenario) and the run
+//! (turmoil and every system under test). Shard `k/n` takes the indices `k-1, k-1+n, ...`, so
+//! shards never overlap.
 
 use std::{
-    cell::RefCell,
-    path::{Path, PathBuf},
-    time::Instant,
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
+use anyhow::{Result, bail};
+use proptest::{
+    strategy::{Strategy, ValueTree},
+    test_runner::{Config, RngSeed, TestRunner},
+};
+use proto::rng::SplitMix64;
 use scenario::Scenario;
+use sim::Datapath;
 
 use crate::{
-    check::{CheckError, check_outcome, run_and_check},
+    check::{CheckError, Checked, check_outcome},
+    coverage::Coverage,
     strategy,
 };
 
-/// What an exploration covered.
-#[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub scenarios: u64,
-    /// Cases the model cannot predict yet (or the simulator cannot run): skipped, not failed.
-    pub skipped: u64,
-    pub steps: u64,
-    pub trace_lines: u64,
-    pub flows: u64,
-    pub relayed_paths: u64,
-    /// Flow records to DNS resources (carrying their domain).
-    pub dns_flows: u64,
-    /// Flow records by close reason (fin, rst, idle, shutdown, revoked).
-    pub close_reasons: std::collections::BTreeMap<String, u64>,
-}
-
 /// Where failures are written.
 pub fn failure_dir() -> PathBuf {
-    PathBuf::from("target/vpnsim/failures")
+    crate::artifacts::vpnsim_dir().join("failures")
 }
 
-pub fn explore(count: u32, seed: u64, shard: (u32, u32)) -> Result<Summary> {
-    let (index, total) = shard;
-    if total == 0 || index == 0 || index > total {
-        bail!("--shard {index}/{total}: want k/n with 1 <= k <= n");
+/// What to explore.
+#[derive(Debug, Clone)]
+pub struct ExploreOptions {
+    /// Stop after this many cases (checked or skipped).
+    pub count: Option<u64>,
+    /// Stop after this much wall time.
+    pub budget: Option<Duration>,
+    pub seed: u64,
+    /// Shard `k` of `n` (1-based).
+    pub shard: (u32, u32),
+    pub datapath: Datapath,
+    /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl ExploreOptions {
+    pub fn new(count: u64, seed: u64) -> Self {
+        Self {
+            count: Some(count),
+            budget: None,
+            seed,
+            shard: (1, 1),
+            datapath: Datapath::Differential,
+            progress: false,
+        }
     }
-    // Shards take disjoint seeds: shard k of n explores seed * n + k - 1.
-    let shard_seed = seed
-        .wrapping_mul(u64::from(total))
-        .wrapping_add(u64::from(index - 1));
-    let config = Config {
-        cases: count,
+}
+
+/// A generated case that failed, before and after shrinking.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub case_seed: u64,
+    pub original: Scenario,
+    pub shrunk: Scenario,
+    /// The failed check of the shrunk case, in words.
+    pub error: String,
+    /// Simplifications that kept the case failing.
+    pub shrink_steps: u32,
+}
+
+/// What an exploration did.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub coverage: Coverage,
+    /// Cases the model cannot predict, by reason: skipped, not failed.
+    pub skipped: BTreeMap<String, u64>,
+    pub steps: u64,
+    pub seconds: f64,
+    /// The datapath the relays really ran (userspace only if XDP could not load and was not
+    /// required).
+    pub datapath: Option<Datapath>,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+/// The seed of case `index` of shard `k/n` of an exploration with `seed`.
+pub fn case_seed(seed: u64, shard: (u32, u32), index: u64) -> u64 {
+    let (k, n) = shard;
+    let global = index
+        .wrapping_mul(u64::from(n))
+        .wrapping_add(u64::from(k.saturating_sub(1)));
+    SplitMix64::new(seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
+}
+
+/// The generator's value tree for a case seed: its current value is the generated scenario.
+fn case_tree(case_seed: u64) -> Result<impl ValueTree<Value = Scenario>> {
+    let mut runner = TestRunner::new(Config {
+        rng_seed: RngSeed::Fixed(case_seed),
         failure_persistence: None,
-        rng_seed: RngSeed::Fixed(shard_seed),
-        max_global_rejects: count.saturating_mul(20).max(1000),
         ..Config::default()
-    };
-    let summary = RefCell::new(Summary::default());
-    let started = Instant::now();
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&strategy::scenario(), |scenario| {
-        let run_seed = shard_seed ^ summary.borrow().scenarios;
-        match run_and_check(&scenario, run_seed) {
-            Ok(checked) => {
-                let mut summary = summary.borrow_mut();
-                summary.scenarios += 1;
-                summary.steps += scenario.steps.len() as u64;
-                summary.trace_lines += checked.outcome.trace.len() as u64;
-                summary.flows += checked.outcome.flows.len() as u64;
-                for flow in &checked.outcome.flows {
-                    summary.dns_flows += u64::from(flow.inner_domain.is_some());
-                    *summary
-                        .close_reasons
-                        .entry(format!("{:?}", flow.close_reason).to_lowercase())
-                        .or_default() += 1;
-                }
-                summary.relayed_paths += scenario
-                    .steps
-                    .iter()
-                    .filter(|step| matches!(step, scenario::Step::Path { mode, .. } if *mode != scenario::PathMode::Direct))
-                    .count() as u64;
-                let done = summary.scenarios;
-                if done % 10 == 0 {
-                    eprint!("\r  {done}/{count} scenarios, {:.1} s", started.elapsed().as_secs_f64());
-                }
-                Ok(())
-            }
-            Err(CheckError::Model(_) | CheckError::Sim(sim::SimError::Unsupported(_))) => {
-                summary.borrow_mut().skipped += 1;
-                Err(TestCaseError::reject("not predictable yet"))
-            }
-            Err(error) => Err(TestCaseError::fail(format!("seed {run_seed}: {error}"))),
-        }
     });
-    eprintln!();
-    let summary = summary.into_inner();
-    print_summary(&summary, started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => Ok(summary),
-        Err(TestError::Fail(reason, minimal)) => {
-            let path = write_failure(&minimal, &reason.to_string())?;
-            bail!(
-                "a generated scenario failed (shrunk to {} steps):\n{reason}\n\nwritten to {}\nreplay it with:\n  cargo xtask replay {}\nkeep it as a corpus story (once named) with:\n  cargo xtask promote {} NAME",
-                minimal.steps.len(),
-                path.display(),
-                path.display(),
-                path.display()
-            )
+    strategy::scenario()
+        .new_tree(&mut runner)
+        .map_err(|reason| anyhow::anyhow!("the generator gave up on case {case_seed}: {reason}"))
+}
+
+/// The scenario a case seed generates (before any shrinking).
+pub fn generated_case(case_seed: u64) -> Result<Scenario> {
+    Ok(case_tree(case_seed)?.current())
+}
+
+/// How one case went.
+#[derive(Debug)]
+pub enum CaseResult {
+    Passed(Box<Checked>),
+    /// The model cannot predict it (`Unpredictable`): why.
+    Skipped(String),
+    Failed(String),
+}
+
+/// Runs and checks one scenario with `seed`.
+pub fn check_case(scenario: &Scenario, seed: u64, datapath: Datapath) -> CaseResult {
+    let options = sim::RunOptions { seed, datapath };
+    let outcome = match sim::run(scenario, &options) {
+        Ok(outcome) => outcome,
+        Err(sim::SimError::Unsupported(reason)) => return CaseResult::Skipped(reason),
+        Err(error) => return CaseResult::Failed(error.to_string()),
+    };
+    match check_outcome(scenario, outcome) {
+        Ok(checked) => CaseResult::Passed(Box::new(checked)),
+        Err(CheckError::Model(unpredictable)) => CaseResult::Skipped(unpredictable.reason),
+        Err(error) => CaseResult::Failed(error.to_string()),
+    }
+}
+
+/// Generates and checks cases until the count or the time budget is reached, or one fails
+/// (then shrinks it).
+pub fn explore(options: &ExploreOptions) -> Result<Report> {
+    let (k, n) = options.shard;
+    if n == 0 || k == 0 || k > n {
+        bail!("--shard {k}/{n}: want k/n with 1 <= k <= n");
+    }
+    if options.count.is_none() && options.budget.is_none() {
+        bail!("give a count or a time budget");
+    }
+    let progress = progress_bar(options);
+    let started = Instant::now();
+    let mut report = Report::default();
+    for index in 0.. {
+        if options.count.is_some_and(|count| index >= count)
+            || options
+                .budget
+                .is_some_and(|budget| started.elapsed() >= budget)
+        {
+            break;
         }
-        Err(TestError::Abort(reason)) => bail!("exploration stopped: {reason}"),
+        let seed = case_seed(options.seed, options.shard, index);
+        let mut tree = case_tree(seed)?;
+        let scenario = tree.current();
+        match check_case(&scenario, seed, options.datapath) {
+            CaseResult::Passed(checked) => {
+                report.steps += scenario.steps.len() as u64;
+                report.coverage.add(&scenario, &checked);
+                report.datapath = Some(match report.datapath {
+                    Some(Datapath::Userspace) => Datapath::Userspace,
+                    _ => checked.outcome.datapath,
+                });
+            }
+            CaseResult::Skipped(reason) => {
+                *report.skipped.entry(skip_kind(&reason)).or_default() += 1;
+            }
+            CaseResult::Failed(error) => {
+                progress.set_message("shrinking");
+                report.failure = Some(shrink(&mut tree, seed, options.datapath, scenario, error));
+                break;
+            }
+        }
+        progress.inc(1);
+        if index % 16 == 0 {
+            progress.set_message(format!(
+                "{} checked, {} skipped, {} datagrams",
+                report.coverage.scenarios,
+                report.skipped_total(),
+                report.coverage.datagrams
+            ));
+        }
     }
+    progress.finish_and_clear();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
-fn print_summary(summary: &Summary, seconds: f64) {
-    println!("{:<28} {:>10}", "scenarios checked", summary.scenarios);
-    println!(
-        "{:<28} {:>10}",
-        "skipped (not predictable)", summary.skipped
-    );
-    println!("{:<28} {:>10}", "steps", summary.steps);
-    println!(
-        "{:<28} {:>10}",
-        "relayed path switches", summary.relayed_paths
-    );
-    println!(
-        "{:<28} {:>10}",
-        "trace lines (hops, events)", summary.trace_lines
-    );
-    println!("{:<28} {:>10}", "flow records compared", summary.flows);
-    println!("{:<28} {:>10}", "  to DNS resources", summary.dns_flows);
-    for (reason, count) in &summary.close_reasons {
-        println!("{:<28} {:>10}", format!("  closed by {reason}"), count);
+fn progress_bar(options: &ExploreOptions) -> indicatif::ProgressBar {
+    if !options.progress {
+        return indicatif::ProgressBar::hidden();
     }
-    println!("{:<28} {:>10.1}", "seconds", seconds);
-    if seconds > 0.0 {
-        println!(
-            "{:<28} {:>10.1}",
-            "scenarios per second",
-            summary.scenarios as f64 / seconds
-        );
+    let bar = match options.count {
+        Some(count) => indicatif::ProgressBar::new(count),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = if options.count.is_some() {
+        "{elapsed_precise} [{bar:30}] {pos}/{len} cases ({per_sec}) {msg}"
+    } else {
+        "{elapsed_precise} {pos} cases ({per_sec}) {msg}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
     }
+    bar
 }
 
-fn write_failure(scenario: &Scenario, reason: &str) -> Result<PathBuf> {
-    let dir = failure_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut named = scenario.clone();
+/// The first clause of an `Unpredictable` reason, to group skips.
+fn skip_kind(reason: &str) -> String {
+    let words: Vec<&str> = reason
+        .split([':', '(', ','])
+        .next()
+        .unwrap_or(reason)
+        .split_whitespace()
+        .collect();
+    words.join(" ")
+}
+
+/// Simplifies a failing case as long as it keeps failing (a skip or a pass stops that branch).
+fn shrink(
+    tree: &mut impl ValueTree<Value = Scenario>,
+    seed: u64,
+    datapath: Datapath,
+    original: Scenario,
+    error: String,
+) -> Failure {
+    let mut failure = Failure {
+        case_seed: seed,
+        shrunk: original.clone(),
+        original,
+        error,
+        shrink_steps: 0,
+    };
+    // proptest's protocol: `simplify` proposes a simpler value; if it still fails, keep it and
+    // simplify further, else `complicate` backs off towards the last failing one.
+    let mut budget = 2_000;
+    if !tree.simplify() {
+        return failure;
+    }
+    while budget > 0 {
+        budget -= 1;
+        let candidate = tree.current();
+        let still_fails = if candidate.validate().is_ok() {
+            match check_case(&candidate, seed, datapath) {
+                CaseResult::Failed(error) => Some(error),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let moved = match still_fails {
+            Some(error) => {
+                failure.shrunk = candidate;
+                failure.error = error;
+                failure.shrink_steps += 1;
+                tree.simplify()
+            }
+            None => tree.complicate(),
+        };
+        if !moved {
+            break;
+        }
+    }
+    failure
+}
+
+/// Writes a failing case where a person can replay it, under `target/vpnsim/failures/failure-N/`:
+/// the shrunk scenario with its seed, and its run's trace, routing, pcap and flow log.
+pub fn write_failure(failure: &Failure, datapath: Datapath) -> Result<crate::artifacts::Artifacts> {
+    let root = failure_dir();
     let stamp = (0..)
-        .find(|n| !dir.join(format!("failure-{n}.yaml")).exists())
+        .find(|n| !root.join(format!("failure-{n}")).exists())
         .unwrap_or(0);
+    let mut named = failure.shrunk.clone();
     named.name = format!("failure-{stamp}");
     named.description = format!(
-        "Found by `vpnsim explore`. {}",
-        reason.lines().next().unwrap_or_default()
+        "Found by `vpnsim explore` (case seed {}).",
+        failure.case_seed
     );
-    let path = dir.join(format!("failure-{stamp}.yaml"));
-    std::fs::write(&path, named.to_yaml())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    let options = sim::RunOptions {
+        seed: failure.case_seed,
+        datapath,
+    };
+    let outcome = sim::run(&named, &options).ok();
+    crate::artifacts::write_artifacts(
+        &root.join(format!("failure-{stamp}")),
+        &named,
+        failure.case_seed,
+        outcome.as_ref(),
+        &failure.error,
+    )
 }
 
-/// Runs one scenario file, prints its timeline, and fails with the broken check in words.
-pub fn replay(path: &Path, seed: u64) -> Result<()> {
-    let scenario = Scenario::from_file(path)?;
-    // The gateways' flow log (`flow_logs` tracing events) goes to stdout beside the timeline.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_ansi(false)
-        .without_time()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .try_init();
-    println!(
-        "# {} ({} steps, seed {seed})",
-        scenario.name,
-        scenario.steps.len()
+/// The summary table an exploration ends with.
+pub fn summary_table(report: &Report) -> String {
+    let coverage = &report.coverage;
+    let mut out = String::new();
+    let mut row = |name: &str, value: String| {
+        out.push_str(&format!("{name:<26} {value:>12}\n"));
+    };
+    row("scenarios checked", coverage.scenarios.to_string());
+    row(
+        "skipped (unpredictable)",
+        report.skipped_total().to_string(),
     );
-    if !scenario.description.is_empty() {
-        println!("# {}", scenario.description);
-    }
-    let outcome = sim::run(&scenario, &sim::RunOptions::seeded(seed))?;
-    for line in &outcome.trace {
-        println!("{line}");
-    }
-    println!();
-    for flow in &outcome.flows {
-        println!("flow: {flow:?}");
-    }
-    match check_outcome(&scenario, outcome) {
-        Ok(_) => {
-            println!("\nall checks passed");
-            Ok(())
+    row("steps", report.steps.to_string());
+    row("datagrams (all hops)", coverage.datagrams.to_string());
+    row("flow records compared", coverage.flows.to_string());
+    row(
+        "datapath",
+        match report.datapath {
+            Some(Datapath::Differential) => "differential",
+            Some(Datapath::XdpFirst) => "xdp-first",
+            Some(Datapath::Userspace) => "userspace",
+            None => "-",
         }
-        Err(error) => bail!("{error}"),
+        .to_owned(),
+    );
+    row("seconds", format!("{:.1}", report.seconds));
+    if report.seconds > 0.0 {
+        row(
+            "scenarios per second",
+            format!("{:.1}", coverage.scenarios as f64 / report.seconds),
+        );
+        row(
+            "datagrams per second",
+            format!("{:.0}", coverage.datagrams as f64 / report.seconds),
+        );
     }
+    out.push_str("\ncoverage\n");
+    out.push_str(&coverage.grid());
+    if !report.skipped.is_empty() {
+        out.push_str("\nskipped, by what the model cannot predict\n");
+        let mut skipped: Vec<(&String, &u64)> = report.skipped.iter().collect();
+        skipped.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (reason, count) in skipped.iter().take(8) {
+            out.push_str(&format!("  {count:>6}  {reason}\n"));
+        }
+    }
+    out
 }

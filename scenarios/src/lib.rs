@@ -3,10 +3,15 @@
 //! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`,
 //! `promote`).
 
+pub mod artifacts;
 pub mod check;
 pub mod corpus;
+pub mod coverage;
 pub mod explore;
+pub mod pcap;
 pub mod promote;
+pub mod replay;
+pub mod routing;
 pub mod show;
 pub mod strategy;
 pub mod xdp_bench;

@@ -21,25 +21,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Generate scenarios, run each with the real gateway and relays, and check every flow
-    /// record against the reference model. A failure is shrunk, written to a file and replayable.
+    /// Generate scenarios, run each with the real gateway and relays (their XDP program beside
+    /// them), and check deliveries, drops, flow records and invariants against the reference
+    /// model. A failure is shrunk, written to a file and replayable with one command.
     Explore {
-        /// Scenarios to check.
-        #[arg(long, default_value_t = 200)]
-        count: u32,
-        /// Seed of the generator: the same seed explores the same scenarios.
+        /// Cases to generate (default 1000 unless --seconds is given).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Wall-time budget in seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Seed of the exploration: the same seed explores the same cases.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Explore shard k of n (disjoint seeds), e.g. `--shard 2/4`.
+        /// Explore shard k of n (disjoint cases), e.g. `--shard 2/4`.
         #[arg(long, default_value = "1/1", value_parser = parse_shard)]
         shard: (u32, u32),
+        /// How relays move data: differential (XDP and userspace on every datagram, compared),
+        /// xdp-first, or userspace.
+        #[arg(long, default_value = "differential")]
+        datapath: sim::Datapath,
     },
-    /// Run one scenario file, print its timeline and flow records, and check it.
+    /// Run one scenario (a file, or a generated case by its seed), print its timeline and flow
+    /// records, write pcap, trace and flow log, and check it.
     Replay {
-        /// A scenario file (YAML).
-        file: PathBuf,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// A scenario file (YAML); its `# seed:` line gives the run's seed.
+        #[arg(required_unless_present = "case")]
+        file: Option<PathBuf>,
+        /// Regenerate and run the generated case with this seed instead (as `explore` printed).
+        #[arg(long, conflicts_with = "file")]
+        case: Option<u64>,
+        /// The run's seed (default: the file's `# seed:` line, else 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "differential")]
+        datapath: sim::Datapath,
     },
     /// Print a scenario file and what the reference model expects from it: the timeline, the
     /// flow records, and every delivery and drop (nothing is simulated).
@@ -66,7 +82,7 @@ enum Command {
         runs: u32,
     },
     /// Time each of the XDP fast path's twelve rewriting paths against a floor program that
-    /// only returns XDP_TX (median of many BPF_PROG_TEST_RUN calls with repeat = 1).
+    /// only returns XDP_TX (interleaved BPF_PROG_TEST_RUN calls with repeat = 1, mid-mean ratio).
     Bench {
         /// Calls per path, and as many for the floor on the same frame.
         #[arg(long, default_value_t = relay_xdp::bench::DEFAULT_CALLS)]
@@ -77,10 +93,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Explore { count, seed, shard } => {
-            scenarios::explore::explore(count, seed, shard).map(|_| ())
-        }
-        Command::Replay { file, seed } => scenarios::explore::replay(&file, seed),
+        Command::Explore {
+            count,
+            seconds,
+            seed,
+            shard,
+            datapath,
+        } => run_explore(count, seconds, seed, shard, datapath),
+        Command::Replay {
+            file,
+            case,
+            seed,
+            datapath,
+        } => match (file, case) {
+            (_, Some(case)) => scenarios::explore::generated_case(case).and_then(|scenario| {
+                scenarios::replay::replay_scenario(&scenario, seed.unwrap_or(case), datapath)
+            }),
+            (Some(file), None) => scenarios::replay::replay(&file, seed, datapath),
+            (None, None) => Err(anyhow::anyhow!("give a scenario file or --case SEED")),
+        },
         Command::Show { file } => show::show_file(&file)
             .map(|text| print!("{text}"))
             .map_err(Into::into),
@@ -95,6 +126,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_explore(
+    count: Option<u64>,
+    seconds: Option<f64>,
+    seed: u64,
+    shard: (u32, u32),
+    datapath: sim::Datapath,
+) -> Result<()> {
+    use scenarios::explore::{self, ExploreOptions};
+    let options = ExploreOptions {
+        count: count.or(if seconds.is_some() { None } else { Some(1000) }),
+        budget: seconds.map(std::time::Duration::from_secs_f64),
+        seed,
+        shard,
+        datapath,
+        progress: true,
+    };
+    let report = explore::explore(&options)?;
+    print!("{}", explore::summary_table(&report));
+    let Some(failure) = &report.failure else {
+        return Ok(());
+    };
+    let written = explore::write_failure(failure, datapath)?;
+    let path = written.scenario.display();
+    anyhow::bail!(
+        "case {} failed; shrunk from {} to {} steps in {} simplifications:\n\n{}\n\n\
+         written to {} (scenario.yaml, trace.txt, routing.txt, hops.pcap, flows.log)\n\
+         replay it with:\n  {}\nthe case as generated:\n  cargo xtask replay --case {}\n\
+         keep it as a corpus story with:\n  cargo xtask promote {path} NAME",
+        failure.case_seed,
+        failure.original.steps.len(),
+        failure.shrunk.steps.len(),
+        failure.shrink_steps,
+        failure.error,
+        written.dir.display(),
+        scenarios::artifacts::replay_command(&written.scenario),
+        failure.case_seed,
+    )
 }
 
 fn run_promote(file: &Path, name: &str, corpus: Option<PathBuf>) -> Result<()> {

@@ -28,6 +28,9 @@ const DOMAINS: [&str; 4] = [
     "cache.svc.example.net",
 ];
 
+/// The filters of a filtered grant: some generated ports pass, others are denied.
+const FILTERS: [&str; 4] = ["tcp/443", "tcp/80", "udp/53", "udp/5000-5999"];
+
 /// One thing that happens, before it becomes steps (a TCP conversation is several steps).
 #[derive(Debug, Clone)]
 enum Action {
@@ -74,6 +77,11 @@ enum Action {
         to_relay: bool,
         kind: FaultKind,
     },
+    /// The resource sends on the latest connection left open, possibly much later (after an
+    /// idle expiry or a restart it finds no open flow).
+    LateResourceData {
+        bytes: u16,
+    },
     Restart,
     Idle {
         seconds: u64,
@@ -119,6 +127,8 @@ struct Shape {
     gateway_relay: [Option<usize>; 2],
     /// Clients take their first gateway's relay (both peers on one relay).
     same_relay: bool,
+    /// Per client: its grants carry filters (TCP 443 and 80, UDP 53 and 5000-5999).
+    filtered: [bool; 3],
     latency_ms: u32,
     client_link_ms: u32,
 }
@@ -133,8 +143,16 @@ fn shape() -> impl Strategy<Value = Shape> {
         any::<[u8; 5]>().prop_map(|stacks| stacks.map(|s| s % 3)),
         [relay(), relay(), relay()],
         [prop::option::weighted(0.75, 0usize..3), relay()],
-        prop::bool::weighted(0.6),
-        (prop_oneof![Just(10u32), Just(5), 1u32..40], prop_oneof![Just(10u32), 1u32..60]),
+        prop::bool::weighted(0.8),
+        (
+            prop_oneof![Just(10u32), Just(5), 1u32..40],
+            prop_oneof![Just(10u32), 1u32..60],
+            [
+                prop::bool::weighted(0.2),
+                prop::bool::weighted(0.2),
+                prop::bool::weighted(0.2),
+            ],
+        ),
     )
         .prop_map(
             |(
@@ -146,7 +164,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                 client_relay,
                 gateway_relay,
                 same_relay,
-                (latency_ms, client_link_ms),
+                (latency_ms, client_link_ms, filtered),
             )| Shape {
                 clients,
                 gateways,
@@ -156,6 +174,7 @@ fn shape() -> impl Strategy<Value = Shape> {
                 client_relay,
                 gateway_relay,
                 same_relay,
+                filtered,
                 latency_ms,
                 client_link_ms,
             },
@@ -172,7 +191,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(PathMode::Direct),
         1 => Just(PathMode::ClientRelayed),
         1 => Just(PathMode::GatewayRelayed),
-        2 => Just(PathMode::SameRelay),
+        5 => Just(PathMode::SameRelay),
         1 => Just(PathMode::DifferentRelays),
     ];
     let fault = prop_oneof![
@@ -182,7 +201,8 @@ fn action() -> impl Strategy<Value = Action> {
     ];
     // Resources: 0 web (CIDR v4), 1 app (DNS), 2 web6 (CIDR v6), 3 db (CIDR, gw2), 4 svc (DNS,
     // gw2); DNS resources (1, 4) come up most.
-    let resource = || prop_oneof![2 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3), 2 => Just(4)];
+    let resource =
+        || prop_oneof![2 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3), 2 => Just(4)];
     prop_oneof![
         6 => (0usize..3, resource(), prop_oneof![Just(53u16), Just(5000), 1u16..2000], 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
             .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain }),
@@ -197,6 +217,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }),
         2 => (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }),
         1 => Just(Action::Restart),
+        3 => (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }),
         3 => prop_oneof![Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610), 1u64..200]
             .prop_map(|seconds| Action::Idle { seconds }),
     ]
@@ -220,11 +241,36 @@ struct ResourceChoice {
 }
 
 const RESOURCES: [ResourceChoice; 5] = [
-    ResourceChoice { name: "web", gateway: 0, address: "198.51.100.10/32", dns: false },
-    ResourceChoice { name: "app", gateway: 0, address: "**.example.com", dns: true },
-    ResourceChoice { name: "web6", gateway: 0, address: "2001:db8:100::10/128", dns: false },
-    ResourceChoice { name: "db", gateway: 1, address: "198.51.100.64/26", dns: false },
-    ResourceChoice { name: "svc", gateway: 1, address: "*.svc.example.net", dns: true },
+    ResourceChoice {
+        name: "web",
+        gateway: 0,
+        address: "198.51.100.10/32",
+        dns: false,
+    },
+    ResourceChoice {
+        name: "app",
+        gateway: 0,
+        address: "**.example.com",
+        dns: true,
+    },
+    ResourceChoice {
+        name: "web6",
+        gateway: 0,
+        address: "2001:db8:100::10/128",
+        dns: false,
+    },
+    ResourceChoice {
+        name: "db",
+        gateway: 1,
+        address: "198.51.100.64/26",
+        dns: false,
+    },
+    ResourceChoice {
+        name: "svc",
+        gateway: 1,
+        address: "*.svc.example.net",
+        dns: true,
+    },
 ];
 
 /// The scenario's hosts and how each can be reached, while steps are generated.
@@ -242,7 +288,13 @@ impl Layout {
 
     /// The path mode actually written for a wish: the wish if the contract carries it, else
     /// the closest one that works, else none.
-    fn usable(&self, client: usize, gateway: usize, wish: PathMode, roamed: bool) -> Option<PathMode> {
+    fn usable(
+        &self,
+        client: usize,
+        gateway: usize,
+        wish: PathMode,
+        roamed: bool,
+    ) -> Option<PathMode> {
         let c = &self.clients[client];
         let g = &self.gateways[gateway];
         let same_family = Self::v6(c.stack) == Self::v6(g.stack);
@@ -271,7 +323,9 @@ impl Layout {
                 PathMode::SameRelay,
             ],
         };
-        std::iter::once(wish).chain(fallbacks).find(|mode| works(*mode))
+        std::iter::once(wish)
+            .chain(fallbacks)
+            .find(|mode| works(*mode))
     }
 }
 
@@ -376,11 +430,16 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
         grants: layout
             .clients
             .iter()
-            .flat_map(|client| {
-                layout.resources.iter().map(|index| Grant {
+            .enumerate()
+            .flat_map(|(c, client)| {
+                layout.resources.iter().map(move |index| Grant {
                     client: client.name.clone(),
                     resource: RESOURCES[*index].name.to_owned(),
-                    filters: Vec::new(),
+                    filters: if shape.filtered[c] {
+                        FILTERS.iter().map(|filter| (*filter).to_owned()).collect()
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect(),
@@ -411,6 +470,8 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
         }
     }
     let mut next_conn = 1;
+    // The latest connection a TCP action left open.
+    let mut open_conn = None;
     // Per (client, relay-side?) link: partitioned, held.
     let mut partitioned = BTreeMap::new();
     let mut held = BTreeMap::new();
@@ -477,7 +538,7 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 match end {
                     TcpEnd::Fin(by) => steps.push(Step::TcpClose { conn, by }),
                     TcpEnd::Rst(by) => steps.push(Step::TcpReset { conn, by }),
-                    TcpEnd::Open => {}
+                    TcpEnd::Open => open_conn = Some(conn),
                 }
             }
             Action::Path {
@@ -553,6 +614,15 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                     between: [client_name(client), other],
                     fault,
                 });
+            }
+            Action::LateResourceData { bytes } => {
+                if let Some(conn) = open_conn {
+                    steps.push(Step::TcpData {
+                        conn,
+                        from: Side::Resource,
+                        bytes,
+                    });
+                }
             }
             Action::Restart => steps.push(Step::GatewayRestart {
                 gateway: layout.gateways[0].name.clone(),

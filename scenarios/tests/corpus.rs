@@ -1,7 +1,9 @@
 //! The scenario corpus (`scenarios/corpus/*.yaml`): every story runs in the simulator with the
 //! real gateway and relays and the fixed corpus seed, must match the reference model record
 //! for record, and must match its snapshots in the workspace's `snapshots/` directory:
-//! `<name>__flows.snap` holds its flow records.
+//! `<name>__flows.snap` holds its flow records, `<name>__routing.snap` its routing trace (every
+//! datagram hop by hop, with the XDP verdict of each relay that received one:
+//! `scenarios::routing`).
 //!
 //! A changed or new snapshot fails the test and is written next to the old one as `.snap.new`
 //! (with `CI=true` nothing is written); review with `cargo insta review`, or accept with
@@ -16,6 +18,7 @@ use scenario::Scenario;
 use scenarios::{
     check::run_and_check,
     corpus::{self, CORPUS_SEED, Entry},
+    routing,
 };
 
 /// Runs, checks and snapshots one story; panics with the reason on any failure.
@@ -47,6 +50,19 @@ fn story(entry: &Entry) {
             format!("{name}__flows"),
             corpus::flow_views(&scenario, &checked.outcome.flows)
         );
+        // The routing trace shows the relays' XDP verdicts: without the program (no BPF here,
+        // and not required) it cannot match, so it is skipped, loudly.
+        if checked.outcome.datapath.runs_xdp() {
+            insta::assert_snapshot!(
+                format!("{name}__routing"),
+                routing::render(&scenario, &checked.outcome)
+            );
+        } else {
+            eprintln!(
+                "!!! SKIPPED {name}__routing: the relays ran without their XDP program \
+                 (the kernel's BPF is unavailable)"
+            );
+        }
     });
 }
 

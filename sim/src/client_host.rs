@@ -60,10 +60,7 @@ impl ClientHost {
             return;
         };
         if self.via_relay.contains(&gateway)
-            && !self
-                .endpoint
-                .turn()
-                .is_some_and(|turn| turn.is_allocated())
+            && !self.endpoint.turn().is_some_and(|turn| turn.is_allocated())
         {
             // Roamed and not allocated again yet: a real client has no way through its relay.
             shared.borrow_mut().trace(
@@ -203,12 +200,7 @@ impl ClientHost {
     /// After roaming, once the new allocation exists: binds a channel to every gateway this
     /// client reaches through its relay.
     fn rebind_when_allocated(&mut self, shared: &Rc<RefCell<Shared>>) {
-        if !self.rebind
-            || !self
-                .endpoint
-                .turn()
-                .is_some_and(|turn| turn.is_allocated())
-        {
+        if !self.rebind || !self.endpoint.turn().is_some_and(|turn| turn.is_allocated()) {
             return;
         }
         self.rebind = false;
@@ -218,10 +210,10 @@ impl ClientHost {
                 continue;
             };
             if let Err(error) = self.endpoint.route_via_relay(target, true, now) {
-                shared
-                    .borrow_mut()
-                    .errors
-                    .push(format!("{}: path to {target} after roaming: {error}", self.name));
+                shared.borrow_mut().errors.push(format!(
+                    "{}: path to {target} after roaming: {error}",
+                    self.name
+                ));
             }
         }
     }
@@ -291,11 +283,12 @@ pub(crate) fn add_client(
                     let arrival = match host.endpoint.receive(from, &buf[..len], now) {
                         Ok(Some(arrival)) => arrival,
                         Ok(None) => continue,
+                        // The endpoint refused it and nothing changed (a late duplicate of a
+                        // TURN response after a held link released, say): a drop, traced.
                         Err(error) => {
                             shared
                                 .borrow_mut()
-                                .errors
-                                .push(format!("{name}: from {from}: {error}"));
+                                .trace(&name, format!("ignored a datagram from {from}: {error}"));
                             continue;
                         }
                     };

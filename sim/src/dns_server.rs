@@ -55,7 +55,10 @@ pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
 
 /// The DNS server: one turmoil host per address family, answering from the same records.
 pub(crate) fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>) {
-    for ip in [IpAddr::V4(plan::DNS_SERVER_V4), IpAddr::V6(plan::DNS_SERVER_V6)] {
+    for ip in [
+        IpAddr::V4(plan::DNS_SERVER_V4),
+        IpAddr::V6(plan::DNS_SERVER_V6),
+    ] {
         add_dns_host(sim, shared, ip);
     }
 }

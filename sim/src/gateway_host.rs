@@ -257,8 +257,10 @@ impl GatewayHost {
                 let client = self.tunnel_ips.get(&packet.dst.ip()).copied();
                 drops.push((client, reason, packet));
             }
+            // The input's own packet went to the TUN side.
+            (Input::Frame { .. }, Ok(())) => forwarded.clear(),
             (_, Err(reason)) => take(&mut uncounted, reason),
-            _ => forwarded.clear(),
+            (_, Ok(())) => {}
         }
         while let Some(event) = self.gateway.poll_event() {
             match event {
@@ -642,7 +644,10 @@ pub(crate) fn add_gateway(
                     });
                 }
                 flush_gateway(&mut host, &socket, local, dns_server, &shared);
-                let turn = host.endpoint.turn_mut().and_then(|turn| turn.poll_timeout());
+                let turn = host
+                    .endpoint
+                    .turn_mut()
+                    .and_then(|turn| turn.poll_timeout());
                 let deadline = [host.gateway.poll_timeout(), turn]
                     .into_iter()
                     .flatten()

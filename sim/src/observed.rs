@@ -15,7 +15,7 @@ use proto::{
 
 pub use gateway::DropReason as GatewayDropReason;
 
-use crate::{tcp::Flags, world::session_key};
+use crate::tcp::Flags;
 
 /// An inner packet as its receiver sees it (ports are 0 for ICMP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -259,11 +259,21 @@ pub fn summarize(packet: &[u8]) -> PacketSummary {
         },
         Some(TransportSlice::Icmpv4(message)) => {
             let (icmp_type, code) = (message.type_u8(), message.code_u8());
-            icmp(icmp_type, code, message.payload(), (icmp_type, code) == (3, 13))
+            icmp(
+                icmp_type,
+                code,
+                message.payload(),
+                (icmp_type, code) == (3, 13),
+            )
         }
         Some(TransportSlice::Icmpv6(message)) => {
             let (icmp_type, code) = (message.type_u8(), message.code_u8());
-            icmp(icmp_type, code, message.payload(), (icmp_type, code) == (1, 1))
+            icmp(
+                icmp_type,
+                code,
+                message.payload(),
+                (icmp_type, code) == (1, 1),
+            )
         }
         _ => other,
     }
@@ -343,10 +353,7 @@ pub(crate) fn tunnel_frame_in(datagram: &[u8]) -> Option<Vec<u8>> {
 /// The client whose session a tunnel frame belongs to, and the inner packet (if the frame
 /// opens under that client's key).
 pub(crate) fn open_frame(frame: &[u8]) -> Option<(usize, Vec<u8>)> {
-    let header = tunnel::peek_header(frame).ok()?;
-    let client = usize::try_from(header.session_id.checked_sub(1000)?).ok()?;
-    let (_, inner) = tunnel::open(&session_key(client), frame).ok()?;
-    Some((client, inner.to_vec()))
+    crate::wire::open_tunnel_frame(frame).map(|(client, inner)| (client, inner.to_vec()))
 }
 
 /// The inner packet of a tunnel frame a datagram carries, if it carries one.

@@ -57,7 +57,11 @@ impl RelayCore {
     /// Whether `ip` is one of the relay's own addresses.
     fn owns(&self, ip: IpAddr) -> bool {
         let config = self.relay.config();
-        [config.public_v4.map(IpAddr::V4), config.public_v6.map(IpAddr::V6)].contains(&Some(ip))
+        [
+            config.public_v4.map(IpAddr::V4),
+            config.public_v6.map(IpAddr::V6),
+        ]
+        .contains(&Some(ip))
     }
 }
 
@@ -157,7 +161,11 @@ impl Side {
             let now = self.origin + std::time::Duration::from_millis(now_ms);
             {
                 let mut core = self.core.borrow_mut();
-                if core.relay.poll_timeout().is_some_and(|deadline| deadline <= now) {
+                if core
+                    .relay
+                    .poll_timeout()
+                    .is_some_and(|deadline| deadline <= now)
+                {
                     core.relay.handle_timeout(now);
                 }
             }
@@ -276,7 +284,10 @@ impl Side {
             Err(reason) => {
                 self.shared.borrow_mut().trace(
                     name,
-                    format!("dropped {} bytes from {from} to {to}: {reason}", payload.len()),
+                    format!(
+                        "dropped {} bytes from {from} to {to}: {reason}",
+                        payload.len()
+                    ),
                 );
                 None
             }
@@ -396,7 +407,9 @@ impl Side {
             if let Some(xdp) = core.xdp.as_mut()
                 && let Err(error) = xdp.apply(&event)
             {
-                problems.push(format!("{name}: mirroring {event:?} into the XDP maps: {error}"));
+                problems.push(format!(
+                    "{name}: mirroring {event:?} into the XDP maps: {error}"
+                ));
             }
         }
         if channels_changed

@@ -5,7 +5,10 @@ use std::{cell::RefCell, net::SocketAddr, rc::Rc};
 
 use turmoil::net::UdpSocket;
 
-use crate::world::{Shared, now_ms};
+use crate::world::{Shared, now_ms, session_id, session_key};
+
+/// Sim time 0 in Unix seconds (2026-01-01T00:00:00Z): `Hop::at_ms` counts from it.
+pub use crate::world::ORIGIN_UNIX_SECS;
 
 /// Whether a host put a datagram on the wire or took it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,6 +38,20 @@ pub struct Hop {
     pub payload: Vec<u8>,
     /// Set on datagrams a relay received while its XDP program ran beside it.
     pub xdp: Option<XdpNote>,
+}
+
+/// The client whose session a tunnel frame belongs to, and the inner packet, if the frame's MAC
+/// verifies under that client's session key (the simulation's keys are deterministic: client
+/// `i` has session `1000 + i` and key `[i + 1; 32]`). Frames of both directions open.
+pub fn open_tunnel_frame(frame: &[u8]) -> Option<(usize, &[u8])> {
+    let header = proto::tunnel::peek_header(frame).ok()?;
+    let client = usize::try_from(header.session_id.checked_sub(session_id(0))?).ok()?;
+    // Keys exist for clients 0 to 254 only (`[i + 1; 32]`).
+    if client >= usize::from(u8::MAX) {
+        return None;
+    }
+    let (_, inner) = proto::tunnel::open(&session_key(client), frame).ok()?;
+    Some((client, inner))
 }
 
 /// Sends `payload` from `src` (the address `socket` is bound to on this host) to `dst`, and

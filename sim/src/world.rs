@@ -545,7 +545,9 @@ fn turn_config(
     Some(TurnClientConfig {
         // The relay's address in the host's family (the model refuses a pair with none).
         server: SocketAddr::new(
-            plan.relays[index].matching(host).unwrap_or(plan.relays[index].preferred()),
+            plan.relays[index]
+                .matching(host)
+                .unwrap_or(plan.relays[index].preferred()),
             relay::TURN_PORT,
         ),
         credentials: credentials::rest_api_credentials(
@@ -620,7 +622,10 @@ fn quiet_until(
         }
     });
     let shared = shared.borrow();
-    let waiting = shared.gateway_commands.iter().any(|queue| !queue.is_empty())
+    let waiting = shared
+        .gateway_commands
+        .iter()
+        .any(|queue| !queue.is_empty())
         || shared.client_commands.iter().any(|queue| !queue.is_empty());
     if in_flight || waiting {
         return None;
@@ -640,7 +645,13 @@ fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, Stri
         .iter()
         .map(|c| &c.name)
         .zip(&plan.clients)
-        .chain(topology.gateways.iter().map(|g| &g.name).zip(&plan.gateways))
+        .chain(
+            topology
+                .gateways
+                .iter()
+                .map(|g| &g.name)
+                .zip(&plan.gateways),
+        )
         .chain(topology.relays.iter().map(|r| &r.name).zip(&plan.relays));
     let mut hosts = BTreeMap::new();
     for (name, addresses) in named {
@@ -677,7 +688,11 @@ fn host_ips(scenario: &Scenario, plan: &AddressPlan, name: &str) -> Vec<IpAddr> 
 }
 
 /// The turmoil links between two named hosts: every pair of their addresses in one family.
-fn link_pairs(scenario: &Scenario, plan: &AddressPlan, between: &[String; 2]) -> Vec<(IpAddr, IpAddr)> {
+fn link_pairs(
+    scenario: &Scenario,
+    plan: &AddressPlan,
+    between: &[String; 2],
+) -> Vec<(IpAddr, IpAddr)> {
     let ends = host_ips(scenario, plan, &between[1]);
     host_ips(scenario, plan, &between[0])
         .into_iter()
@@ -935,7 +950,9 @@ impl Runner<'_> {
                             faults.holding = false;
                             faults.held.clear();
                         }
-                        Fault::DropNext(n) => faults.drop_next = faults.drop_next.saturating_add(*n),
+                        Fault::DropNext(n) => {
+                            faults.drop_next = faults.drop_next.saturating_add(*n)
+                        }
                     }
                 }
                 for (a, b) in link_pairs(self.scenario, self.plan, between) {
@@ -990,10 +1007,12 @@ impl Runner<'_> {
         // (client's target, client via its relay, address the gateway answers, gateway via relay)
         let plan = match mode {
             PathMode::Direct => Some((gateway_socket, false, client_socket, false)),
-            PathMode::ClientRelayed => of(client, gateway_socket.is_ipv6())
-                .map(|cr| (gateway_socket, true, cr, false)),
-            PathMode::GatewayRelayed => of(gateway, client_socket.is_ipv6())
-                .map(|gr| (gr, false, client_socket, true)),
+            PathMode::ClientRelayed => {
+                of(client, gateway_socket.is_ipv6()).map(|cr| (gateway_socket, true, cr, false))
+            }
+            PathMode::GatewayRelayed => {
+                of(gateway, client_socket.is_ipv6()).map(|gr| (gr, false, client_socket, true))
+            }
             PathMode::SameRelay | PathMode::DifferentRelays => [false, true]
                 .into_iter()
                 .find_map(|v6| Some((of(client, v6)?, of(gateway, v6)?)))
@@ -1005,7 +1024,9 @@ impl Runner<'_> {
             self.shared.borrow_mut().trace_at(
                 at_ms,
                 "runner",
-                format!("path {mode:?} for {client} and {gateway} not taken: an allocation is missing"),
+                format!(
+                    "path {mode:?} for {client} and {gateway} not taken: an allocation is missing"
+                ),
             );
             return;
         };
@@ -1124,8 +1145,9 @@ pub(crate) fn send_through(
         }
         // The endpoint has no way there yet (a channel binding that a fault held up): the
         // host drops the frame, as a real one would. The model calls such cases unpredictable.
-        Err(error) => shared
-            .borrow_mut()
-            .trace(name, format!("dropped {what} to {remote}: cannot send: {error}")),
+        Err(error) => shared.borrow_mut().trace(
+            name,
+            format!("dropped {what} to {remote}: cannot send: {error}"),
+        ),
     }
 }

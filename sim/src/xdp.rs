@@ -242,7 +242,9 @@ pub(crate) fn agree(run: &XdpRun, relayed: Option<&Datagram>) -> Result<(), Stri
         (Verdict::Tx, None) => Err(format!(
             "XDP_TX ({name}) relayed a datagram the userspace relay does not relay"
         )),
-        (Verdict::Pass, _) if run.frame_changed => Err(format!("XDP_PASS ({name}) changed the frame")),
+        (Verdict::Pass, _) if run.frame_changed => {
+            Err(format!("XDP_PASS ({name}) changed the frame"))
+        }
         (Verdict::Pass, None) => Ok(()),
         // The program leaves STUN (Send indications) and DNS replies to userspace by design;
         // any other pass of a datagram userspace relays is a missing or stale map entry.
@@ -253,7 +255,9 @@ pub(crate) fn agree(run: &XdpRun, relayed: Option<&Datagram>) -> Result<(), Stri
                 expected.dst
             )),
         },
-        (other, _) => Err(format!("{other} ({name}): the program never drops or aborts")),
+        (other, _) => Err(format!(
+            "{other} ({name}): the program never drops or aborts"
+        )),
     }
 }
 

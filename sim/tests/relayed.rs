@@ -34,10 +34,7 @@ fn run_story(mode: &str, gateway_relay: &str) -> sim::Outcome {
 
 fn run_with(mode: &str, gateway_relay: &str, datapath: Datapath) -> sim::Outcome {
     let scenario = Scenario::from_yaml(&story(mode, gateway_relay), "inline").expect("valid");
-    let options = RunOptions {
-        seed: 3,
-        datapath,
-    };
+    let options = RunOptions { seed: 3, datapath };
     let outcome = run(&scenario, &options).expect("runs");
     for line in &outcome.trace {
         eprintln!("{line}");
@@ -79,14 +76,22 @@ fn both_peers_on_one_relay() {
     // Both data datagrams each way went through the XDP program beside the relay, which sent
     // them to the other client itself (relay-to-self), agreeing with userspace (no error).
     if xdp_ran(&outcome) {
-        assert_eq!(outcome.xdp_reasons.get("tx/chan4-to-chan4"), Some(&4), "{:?}", outcome.xdp_reasons);
+        assert_eq!(
+            outcome.xdp_reasons.get("tx/chan4-to-chan4"),
+            Some(&4),
+            "{:?}",
+            outcome.xdp_reasons
+        );
     }
 }
 
 /// Whether the relays ran their XDP program (not where BPF is unavailable and not required).
 fn xdp_ran(outcome: &sim::Outcome) -> bool {
     if outcome.datapath == Datapath::Userspace {
-        assert!(!relay_xdp::bpf_required(), "BPF is required but relays ran userspace only");
+        assert!(
+            !relay_xdp::bpf_required(),
+            "BPF is required but relays ran userspace only"
+        );
         return false;
     }
     true
@@ -128,7 +133,12 @@ fn peers_on_two_relays() {
         // r1 turns the client's ChannelData into UDP to r2's allocation, r2 turns it into
         // ChannelData for the gateway (and back): two datagrams each way per relay.
         for path in ["tx/chan4-to-udp4", "tx/udp4-to-chan4"] {
-            assert_eq!(outcome.xdp_reasons.get(path), Some(&4), "{:?}", outcome.xdp_reasons);
+            assert_eq!(
+                outcome.xdp_reasons.get(path),
+                Some(&4),
+                "{:?}",
+                outcome.xdp_reasons
+            );
         }
     }
     assert_eq!(

@@ -1,0 +1,249 @@
+//! What a batch of checked scenarios exercised: the XDP program's twelve rewriting paths
+//! (relay-to-self among them, in each family and across), flows to DNS resources, every close
+//! reason and every drop reason the model predicted and the run confirmed. The property test
+//! fails if a default run leaves a required counter at zero, so the generator cannot quietly
+//! stop reaching a case.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use model::DropReason;
+use proto::flow::CloseReason;
+use relay_xdp::reason;
+use scenario::{PathMode, Scenario, Step};
+
+use crate::check::Checked;
+
+/// The XDP program's rewriting paths, by reason name.
+pub fn xdp_paths() -> Vec<&'static str> {
+    (reason::TX_FIRST..reason::TX_END)
+        .map(reason::name)
+        .collect()
+}
+
+/// The relay-to-self paths (ChannelData from one client to another on the same relay).
+pub const RELAY_TO_SELF: [&str; 4] = [
+    "tx/chan4-to-chan4",
+    "tx/chan6-to-chan6",
+    "tx/chan4-to-chan6",
+    "tx/chan6-to-chan4",
+];
+
+pub const CLOSE_REASONS: [CloseReason; 5] = [
+    CloseReason::Fin,
+    CloseReason::Rst,
+    CloseReason::Idle,
+    CloseReason::Shutdown,
+    CloseReason::Revoked,
+];
+
+/// The drop reasons generated scenarios must reach.
+pub const DROP_REASONS: [DropReason; 8] = [
+    DropReason::NotGranted,
+    DropReason::FilterDenied,
+    DropReason::TcpWithoutSyn,
+    DropReason::NoOpenFlow,
+    DropReason::DnsResolutionFailed,
+    DropReason::Partition,
+    DropReason::DropNext,
+    DropReason::StillHeld,
+];
+
+/// Drop reasons generated scenarios do not reach, and where they are tested instead.
+pub const DROP_REASONS_ELSEWHERE: [(DropReason, &str); 3] = [
+    (
+        DropReason::NoResource,
+        "a scenario names resources, so traffic to an address outside every resource needs a \
+         hand-written packet: gateway/tests/flow_rules.rs",
+    ),
+    (
+        DropReason::UnknownProxyIp,
+        "the stub resolver maps every proxy IP it hands out: gateway/tests/flow_rules.rs",
+    ),
+    (
+        DropReason::DnsQueueFull,
+        "needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs",
+    ),
+];
+
+/// Counters over many checked scenarios.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub scenarios: u64,
+    /// Scenarios with a `same-relay` path step.
+    pub same_relay_scenarios: u64,
+    /// Scenarios with a host on IPv6 outside the tunnel.
+    pub ipv6_scenarios: u64,
+    /// Relay datagrams the XDP program ran on, per reason name.
+    pub xdp: BTreeMap<&'static str, u64>,
+    pub datagrams: u64,
+    pub flows: u64,
+    pub dns_flows: u64,
+    pub close_reasons: BTreeMap<CloseReason, u64>,
+    pub drop_reasons: BTreeMap<DropReason, u64>,
+}
+
+impl Coverage {
+    /// Counts one scenario that passed its checks.
+    pub fn add(&mut self, scenario: &Scenario, checked: &Checked) {
+        self.scenarios += 1;
+        let same_relay = scenario.steps.iter().any(|step| {
+            matches!(
+                step,
+                Step::Path {
+                    mode: PathMode::SameRelay,
+                    ..
+                }
+            )
+        });
+        self.same_relay_scenarios += u64::from(same_relay);
+        let topology = &scenario.topology;
+        let v6 = topology
+            .clients
+            .iter()
+            .map(|c| c.stack)
+            .chain(topology.gateways.iter().map(|g| g.stack))
+            .any(|stack| stack != scenario::Stack::V4);
+        self.ipv6_scenarios += u64::from(v6);
+        for (name, runs) in &checked.outcome.xdp_reasons {
+            *self.xdp.entry(name).or_default() += runs;
+        }
+        self.datagrams += checked
+            .outcome
+            .hops
+            .iter()
+            .filter(|hop| hop.direction == sim::Direction::Sent)
+            .count() as u64;
+        for flow in &checked.outcome.flows {
+            self.flows += 1;
+            self.dns_flows += u64::from(flow.inner_domain.is_some());
+            *self.close_reasons.entry(flow.close_reason).or_default() += 1;
+        }
+        for drop in &checked.prediction.drops {
+            *self.drop_reasons.entry(drop.reason).or_default() += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Self) {
+        self.scenarios += other.scenarios;
+        self.same_relay_scenarios += other.same_relay_scenarios;
+        self.ipv6_scenarios += other.ipv6_scenarios;
+        for (name, runs) in &other.xdp {
+            *self.xdp.entry(name).or_default() += runs;
+        }
+        self.datagrams += other.datagrams;
+        self.flows += other.flows;
+        self.dns_flows += other.dns_flows;
+        for (reason, count) in &other.close_reasons {
+            *self.close_reasons.entry(*reason).or_default() += count;
+        }
+        for (reason, count) in &other.drop_reasons {
+            *self.drop_reasons.entry(*reason).or_default() += count;
+        }
+    }
+
+    /// Required counters still at zero, by name. `xdp`: whether the relays ran their XDP
+    /// program (the XDP paths are required only then).
+    pub fn missing(&self, xdp: bool) -> Vec<String> {
+        let mut missing = Vec::new();
+        if xdp {
+            for path in xdp_paths() {
+                if self.xdp.get(path).copied().unwrap_or(0) == 0 {
+                    missing.push(format!("XDP path {path}"));
+                }
+            }
+        }
+        if self.dns_flows == 0 {
+            missing.push("flows to DNS resources".to_owned());
+        }
+        for reason in CLOSE_REASONS {
+            if self.close_reasons.get(&reason).copied().unwrap_or(0) == 0 {
+                missing.push(format!("close reason {}", reason.as_str()));
+            }
+        }
+        for reason in DROP_REASONS {
+            if self.drop_reasons.get(&reason).copied().unwrap_or(0) == 0 {
+                missing.push(format!("drop reason {}", drop_name(reason)));
+            }
+        }
+        missing
+    }
+
+    /// The coverage grid: every counter, zero or not.
+    pub fn grid(&self) -> String {
+        let mut out = String::new();
+        let share = |part: u64| {
+            if self.scenarios == 0 {
+                0.0
+            } else {
+                100.0 * part as f64 / self.scenarios as f64
+            }
+        };
+        let _ = writeln!(
+            out,
+            "both peers on one relay   {:>8} scenarios ({:.0}%)",
+            self.same_relay_scenarios,
+            share(self.same_relay_scenarios)
+        );
+        let _ = writeln!(
+            out,
+            "IPv6 outside the tunnel   {:>8} scenarios ({:.0}%)",
+            self.ipv6_scenarios,
+            share(self.ipv6_scenarios)
+        );
+        let _ = writeln!(out, "XDP paths (runs)              from v4        from v6");
+        for (label, base) in [
+            ("  channel -> udp", reason::TX_CHAN_TO_UDP_BASE),
+            ("  channel -> channel (self)", reason::TX_CHAN_TO_CHAN_BASE),
+            ("  udp -> channel", reason::TX_UDP_TO_CHAN_BASE),
+        ] {
+            let runs = |why: u32| self.xdp.get(reason::name(why)).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{label:<28} {:>6} {:>6}   {:>6} {:>6}   (to v4, to v6)",
+                runs(base),
+                runs(base + 1),
+                runs(base + 2),
+                runs(base + 3)
+            );
+        }
+        let passes: Vec<String> = self
+            .xdp
+            .iter()
+            .filter(|(name, _)| name.starts_with("pass/"))
+            .map(|(name, runs)| format!("{name} {runs}"))
+            .collect();
+        let _ = writeln!(out, "XDP passes to userspace     {}", passes.join(", "));
+        let _ = writeln!(out, "flows to DNS resources    {:>8}", self.dns_flows);
+        let closes: Vec<String> = CLOSE_REASONS
+            .iter()
+            .map(|reason| {
+                format!(
+                    "{} {}",
+                    reason.as_str(),
+                    self.close_reasons.get(reason).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "close reasons             {}", closes.join(", "));
+        let drops: Vec<String> = DROP_REASONS
+            .iter()
+            .map(|reason| {
+                format!(
+                    "{} {}",
+                    drop_name(*reason),
+                    self.drop_reasons.get(reason).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
+        out
+    }
+}
+
+/// A drop reason as the model's files spell it (kebab-case).
+pub fn drop_name(reason: DropReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{reason:?}"))
+}
