@@ -149,16 +149,12 @@ mod tests {
 
     #[test]
     fn replay_dirs_are_one_safe_name() {
-        assert_eq!(
-            replay_dir("same-relay-v4"),
-            Path::new("target/vpnsim/replay/same-relay-v4")
-        );
-        assert_eq!(
-            replay_dir("../x y"),
-            Path::new("target/vpnsim/replay/..-x-y")
-        );
-        assert_eq!(replay_dir(".."), Path::new("target/vpnsim/replay/unnamed"));
-        assert_eq!(replay_dir(""), Path::new("target/vpnsim/replay/unnamed"));
+        let root = artifacts::vpnsim_dir().join("replay");
+        assert!(root.ends_with("target/vpnsim/replay"), "{}", root.display());
+        assert_eq!(replay_dir("same-relay-v4"), root.join("same-relay-v4"));
+        assert_eq!(replay_dir("../x y"), root.join("..-x-y"));
+        assert_eq!(replay_dir(".."), root.join("unnamed"));
+        assert_eq!(replay_dir(""), root.join("unnamed"));
     }
 
     /// A corpus story replays, passes, and leaves every file behind; its scenario file names
