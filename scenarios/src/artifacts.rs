@@ -123,7 +123,9 @@ pub fn vpnsim_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    std::fs::canonicalize(&target).unwrap_or(target).join("vpnsim")
+    std::fs::canonicalize(&target)
+        .unwrap_or(target)
+        .join("vpnsim")
 }
 
 pub fn replay_command(path: &Path) -> String {

@@ -14,6 +14,7 @@
 
 mod client_host;
 mod dns_server;
+mod error_events;
 mod gateway_host;
 pub mod observed;
 pub mod packets;

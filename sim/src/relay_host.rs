@@ -54,6 +54,15 @@ struct RelayCore {
 }
 
 impl RelayCore {
+    /// Tells the runner when the next crossing datagram leaves. It is the relay's, not a
+    /// side's: the side that queued it may have run after the side that sends it.
+    fn publish_crossing(&self, shared: &Rc<RefCell<Shared>>) {
+        let next = self.crossing.keys().next().map(|(due, _)| *due);
+        shared
+            .borrow_mut()
+            .set_deadline(&format!("{}/crossing", self.name), next);
+    }
+
     /// Whether `ip` is one of the relay's own addresses.
     fn owns(&self, ip: IpAddr) -> bool {
         let config = self.relay.config();
@@ -203,8 +212,7 @@ impl Side {
                     .relay
                     .poll_timeout()
                     .map(|deadline| deadline_ms(self.origin, deadline));
-                let crossing = core.crossing.keys().next().map(|(due, _)| *due);
-                timer.into_iter().chain(crossing).min()
+                timer
             };
             end_turn(&self.shared, &format!("{name}@{}", self.ip), deadline).await;
         }
@@ -330,6 +338,7 @@ impl Side {
         core.sequence += 1;
         let key = (now_ms + 1, core.sequence);
         core.crossing.insert(key, outgoing);
+        core.publish_crossing(&self.shared);
     }
 
     /// Sends the datagrams that cross to this side and are due.
@@ -342,9 +351,12 @@ impl Side {
                 .filter(|((due, _), outgoing)| *due <= now_ms && outgoing.src.ip() == self.ip)
                 .map(|(key, _)| *key)
                 .collect();
-            keys.into_iter()
+            let due = keys
+                .into_iter()
                 .filter_map(|key| core.crossing.remove(&key))
-                .collect()
+                .collect();
+            core.publish_crossing(&self.shared);
+            due
         };
         for outgoing in due {
             self.send(name, &outgoing);

@@ -16,7 +16,9 @@ use scenario::{
 };
 
 use crate::{
-    client_host, dns_server, gateway_host,
+    client_host, dns_server,
+    error_events::ErrorEvents,
+    gateway_host,
     observed::{self, DropCause, ObservedDelivery, ObservedDrop, ObservedPlace},
     relay_host,
     wire::{self, Hop},
@@ -298,6 +300,15 @@ impl Shared {
         self.trace_at(now_ms(), host, event);
     }
 
+    /// Publishes (or withdraws) a timer the runner must not step over, besides the hosts'
+    /// own: e.g. datagrams crossing between a relay's two sides.
+    pub(crate) fn set_deadline(&mut self, key: &str, at: Option<u64>) {
+        match at {
+            Some(at) => self.deadlines.insert(key.to_owned(), at),
+            None => self.deadlines.remove(key),
+        };
+    }
+
     fn trace_at(&mut self, at_ms: u64, host: &str, event: String) {
         self.trace.push(TraceLine {
             at_ms,
@@ -333,6 +344,15 @@ pub(crate) async fn end_turn(shared: &Rc<RefCell<Shared>>, name: &str, deadline:
     let now = now_ms();
     let quiet_until = {
         let mut shared = shared.borrow_mut();
+        // The invariant "every poll_timeout is in the future": after a turn that handled what
+        // was due, a deadline at or before now would make the host spin.
+        if let Some(at) = deadline
+            && at <= now
+        {
+            shared.errors.push(format!(
+                "{name}: poll_timeout is {at} ms after the start, not after now ({now} ms)"
+            ));
+        }
         match deadline {
             Some(at) => shared.deadlines.insert(name.to_owned(), at),
             None => shared.deadlines.remove(name),
@@ -357,6 +377,19 @@ pub(crate) fn session_id(client: usize) -> u32 {
 
 /// Runs a scenario to its end and returns what happened.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimError> {
+    use tracing_subscriber::{Layer as _, filter::LevelFilter, layer::SubscriberExt as _};
+    let collector = ErrorEvents::default();
+    let subscriber =
+        tracing_subscriber::registry().with(collector.clone().with_filter(LevelFilter::ERROR));
+    let mut outcome =
+        tracing::subscriber::with_default(subscriber, || run_world(scenario, options))?;
+    if let Ok(events) = collector.0.lock() {
+        outcome.errors.extend(events.iter().cloned());
+    }
+    Ok(outcome)
+}
+
+fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimError> {
     let plan = AddressPlan::new(scenario);
     let durations: Vec<u64> = scenario.steps.iter().map(step_duration_ms).collect();
     let end_ms = SETUP_MS + durations.iter().sum::<u64>();

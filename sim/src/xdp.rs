@@ -66,6 +66,9 @@ pub(crate) struct XdpRun {
     pub(crate) output: Option<Datagram>,
     /// Whether a non-TX verdict left the frame changed (it must not).
     pub(crate) frame_changed: bool,
+    /// On `XDP_TX`: what is wrong with the rewritten frame's IPv4 header or UDP checksum,
+    /// recomputed from scratch (the input always carries a UDP checksum, so the output must).
+    pub(crate) checksum_error: Option<String>,
 }
 
 /// A loaded program, mirroring one relay; returned to the thread's pool when dropped.
@@ -166,15 +169,25 @@ impl XdpBeside {
             ));
         };
         *self.reasons.entry(why).or_default() += 1;
-        let output = match outcome.verdict {
-            Verdict::Tx => Some(decode(&outcome.frame_out)?),
-            _ => None,
+        let (output, checksum_error) = match outcome.verdict {
+            Verdict::Tx => {
+                let checksum = match xdp_fixtures::frame::verify_checksums(&outcome.frame_out) {
+                    Ok(xdp_fixtures::frame::UdpChecksum::Valid) => None,
+                    Ok(xdp_fixtures::frame::UdpChecksum::Absent) => {
+                        Some("the UDP checksum went missing".to_owned())
+                    }
+                    Err(error) => Some(error),
+                };
+                (Some(decode(&outcome.frame_out)?), checksum)
+            }
+            _ => (None, None),
         };
         Ok(XdpRun {
             verdict: outcome.verdict,
             reason: why,
             output,
             frame_changed: outcome.verdict != Verdict::Tx && outcome.frame_out != frame,
+            checksum_error,
         })
     }
 }
@@ -220,6 +233,11 @@ fn decode(frame: &[u8]) -> Result<Datagram, String> {
 /// it relays data). `Err` describes a disagreement.
 pub(crate) fn agree(run: &XdpRun, relayed: Option<&Datagram>) -> Result<(), String> {
     let name = reason::name(run.reason);
+    if let Some(error) = &run.checksum_error {
+        return Err(format!(
+            "XDP_TX ({name}) sent a frame with a bad checksum: {error}"
+        ));
+    }
     match (run.verdict, relayed) {
         (Verdict::Tx, Some(expected)) => match &run.output {
             Some(output) if output == expected => Ok(()),

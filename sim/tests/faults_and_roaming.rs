@@ -37,7 +37,6 @@ fn udp(src: &str, dst: &str, payload: u16) -> PacketSummary {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn tcp(src: &str, dst: &str, flags: &str, seq: u32, ack: u32, payload: u16) -> PacketSummary {
     PacketSummary {
         src: addr(src),
