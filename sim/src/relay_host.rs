@@ -206,14 +206,12 @@ impl Side {
             self.drain_events(&name);
             self.sync_sockets().await?;
             self.send_crossing(&name, now_ms);
-            let deadline = {
-                let core = self.core.borrow();
-                let timer = core
-                    .relay
-                    .poll_timeout()
-                    .map(|deadline| deadline_ms(self.origin, deadline));
-                timer
-            };
+            let deadline = self
+                .core
+                .borrow()
+                .relay
+                .poll_timeout()
+                .map(|deadline| deadline_ms(self.origin, deadline));
             end_turn(&self.shared, &format!("{name}@{}", self.ip), deadline).await;
         }
     }
