@@ -362,8 +362,11 @@ impl Gateway {
         }
         // The interned index of `outer`, when it is already the client's (no roaming).
         let known_outer = (client.outer == Some(outer)).then_some(client.outer_idx);
-        self.route_to_resource(client_id, inner, &pkt, &outer, known_outer, t)?;
-        // Accepted (forwarded or queued for DNS): only now does the frame change session state.
+        let routed = self.route_to_resource(client_id, inner, &pkt, &outer, known_outer, t);
+        // The frame is accepted (MAC, replay window and source passed) whatever becomes of its
+        // packet: it moves the replay window and the client to its outer context even when the
+        // packet is denied (docs/flows.md, "Roaming"), as an authenticated frame proves where
+        // the client is.
         let client = self
             .clients
             .get_mut(&client_id)
@@ -378,7 +381,7 @@ impl Gateway {
                 to: outer,
             });
         }
-        Ok(())
+        routed
     }
 
     /// Forwards (or queues, for a pending DNS answer) an authenticated client packet whose

@@ -39,8 +39,8 @@
 //!    DNS resource matching the domain mapped to the destination proxy IP. Denied: an ICMP
 //!    administratively-prohibited error goes back to the client. A proxy IP whose answer is
 //!    pending queues the packet (bounded).
-//! 4. Only an accepted frame updates the replay window and moves the client to the frame's
-//!    outer context (roaming).
+//! 4. Every accepted frame (step 1 passed), forwarded or not, updates the replay window and
+//!    moves the client to the frame's outer context (roaming).
 //!
 //! Resource packets pass only for open flows (source NAT back to the proxy IP; ICMP errors
 //! translated including the quoted header) and go in a tunnel frame to the client's current

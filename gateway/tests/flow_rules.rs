@@ -301,6 +301,27 @@ fn path_change_mid_flow_is_one_record(fam: Fam) {
     assert_eq!(r.close_reason, CloseReason::Shutdown);
 }
 
+/// A frame that passes MAC, replay window and source is accepted even when its packet is
+/// denied: it proves where the client is, so it moves the client (flows.md, "Roaming").
+fn a_denied_packet_from_a_new_outer_context_moves_the_client(fam: Fam) {
+    let mut h = Harness::new(fam);
+    let out = udp(fam.tunnel_ip(), 5000, fam.resource_ip(7), 53, b"a");
+    let back = udp(fam.resource_ip(7), 53, fam.tunnel_ip(), 5000, b"b");
+    h.send(&out).unwrap();
+    h.drain();
+    h.outer = roamed_outer();
+    let ack_without_flow = tcp(fam.tunnel_ip(), 6000, fam.resource_ip(7), 443, ACK, 1, 1, b"");
+    assert_eq!(h.send(&ack_without_flow), Err(DropReason::TcpWithoutSyn));
+    h.resource_sends(&back).unwrap();
+    let to_client = h.drain().to_client;
+    assert_eq!(to_client.len(), 1);
+    assert_eq!(to_client[0].1, roamed_outer().remote, "the reply follows the client");
+    assert_eq!(to_client[0].0, roamed_outer().local);
+    h.gw.shutdown(h.now);
+    let r = only_record(&mut h);
+    assert_eq!(r.outer_contexts, vec![client_outer(), roamed_outer()]);
+}
+
 fn dns_flow_carries_domain(fam: Fam) {
     for (domain, resource_pattern) in [
         ("app.example.com", None),
@@ -452,6 +473,7 @@ both_families!(
     tcp_new_connection_on_same_five_tuple,
     udp_idle_expiry_exactly_at_last_packet_plus_timeout,
     path_change_mid_flow_is_one_record,
+    a_denied_packet_from_a_new_outer_context_moves_the_client,
     dns_flow_carries_domain,
     dns_record_change_while_flow_open,
     revocation_while_flow_open,
