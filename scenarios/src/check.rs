@@ -426,41 +426,6 @@ fn difference<T>(
     out
 }
 
-fn show_packet(packet: &Packet) -> String {
-    let (src, dst) = (packet.src, packet.dst);
-    match packet.kind {
-        PacketKind::Udp { payload } => format!("UDP {src} > {dst} len {payload}"),
-        PacketKind::Tcp {
-            flags,
-            seq,
-            ack,
-            payload,
-        } => {
-            let names: String = [
-                (flags.syn, 'S'),
-                (flags.fin, 'F'),
-                (flags.rst, 'R'),
-                (flags.psh, 'P'),
-                (flags.ack, '.'),
-            ]
-            .iter()
-            .filter(|(set, _)| *set)
-            .map(|(_, name)| *name)
-            .collect();
-            format!("TCP {src} > {dst} [{names}] seq {seq} ack {ack} len {payload}")
-        }
-        PacketKind::IcmpProhibited {
-            quoted_protocol,
-            quoted_src,
-            quoted_dst,
-        } => format!(
-            "ICMP prohibited {} > {} quoting {quoted_protocol} {quoted_src} > {quoted_dst}",
-            src.ip(),
-            dst.ip()
-        ),
-    }
-}
-
 fn show_delivery(delivery: &Delivery) -> String {
     let to = match &delivery.to {
         Receiver::Client {
@@ -474,7 +439,7 @@ fn show_delivery(delivery: &Delivery) -> String {
         "{} ms (step {}): {} to {to}",
         delivery.at_ms,
         delivery.step,
-        show_packet(&delivery.packet)
+        crate::show::packet_line(&delivery.packet)
     )
 }
 
@@ -489,7 +454,7 @@ fn show_drop(drop: &ExpectedDrop) -> String {
         "{} ms (step {}): {} {place}, {:?}",
         drop.at_ms,
         drop.step,
-        show_packet(&drop.packet),
+        crate::show::packet_line(&drop.packet),
         drop.reason
     )
 }

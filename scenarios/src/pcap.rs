@@ -217,17 +217,7 @@ mod tests {
             );
             assert_eq!(packet.orig_len as usize, packet.data.len());
             let sliced = SlicedPacket::from_ethernet(&packet.data).expect("an Ethernet frame");
-            let (src, dst) = match &sliced.net {
-                Some(NetSlice::Ipv4(ip)) => (
-                    IpAddr::V4(ip.header().source_addr()),
-                    IpAddr::V4(ip.header().destination_addr()),
-                ),
-                Some(NetSlice::Ipv6(ip)) => (
-                    IpAddr::V6(ip.header().source_addr()),
-                    IpAddr::V6(ip.header().destination_addr()),
-                ),
-                other => panic!("packet {index} is not IP: {other:?}"),
-            };
+            let (src, dst) = sim::packets::ip_addresses(&sliced.net).expect("IPv4 or IPv6");
             let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
                 panic!("packet {index} is not UDP");
             };

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{SlicedPacket, TransportSlice};
 use proto::{
     channel_data::{self, ChannelData},
     flow::Protocol,
@@ -91,18 +91,7 @@ impl std::fmt::Display for PacketSummary {
                 seq, ack, payload, ..
             } => {
                 let flags = self.kind.tcp_flags().unwrap_or_default();
-                let mut names = String::new();
-                for (set, name) in [
-                    (flags.syn, "S"),
-                    (flags.fin, "F"),
-                    (flags.rst, "R"),
-                    (flags.psh, "P"),
-                    (flags.ack, "."),
-                ] {
-                    if set {
-                        names.push_str(name);
-                    }
-                }
+                let names = flags.letters();
                 write!(
                     f,
                     "TCP {src} > {dst} [{names}] seq {seq} ack {ack} len {payload}"
@@ -207,16 +196,8 @@ pub fn summarize(packet: &[u8]) -> PacketSummary {
     let Ok(sliced) = SlicedPacket::from_ip(packet) else {
         return other;
     };
-    let (src, dst) = match &sliced.net {
-        Some(NetSlice::Ipv4(ip)) => (
-            IpAddr::V4(ip.header().source_addr()),
-            IpAddr::V4(ip.header().destination_addr()),
-        ),
-        Some(NetSlice::Ipv6(ip)) => (
-            IpAddr::V6(ip.header().source_addr()),
-            IpAddr::V6(ip.header().destination_addr()),
-        ),
-        _ => return other,
+    let Some((src, dst)) = crate::packets::ip_addresses(&sliced.net) else {
+        return other;
     };
     let icmp = |icmp_type: u8, code: u8, quoted: &[u8], prohibited: bool| {
         let kind = match quoted_addresses(quoted) {

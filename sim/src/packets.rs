@@ -81,20 +81,27 @@ pub enum Inner {
     },
 }
 
+/// The source and destination addresses of a parsed IPv4 or IPv6 packet.
+pub fn ip_addresses(net: &Option<NetSlice<'_>>) -> Option<(IpAddr, IpAddr)> {
+    match net {
+        Some(NetSlice::Ipv4(ip)) => Some((
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        )),
+        Some(NetSlice::Ipv6(ip)) => Some((
+            ip.header().source_addr().into(),
+            ip.header().destination_addr().into(),
+        )),
+        _ => None,
+    }
+}
+
 pub fn parse(packet: &[u8]) -> Inner {
     let Ok(sliced) = SlicedPacket::from_ip(packet) else {
         return Inner::Other { len: packet.len() };
     };
-    let (src, dst) = match &sliced.net {
-        Some(NetSlice::Ipv4(ip)) => (
-            IpAddr::V4(ip.header().source_addr()),
-            IpAddr::V4(ip.header().destination_addr()),
-        ),
-        Some(NetSlice::Ipv6(ip)) => (
-            IpAddr::V6(ip.header().source_addr()),
-            IpAddr::V6(ip.header().destination_addr()),
-        ),
-        _ => return Inner::Other { len: packet.len() },
+    let Some((src, dst)) = ip_addresses(&sliced.net) else {
+        return Inner::Other { len: packet.len() };
     };
     match &sliced.transport {
         Some(TransportSlice::Udp(udp)) => Inner::Udp {
@@ -135,18 +142,7 @@ impl std::fmt::Display for Inner {
             }
             Inner::Tcp { src, dst, segment } => {
                 let flags = segment.flags;
-                let mut names = String::new();
-                for (set, name) in [
-                    (flags.syn, "S"),
-                    (flags.fin, "F"),
-                    (flags.rst, "R"),
-                    (flags.psh, "P"),
-                    (flags.ack, "."),
-                ] {
-                    if set {
-                        names.push_str(name);
-                    }
-                }
+                let names = flags.letters();
                 write!(
                     f,
                     "TCP {src} > {dst} [{names}] seq {} ack {} len {}",

@@ -12,6 +12,22 @@ pub struct Flags {
     pub psh: bool,
 }
 
+impl Flags {
+    /// The flags as tcpdump writes them: `S`, `F`, `R`, `P`, `.` for ACK (`[S.]` is a SYN-ACK).
+    pub fn letters(self) -> String {
+        [
+            (self.syn, 'S'),
+            (self.fin, 'F'),
+            (self.rst, 'R'),
+            (self.psh, 'P'),
+            (self.ack, '.'),
+        ]
+        .into_iter()
+        .filter_map(|(set, letter)| set.then_some(letter))
+        .collect()
+    }
+}
+
 /// A segment to send: flags, sequence and acknowledgement numbers, payload length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {

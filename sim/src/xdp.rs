@@ -7,7 +7,7 @@
 
 use std::{cell::RefCell, io::Write as _, net::SocketAddr};
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{SlicedPacket, TransportSlice};
 use relay_xdp::{ReasonCounters, Verdict, XdpRelay, reason};
 
 /// How relay hosts move data.
@@ -207,16 +207,8 @@ impl Drop for XdpBeside {
 fn decode(frame: &[u8]) -> Result<Datagram, String> {
     let packet = SlicedPacket::from_ethernet(frame)
         .map_err(|error| format!("XDP_TX frame does not parse: {error}"))?;
-    let (src, dst) = match &packet.net {
-        Some(NetSlice::Ipv4(ipv4)) => (
-            ipv4.header().source_addr().into(),
-            ipv4.header().destination_addr().into(),
-        ),
-        Some(NetSlice::Ipv6(ipv6)) => (
-            ipv6.header().source_addr().into(),
-            ipv6.header().destination_addr().into(),
-        ),
-        _ => return Err("XDP_TX frame is not IPv4 or IPv6".to_owned()),
+    let Some((src, dst)) = crate::packets::ip_addresses(&packet.net) else {
+        return Err("XDP_TX frame is not IPv4 or IPv6".to_owned());
     };
     let Some(TransportSlice::Udp(udp)) = &packet.transport else {
         return Err("XDP_TX frame is not UDP".to_owned());
