@@ -50,6 +50,10 @@ enum Action {
         domain: usize,
         data: Vec<(bool, u16)>,
         end: TcpEnd,
+        /// The client sends its SYN again right after the handshake (a retransmission that
+        /// crossed the SYN-ACK), and an ACK after the close (a late ACK).
+        retransmit_syn: bool,
+        late_ack: bool,
     },
     Path {
         client: usize,
@@ -207,8 +211,11 @@ fn action() -> impl Strategy<Value = Action> {
         6 => (0usize..3, resource(), prop_oneof![Just(53u16), Just(5000), 1u16..2000], 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
             .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain }),
         5 => (0usize..3, resource(), prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.3), 0usize..4,
-              prop::collection::vec((any::<bool>(), 1u16..1200), 0..3), tcp_end)
-            .prop_map(|(client, resource, port, ipv6, domain, data, end)| Action::Tcp { client, resource, port, ipv6, domain, data, end }),
+              prop::collection::vec((any::<bool>(), 1u16..1200), 0..3), tcp_end,
+              (prop::bool::weighted(0.2), prop::bool::weighted(0.2)))
+            .prop_map(|(client, resource, port, ipv6, domain, data, end, (retransmit_syn, late_ack))| Action::Tcp {
+                client, resource, port, ipv6, domain, data, end, retransmit_syn, late_ack,
+            }),
         4 => (0usize..3, 0usize..2, mode)
             .prop_map(|(client, gateway, mode)| Action::Path { client, gateway, mode }),
         1 => (0usize..3).prop_map(|client| Action::Roam { client }),
@@ -517,6 +524,8 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 domain,
                 data,
                 end,
+                retransmit_syn,
+                late_ack,
             } => {
                 let conn = next_conn;
                 next_conn += 1;
@@ -524,6 +533,9 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                     conn,
                     target: target(client, resource, port, ipv6, domain),
                 });
+                if retransmit_syn {
+                    steps.push(Step::TcpRetransmitSyn { conn });
+                }
                 for (from_client, bytes) in data {
                     steps.push(Step::TcpData {
                         conn,
@@ -539,6 +551,9 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                     TcpEnd::Fin(by) => steps.push(Step::TcpClose { conn, by }),
                     TcpEnd::Rst(by) => steps.push(Step::TcpReset { conn, by }),
                     TcpEnd::Open => open_conn = Some(conn),
+                }
+                if late_ack && !matches!(end, TcpEnd::Open) {
+                    steps.push(Step::TcpLateAck { conn });
                 }
             }
             Action::Path {
