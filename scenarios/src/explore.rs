@@ -276,7 +276,76 @@ fn shrink(
             break;
         }
     }
+    prune_topology(&mut failure, seed, datapath);
     failure
+}
+
+/// After the steps are shrunk, drops what the topology no longer needs (resources, grants,
+/// DNS records, link latencies, relays, clients), one at a time, as long as the case still
+/// validates and fails: the written case names only what matters.
+fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath) {
+    let mut budget = 200;
+    'again: while budget > 0 {
+        for candidate in topology_removals(&failure.shrunk) {
+            budget -= 1;
+            if budget == 0 {
+                return;
+            }
+            if candidate.validate().is_err() {
+                continue;
+            }
+            if let CaseResult::Failed(error) = check_case(&candidate, seed, datapath) {
+                failure.shrunk = candidate;
+                failure.error = error;
+                failure.shrink_steps += 1;
+                continue 'again;
+            }
+        }
+        return;
+    }
+}
+
+/// Every scenario with one thing less in its topology (and what refers to it in the topology).
+fn topology_removals(scenario: &Scenario) -> Vec<Scenario> {
+    let topology = &scenario.topology;
+    let mut out = Vec::new();
+    let mut with = |change: &dyn Fn(&mut scenario::Topology)| {
+        let mut smaller = scenario.clone();
+        change(&mut smaller.topology);
+        out.push(smaller);
+    };
+    for name in topology.resources.iter().map(|r| r.name.clone()) {
+        with(&|t| {
+            t.resources.retain(|r| r.name != name);
+            t.grants.retain(|g| g.resource != name);
+        });
+    }
+    for index in 0..topology.grants.len() {
+        with(&|t| {
+            t.grants.remove(index);
+        });
+    }
+    for index in 0..topology.dns_records.len() {
+        with(&|t| {
+            t.dns_records.remove(index);
+        });
+    }
+    for index in 0..topology.latency.links.len() {
+        with(&|t| {
+            t.latency.links.remove(index);
+        });
+    }
+    for name in topology.relays.iter().map(|r| r.name.clone()) {
+        with(&|t| t.relays.retain(|r| r.name != name));
+    }
+    for name in topology.clients.iter().map(|c| c.name.clone()) {
+        with(&|t| {
+            t.clients.retain(|c| c.name != name);
+            t.grants.retain(|g| g.client != name);
+            t.latency.links.retain(|l| !l.between.contains(&name));
+        });
+    }
+    out
 }
 
 /// Writes a failing case where a person can replay it, under `target/vpnsim/failures/failure-N/`:
@@ -353,4 +422,79 @@ pub fn summary_table(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topology_removal_takes_away_one_thing_and_what_refers_to_it() {
+        let scenario = Scenario::from_yaml(
+            r#"
+name: prune-me
+topology:
+  clients: [{ name: alice, stack: v4, relay: r1 }, { name: bob, stack: v4 }]
+  gateways: [{ name: gw, stack: v4 }]
+  relays: [{ name: r1, stack: v4 }]
+  resources:
+    - { name: web, gateway: gw, cidr: 198.51.100.10/32 }
+    - { name: app, gateway: gw, dns: "*.example.com" }
+  dns_records: [{ name: api.example.com, addresses: [198.51.100.42] }]
+  grants: [{ client: alice, resource: web }, { client: bob, resource: app }]
+  latency: { default_ms: 10, links: [{ between: [bob, gw], ms: 5 }] }
+steps:
+  - udp: { client: alice, resource: web, port: 53, bytes: 1 }
+"#,
+            "inline",
+        )
+        .expect("valid");
+        let removals = topology_removals(&scenario);
+        // 2 resources, 2 grants, 1 DNS record, 1 link, 1 relay, 2 clients.
+        assert_eq!(removals.len(), 9);
+        let size = |s: &Scenario| {
+            let t = &s.topology;
+            t.resources.len()
+                + t.grants.len()
+                + t.dns_records.len()
+                + t.latency.links.len()
+                + t.relays.len()
+                + t.clients.len()
+        };
+        for smaller in &removals {
+            assert!(size(smaller) < size(&scenario), "{:?}", smaller.topology);
+            assert_eq!(smaller.steps, scenario.steps);
+        }
+        // Removing bob takes his grant and his link too, and still validates.
+        let without_bob = removals
+            .iter()
+            .find(|s| s.topology.clients.iter().all(|c| c.name != "bob"))
+            .expect("a removal of bob");
+        assert!(
+            without_bob
+                .topology
+                .grants
+                .iter()
+                .all(|g| g.client != "bob")
+        );
+        assert!(without_bob.topology.latency.links.is_empty());
+        assert!(without_bob.validate().is_ok());
+        // Removing the relay alice uses does not validate: the pruner skips it.
+        let without_relay = removals
+            .iter()
+            .find(|s| s.topology.relays.is_empty())
+            .expect("a removal of r1");
+        assert!(without_relay.validate().is_err());
+    }
+
+    #[test]
+    fn shards_take_disjoint_cases() {
+        let seeds = |k: u32| -> Vec<u64> { (0..50).map(|i| case_seed(7, (k, 3), i)).collect() };
+        let (a, b, c) = (seeds(1), seeds(2), seeds(3));
+        for seed in &a {
+            assert!(!b.contains(seed) && !c.contains(seed));
+        }
+        // Shard 2/3's first case is the unsharded run's second case.
+        assert_eq!(case_seed(7, (2, 3), 0), case_seed(7, (1, 1), 1));
+    }
 }

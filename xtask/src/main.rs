@@ -24,8 +24,10 @@ tasks:
   setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
   test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
   explore    setup, then run the main job: generated scenarios checked against the model
-             (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7)
-  replay     setup, then run one scenario file and print its timeline: `vpnsim replay FILE`
+             (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7,
+             --seconds 60, --shard 2/4, --datapath xdp-first)
+  replay     setup, then run one scenario and print its timeline, writing pcap, trace and
+             flow log: `vpnsim replay FILE` or `vpnsim replay --case SEED`
   show       setup, then print a scenario file and what the model expects from it (timeline,
              flow records, deliveries, drops): `vpnsim show FILE`
   promote    setup, then copy a scenario file (e.g. an explore failure) into the corpus as
