@@ -262,7 +262,10 @@ impl GatewayHost {
             (_, Err(reason)) => take(&mut uncounted, reason),
             (_, Ok(())) => {}
         }
+        let mut events = Vec::new();
         while let Some(event) = self.gateway.poll_event() {
+            // The trace shows every flow event (flow started, client roamed, DNS answers).
+            events.push(format!("event: {event:?}"));
             match event {
                 Event::DnsResolutionFailed {
                     client, proxy_ip, ..
@@ -330,6 +333,9 @@ impl GatewayHost {
             }
         }
         let mut shared = shared.borrow_mut();
+        for event in events {
+            shared.trace(&self.name, event);
+        }
         for (client, reason, packet) in drops {
             shared.trace(&self.name, format!("dropped ({reason}): {packet}"));
             shared.drops.push(ObservedDrop {
