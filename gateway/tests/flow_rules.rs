@@ -310,12 +310,25 @@ fn a_denied_packet_from_a_new_outer_context_moves_the_client(fam: Fam) {
     h.send(&out).unwrap();
     h.drain();
     h.outer = roamed_outer();
-    let ack_without_flow = tcp(fam.tunnel_ip(), 6000, fam.resource_ip(7), 443, ACK, 1, 1, b"");
+    let ack_without_flow = tcp(
+        fam.tunnel_ip(),
+        6000,
+        fam.resource_ip(7),
+        443,
+        ACK,
+        1,
+        1,
+        b"",
+    );
     assert_eq!(h.send(&ack_without_flow), Err(DropReason::TcpWithoutSyn));
     h.resource_sends(&back).unwrap();
     let to_client = h.drain().to_client;
     assert_eq!(to_client.len(), 1);
-    assert_eq!(to_client[0].1, roamed_outer().remote, "the reply follows the client");
+    assert_eq!(
+        to_client[0].1,
+        roamed_outer().remote,
+        "the reply follows the client"
+    );
     assert_eq!(to_client[0].0, roamed_outer().local);
     h.gw.shutdown(h.now);
     let r = only_record(&mut h);

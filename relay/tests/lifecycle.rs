@@ -23,7 +23,7 @@ fn allocate_answers_the_challenge_then_gets_a_relayed_address() {
     let client = world.add_client(addr("198.51.100.10:40000"), server_v4(), Families::V4);
     let relayed = world.allocate(client);
     assert_eq!(relayed.len(), 1);
-    assert_eq!(relayed[0].ip().to_string(), RELAY_V4);
+    assert_eq!(relayed[0].ip(), RELAY_V4);
     assert!(relay::ALLOCATION_PORTS.contains(&relayed[0].port()));
     assert_eq!(
         world.error_codes_sent(),

@@ -181,7 +181,8 @@ proptest! {
                 }
                 Op::Wait(seconds) => world.advance(Duration::from_secs(seconds)),
                 Op::TogglePartition(client) => {
-                    world.partitioned[client] = !world.partitioned[client];
+                    let client = &mut world.clients[client];
+                    client.partitioned = !client.partitioned;
                     ever_partitioned = true;
                 }
             }
