@@ -504,19 +504,18 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
         shared: &shared,
         proxies: BTreeMap::new(),
         roams: vec![0; scenario.topology.clients.len()],
-        held: BTreeSet::new(),
     };
     let mut at = SETUP_MS;
-    run_until(&mut sim, &shared, &runner.held, at)?;
+    run_until(&mut sim, &shared, at)?;
     for (index, step) in scenario.steps.iter().enumerate() {
         runner.apply(&mut sim, index, step);
         at += durations[index];
-        run_until(&mut sim, &shared, &runner.held, at)?;
+        run_until(&mut sim, &shared, at)?;
     }
     for queue in &mut shared.borrow_mut().gateway_commands {
         queue.push_back(GatewayCommand::Shutdown);
     }
-    run_until(&mut sim, &shared, &runner.held, end_ms + 2)?;
+    run_until(&mut sim, &shared, end_ms + 2)?;
     let mut shared = shared.borrow_mut();
     // Frames still held when the run ends never arrive.
     let still_held: Vec<ObservedDrop> = shared
@@ -601,13 +600,12 @@ fn step_duration_ms(step: &Step) -> u64 {
     }
 }
 
-/// Advances the simulation to `at_ms`: tick by tick while anything is in flight or due, and
-/// across a quiet stretch in one step that ends a tick before the next host timer (or `at_ms`),
-/// so that every timer still fires on its own millisecond.
+/// Advances the simulation to `at_ms`: across every quiet stretch in one step that ends a tick
+/// before the next host timer or datagram arrival (or `at_ms`), and tick by tick from there, so
+/// that every timer fires and every datagram arrives on its own millisecond.
 fn run_until(
     sim: &mut turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
-    held: &BTreeSet<(IpAddr, IpAddr)>,
     at_ms: u64,
 ) -> Result<(), SimError> {
     loop {
@@ -617,7 +615,7 @@ fn run_until(
         }
         // Every host takes its first turn (and publishes its timers) in the first tick.
         let jump = (now > 0)
-            .then(|| quiet_until(sim, shared, held, at_ms))
+            .then(|| quiet_until(sim, shared, now, at_ms))
             .flatten()
             .map(|next| next.saturating_sub(now + 1))
             .filter(|jump| *jump >= 2);
@@ -632,42 +630,35 @@ fn run_until(
     }
 }
 
-/// When the next thing can happen, if nothing is in flight: the earliest host timer, or
-/// `limit`. `None` while a datagram travels on a link that is not held (a held one moves only
-/// at a `release`, which is a step) or a command waits for its host.
+/// When the next thing can happen: the earliest host timer, the earliest datagram due off
+/// the wire (one held on a link moves only at a `release`, which is a step), or `limit`.
+/// `None` while a command waits for its host.
 fn quiet_until(
     sim: &turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
-    held: &BTreeSet<(IpAddr, IpAddr)>,
+    now: u64,
     limit: u64,
 ) -> Option<u64> {
-    let mut in_flight = false;
-    sim.links(|links| {
-        for link in links {
-            let (a, b) = link.pair();
-            if held.contains(&ordered(a, b)) {
-                continue;
-            }
-            if link.count() > 0 {
-                in_flight = true;
-                return;
-            }
-        }
-    });
     let shared = shared.borrow();
     let waiting = shared
         .gateway_commands
         .iter()
         .any(|queue| !queue.is_empty())
         || shared.client_commands.iter().any(|queue| !queue.is_empty());
-    if in_flight || waiting {
+    if waiting {
         return None;
     }
-    Some(shared.deadlines.values().copied().fold(limit, u64::min))
-}
-
-fn ordered(a: IpAddr, b: IpAddr) -> (IpAddr, IpAddr) {
-    if a <= b { (a, b) } else { (b, a) }
+    let delivery = sim
+        .next_delivery()
+        .map(|due_in| now + due_in.as_millis() as u64);
+    Some(
+        shared
+            .deadlines
+            .values()
+            .copied()
+            .chain(delivery)
+            .fold(limit, u64::min),
+    )
 }
 
 /// The scenario's host name of every address of every host (the DNS server is `dns`).
@@ -746,8 +737,6 @@ struct Runner<'a> {
     /// (client, domain) -> the proxy index the client's stub resolver handed out.
     proxies: BTreeMap<(usize, String), usize>,
     roams: Vec<u16>,
-    /// Links on hold: what travels on them waits for a `release` step.
-    held: BTreeSet<(IpAddr, IpAddr)>,
 }
 
 impl Runner<'_> {
@@ -991,11 +980,9 @@ impl Runner<'_> {
                 for (a, b) in link_pairs(self.scenario, self.plan, between) {
                     match fault {
                         Fault::Hold => {
-                            self.held.insert(ordered(a, b));
                             sim.hold(a, b);
                         }
                         Fault::Release => {
-                            self.held.remove(&ordered(a, b));
                             sim.release(a, b);
                         }
                         Fault::Partition | Fault::Heal | Fault::DropNext(_) => {}

@@ -370,6 +370,15 @@ impl<'a> Sim<'a> {
         });
     }
 
+    /// How long from now until the earliest message in flight (not held on a link) is due
+    /// for delivery, or `None` if nothing is in flight.
+    ///
+    /// Local addition to turmoil 0.7.2: with [`Sim::step_by`], a harness can cross the time
+    /// messages spend on the wire in one step.
+    pub fn next_delivery(&self) -> Option<Duration> {
+        self.world.borrow().topology.next_delivery()
+    }
+
     /// Access a [`LinksIter`] to introspect inflight messages between hosts.
     pub fn links(&self, f: impl FnOnce(LinksIter)) {
         let top = &mut self.world.borrow_mut().topology;

@@ -283,6 +283,17 @@ impl Topology {
         link.repair_oneway(a, b);
     }
 
+    /// How long until the earliest message in flight (not held) is due, if any. Local
+    /// addition, see `Sim::next_delivery`.
+    pub(crate) fn next_delivery(&self) -> Option<Duration> {
+        let now = self.rt.now();
+        self.links
+            .values()
+            .filter_map(Link::next_delivery)
+            .min()
+            .map(|due| due.saturating_duration_since(now))
+    }
+
     pub(crate) fn tick_by(&mut self, duration: Duration) {
         let _ = self.rt.tick(duration);
         for link in self.links.values_mut() {
@@ -410,6 +421,17 @@ impl Link {
     fn tick(&mut self, now: Instant) {
         self.now = now;
         self.process_deliverables();
+    }
+
+    /// The earliest delivery time of a message in flight that is not held.
+    fn next_delivery(&self) -> Option<Instant> {
+        self.sent
+            .iter()
+            .filter_map(|sent| match sent.status {
+                DeliveryStatus::DeliverAfter(time) => Some(time),
+                DeliveryStatus::Hold => None,
+            })
+            .min()
     }
 
     fn process_deliverables(&mut self) {
