@@ -129,15 +129,18 @@ pub fn vpnsim_dir() -> PathBuf {
 }
 
 pub fn replay_command(path: &Path) -> String {
-    // Relative to where the person stands, when the file is below it.
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok())
-        .unwrap_or(path);
     format!(
         "cargo xtask replay {}",
-        shell_word(&shown.display().to_string())
+        shell_word(&shown(path).display().to_string())
     )
+}
+
+/// `path` relative to where the person stands, when it is below it.
+pub fn shown(path: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
 }
 
 /// `text` as one shell word: as it is when it needs no quoting, else in single quotes.

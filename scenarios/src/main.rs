@@ -150,7 +150,7 @@ fn run_explore(
         return Ok(());
     };
     let written = explore::write_failure(failure, datapath)?;
-    let path = written.scenario.display();
+    let path = scenarios::artifacts::shown(&written.scenario).display();
     anyhow::bail!(
         "case {} failed; shrunk from {} to {} steps in {} simplifications:\n\n{}\n\n\
          written to {} (scenario.yaml, trace.txt, routing.txt, hops.pcap, flows.log)\n\
@@ -161,7 +161,7 @@ fn run_explore(
         failure.shrunk.steps.len(),
         failure.shrink_steps,
         failure.error,
-        written.dir.display(),
+        scenarios::artifacts::shown(&written.dir).display(),
         scenarios::artifacts::replay_command(&written.scenario),
         failure.case_seed,
     )
