@@ -74,11 +74,17 @@ pub fn run_and_check(scenario: &Scenario, seed: u64) -> Result<Checked, CheckErr
 /// Checks what a run of `scenario` produced: invariants, then every flow record, every
 /// delivery and every drop.
 pub fn check_outcome(scenario: &Scenario, outcome: Outcome) -> Result<Checked, CheckError> {
-    if let Some(error) = outcome.errors.first() {
-        return Err(CheckError::Invariant(format!(
-            "{error} (and {} more)",
-            outcome.errors.len() - 1
-        )));
+    if let Some(first) = outcome.errors.first() {
+        // The first broken invariant, then (indented) the next few, which often tell the rest
+        // of the story (the relay addressing itself after XDP and userspace disagreed).
+        let mut text = first.clone();
+        for error in outcome.errors.iter().skip(1).take(4) {
+            let _ = write!(text, "\n  then: {error}");
+        }
+        if outcome.errors.len() > 5 {
+            let _ = write!(text, "\n  ... and {} more", outcome.errors.len() - 5);
+        }
+        return Err(CheckError::Invariant(text));
     }
     let prediction = model::predict_with(scenario, &allocations(scenario, &outcome.relayed))
         .map_err(CheckError::Model)?;
