@@ -103,6 +103,38 @@ fn generated_scenarios_match_the_model_and_cover_every_path() {
     assert_eq!(coverage::xdp_paths().len(), 12);
 }
 
+/// Production's shape: the XDP program first, userspace only for what it passes. The records,
+/// deliveries and drops must be the model's all the same.
+#[test]
+fn xdp_first_runs_match_the_model_too() {
+    let mut options = ExploreOptions::new(200, 3);
+    options.datapath = Datapath::XdpFirst;
+    let report = explore::explore(&options).expect("explores");
+    if let Some(failure) = &report.failure {
+        panic!(
+            "case {} failed in xdp-first mode:\n{}\nreplay it with: cargo xtask replay --case {} --datapath xdp-first",
+            failure.case_seed, failure.error, failure.case_seed
+        );
+    }
+    if xdp_ran(report.datapath) {
+        assert_eq!(report.datapath, Some(Datapath::XdpFirst));
+        let tx: u64 = report
+            .coverage
+            .xdp
+            .iter()
+            .filter(|(name, _)| name.starts_with("tx/"))
+            .map(|(_, runs)| runs)
+            .sum();
+        // Most cases relay data: the program itself sent more datagrams than there are cases.
+        assert!(
+            tx >= report.coverage.scenarios,
+            "the program sent only {tx} datagrams itself in {} cases",
+            report.coverage.scenarios
+        );
+    }
+    assert!(report.coverage.scenarios >= 180, "{:?}", report.skipped);
+}
+
 /// Everything a run produced that must not vary, hashed.
 fn run_hash(outcome: &sim::Outcome) -> u64 {
     let mut hasher = DefaultHasher::new();
