@@ -1,7 +1,7 @@
-//! Scenarios and the harness around them: the scenario type (a YAML file a person can read),
-//! proptest strategies that generate scenarios, the invariants checked after every step, the
-//! corpus with its snapshots, and the `vpnsim` command line (`explore`, `replay`, `show`,
-//! `promote`).
+//! The harness around the simulator: checks against the model, coverage counters, proptest
+//! strategies that generate scenarios, the explorer (shrinking, artifacts), the corpus with
+//! its snapshots, the routing trace and pcap writer, and the `vpnsim` command line
+//! (`explore`, `replay`, `show`, `promote`, `bench`, `xdp-fixtures`).
 
 pub mod artifacts;
 pub mod check;

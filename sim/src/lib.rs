@@ -1,6 +1,8 @@
 //! The simulated network: a turmoil world built from a scenario, with hosts that drive the
-//! sans-IO gateway and clients, a resource responder behind each gateway's TUN link, a DNS
-//! server, links with fixed latencies and explicit faults, and a trace of every datagram.
+//! sans-IO gateway, clients and relays (each relay with its real XDP program beside it, see
+//! [`xdp`]), a resource responder behind each gateway's TUN link, a DNS server, links with
+//! fixed latencies and explicit faults, every datagram at every hop ([`wire`]) and the
+//! invariants every run must keep.
 //!
 //! The timing contract (what happens at which millisecond) is in `docs/harness.md`; the
 //! reference model predicts from the same contract.
