@@ -19,7 +19,7 @@ use crate::{
     wire,
     world::{
         ClientCommand, ClientTcpAction, Shared, deadline_ms, end_turn, flush_turn, now_instant,
-        now_ms, send_through, session_id, session_key, unspecified,
+        now_ms, receive_through, send_through, session_id, session_key, unspecified,
     },
 };
 
@@ -280,17 +280,10 @@ pub(crate) fn add_client(
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
                     let local = host.endpoint.socket();
                     wire::received(&shared, &name, from, local, &buf[..len], None);
-                    let arrival = match host.endpoint.receive(from, &buf[..len], now) {
-                        Ok(Some(arrival)) => arrival,
-                        Ok(None) => continue,
-                        // The endpoint refused it and nothing changed (a late duplicate of a
-                        // TURN response after a held link released, say): a drop, traced.
-                        Err(error) => {
-                            shared
-                                .borrow_mut()
-                                .trace(&name, format!("ignored a datagram from {from}: {error}"));
-                            continue;
-                        }
+                    let Some(arrival) =
+                        receive_through(&mut host.endpoint, &shared, &name, from, &buf[..len], now)
+                    else {
+                        continue;
                     };
                     let (remote, local, payload) =
                         (arrival.remote, arrival.local, arrival.payload.into_owned());

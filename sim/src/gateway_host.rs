@@ -31,8 +31,8 @@ use crate::{
     wire,
     world::{
         GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, deadline_ms,
-        end_turn, flush_turn, now_instant, now_ms, send_through, session_id, session_key,
-        unspecified,
+        end_turn, flush_turn, now_instant, now_ms, receive_through, send_through, session_id,
+        session_key, unspecified,
     },
 };
 
@@ -611,15 +611,10 @@ pub(crate) fn add_gateway(
                         }
                         continue;
                     }
-                    let arrival = match host.endpoint.receive(from, &buf[..len], now) {
-                        Ok(Some(arrival)) => arrival,
-                        Ok(None) => continue,
-                        Err(error) => {
-                            shared
-                                .borrow_mut()
-                                .trace(&name, format!("not for the tunnel from {from}: {error}"));
-                            continue;
-                        }
+                    let Some(arrival) =
+                        receive_through(&mut host.endpoint, &shared, &name, from, &buf[..len], now)
+                    else {
+                        continue;
                     };
                     let outer = OuterContext {
                         remote: arrival.remote,

@@ -1137,6 +1137,29 @@ pub(crate) fn flush_turn(
     shared.current_relayed.insert(name.to_owned(), addresses);
 }
 
+/// Takes a datagram through the host's endpoint: tunnel data (directly, or out of its relay's
+/// ChannelData or Data indication), or `None` for what the endpoint keeps (TURN responses) or
+/// refuses (a late duplicate of a TURN response after a held link released, say: nothing
+/// changes, the trace says why).
+pub(crate) fn receive_through<'p>(
+    endpoint: &mut peer::Endpoint,
+    shared: &Rc<RefCell<Shared>>,
+    name: &str,
+    from: SocketAddr,
+    payload: &'p [u8],
+    now: Instant,
+) -> Option<peer::Arrival<'p>> {
+    match endpoint.receive(from, payload, now) {
+        Ok(arrival) => arrival,
+        Err(error) => {
+            shared
+                .borrow_mut()
+                .trace(name, format!("ignored a datagram from {from}: {error}"));
+            None
+        }
+    }
+}
+
 /// Sends `payload` to `remote` the way the host's endpoint routes it (directly or as
 /// ChannelData through its relay).
 pub(crate) fn send_through(
