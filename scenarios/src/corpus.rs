@@ -93,22 +93,27 @@ pub struct FlowView {
 
 /// The name of client `index` of the scenario (`client 7` if there is none).
 pub fn client_name(scenario: &Scenario, index: u32) -> String {
-    scenario
-        .topology
-        .clients
-        .get(index as usize)
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| format!("client {index}"))
+    let names = scenario.topology.clients.iter().map(|c| c.name.as_str());
+    nth_name(names, index, "client")
 }
 
 /// The name of resource `index` of the scenario (`resource 7` if there is none).
 pub fn resource_name(scenario: &Scenario, index: u32) -> String {
-    scenario
-        .topology
-        .resources
-        .get(index as usize)
-        .map(|r| r.name.clone())
-        .unwrap_or_else(|| format!("resource {index}"))
+    let names = scenario.topology.resources.iter().map(|r| r.name.as_str());
+    nth_name(names, index, "resource")
+}
+
+/// The name of gateway `index` of the scenario (`gateway 7` if there is none).
+pub fn gateway_name(scenario: &Scenario, index: u32) -> String {
+    let names = scenario.topology.gateways.iter().map(|g| g.name.as_str());
+    nth_name(names, index, "gateway")
+}
+
+/// The `index`-th of `names`, or `<kind> <index>` past their end.
+fn nth_name<'a>(mut names: impl Iterator<Item = &'a str>, index: u32, kind: &str) -> String {
+    names
+        .nth(index as usize)
+        .map_or_else(|| format!("{kind} {index}"), str::to_owned)
 }
 
 /// `ip:port`, with brackets around IPv6 addresses.

@@ -13,7 +13,7 @@ use scenario::{LoadError, Scenario, Step};
 use serde::Serialize;
 use serde_yaml_ng::Value;
 
-use crate::corpus::{client_name, resource_name, socket};
+use crate::corpus::{client_name, gateway_name, resource_name, socket};
 
 /// Reads, validates and renders a scenario file (see [`render`]).
 pub fn show_file(path: &Path) -> Result<String, LoadError> {
@@ -123,15 +123,6 @@ pub fn flow_line(scenario: &Scenario, record: &FlowRecord) -> String {
         record.close_reason,
         contexts.join(", "),
     )
-}
-
-fn gateway_name(scenario: &Scenario, index: u32) -> String {
-    scenario
-        .topology
-        .gateways
-        .get(index as usize)
-        .map(|g| g.name.clone())
-        .unwrap_or_else(|| format!("gateway {index}"))
 }
 
 /// One delivery on one line: when, the step, who receives it, the packet.
