@@ -1,0 +1,349 @@
+//! The model's own discrete-event run of a scenario: an abstract network (links with latencies
+//! and faults, relays that forward at once, the TUN link, the DNS server), scripted clients and
+//! resource responders, and the gateway's flow rules. Events at one millisecond run in a fixed
+//! order: the step's action first, then datagrams in the order they were scheduled. Wherever
+//! that order could change the outcome (and the contract does not fix it), the run stops with
+//! [`Unpredictable`].
+//!
+//! This module holds the engine's state, its event queue and the dispatch of steps and events;
+//! the concerns live in the submodules:
+//!
+//! - [`network`]: links, latencies, faults and the paths (direct or through relays) that tunnel
+//!   frames travel between a client and a gateway;
+//! - [`gateway`]: the gateway's flows, the drops it decides, grants, revocations and restarts;
+//! - [`dns`]: the gateway's DNS NAT (proxy IP mappings, queries, answers, the packets queued
+//!   for them), the clients' stub resolver and the DNS server;
+//! - [`endpoints`]: the scripted clients and resource responders and their TCP conversations.
+
+mod dns;
+mod endpoints;
+mod gateway;
+mod network;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use scenario::plan::AddressPlan;
+use scenario::{Scenario, Step};
+
+use crate::rules::{self, Rules};
+use crate::{
+    Allocations, DEFAULT_IDLE_TIMEOUT_S, Packet, Prediction, Timeline, Unpredictable, timeline,
+};
+
+use dns::Records;
+use endpoints::{ClientState, Conn};
+use gateway::GatewayState;
+use network::{Frame, Link, LinkState};
+
+type Result<T> = std::result::Result<T, Unpredictable>;
+
+#[derive(Debug)]
+enum Event {
+    Step(usize),
+    /// A frame arrives at the far end of `hops[index]`.
+    Hop {
+        frame: Frame,
+        index: usize,
+    },
+    /// A packet the gateway forwarded reaches the resource responder.
+    AtResource {
+        gateway: usize,
+        packet: Packet,
+        conn: Option<u32>,
+        step: usize,
+    },
+    /// A packet from the resource responder reaches the gateway's TUN side.
+    FromResource {
+        gateway: usize,
+        packet: Packet,
+        conn: Option<u32>,
+        step: usize,
+    },
+    DnsAtServer {
+        gateway: usize,
+        epoch: u32,
+        mapping: usize,
+    },
+    DnsAnswer {
+        gateway: usize,
+        epoch: u32,
+        mapping: usize,
+        answer: Option<(IpAddr, u64)>,
+    },
+    DnsExpiry {
+        gateway: usize,
+        epoch: u32,
+        mapping: usize,
+        generation: u64,
+    },
+}
+
+struct Engine<'a> {
+    scenario: &'a Scenario,
+    plan: AddressPlan,
+    allocations: &'a Allocations,
+    timeline: Timeline,
+    idle_ms: u64,
+    dns_ms: u64,
+    rules: Rules,
+    /// The DNS server's records: lowercase name -> (addresses, ttl seconds).
+    records: Records,
+    events: BTreeMap<(u64, u8, u64), Event>,
+    sequence: u64,
+    clients: Vec<ClientState>,
+    gateways: Vec<GatewayState>,
+    links: BTreeMap<Link, LinkState>,
+    conns: BTreeMap<u32, Conn>,
+    step: Option<usize>,
+    out: Prediction,
+}
+
+pub(crate) fn run(scenario: &Scenario, allocations: &Allocations) -> Result<Prediction> {
+    let mut engine = Engine::new(scenario, allocations)?;
+    for k in 0..scenario.steps.len() {
+        let at = engine.timeline.step_start[k];
+        engine.schedule_class(at, 0, Event::Step(k));
+    }
+    engine.run_events()?;
+    engine.finish()?;
+    Ok(engine.out)
+}
+
+impl<'a> Engine<'a> {
+    /// The engine before step 0, or why the setup is not modelled.
+    fn new(scenario: &'a Scenario, allocations: &'a Allocations) -> Result<Self> {
+        let topology = &scenario.topology;
+        let setup = |reason: String| Unpredictable { step: None, reason };
+        if allocations.clients.len() != topology.clients.len()
+            || allocations.gateways.len() != topology.gateways.len()
+        {
+            return Err(setup(
+                "the allocations do not list every client and gateway".into(),
+            ));
+        }
+        let idle_s = topology.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S);
+        if idle_s == 0 {
+            return Err(setup("an idle timeout of 0 s is not modelled".into()));
+        }
+        let rules = Rules::new(topology).map_err(setup)?;
+        Ok(Engine {
+            scenario,
+            plan: AddressPlan::new(scenario),
+            allocations,
+            timeline: timeline(scenario),
+            idle_ms: idle_s * 1000,
+            dns_ms: u64::from(topology.latency.default_ms),
+            rules,
+            records: dns::server_records(topology),
+            events: BTreeMap::new(),
+            sequence: 0,
+            clients: topology
+                .clients
+                .iter()
+                .map(|_| ClientState::new(topology.gateways.len()))
+                .collect(),
+            gateways: topology
+                .gateways
+                .iter()
+                .map(|_| GatewayState::default())
+                .collect(),
+            links: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            step: None,
+            out: Prediction {
+                flows: Vec::new(),
+                deliveries: Vec::new(),
+                drops: Vec::new(),
+            },
+        })
+    }
+}
+
+impl Engine<'_> {
+    fn fail<T>(&self, reason: impl Into<String>) -> Result<T> {
+        Err(Unpredictable {
+            step: self.step,
+            reason: reason.into(),
+        })
+    }
+
+    fn schedule_class(&mut self, at: u64, class: u8, event: Event) {
+        self.sequence += 1;
+        self.events.insert((at, class, self.sequence), event);
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.schedule_class(at, 1, event);
+    }
+
+    fn run_events(&mut self) -> Result<()> {
+        while let Some(entry) = self.events.first_entry() {
+            let (at, _, _) = *entry.key();
+            if at >= self.timeline.t_end {
+                break;
+            }
+            let event = entry.remove();
+            self.handle(at, event)?;
+        }
+        Ok(())
+    }
+
+    /// A datagram of step `step` must be handled before the next step starts
+    /// (docs/harness.md: "all its replies arrive long before t_{k+1}").
+    fn within_step(&self, step: usize, at: u64) -> Result<()> {
+        if at >= self.timeline.next_start(step) {
+            return Err(Unpredictable {
+                step: Some(step),
+                reason: format!(
+                    "traffic of this step is still in flight at {at} ms, when the next step \
+                     starts: latencies too large for the step grid"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, at: u64, event: Event) -> Result<()> {
+        match event {
+            Event::Step(k) => {
+                self.step = Some(k);
+                self.do_step(k, at)
+            }
+            Event::Hop { frame, index } => {
+                self.within_step(frame.step, at)?;
+                self.hop_arrived(frame, index, at)
+            }
+            Event::AtResource {
+                gateway,
+                packet,
+                conn,
+                step,
+            } => {
+                self.within_step(step, at)?;
+                self.resource_receive(gateway, packet, conn, step, at)
+            }
+            Event::FromResource {
+                gateway,
+                packet,
+                conn,
+                step,
+            } => {
+                self.within_step(step, at)?;
+                self.gateway_from_resource(gateway, packet, conn, step, at)
+            }
+            Event::DnsAtServer {
+                gateway,
+                epoch,
+                mapping,
+            } => self.dns_at_server(gateway, epoch, mapping, at),
+            Event::DnsAnswer {
+                gateway,
+                epoch,
+                mapping,
+                answer,
+            } => self.dns_answer(gateway, epoch, mapping, answer, at),
+            Event::DnsExpiry {
+                gateway,
+                epoch,
+                mapping,
+                generation,
+            } => {
+                self.dns_expiry(gateway, epoch, mapping, generation, at);
+                Ok(())
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- steps
+
+    fn client_index(&self, name: &str) -> Result<usize> {
+        rules::client_index(&self.scenario.topology, name).or_else(|e| self.fail(e))
+    }
+
+    fn resource_index(&self, name: &str) -> Result<usize> {
+        rules::resource_index(&self.scenario.topology, name).or_else(|e| self.fail(e))
+    }
+
+    fn gateway_index(&self, name: &str) -> Result<usize> {
+        match self
+            .scenario
+            .topology
+            .gateways
+            .iter()
+            .position(|g| g.name == name)
+        {
+            Some(g) => Ok(g),
+            None => self.fail(format!("no gateway {name}")),
+        }
+    }
+
+    /// Runs step `k`, which starts at `t`, handing it to the part of the model it concerns.
+    fn do_step(&mut self, k: usize, t: u64) -> Result<()> {
+        let step = self.scenario.steps[k].clone();
+        match step {
+            Step::Udp { target, bytes } => self.send_udp(&target, bytes, k, t),
+            Step::TcpOpen { conn, target } => self.tcp_open(conn, &target, k, t),
+            Step::TcpRetransmitSyn { conn } => self.client_syn(conn, k, t),
+            Step::TcpData { conn, from, bytes } => self.tcp_data(conn, from, bytes, k, t),
+            Step::TcpClose { conn, by } => self.tcp_close(conn, by, k, t),
+            Step::TcpReset { conn, by } => self.tcp_reset(conn, by, k, t),
+            Step::TcpLateAck { conn } => self.tcp_late_ack(conn, k, t),
+            Step::DnsQuery { client, name } => {
+                let c = self.client_index(&client)?;
+                self.stub_query(c, &name, t);
+                Ok(())
+            }
+            Step::Path {
+                client,
+                gateway,
+                mode,
+            } => self.set_path(&client, &gateway, mode),
+            Step::Roam { client } => self.roam(&client),
+            Step::Grant(grant) => self.grant(&grant),
+            Step::Revoke { client, resource } => self.revoke(&client, &resource, t),
+            Step::DnsChange { name, addresses } => {
+                self.change_record(&name, addresses);
+                Ok(())
+            }
+            Step::Fault { between, fault } => {
+                self.apply_fault(&between, fault, k, t);
+                Ok(())
+            }
+            Step::GatewayRestart { gateway } => self.restart_gateway(&gateway, t),
+            Step::Idle { .. } => {
+                self.taint_faulted_relay_links();
+                Ok(())
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- the end
+
+    fn finish(&mut self) -> Result<()> {
+        let t_end = self.timeline.t_end;
+        self.step = self.scenario.steps.len().checked_sub(1);
+        for g in 0..self.gateways.len() {
+            self.shutdown(g, t_end);
+        }
+        self.ensure_nothing_in_flight()?;
+        self.drop_still_held(t_end);
+        self.ensure_drop_next_unambiguous()
+    }
+
+    /// Every datagram must have arrived by the end of the run.
+    fn ensure_nothing_in_flight(&self) -> Result<()> {
+        let in_flight = self.events.values().find_map(|event| match event {
+            Event::Hop { frame, .. } => Some(frame.step),
+            Event::AtResource { step, .. } | Event::FromResource { step, .. } => Some(*step),
+            _ => None,
+        });
+        if let Some(step) = in_flight {
+            return Err(Unpredictable {
+                step: Some(step),
+                reason: "traffic still in flight when the run ends".into(),
+            });
+        }
+        Ok(())
+    }
+}
