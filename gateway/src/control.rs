@@ -1,21 +1,16 @@
 //! The control plane: what the harness (in place of a portal) tells the gateway. Every call
 //! either succeeds or returns a [`ControlError`] and changes nothing.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use proto::flow::{ClientId, CloseReason, ResourceId};
 
 use crate::cidr::{PROXY_V4, PROXY_V6, TUNNEL_V4, TUNNEL_V6};
 use crate::config::{ClientConfig, ControlError, Resource};
-use crate::dns_resolver::DnsMapping;
 use crate::domain;
-use crate::drop_reason::DropReason;
 use crate::filter::Filter;
 use crate::gateway::{Client, Gateway};
-use crate::replay_window::ReplayWindow;
 
 impl Gateway {
     fn refuse_if_shut_down(&self) -> Result<(), ControlError> {
@@ -49,23 +44,13 @@ impl Gateway {
         self.sessions.insert(config.session_id, config.id);
         self.tunnel_ips.insert(config.tunnel_ip(true), config.id);
         self.tunnel_ips.insert(config.tunnel_ip(false), config.id);
-        self.clients.insert(
-            config.id,
-            Client {
-                config,
-                replay: ReplayWindow::default(),
-                tx_counter: 0,
-                outer: None,
-                outer_idx: 0,
-                grants: BTreeMap::new(),
-                dns: BTreeMap::new(),
-            },
-        );
+        self.clients.insert(config.id, Client::new(config));
         Ok(())
     }
 
     /// Removes a client: its open flows close with reason `revoked` (end = `now`), packets
-    /// waiting for DNS are dropped, and its session, tunnel IPs and mappings are forgotten.
+    /// waiting for DNS are dropped (`dns-resolution-failed`), and its session, tunnel IPs and
+    /// mappings are forgotten.
     pub fn remove_client(&mut self, id: ClientId, now: Instant) -> Result<(), ControlError> {
         let t = self.advance(now);
         if !self.clients.contains_key(&id) {
@@ -78,16 +63,9 @@ impl Gateway {
             self.sessions.remove(&client.config.session_id);
             self.tunnel_ips.remove(&client.config.tunnel_ip(true));
             self.tunnel_ips.remove(&client.config.tunnel_ip(false));
-            for m in client.dns.values() {
-                if let Some(q) = m.query {
-                    self.dns_pending.remove(&q.id);
-                }
-                for _ in 0..m.queue.len() {
-                    self.count_drop(DropReason::DnsResolutionFailed);
-                }
-            }
         }
-        self.recompute_dns_deadline();
+        self.dns.remove_client(id);
+        self.run_dns_actions(t);
         Ok(())
     }
 
@@ -166,7 +144,8 @@ impl Gateway {
     /// Tells the gateway that, for `client`, `proxy_ip` stands for `domain`. The gateway
     /// resolves the domain at once (A for an IPv4 proxy IP, AAAA for IPv6). Mapping a proxy IP
     /// again to the same domain changes nothing; to another domain replaces the mapping (open
-    /// flows keep their real IP and domain).
+    /// flows keep their real IP and domain; packets waiting for the old answer are dropped,
+    /// `dns-resolution-failed`).
     pub fn map_dns(
         &mut self,
         client: ClientId,
@@ -184,51 +163,30 @@ impl Gateway {
             return Err(ControlError::ProxyIpOutOfRange(proxy_ip));
         }
         let domain = domain::normalize(domain)?;
-        let c = self
-            .clients
-            .get_mut(&client)
-            .ok_or(ControlError::UnknownClient(client))?;
-        if c.dns.get(&proxy_ip).is_some_and(|m| *m.domain == *domain) {
-            return Ok(());
+        if !self.clients.contains_key(&client) {
+            return Err(ControlError::UnknownClient(client));
         }
-        if let Some(old) = c
-            .dns
-            .insert(proxy_ip, DnsMapping::new(proxy_ip, Arc::from(domain)))
-        {
-            if let Some(q) = old.query {
-                self.dns_pending.remove(&q.id);
-            }
-            for _ in 0..old.queue.len() {
-                self.count_drop(DropReason::DnsResolutionFailed);
-            }
-        }
-        self.send_query(client, proxy_ip, 1, t);
+        self.dns.map(client, proxy_ip, &domain, t);
+        self.run_dns_actions(t);
         Ok(())
     }
 
-    /// Forgets a proxy IP mapping (open flows keep going; packets waiting for it are dropped).
+    /// Forgets a proxy IP mapping (open flows keep going; packets waiting for it are dropped,
+    /// `dns-resolution-failed`).
     pub fn unmap_dns(
         &mut self,
         client: ClientId,
         proxy_ip: IpAddr,
         now: Instant,
     ) -> Result<(), ControlError> {
-        self.advance(now);
-        let c = self
-            .clients
-            .get_mut(&client)
-            .ok_or(ControlError::UnknownClient(client))?;
-        let old = c
-            .dns
-            .remove(&proxy_ip)
-            .ok_or(ControlError::UnknownProxyIp(client, proxy_ip))?;
-        if let Some(q) = old.query {
-            self.dns_pending.remove(&q.id);
+        let t = self.advance(now);
+        if !self.clients.contains_key(&client) {
+            return Err(ControlError::UnknownClient(client));
         }
-        for _ in 0..old.queue.len() {
-            self.count_drop(DropReason::DnsResolutionFailed);
+        if !self.dns.unmap(client, proxy_ip) {
+            return Err(ControlError::UnknownProxyIp(client, proxy_ip));
         }
-        self.recompute_dns_deadline();
+        self.run_dns_actions(t);
         Ok(())
     }
 }

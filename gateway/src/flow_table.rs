@@ -9,6 +9,7 @@ use std::collections::BinaryHeap;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
@@ -18,6 +19,11 @@ use crate::tcp_tracker::TcpTracker;
 
 /// Nanoseconds since the gateway's time origin.
 pub(crate) type Nanos = u64;
+
+/// A duration in [`Nanos`] (saturating).
+pub(crate) fn nanos_of(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// A flow lookup key: protocol and the two endpoints as seen on one side of the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

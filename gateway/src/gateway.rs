@@ -1,5 +1,7 @@
-//! The [`Gateway`] state machine: its state, the sans-IO entry points and the data path.
-//! The control plane is in `control.rs`, DNS resolution in `dns_resolver.rs`.
+//! The [`Gateway`] state machine: its state, the sans-IO entry points, the data path, and the
+//! one place drops are counted and reported (`record_drop`). The control plane is in
+//! `control.rs`; DNS resolution is the [`DnsResolver`] in `dns_resolver.rs`, which the gateway
+//! calls and whose [`DnsAction`]s it carries out (`run_dns_actions`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -12,31 +14,52 @@ use proto::tunnel::{self, FrameHeader};
 
 use crate::cidr::is_proxy_ip;
 use crate::config::{ClientConfig, GatewayConfig, Resource, ResourceAddress};
-use crate::dns_resolver::DnsMapping;
+use crate::dns_resolver::{DnsAction, DnsLookup, DnsResolver, HeldPacket};
 use crate::drop_reason::{DropCounters, DropReason};
 use crate::filter::{Filter, grant_allows};
 use crate::flow_log::{self, OuterInterner};
-use crate::flow_table::{DnsFlow, Flow, FlowKey, FlowTable, Nanos};
-use crate::output::{Event, Transmit};
+use crate::flow_table::{DnsFlow, Flow, FlowKey, FlowTable, Nanos, nanos_of};
+use crate::output::{DroppedPacket, Event, Transmit};
 use crate::packet::{
     self, Field, IpPacket, PacketError, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Transport,
 };
 use crate::replay_window::ReplayWindow;
 use crate::tcp_tracker::{Direction, TcpVerdict};
 
-/// A client's session state.
+/// A client's session state (its DNS mappings are the resolver's).
 #[derive(Debug)]
 pub(crate) struct Client {
     pub(crate) config: ClientConfig,
-    pub(crate) replay: ReplayWindow,
+    replay: ReplayWindow,
     /// Counter of the next frame the gateway sends to this client.
-    pub(crate) tx_counter: u64,
+    tx_counter: u64,
     /// Where replies go: the outer context of the latest accepted frame.
-    pub(crate) outer: Option<OuterContext>,
+    outer: Option<OuterContext>,
     /// `outer`'s index in the outer-context interner.
-    pub(crate) outer_idx: u32,
+    outer_idx: u32,
     pub(crate) grants: BTreeMap<ResourceId, Vec<Filter>>,
-    pub(crate) dns: BTreeMap<IpAddr, DnsMapping>,
+}
+
+impl Client {
+    /// A new session: no frame seen or sent, no grants.
+    pub(crate) fn new(config: ClientConfig) -> Self {
+        Self {
+            config,
+            replay: ReplayWindow::default(),
+            tx_counter: 0,
+            outer: None,
+            outer_idx: 0,
+            grants: BTreeMap::new(),
+        }
+    }
+}
+
+/// A tunnel frame's drop, and how far the frame got: not opened (the frame is all the gateway
+/// has), or opened (the client and its inner packet, borrowed from the frame).
+#[derive(Debug, Clone, Copy)]
+struct FrameDrop<'f> {
+    reason: DropReason,
+    opened: Option<(ClientId, &'f [u8])>,
 }
 
 /// What a packet that starts a flow gets.
@@ -50,12 +73,21 @@ enum NewFlow {
     AwaitDns,
 }
 
+/// A flow about to start: its client-side key and where it goes.
+struct NewFlowStart {
+    client_id: ClientId,
+    key: FlowKey,
+    resource: ResourceId,
+    real_ip: IpAddr,
+    dns: Option<Arc<DnsFlow>>,
+}
+
 /// The sans-IO VPN gateway. See the crate docs for the contract.
 #[derive(Debug)]
 pub struct Gateway {
-    pub(crate) config: GatewayConfig,
+    config: GatewayConfig,
     /// The latest `now` seen, as nanoseconds since the time origin (never goes back).
-    pub(crate) now: Nanos,
+    now: Nanos,
     /// The `now` argument of the latest call.
     last_instant: Option<Instant>,
     pub(crate) clients: BTreeMap<ClientId, Client>,
@@ -64,18 +96,17 @@ pub struct Gateway {
     /// Lookup only: tunnel IP -> client.
     pub(crate) tunnel_ips: HashMap<IpAddr, ClientId, FixedState>,
     pub(crate) resources: BTreeMap<ResourceId, Resource>,
-    pub(crate) flows: FlowTable,
+    flows: FlowTable,
     outers: OuterInterner,
-    /// DNS query id -> (client, proxy IP) of the mapping that sent it.
-    pub(crate) dns_pending: BTreeMap<u16, (ClientId, IpAddr)>,
-    pub(crate) next_query_id: u16,
-    /// Earliest DNS deadline (query timeout or answer expiry), recomputed on DNS changes.
-    pub(crate) next_dns_deadline: Option<Nanos>,
-    pub(crate) transmits: VecDeque<Transmit>,
+    /// DNS mappings, queries and held packets.
+    pub(crate) dns: DnsResolver,
+    transmits: VecDeque<Transmit>,
     /// Buffers of sent transmits handed back with [`Gateway::recycle`], reused for the next
     /// ones (at most [`SPARE_BUFFERS`]).
     spare: Vec<Vec<u8>>,
-    pub(crate) events: VecDeque<Event>,
+    /// Not drained by the gateway: it holds what the host has not polled yet. What one call
+    /// adds is bounded (see `poll_event`).
+    events: VecDeque<Event>,
     records: VecDeque<FlowRecord>,
     drops: DropCounters,
     pub(crate) shut_down: bool,
@@ -101,6 +132,7 @@ impl Gateway {
         let seed = config.hash_seed;
         Self {
             flows: FlowTable::new(seed, idle_timeout),
+            dns: DnsResolver::new(&config),
             config,
             now: 0,
             last_instant: None,
@@ -109,9 +141,6 @@ impl Gateway {
             tunnel_ips: HashMap::with_hasher(FixedState::with_seed(seed)),
             resources: BTreeMap::new(),
             outers: OuterInterner::default(),
-            dns_pending: BTreeMap::new(),
-            next_query_id: 1,
-            next_dns_deadline: None,
             transmits: VecDeque::new(),
             spare: Vec::new(),
             events: VecDeque::new(),
@@ -145,11 +174,11 @@ impl Gateway {
             } else {
                 self.dns_answer(payload, t)
             };
-            return self.count(r);
+            return r.map_err(|reason| self.drop_datagram(reason, None, payload));
         }
         if !tunnel::is_tunnel_frame(payload) {
             self.advance(now);
-            return self.count(Err(DropReason::NotTunnelFrame));
+            return Err(self.drop_datagram(DropReason::NotTunnelFrame, None, payload));
         }
         self.handle_tunnel_frame(
             OuterContext {
@@ -171,8 +200,22 @@ impl Gateway {
         now: Instant,
     ) -> Result<(), DropReason> {
         let t = self.advance(now);
-        let r = self.tunnel_frame(outer, frame, t);
-        self.count(r)
+        match self.tunnel_frame(outer, frame, t) {
+            Ok(()) => Ok(()),
+            Err(FrameDrop {
+                reason,
+                opened: Some((client, inner)),
+            }) => Err(self.drop_ip(reason, Some(client), inner)),
+            Err(FrameDrop {
+                reason,
+                opened: None,
+            }) => {
+                let client = tunnel::peek_header(frame)
+                    .ok()
+                    .and_then(|h| self.sessions.get(&h.session_id).copied());
+                Err(self.drop_datagram(reason, client, frame))
+            }
+        }
     }
 
     /// An IP packet arrived on the TUN side (from a resource).
@@ -183,7 +226,11 @@ impl Gateway {
         } else {
             self.tun_packet(packet, t)
         };
-        self.count(r)
+        r.map_err(|reason| {
+            let client =
+                packet::peek_dst(packet).and_then(|dst| self.tunnel_ips.get(&dst).copied());
+            self.drop_ip(reason, client, packet)
+        })
     }
 
     /// Runs every deadline that is due at `now` (idle flows, DNS retries and expiries). Every
@@ -198,8 +245,9 @@ impl Gateway {
         self.transmits.pop_front()
     }
 
-    /// Hands back the buffer of a sent [`Transmit`] (a `Udp` payload or a `Tun` packet) so
-    /// a later transmit can reuse its allocation. Optional: a host that drops its transmits
+    /// Hands back the buffer of a sent [`Transmit`] (a `Udp` payload or a `Tun` packet), or of
+    /// a [`DroppedPacket`] ([`DroppedPacket::into_bytes`]), so a later transmit (or drop
+    /// report) can reuse its allocation. Optional: a host that drops its transmits
     /// instead only pays one allocation per transmit. Keeps at most 64 buffers of at most
     /// 64 KiB; the contents are never read.
     pub fn recycle(&mut self, buffer: Vec<u8>) {
@@ -221,6 +269,12 @@ impl Gateway {
     }
 
     /// The next event.
+    ///
+    /// The queue is unbounded but fills only as fast as calls feed it: one call adds at most
+    /// one [`Event::PacketDropped`] for its own input, one per packet held for DNS that it
+    /// releases (at most `dns_queue_limit` per mapping), and one event per flow started,
+    /// roaming, or DNS answer or failure. A host that drains it after every call keeps it
+    /// that small; one that never drains it grows it like an undrained transmit queue.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -236,7 +290,7 @@ impl Gateway {
         if self.shut_down {
             return None;
         }
-        let next = match (self.flows.next_deadline(), self.next_dns_deadline) {
+        let next = match (self.flows.next_deadline(), self.dns.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
@@ -245,7 +299,9 @@ impl Gateway {
     }
 
     /// Closes every open flow with reason `shutdown` (end = `now`, after first closing those
-    /// already idle at `now`), drops pending DNS work, and refuses all later input.
+    /// already idle at `now`), drops pending DNS work (packets held for an answer are dropped
+    /// with reason `shut-down`, in (client, proxy IP, arrival) order), and refuses all later
+    /// input.
     pub fn shutdown(&mut self, now: Instant) {
         let t = self.advance(now);
         if self.shut_down {
@@ -254,19 +310,8 @@ impl Gateway {
         for idx in self.flows_in_start_order(|_| true) {
             self.close_flow(idx, CloseReason::Shutdown, t);
         }
-        let mut dropped = 0;
-        for client in self.clients.values_mut() {
-            for m in client.dns.values_mut() {
-                dropped += m.queue.len();
-                m.queue.clear();
-                m.query = None;
-            }
-        }
-        for _ in 0..dropped {
-            self.drops.bump(DropReason::ShutDown);
-        }
-        self.dns_pending.clear();
-        self.next_dns_deadline = None;
+        self.dns.shutdown();
+        self.run_dns_actions(t);
         self.shut_down = true;
     }
 
@@ -311,54 +356,186 @@ impl Gateway {
             let end = self.flows.get(idx).map_or(t, |f| f.last_packet);
             self.close_flow(idx, CloseReason::Idle, end);
         }
-        if self.next_dns_deadline.is_some_and(|d| d <= t) {
-            self.run_dns_timers(t);
+        if self.dns.poll_timeout().is_some_and(|d| d <= t) {
+            self.dns.handle_timeout(t);
+            self.run_dns_actions(t);
         }
         t
     }
 
-    #[inline]
-    fn count(&mut self, r: Result<(), DropReason>) -> Result<(), DropReason> {
-        if let Err(reason) = r {
-            self.count_drop(reason);
-        }
-        r
-    }
+    // ---------------------------------------------------------------- drops
 
+    /// Counts a drop and reports it with [`Event::PacketDropped`]: the only place a drop
+    /// counter moves, so counters and events agree by construction. Returns `reason`.
     #[cold]
-    pub(crate) fn count_drop(&mut self, reason: DropReason) {
+    #[inline(never)]
+    fn record_drop(
+        &mut self,
+        reason: DropReason,
+        client: Option<ClientId>,
+        packet: DroppedPacket,
+    ) -> DropReason {
         self.drops.bump(reason);
         tracing::debug!(%reason, "gateway dropped input");
+        self.events.push_back(Event::PacketDropped {
+            reason,
+            client,
+            packet,
+        });
+        reason
+    }
+
+    /// Drops an IP packet the gateway was handed (copied, into a recycled buffer if any).
+    #[cold]
+    fn drop_ip(
+        &mut self,
+        reason: DropReason,
+        client: Option<ClientId>,
+        bytes: &[u8],
+    ) -> DropReason {
+        let copy = self.copy_of(bytes);
+        self.record_drop(reason, client, DroppedPacket::Ip(copy))
+    }
+
+    /// Drops a datagram the gateway did not open (copied, into a recycled buffer if any).
+    #[cold]
+    fn drop_datagram(
+        &mut self,
+        reason: DropReason,
+        client: Option<ClientId>,
+        bytes: &[u8],
+    ) -> DropReason {
+        let copy = self.copy_of(bytes);
+        self.record_drop(reason, client, DroppedPacket::Datagram(copy))
+    }
+
+    /// Drops packets held for a DNS answer, in order.
+    fn drop_held(&mut self, reason: DropReason, client: ClientId, held: Vec<HeldPacket>) {
+        for h in held {
+            self.record_drop(reason, Some(client), DroppedPacket::Ip(h.packet));
+        }
+    }
+
+    fn copy_of(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut copy = self.take_buffer(bytes.len());
+        copy.extend_from_slice(bytes);
+        copy
+    }
+
+    // ---------------------------------------------------------------- DNS
+
+    /// A datagram from the DNS server.
+    fn dns_answer(&mut self, payload: &[u8], t: Nanos) -> Result<(), DropReason> {
+        self.dns.handle_answer(payload, t)?;
+        self.run_dns_actions(t);
+        Ok(())
+    }
+
+    /// Carries out what the resolver asks for, in order: queries go to the DNS server; a
+    /// resolution is reported and the packets held for it go through the data path again
+    /// (each forwarded or dropped); a failure is reported and its held packets dropped; held
+    /// packets of a mapping that went away are dropped. Called after every resolver call.
+    pub(crate) fn run_dns_actions(&mut self, t: Nanos) {
+        while let Some(action) = self.dns.poll_action() {
+            match action {
+                DnsAction::Query(payload) => self.transmits.push_back(Transmit::Udp {
+                    src: self.config.dns_local,
+                    dst: self.config.dns_server,
+                    payload,
+                }),
+                DnsAction::Resolved {
+                    client,
+                    proxy_ip,
+                    domain,
+                    addr,
+                    ttl,
+                    held,
+                } => {
+                    self.events.push_back(Event::DnsResolved {
+                        client,
+                        proxy_ip,
+                        domain: domain.to_string(),
+                        addr,
+                        ttl,
+                    });
+                    for h in held {
+                        self.route_held(client, h, t);
+                    }
+                }
+                DnsAction::Failed {
+                    client,
+                    proxy_ip,
+                    domain,
+                    held,
+                } => {
+                    self.events.push_back(Event::DnsResolutionFailed {
+                        client,
+                        proxy_ip,
+                        domain: domain.to_string(),
+                    });
+                    self.drop_held(DropReason::DnsResolutionFailed, client, held);
+                }
+                DnsAction::Discarded {
+                    client,
+                    reason,
+                    held,
+                } => self.drop_held(reason, client, held),
+            }
+        }
+    }
+
+    /// A packet held for a DNS answer that has arrived: handled like a new client packet at
+    /// time `t` (the client's authorisation is checked again), dropped if refused.
+    fn route_held(&mut self, client_id: ClientId, held: HeldPacket, t: Nanos) {
+        let r = match packet::parse(&held.packet) {
+            Ok(pkt) => self.route_to_resource(client_id, &held.packet, &pkt, &held.outer, None, t),
+            Err(e) => Err(packet_error(e)),
+        };
+        if let Err(reason) = r {
+            self.record_drop(reason, Some(client_id), DroppedPacket::Ip(held.packet));
+        }
     }
 
     // ---------------------------------------------------------------- client -> resource
 
-    fn tunnel_frame(
+    /// Tunnel header, session, MAC, replay window, inner packet, source; then the packet is
+    /// routed, and the accepted frame moves the replay window and (roaming) the client.
+    fn tunnel_frame<'f>(
         &mut self,
         outer: OuterContext,
-        frame: &[u8],
+        frame: &'f [u8],
         t: Nanos,
-    ) -> Result<(), DropReason> {
+    ) -> Result<(), FrameDrop<'f>> {
+        let unopened = |reason| FrameDrop {
+            reason,
+            opened: None,
+        };
         if self.shut_down {
-            return Err(DropReason::ShutDown);
+            return Err(unopened(DropReason::ShutDown));
         }
-        let header = tunnel::peek_header(frame).map_err(|_| DropReason::MalformedFrame)?;
+        let header =
+            tunnel::peek_header(frame).map_err(|_| unopened(DropReason::MalformedFrame))?;
         let client_id = *self
             .sessions
             .get(&header.session_id)
-            .ok_or(DropReason::UnknownSession)?;
+            .ok_or(unopened(DropReason::UnknownSession))?;
         let client = self
             .clients
             .get(&client_id)
-            .ok_or(DropReason::UnknownSession)?;
-        let inner = tunnel::verify(&client.config.key, frame).map_err(|_| DropReason::BadMac)?;
+            .ok_or(unopened(DropReason::UnknownSession))?;
+        let inner =
+            tunnel::verify(&client.config.key, frame).map_err(|_| unopened(DropReason::BadMac))?;
+        let opened = |reason| FrameDrop {
+            reason,
+            opened: Some((client_id, inner)),
+        };
         client
             .replay
             .check(header.counter)
-            .map_err(|_| DropReason::Replay)?;
-        let pkt = packet::parse(inner).map_err(packet_error)?;
+            .map_err(|_| opened(DropReason::Replay))?;
+        let pkt = packet::parse(inner).map_err(|e| opened(packet_error(e)))?;
         if pkt.src != client.config.tunnel_ip(pkt.is_v4()) {
-            return Err(DropReason::ForgedSource);
+            return Err(opened(DropReason::ForgedSource));
         }
         // The interned index of `outer`, when it is already the client's (no roaming).
         let known_outer = (client.outer == Some(outer)).then_some(client.outer_idx);
@@ -370,7 +547,7 @@ impl Gateway {
         let client = self
             .clients
             .get_mut(&client_id)
-            .ok_or(DropReason::UnknownSession)?;
+            .ok_or(opened(DropReason::UnknownSession))?;
         client.replay.commit(header.counter);
         if known_outer.is_none() {
             client.outer_idx = self.outers.intern(outer);
@@ -381,13 +558,14 @@ impl Gateway {
                 to: outer,
             });
         }
-        routed
+        routed.map_err(opened)
     }
 
-    /// Forwards (or queues, for a pending DNS answer) an authenticated client packet whose
-    /// source is the client's tunnel IP. `known_outer` is `outer`'s interned index if the
-    /// caller has it at hand (saves a lookup per packet), else `None`.
-    pub(crate) fn route_to_resource(
+    /// Forwards (or holds, for a pending DNS answer) an authenticated client packet whose
+    /// source is the client's tunnel IP: along its open flow, or as the start of a new one.
+    /// `known_outer` is `outer`'s interned index if the caller has it at hand (saves a lookup
+    /// per packet), else `None`.
+    fn route_to_resource(
         &mut self,
         client_id: ClientId,
         inner: &[u8],
@@ -420,24 +598,54 @@ impl Gateway {
         {
             return Err(DropReason::TcpWithoutSyn);
         }
-        let (resource, real_ip, dns) =
-            match self.plan_new_flow(client_id, pkt.dst, protocol, dst_port)? {
-                NewFlow::Create {
+        match self.plan_new_flow(client_id, pkt.dst, protocol, dst_port)? {
+            NewFlow::Create {
+                resource,
+                real_ip,
+                dns,
+            } => {
+                let start = NewFlowStart {
+                    client_id,
+                    key,
                     resource,
                     real_ip,
                     dns,
-                } => (resource, real_ip, dns),
-                NewFlow::Deny(reason) => return self.deny(client_id, inner, pkt, *outer, reason),
-                NewFlow::AwaitDns => {
-                    return self.queue_for_dns(client_id, pkt.dst, inner, pkt, *outer, t);
-                }
-            };
+                };
+                self.start_flow(start, inner, pkt, outer, known_outer, t)
+            }
+            NewFlow::Deny(reason) => self.deny(client_id, inner, pkt, *outer, reason),
+            NewFlow::AwaitDns => {
+                self.dns.hold(client_id, pkt.dst, inner, *outer, t)?;
+                self.run_dns_actions(t);
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens the flow a packet starts (unless its return path would collide with an open
+    /// flow's), reports it, and forwards the packet.
+    fn start_flow(
+        &mut self,
+        start: NewFlowStart,
+        inner: &[u8],
+        pkt: &IpPacket,
+        outer: &OuterContext,
+        known_outer: Option<u32>,
+        t: Nanos,
+    ) -> Result<(), DropReason> {
+        let NewFlowStart {
+            client_id,
+            key,
+            resource,
+            real_ip,
+            dns,
+        } = start;
         let resource_key = FlowKey {
-            protocol,
+            protocol: key.protocol,
             src: real_ip,
-            src_port: dst_port,
-            dst: pkt.src,
-            dst_port: src_port,
+            src_port: key.dst_port,
+            dst: key.src,
+            dst_port: key.src_port,
         };
         if self.flows.find_resource_side(&resource_key).is_some() {
             return Err(DropReason::NatCollision);
@@ -446,9 +654,9 @@ impl Gateway {
         let flow = Flow::new(
             client_id,
             resource,
-            protocol,
-            (pkt.src, src_port),
-            (real_ip, dst_port),
+            key.protocol,
+            (key.src, key.src_port),
+            (real_ip, key.dst_port),
             dns,
             t,
             outer_idx,
@@ -490,20 +698,21 @@ impl Gateway {
                 },
             );
         }
-        let Some(mapping) = client.dns.get(&dst) else {
+        let Some(mapping) = self.dns.lookup(client_id, dst) else {
             return Ok(NewFlow::Deny(DropReason::UnknownProxyIp));
         };
-        let resource = match self.select_dns_resource(client, &mapping.domain, protocol, dst_port) {
+        let resource = match self.select_dns_resource(client, mapping.domain(), protocol, dst_port)
+        {
             Ok(r) => r,
             Err(reason) => return Ok(NewFlow::Deny(reason)),
         };
-        Ok(match mapping.answer {
-            Some(answer) => NewFlow::Create {
+        Ok(match mapping {
+            DnsLookup::Resolved { real_ip, flow, .. } => NewFlow::Create {
                 resource,
-                real_ip: answer.ip,
-                dns: Some(mapping.flow_info.clone()),
+                real_ip,
+                dns: Some(flow.clone()),
             },
-            None => NewFlow::AwaitDns,
+            DnsLookup::Pending { .. } => NewFlow::AwaitDns,
         })
     }
 
@@ -632,48 +841,33 @@ impl Gateway {
 
     // ---------------------------------------------------------------- resource -> client
 
+    /// A resource packet: it must belong to an open flow of the client it is for, and goes
+    /// to that client.
     fn tun_packet(&mut self, packet: &[u8], t: Nanos) -> Result<(), DropReason> {
         let pkt = packet::parse(packet).map_err(packet_error)?;
         let client_id = *self
             .tunnel_ips
             .get(&pkt.dst)
             .ok_or(DropReason::UnknownDestination)?;
-        let key = match pkt.transport {
-            Transport::IcmpError => {
-                let q = packet::parse_quoted(packet, &pkt).map_err(|e| match e {
-                    PacketError::Unsupported => DropReason::IcmpNotAllowed,
-                    _ => DropReason::MalformedPacket,
-                })?;
-                if q.src != pkt.dst {
-                    return Err(DropReason::NoOpenFlow);
-                }
-                FlowKey {
-                    protocol: q.protocol,
-                    src: q.dst,
-                    src_port: q.dst_port,
-                    dst: q.src,
-                    dst_port: q.src_port,
-                }
-            }
-            Transport::Echo { request: true, .. } | Transport::IcmpOther => {
-                return Err(DropReason::IcmpNotAllowed);
-            }
-            _ => {
-                let (protocol, src_port, dst_port) =
-                    pkt.flow_ports().ok_or(DropReason::IcmpNotAllowed)?;
-                FlowKey {
-                    protocol,
-                    src: pkt.src,
-                    src_port,
-                    dst: pkt.dst,
-                    dst_port,
-                }
-            }
-        };
+        let key = resource_side_key(packet, &pkt)?;
         let idx = self
             .flows
             .find_resource_side(&key)
             .ok_or(DropReason::NoOpenFlow)?;
+        self.forward_to_client(idx, client_id, packet, &pkt, t)
+    }
+
+    /// Forwards a resource packet along open flow `idx` (source NAT back to the proxy IP, ICMP
+    /// errors translated), counts it, and sends it to the client's current outer context.
+    #[inline]
+    fn forward_to_client(
+        &mut self,
+        idx: u32,
+        client_id: ClientId,
+        packet: &[u8],
+        pkt: &IpPacket,
+        t: Nanos,
+    ) -> Result<(), DropReason> {
         let (outer, outer_idx) = self
             .clients
             .get(&client_id)
@@ -690,9 +884,9 @@ impl Gateway {
         let is_error = pkt.transport == Transport::IcmpError;
         if let Some(dns) = &flow.dns {
             if is_error {
-                packet::translate_icmp_error(out, &pkt, flow.resource_ip, dns.proxy_ip);
+                packet::translate_icmp_error(out, pkt, flow.resource_ip, dns.proxy_ip);
             } else {
-                packet::rewrite(out, &pkt, Field::Src, dns.proxy_ip);
+                packet::rewrite(out, pkt, Field::Src, dns.proxy_ip);
             }
         }
         flow.rx_packets += 1;
@@ -778,6 +972,40 @@ impl Gateway {
     }
 }
 
-pub(crate) fn nanos_of(d: Duration) -> Nanos {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// The key of a resource packet's flow (resource side): the packet's own endpoints, or for an
+/// ICMP error, those of the packet it quotes (which must be from the packet's destination).
+#[inline]
+fn resource_side_key(packet: &[u8], pkt: &IpPacket) -> Result<FlowKey, DropReason> {
+    match pkt.transport {
+        Transport::IcmpError => {
+            let q = packet::parse_quoted(packet, pkt).map_err(|e| match e {
+                PacketError::Unsupported => DropReason::IcmpNotAllowed,
+                _ => DropReason::MalformedPacket,
+            })?;
+            if q.src != pkt.dst {
+                return Err(DropReason::NoOpenFlow);
+            }
+            Ok(FlowKey {
+                protocol: q.protocol,
+                src: q.dst,
+                src_port: q.dst_port,
+                dst: q.src,
+                dst_port: q.src_port,
+            })
+        }
+        Transport::Echo { request: true, .. } | Transport::IcmpOther => {
+            Err(DropReason::IcmpNotAllowed)
+        }
+        _ => {
+            let (protocol, src_port, dst_port) =
+                pkt.flow_ports().ok_or(DropReason::IcmpNotAllowed)?;
+            Ok(FlowKey {
+                protocol,
+                src: pkt.src,
+                src_port,
+                dst: pkt.dst,
+                dst_port,
+            })
+        }
+    }
 }

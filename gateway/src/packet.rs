@@ -113,6 +113,17 @@ impl IpPacket {
     }
 }
 
+/// The destination address in the IP header of `p`, if the version nibble is 4 or 6 and the
+/// fixed header is all there (nothing else is checked): for telling which client a packet that
+/// does not parse was for.
+pub(crate) fn peek_dst(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => Some(v4_at(p, 16)),
+        6 if p.len() >= 40 => Some(v6_at(p, 24)),
+        _ => None,
+    }
+}
+
 /// Parses an IPv4 or IPv6 packet (no IPv4 fragments, no IPv6 extension headers).
 pub(crate) fn parse(p: &[u8]) -> Result<IpPacket, PacketError> {
     let first = *p.first().ok_or(PacketError::Malformed)?;

@@ -1,13 +1,67 @@
-//! Property tests: accounting over random packet sequences, random bytes, and forged or
-//! unauthorised frames.
+//! Property tests: accounting over random packet sequences, random bytes, forged or
+//! unauthorised frames, and DNS resolution; and, for every call in all of them, drop events
+//! that match the drop counters exactly.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use gateway::{DropReason, DroppedPacket, Event, Filter, PortRange};
 use proptest::prelude::*;
+use proto::flow::ClientId;
 use proto::tunnel::{self, FrameHeader};
+
+/// One `PacketDropped` event.
+type Drop = (DropReason, Option<ClientId>, DroppedPacket);
+
+/// Runs one call into the gateway and checks the drop-event invariant: every increment of a
+/// drop counter during the call has exactly one `PacketDropped` event with that reason, and
+/// there is no event without an increment; when the call refused its input, the last drop
+/// event is that input's (same reason). Drains the events; returns the call's result and its
+/// drop events, in order.
+fn checked(
+    h: &mut Harness,
+    call: impl FnOnce(&mut Harness) -> Result<(), DropReason>,
+) -> Result<(Result<(), DropReason>, Vec<Drop>), TestCaseError> {
+    let before = h.gw.drop_counters().clone();
+    let result = call(h);
+    let drops: Vec<Drop> = std::iter::from_fn(|| h.gw.poll_event())
+        .filter_map(|e| match e {
+            Event::PacketDropped {
+                reason,
+                client,
+                packet,
+            } => Some((reason, client, packet)),
+            _ => None,
+        })
+        .collect();
+    for reason in DropReason::ALL {
+        let moved = h.gw.drop_counters().get(*reason) - before.get(*reason);
+        let reported = drops.iter().filter(|d| d.0 == *reason).count() as u64;
+        prop_assert_eq!(moved, reported, "{}: counter vs events", reason);
+    }
+    if let Err(reason) = result {
+        prop_assert_eq!(
+            drops.last().map(|d| d.0),
+            Some(reason),
+            "the input's own drop is last"
+        );
+    }
+    Ok((result, drops))
+}
+
+/// [`checked`] for a call that returns nothing.
+fn checked_unit(
+    h: &mut Harness,
+    call: impl FnOnce(&mut Harness),
+) -> Result<Vec<Drop>, TestCaseError> {
+    checked(h, |h| {
+        call(h);
+        Ok(())
+    })
+    .map(|(_, drops)| drops)
+}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -89,6 +143,58 @@ fn family() -> impl Strategy<Value = Fam> {
     prop_oneof![Just(Fam::V4), Just(Fam::V6)]
 }
 
+/// Operations around DNS resources: mappings, client packets to proxy IPs (held, forwarded or
+/// denied), answers (good, empty, stale), resource replies, time, grants and client removal.
+#[derive(Debug, Clone)]
+enum DnsOp {
+    Map {
+        n: u8,
+        domain: usize,
+    },
+    Unmap {
+        n: u8,
+    },
+    Send {
+        n: u8,
+        port: u16,
+        tcp: bool,
+    },
+    Answer {
+        pick: prop::sample::Index,
+        addr: u8,
+        ttl: u32,
+    },
+    ResourceReply {
+        addr: u8,
+        port: u16,
+    },
+    Advance {
+        ms: u64,
+    },
+    Grant {
+        filtered: bool,
+    },
+    Revoke,
+    ReAddClient,
+}
+
+const DOMAINS: [&str; 3] = ["a.example.com", "b.example.com", "c.other.org"];
+
+fn dns_op() -> impl Strategy<Value = DnsOp> {
+    prop_oneof![
+        2 => (1u8..4, 0..DOMAINS.len()).prop_map(|(n, domain)| DnsOp::Map { n, domain }),
+        1 => (1u8..4).prop_map(|n| DnsOp::Unmap { n }),
+        6 => (1u8..5, 0u16..3, any::<bool>()).prop_map(|(n, port, tcp)| DnsOp::Send { n, port, tcp }),
+        3 => (any::<prop::sample::Index>(), 0u8..3, 0u32..5)
+            .prop_map(|(pick, addr, ttl)| DnsOp::Answer { pick, addr, ttl }),
+        2 => (1u8..3, 0u16..3).prop_map(|(addr, port)| DnsOp::ResourceReply { addr, port }),
+        3 => (0u64..4_000).prop_map(|ms| DnsOp::Advance { ms }),
+        1 => any::<bool>().prop_map(|filtered| DnsOp::Grant { filtered }),
+        1 => Just(DnsOp::Revoke),
+        1 => Just(DnsOp::ReAddClient),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -100,26 +206,36 @@ proptest! {
         let (mut tx, mut tx_bytes, mut rx, mut rx_bytes) = (0u64, 0u64, 0u64, 0u64);
         for op in ops {
             let data = |len: usize| vec![0xAB; len];
-            let (result, to_resource, len) = match op {
+            let (packet, to_resource, len) = match op {
                 Op::ClientTcp { conn, kind, seq, ack, len } =>
-                    (h.send(&tcp(c, 1000 + conn, r, 80, flags(kind), seq, ack, &data(len))), true, len),
+                    (tcp(c, 1000 + conn, r, 80, flags(kind), seq, ack, &data(len)), true, len),
                 Op::ResourceTcp { conn, kind, seq, ack, len } =>
-                    (h.resource_sends(&tcp(r, 80, c, 1000 + conn, flags(kind), seq, ack, &data(len))), false, len),
-                Op::ClientUdp { port, len } => (h.send(&udp(c, 2000 + port, r, 53, &data(len))), true, len),
-                Op::ResourceUdp { port, len } => (h.resource_sends(&udp(r, 53, c, 2000 + port, &data(len))), false, len),
-                Op::ClientEcho { id, len } => (h.send(&echo(c, r, true, id, 1, &data(len))), true, len),
-                Op::ResourceEchoReply { id, len } => (h.resource_sends(&echo(r, c, false, id, 1, &data(len))), false, len),
+                    (tcp(r, 80, c, 1000 + conn, flags(kind), seq, ack, &data(len)), false, len),
+                Op::ClientUdp { port, len } => (udp(c, 2000 + port, r, 53, &data(len)), true, len),
+                Op::ResourceUdp { port, len } => (udp(r, 53, c, 2000 + port, &data(len)), false, len),
+                Op::ClientEcho { id, len } => (echo(c, r, true, id, 1, &data(len)), true, len),
+                Op::ResourceEchoReply { id, len } => (echo(r, c, false, id, 1, &data(len)), false, len),
                 Op::Advance { ms } => {
-                    h.advance(Duration::from_millis(ms));
+                    checked_unit(&mut h, |h| h.advance(Duration::from_millis(ms)))?;
                     continue;
                 }
             };
+            let (result, drops) = if to_resource {
+                checked(&mut h, |h| h.send(&packet))?
+            } else {
+                checked(&mut h, |h| h.resource_sends(&packet))?
+            };
+            if let Err(reason) = result {
+                // The packet as sent, and the client it came from or was for.
+                let expected = (reason, Some(CLIENT), DroppedPacket::Ip(packet.clone()));
+                prop_assert_eq!(drops.last(), Some(&expected));
+            }
             if result.is_ok() {
                 if to_resource { tx += 1; tx_bytes += len as u64 } else { rx += 1; rx_bytes += len as u64 }
             }
         }
-        h.advance(Duration::from_secs(1));
-        h.gw.shutdown(h.now);
+        checked_unit(&mut h, |h| h.advance(Duration::from_secs(1)))?;
+        checked_unit(&mut h, |h| h.gw.shutdown(h.now))?;
         let out = h.drain();
         prop_assert_eq!(out.tun.len() as u64, tx);
         prop_assert_eq!(out.to_client.len() as u64, rx);
@@ -136,6 +252,75 @@ proptest! {
         prop_assert_eq!(h.gw.open_flow_count(), 0);
     }
 
+    /// DNS resources under random mappings, answers, timeouts, grant changes and client
+    /// removal: every drop, immediate or of a held packet, is one event matching the counters.
+    #[test]
+    fn dns_drops_are_reported_like_the_counters_say(fam in family(), ops in prop::collection::vec(dns_op(), 1..60)) {
+        let mut h = Harness::with_config(fam, |c| c.dns_queue_limit = 3);
+        let c = fam.tunnel_ip();
+        let mut queries: Vec<Vec<u8>> = Vec::new();
+        let mut reported = 0u64;
+        for op in ops {
+            let drops = match op {
+                DnsOp::Map { n, domain } => checked_unit(&mut h, |h| {
+                    let _ = h.gw.map_dns(CLIENT, h.fam.proxy_ip(n), DOMAINS[domain], h.now);
+                })?,
+                DnsOp::Unmap { n } => checked_unit(&mut h, |h| {
+                    let _ = h.gw.unmap_dns(CLIENT, h.fam.proxy_ip(n), h.now);
+                })?,
+                DnsOp::Send { n, port, tcp: is_tcp } => {
+                    let dst = fam.proxy_ip(n);
+                    let packet = if is_tcp {
+                        tcp(c, 3000 + port, dst, 443, SYN, 1, 0, b"")
+                    } else {
+                        udp(c, 3000 + port, dst, 53, b"q")
+                    };
+                    let (result, drops) = checked(&mut h, |h| h.send(&packet))?;
+                    if let Err(reason) = result {
+                        let expected = (reason, Some(CLIENT), DroppedPacket::Ip(packet.clone()));
+                        prop_assert_eq!(drops.last(), Some(&expected));
+                    }
+                    drops
+                }
+                DnsOp::Answer { pick, addr, ttl } => {
+                    if queries.is_empty() {
+                        continue;
+                    }
+                    let query = queries[pick.index(queries.len())].clone();
+                    let addrs: Vec<_> = (addr > 0).then(|| fam.resource_ip(addr)).into_iter().collect();
+                    checked(&mut h, |h| h.answer_dns(&query, &addrs, ttl))?.1
+                }
+                DnsOp::ResourceReply { addr, port } => {
+                    let packet = udp(fam.resource_ip(addr), 53, c, 3000 + port, b"r");
+                    checked(&mut h, |h| h.resource_sends(&packet))?.1
+                }
+                DnsOp::Advance { ms } => checked_unit(&mut h, |h| h.advance(Duration::from_millis(ms)))?,
+                DnsOp::Grant { filtered } => {
+                    let filters = if filtered { vec![Filter::Udp(PortRange::single(53))] } else { vec![] };
+                    checked_unit(&mut h, |h| {
+                        let _ = h.gw.grant(CLIENT, DNS_RESOURCE, filters);
+                    })?
+                }
+                DnsOp::Revoke => checked_unit(&mut h, |h| {
+                    let _ = h.gw.revoke(CLIENT, DNS_RESOURCE, h.now);
+                })?,
+                DnsOp::ReAddClient => {
+                    let drops = checked_unit(&mut h, |h| h.gw.remove_client(CLIENT, h.now).unwrap())?;
+                    prop_assert!(drops.iter().all(|d| d.0 == DropReason::DnsResolutionFailed && d.1 == Some(CLIENT)));
+                    h.gw.add_client(client_config()).unwrap();
+                    h.grant(DNS_RESOURCE, vec![]);
+                    h.last_tx_counter = None;
+                    drops
+                }
+            };
+            reported += drops.len() as u64;
+            queries.extend(h.drain().dns);
+        }
+        reported += checked_unit(&mut h, |h| h.gw.shutdown(h.now))?.len() as u64;
+        prop_assert_eq!(reported, h.gw.drop_counters().total());
+        prop_assert_eq!(h.gw.poll_timeout(), None);
+    }
+
     /// Random bytes anywhere never panic and never create a flow.
     #[test]
     fn random_bytes_create_no_flow(
@@ -144,8 +329,8 @@ proptest! {
     ) {
         let mut h = Harness::new(fam);
         for (where_, mut bytes) in inputs {
-            let _ = match where_ {
-                0 => h.send_frame(&bytes),
+            let (result, drops) = match where_ {
+                0 => checked(&mut h, |h| h.send_frame(&bytes))?,
                 1 => {
                     // Looks like a frame: right type byte and session.
                     if bytes.len() >= 8 {
@@ -153,15 +338,44 @@ proptest! {
                         bytes[1..4].fill(0);
                         bytes[4..8].copy_from_slice(&SESSION.to_be_bytes());
                     }
-                    h.send_frame(&bytes)
+                    let (result, drops) = checked(&mut h, |h| h.send_frame(&bytes))?;
+                    if result.is_err() {
+                        // A whole header names the client's session (unauthenticated).
+                        let client = (bytes.len() >= tunnel::MIN_FRAME_LEN).then_some(CLIENT);
+                        prop_assert_eq!(drops.last().and_then(|d| d.1), client);
+                    }
+                    (result, drops)
                 }
-                2 => h.send(&bytes), // random inner packet in a valid frame
-                _ => h.resource_sends(&bytes),
+                2 => {
+                    // A random inner packet in a valid frame: dropped as sent.
+                    let (result, drops) = checked(&mut h, |h| h.send(&bytes))?;
+                    if let Err(reason) = result {
+                        let expected = (reason, Some(CLIENT), DroppedPacket::Ip(bytes.clone()));
+                        prop_assert_eq!(drops.last(), Some(&expected));
+                    }
+                    (result, drops)
+                }
+                _ => {
+                    let (result, drops) = checked(&mut h, |h| h.resource_sends(&bytes))?;
+                    if result.is_err() {
+                        prop_assert_eq!(drops.last().map(|d| &d.2), Some(&DroppedPacket::Ip(bytes.clone())));
+                    }
+                    (result, drops)
+                }
             };
-            let _ = h.gw.handle_input(dns_server(), sa("203.0.113.1:5300"), &bytes, h.now);
+            if where_ < 2 && result.is_err() {
+                // Random bytes never open as a frame: the datagram as received.
+                prop_assert_eq!(drops.last().map(|d| &d.2), Some(&DroppedPacket::Datagram(bytes.clone())));
+            }
+            let (result, drops) = checked(&mut h, |h| {
+                h.gw.handle_input(dns_server(), sa("203.0.113.1:5300"), &bytes, h.now)
+            })?;
+            let expected = (DropReason::DnsUnexpectedAnswer, None, DroppedPacket::Datagram(bytes.clone()));
+            prop_assert_eq!(result, Err(DropReason::DnsUnexpectedAnswer));
+            prop_assert_eq!(drops, vec![expected]);
         }
         prop_assert_eq!(h.gw.open_flow_count(), 0);
-        h.gw.shutdown(h.now);
+        checked_unit(&mut h, |h| h.gw.shutdown(h.now))?;
         prop_assert!(h.records().is_empty());
         prop_assert!(h.drain().tun.is_empty());
     }
@@ -182,27 +396,32 @@ proptest! {
         let mut f = h.frame(&good);
         let i = flip.index(f.len());
         f[i] ^= 1 << bit;
-        prop_assert!(h.send_frame(&f).is_err());
+        prop_assert!(checked(&mut h, |h| h.send_frame(&f))?.0.is_err());
         // A forged inner source.
         let src: std::net::IpAddr = match fam {
             Fam::V4 => std::net::IpAddr::from([forged_src[0], forged_src[1], forged_src[2], forged_src[3]]),
             Fam::V6 => std::net::IpAddr::from(forged_src),
         };
         if src != fam.tunnel_ip() {
-            prop_assert!(h.send(&udp(src, sport, fam.resource_ip(7), dport, b"x")).is_err());
+            let forged = udp(src, sport, fam.resource_ip(7), dport, b"x");
+            let (result, drops) = checked(&mut h, |h| h.send(&forged))?;
+            prop_assert_eq!(result, Err(DropReason::ForgedSource));
+            prop_assert_eq!(drops, vec![(DropReason::ForgedSource, Some(CLIENT), DroppedPacket::Ip(forged))]);
         }
         // No resource there, and a resource that is not granted.
-        prop_assert!(h.send(&udp(fam.tunnel_ip(), sport, fam.outside_ip(), dport, b"x")).is_err());
+        prop_assert!(checked(&mut h, |h| h.send(&udp(fam.tunnel_ip(), sport, fam.outside_ip(), dport, b"x")))?.0.is_err());
         let res = h.cidr_resource();
         h.gw.revoke(CLIENT, res, h.now).unwrap();
-        prop_assert!(h.send(&good).is_err());
+        prop_assert!(checked(&mut h, |h| h.send(&good))?.0.is_err());
         prop_assert_eq!(h.gw.open_flow_count(), 0);
         // Replays of an accepted frame count once.
         h.grant(res, vec![]);
         let frame = tunnel::seal(&key(), FrameHeader { session_id: SESSION, counter: 10_000 }, &good);
-        prop_assert!(h.send_frame(&frame).is_ok());
-        prop_assert!(h.send_frame(&frame).is_err());
-        h.gw.shutdown(h.now);
+        prop_assert!(checked(&mut h, |h| h.send_frame(&frame))?.0.is_ok());
+        let (result, drops) = checked(&mut h, |h| h.send_frame(&frame))?;
+        prop_assert_eq!(result, Err(DropReason::Replay));
+        prop_assert_eq!(drops, vec![(DropReason::Replay, Some(CLIENT), DroppedPacket::Ip(good.clone()))]);
+        checked_unit(&mut h, |h| h.gw.shutdown(h.now))?;
         let records = h.records();
         prop_assert_eq!(records.len(), 1);
         prop_assert_eq!(records[0].tx_packets, 1);

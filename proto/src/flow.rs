@@ -11,6 +11,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::drop_reason::DropReason;
 use time::macros::format_description;
 
 /// At most this many distinct outer contexts are kept per record, in first-seen order; later

@@ -7,6 +7,7 @@
 
 pub mod channel_data;
 pub mod credentials;
+mod drop_reason;
 pub mod flow;
 pub mod rng;
 pub mod stun;

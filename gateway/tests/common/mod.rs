@@ -318,6 +318,23 @@ pub fn dst_of(p: &[u8]) -> IpAddr {
 
 // ------------------------------------------------------------------------------ harness
 
+/// The harness's client (id 1) with both tunnel IPs.
+pub fn client_config() -> ClientConfig {
+    let IpAddr::V4(v4) = Fam::V4.tunnel_ip() else {
+        unreachable!()
+    };
+    let IpAddr::V6(v6) = Fam::V6.tunnel_ip() else {
+        unreachable!()
+    };
+    ClientConfig {
+        id: CLIENT,
+        session_id: SESSION,
+        key: key(),
+        tunnel_v4: v4,
+        tunnel_v6: v6,
+    }
+}
+
 /// What came out of the gateway since the last drain.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -356,20 +373,7 @@ impl Harness {
         let mut config = GatewayConfig::new(origin, dns_server(), sa("203.0.113.1:5300"));
         tweak(&mut config);
         let mut gw = Gateway::new(config);
-        let IpAddr::V4(v4) = Fam::V4.tunnel_ip() else {
-            unreachable!()
-        };
-        let IpAddr::V6(v6) = Fam::V6.tunnel_ip() else {
-            unreachable!()
-        };
-        gw.add_client(ClientConfig {
-            id: CLIENT,
-            session_id: SESSION,
-            key: key(),
-            tunnel_v4: v4,
-            tunnel_v6: v6,
-        })
-        .unwrap();
+        gw.add_client(client_config()).unwrap();
         for cidr in [Fam::V4.cidr(), Fam::V6.cidr()] {
             let id = if cidr.contains('.') {
                 CIDR_RESOURCE
