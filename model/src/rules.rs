@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use scenario::plan::{Filter, domain_matches, parse_resource_cidr};
 use scenario::{ResourceAddress, Topology};
 
-use crate::{DropReason, Packet, PacketKind};
+use crate::{GatewayDropReason, Packet, PacketKind, Protocol};
 
 /// A resource as the gateway knows it.
 #[derive(Debug, Clone)]
@@ -93,9 +93,9 @@ impl Rules {
         client: usize,
         candidates: &[usize],
         packet: &Packet,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<usize, GatewayDropReason> {
         if candidates.is_empty() {
-            return Err(DropReason::NoResource);
+            return Err(GatewayDropReason::NoResource);
         }
         let granted: Vec<usize> = candidates
             .iter()
@@ -103,12 +103,12 @@ impl Rules {
             .filter(|r| self.grants.contains_key(&(client, *r)))
             .collect();
         if granted.is_empty() {
-            return Err(DropReason::NotGranted);
+            return Err(GatewayDropReason::NotGranted);
         }
         granted
             .into_iter()
             .find(|r| self.allows(client, *r, packet))
-            .ok_or(DropReason::FilterDenied)
+            .ok_or(GatewayDropReason::FilterDenied)
     }
 
     /// The CIDR resource of `gateway` a client packet to a real IP belongs to: covering, granted,
@@ -118,7 +118,7 @@ impl Rules {
         gateway: usize,
         client: usize,
         packet: &Packet,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<usize, GatewayDropReason> {
         let dst = packet.dst.ip();
         let mut candidates: Vec<(u8, usize)> = self
             .resources
@@ -146,7 +146,7 @@ impl Rules {
         client: usize,
         domain: &str,
         packet: &Packet,
-    ) -> Result<usize, DropReason> {
+    ) -> Result<usize, GatewayDropReason> {
         let mut candidates: Vec<((u8, std::cmp::Reverse<usize>), usize)> = self
             .resources
             .iter()
@@ -258,4 +258,10 @@ mod tests {
         assert!(pattern_rank("*.example.com") < pattern_rank("**.example.com"));
         assert!(pattern_rank("**.b.example.com") < pattern_rank("**.example.com"));
     }
+}
+
+/// The flow protocol of a packet the model builds. It builds only UDP, TCP and ICMP packets,
+/// each of which has one; ICMP stands in for what never occurs.
+pub(crate) fn protocol(packet: &Packet) -> Protocol {
+    packet.protocol().unwrap_or(Protocol::Icmp)
 }

@@ -6,8 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use model::{
-    Allocations, ClientId, CloseReason, Delivery, DropPlace, DropReason, FlowRecord, OuterContext,
-    Packet, PacketKind, Protocol, Receiver, RelayedAddresses, ResourceId, TcpFlags, UtcTime,
+    Allocations, ClientId, CloseReason, Delivery, DropPlace, DropReason, FlowRecord,
+    GatewayDropReason, OuterContext, Packet, PacketKind, Protocol, Receiver, RelayedAddresses,
+    ResourceId, TcpFlags, UtcTime,
 };
 use scenario::Scenario;
 
@@ -300,12 +301,15 @@ fn tcp_closed_by_the_resource_then_a_late_ack_is_dropped() {
     assert_eq!(p.drops.len(), 1);
     let drop = &p.drops[0];
     assert_eq!(drop.at_ms, 4010);
-    assert_eq!(drop.reason, DropReason::TcpWithoutSyn);
+    assert_eq!(
+        drop.reason,
+        DropReason::Gateway(GatewayDropReason::TcpWithoutSyn)
+    );
     assert_eq!(
         drop.place,
         DropPlace::Gateway {
             gateway: 0,
-            client: ClientId(0)
+            client: Some(ClientId(0))
         }
     );
     // The final ACK (ack 1002) reached alice at 3033.
@@ -677,7 +681,10 @@ fn revoking_mid_flow_closes_it_and_denies_what_follows() {
     );
     assert_eq!(p.drops.len(), 1);
     assert_eq!(p.drops[0].at_ms, 4010);
-    assert_eq!(p.drops[0].reason, DropReason::NotGranted);
+    assert_eq!(
+        p.drops[0].reason,
+        DropReason::Gateway(GatewayDropReason::NotGranted)
+    );
     let icmp = client_deliveries(&p).pop().unwrap();
     assert_eq!(
         icmp,
@@ -713,8 +720,8 @@ fn revoking_a_tcp_connection_then_its_packets_are_dropped() {
     assert_eq!(
         drops,
         vec![
-            (4010, DropReason::TcpWithoutSyn),
-            (5001, DropReason::NoOpenFlow)
+            (4010, DropReason::Gateway(GatewayDropReason::TcpWithoutSyn)),
+            (5001, DropReason::Gateway(GatewayDropReason::NoOpenFlow))
         ]
     );
 }
@@ -742,8 +749,8 @@ steps:
     assert_eq!(
         drops,
         vec![
-            (2010, DropReason::FilterDenied),
-            (3010, DropReason::NotGranted)
+            (2010, DropReason::Gateway(GatewayDropReason::FilterDenied)),
+            (3010, DropReason::Gateway(GatewayDropReason::NotGranted))
         ]
     );
     let icmp_times: Vec<u64> = client_deliveries(&p).iter().map(|d| d.0).collect();
@@ -943,8 +950,16 @@ fn an_aaaa_lookup_without_a_record_drops_the_queued_packet() {
     assert_eq!(
         drops,
         vec![
-            (2020, DropReason::DnsResolutionFailed, proxy),
-            (3030, DropReason::DnsResolutionFailed, proxy)
+            (
+                2020,
+                DropReason::Gateway(GatewayDropReason::DnsResolutionFailed),
+                proxy
+            ),
+            (
+                3030,
+                DropReason::Gateway(GatewayDropReason::DnsResolutionFailed),
+                proxy
+            )
         ]
     );
 }

@@ -4,10 +4,13 @@
 //! (`sim`) runs it, the reference model (`model`) predicts it, and `scenarios` compares the two.
 //!
 //! This crate holds only the vocabulary: the types, their YAML form, validation with clear
-//! errors, and the [`plan::AddressPlan`] that gives every host its addresses. It depends on no
+//! errors, the [`plan::AddressPlan`] that gives every host its addresses and sessions, the
+//! time grid of the steps ([`timing`]) and the settings every host runs with ([`settings`]). It depends on no
 //! system under test, so the model can use it without seeing the code it judges.
 
 pub mod plan;
+pub mod settings;
+pub mod timing;
 mod validate;
 
 use std::{fmt, net::IpAddr, path::Path};

@@ -129,6 +129,33 @@ impl AddressPlan {
     pub fn client_socket(&self, client: usize, roams: u16) -> SocketAddr {
         SocketAddr::new(self.clients[client].preferred(), TUNNEL_PORT + roams)
     }
+
+    /// Client `client`'s tunnel session: the id its frames carry and its MAC key, fixed by the
+    /// client's place in the topology so that a run's frames are the same every time.
+    pub fn session(client: usize) -> Session {
+        Session {
+            id: FIRST_SESSION_ID + client as u32,
+            key: [client as u8 + 1; 32],
+        }
+    }
+
+    /// The client whose session a frame's session id names, if it names one [`Self::session`]
+    /// can make (keys exist for clients 0 to 254: `[i + 1; 32]`).
+    pub fn client_of_session(session_id: u32) -> Option<usize> {
+        let client = usize::try_from(session_id.checked_sub(FIRST_SESSION_ID)?).ok()?;
+        (client < usize::from(u8::MAX)).then_some(client)
+    }
+}
+
+/// Client 0's session id; client `i` has `FIRST_SESSION_ID + i`.
+const FIRST_SESSION_ID: u32 = 1000;
+
+/// A client's tunnel session, as the control plane hands it to the client and its gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub id: u32,
+    /// The key of the frames' MAC (`proto::tunnel::SessionKey::new(key)`).
+    pub key: [u8; 32],
 }
 
 /// Whether `ip` is in the resource ranges (198.51.100.0/24, 2001:db8:100::/48).

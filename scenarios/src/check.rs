@@ -5,16 +5,10 @@
 
 use std::{cmp::Ordering, collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
-use model::{
-    Allocations, ClientId, Delivery, DropPlace, DropReason, ExpectedDrop, OuterContext, Packet,
-    PacketKind, Prediction, Receiver, RelayedAddresses, TcpFlags, Timeline, Unpredictable,
-};
-use proto::flow::FlowRecord;
+use model::{Allocations, Prediction, RelayedAddresses, Unpredictable};
+use observation::{Delivery, FlowRecord, PacketDrop};
 use scenario::Scenario;
-use sim::{
-    DropCause, GatewayDropReason, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
-    Outcome, PacketSummary, RunOptions, SimError, SummaryKind,
-};
+use sim::{Outcome, RunOptions, SimError};
 
 /// Why a run failed its checks, in words a person can act on.
 #[derive(Debug, thiserror::Error)]
@@ -94,14 +88,11 @@ pub fn check_outcome(scenario: &Scenario, outcome: Outcome) -> Result<Checked, C
     if !differences.is_empty() {
         return Err(CheckError::Flows(differences));
     }
-    let timeline = model::timeline(scenario);
-    let (deliveries, untranslated) = deliveries(&timeline, &outcome.deliveries);
-    let differences = compare_deliveries(&prediction.deliveries, &deliveries, &untranslated);
+    let differences = compare_deliveries(&prediction.deliveries, &outcome.deliveries);
     if !differences.is_empty() {
         return Err(CheckError::Deliveries(differences));
     }
-    let (drops, untranslated) = drops(&timeline, &outcome.drops);
-    let differences = compare_drops(&prediction.drops, &drops, &untranslated);
+    let differences = compare_drops(&prediction.drops, &outcome.drops);
     if !differences.is_empty() {
         return Err(CheckError::Drops(differences));
     }
@@ -177,175 +168,15 @@ fn fields(record: &FlowRecord) -> Vec<(&'static str, String)> {
 /// How many differing items a difference lists, per kind.
 const SHOWN: usize = 8;
 
-/// The step an observation at `at_ms` belongs to: the last step started at or before it. The
-/// sim does not know which step's traffic a packet is; within the step grid the time says it
-/// (a frame released by a `release` step counts as that step's traffic, as in the model).
-pub fn step_at(timeline: &Timeline, at_ms: u64) -> usize {
-    timeline
-        .step_start
-        .iter()
-        .rposition(|start| *start <= at_ms)
-        .unwrap_or(0)
-}
-
-/// An observed packet in the model's terms, if the model has words for it.
-fn packet(summary: &PacketSummary) -> Option<Packet> {
-    let kind = match summary.kind {
-        SummaryKind::Udp { payload } => PacketKind::Udp { payload },
-        SummaryKind::Tcp {
-            syn,
-            ack_flag,
-            fin,
-            rst,
-            psh,
-            seq,
-            ack,
-            payload,
-        } => PacketKind::Tcp {
-            flags: TcpFlags {
-                syn,
-                ack: ack_flag,
-                fin,
-                rst,
-                psh,
-            },
-            seq,
-            ack,
-            payload,
-        },
-        SummaryKind::IcmpProhibited {
-            quoted_protocol,
-            quoted_src,
-            quoted_dst,
-        } => PacketKind::IcmpProhibited {
-            quoted_protocol,
-            quoted_src,
-            quoted_dst,
-        },
-        SummaryKind::Icmp { .. } | SummaryKind::Other { .. } => return None,
-    };
-    Some(Packet {
-        src: summary.src,
-        dst: summary.dst,
-        kind,
-    })
-}
-
-fn receiver(to: &ObservedReceiver) -> Receiver {
-    match *to {
-        ObservedReceiver::Client {
-            client,
-            gateway,
-            remote,
-            local,
-        } => Receiver::Client {
-            client: ClientId(client as u32),
-            gateway: gateway as u32,
-            outer: OuterContext { remote, local },
-        },
-        ObservedReceiver::Resource { gateway } => Receiver::Resource {
-            gateway: gateway as u32,
-        },
-    }
-}
-
-/// The gateway's drop reasons the model predicts (the others must never happen in a run).
-fn drop_reason(cause: DropCause) -> Option<DropReason> {
-    Some(match cause {
-        DropCause::Partition => DropReason::Partition,
-        DropCause::DropNext => DropReason::DropNext,
-        DropCause::StillHeld => DropReason::StillHeld,
-        DropCause::Gateway(reason) => match reason {
-            GatewayDropReason::NoResource => DropReason::NoResource,
-            GatewayDropReason::NotGranted => DropReason::NotGranted,
-            GatewayDropReason::FilterDenied => DropReason::FilterDenied,
-            GatewayDropReason::UnknownProxyIp => DropReason::UnknownProxyIp,
-            GatewayDropReason::TcpWithoutSyn => DropReason::TcpWithoutSyn,
-            GatewayDropReason::NoOpenFlow => DropReason::NoOpenFlow,
-            GatewayDropReason::DnsQueueFull => DropReason::DnsQueueFull,
-            GatewayDropReason::DnsResolutionFailed => DropReason::DnsResolutionFailed,
-            _ => return None,
-        },
-    })
-}
-
-/// The observed deliveries in the model's terms, sorted as the model sorts them (each with the
-/// step its time falls in), and a description of each the model has no words for.
-pub fn deliveries(
-    timeline: &Timeline,
-    observed: &[ObservedDelivery],
-) -> (Vec<Delivery>, Vec<String>) {
-    let mut translated = Vec::new();
-    let mut untranslated = Vec::new();
-    for delivery in observed {
-        match packet(&delivery.packet) {
-            Some(packet) => translated.push(Delivery {
-                at_ms: delivery.at_ms,
-                to: receiver(&delivery.to),
-                packet,
-                step: step_at(timeline, delivery.at_ms),
-            }),
-            None => untranslated.push(format!(
-                "{} ms: {} to {:?}",
-                delivery.at_ms, delivery.packet, delivery.to
-            )),
-        }
-    }
-    translated.sort();
-    (translated, untranslated)
-}
-
-/// The observed drops in the model's terms, sorted as the model sorts them, and a description
-/// of each the model has no words for (a drop reason it never predicts, a packet of no client).
-pub fn drops(timeline: &Timeline, observed: &[ObservedDrop]) -> (Vec<ExpectedDrop>, Vec<String>) {
-    let mut translated = Vec::new();
-    let mut untranslated = Vec::new();
-    for drop in observed {
-        let place = match &drop.place {
-            ObservedPlace::Gateway {
-                gateway,
-                client: Some(client),
-            } => Some(DropPlace::Gateway {
-                gateway: *gateway as u32,
-                client: ClientId(*client as u32),
-            }),
-            ObservedPlace::Gateway { client: None, .. } => None,
-            ObservedPlace::Link { between } => Some(DropPlace::Link {
-                between: between.clone(),
-            }),
-        };
-        match (place, drop_reason(drop.cause), packet(&drop.packet)) {
-            (Some(place), Some(reason), Some(packet)) => translated.push(ExpectedDrop {
-                at_ms: drop.at_ms,
-                place,
-                reason,
-                packet,
-                step: step_at(timeline, drop.at_ms),
-            }),
-            _ => untranslated.push(format!(
-                "{} ms: {} dropped at {:?} ({:?})",
-                drop.at_ms, drop.packet, drop.place, drop.cause
-            )),
-        }
-    }
-    translated.sort();
-    (translated, untranslated)
-}
-
 /// A readable difference between the deliveries the model expects and those observed (empty
-/// if they are the same). The step is not compared: the sim cannot know which step's traffic
-/// a packet is, and the time already says it.
-pub fn compare_deliveries(
-    expected: &[Delivery],
-    observed: &[Delivery],
-    untranslated: &[String],
-) -> String {
+/// if they are the same). The step is not compared: the sim names the step whose time a
+/// packet falls in, the model the step whose traffic it is, and the time already says it.
+pub fn compare_deliveries(expected: &[Delivery], observed: &[Delivery]) -> String {
     let key = |d: &Delivery| (d.at_ms, d.to.clone(), d.packet);
     difference(
         "deliveries",
         expected,
         observed,
-        untranslated,
         |a, b| key(a).cmp(&key(b)),
         show_delivery,
     )
@@ -353,17 +184,12 @@ pub fn compare_deliveries(
 
 /// A readable difference between the drops the model expects and those observed (empty if
 /// they are the same), compared without the step (see [`compare_deliveries`]).
-pub fn compare_drops(
-    expected: &[ExpectedDrop],
-    observed: &[ExpectedDrop],
-    untranslated: &[String],
-) -> String {
-    let key = |d: &ExpectedDrop| (d.at_ms, d.place.clone(), d.reason, d.packet);
+pub fn compare_drops(expected: &[PacketDrop], observed: &[PacketDrop]) -> String {
+    let key = |d: &PacketDrop| (d.at_ms, d.place.clone(), d.reason, d.packet);
     difference(
         "drops",
         expected,
         observed,
-        untranslated,
         |a, b| key(a).cmp(&key(b)),
         show_drop,
     )
@@ -375,7 +201,6 @@ fn difference<T>(
     what: &str,
     expected: &[T],
     observed: &[T],
-    untranslated: &[String],
     order: impl Fn(&T, &T) -> Ordering,
     show: impl Fn(&T) -> String,
 ) -> String {
@@ -407,16 +232,16 @@ fn difference<T>(
         }
     }
     let mut out = String::new();
-    if missing.is_empty() && unexpected.is_empty() && untranslated.is_empty() {
+    if missing.is_empty() && unexpected.is_empty() {
         return out;
     }
     let _ = writeln!(
         out,
         "  the model expects {} {what}, the simulation saw {}: {} missing, {} unexpected",
         expected.len(),
-        observed.len() + untranslated.len(),
+        observed.len(),
         missing.len(),
-        unexpected.len() + untranslated.len()
+        unexpected.len()
     );
     let mut list = |label: &str, items: Vec<String>| {
         for item in items.iter().take(SHOWN) {
@@ -428,39 +253,19 @@ fn difference<T>(
     };
     list("missing:   ", missing.into_iter().map(&show).collect());
     list("unexpected:", unexpected.into_iter().map(&show).collect());
-    list("unexpected:", untranslated.to_vec());
     out
 }
 
 fn show_delivery(delivery: &Delivery) -> String {
-    let to = match &delivery.to {
-        Receiver::Client {
-            client,
-            gateway,
-            outer,
-        } => format!("client {client} from gateway {gateway} over {outer}"),
-        Receiver::Resource { gateway } => format!("the resource behind gateway {gateway}"),
-    };
     format!(
-        "{} ms (step {}): {} to {to}",
-        delivery.at_ms,
-        delivery.step,
-        crate::show::packet_line(&delivery.packet)
+        "{} ms (step {}): {} to {}",
+        delivery.at_ms, delivery.step, delivery.packet, delivery.to
     )
 }
 
-fn show_drop(drop: &ExpectedDrop) -> String {
-    let place = match &drop.place {
-        DropPlace::Gateway { gateway, client } => {
-            format!("by gateway {gateway} (client {client})")
-        }
-        DropPlace::Link { between } => format!("on the link {}-{}", between[0], between[1]),
-    };
+fn show_drop(drop: &PacketDrop) -> String {
     format!(
-        "{} ms (step {}): {} {place}, {:?}",
-        drop.at_ms,
-        drop.step,
-        crate::show::packet_line(&drop.packet),
-        drop.reason
+        "{} ms (step {}): {} {}, {}",
+        drop.at_ms, drop.step, drop.packet, drop.place, drop.reason
     )
 }

@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use model::DropReason;
+use model::{DropReason, GatewayDropReason};
 use proto::flow::CloseReason;
 use relay_xdp::reason;
 use scenario::{PathMode, Scenario, Step};
@@ -30,32 +30,41 @@ pub const CLOSE_REASONS: [CloseReason; 5] = [
 
 /// The drop reasons generated scenarios must reach.
 pub const DROP_REASONS: [DropReason; 8] = [
-    DropReason::NotGranted,
-    DropReason::FilterDenied,
-    DropReason::TcpWithoutSyn,
-    DropReason::NoOpenFlow,
-    DropReason::DnsResolutionFailed,
+    DropReason::Gateway(GatewayDropReason::NotGranted),
+    DropReason::Gateway(GatewayDropReason::FilterDenied),
+    DropReason::Gateway(GatewayDropReason::TcpWithoutSyn),
+    DropReason::Gateway(GatewayDropReason::NoOpenFlow),
+    DropReason::Gateway(GatewayDropReason::DnsResolutionFailed),
     DropReason::Partition,
     DropReason::DropNext,
     DropReason::StillHeld,
 ];
 
-/// Drop reasons generated scenarios do not reach, and where they are tested instead.
-pub const DROP_REASONS_ELSEWHERE: [(DropReason, &str); 3] = [
-    (
-        DropReason::NoResource,
-        "a scenario names resources, so traffic to an address outside every resource needs a \
-         hand-written packet: gateway/tests/flow_rules.rs",
-    ),
-    (
-        DropReason::UnknownProxyIp,
-        "the stub resolver maps every proxy IP it hands out: gateway/tests/flow_rules.rs",
-    ),
-    (
-        DropReason::DnsQueueFull,
-        "needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs",
-    ),
-];
+/// Where a gateway drop reason that generated scenarios do not reach is tested instead, or
+/// `None` for the reasons they must reach ([`DROP_REASONS`]). A new reason does not compile
+/// until it is placed here.
+pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
+    use GatewayDropReason::*;
+    match reason {
+        NotGranted | FilterDenied | TcpWithoutSyn | NoOpenFlow | DnsResolutionFailed => None,
+        NoResource => Some(
+            "a scenario names resources, so traffic to an address outside every resource needs \
+             a hand-written packet: gateway/tests/flow_rules.rs",
+        ),
+        UnknownProxyIp => {
+            Some("the stub resolver maps every proxy IP it hands out: gateway/tests/flow_rules.rs")
+        }
+        DnsQueueFull => {
+            Some("needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs")
+        }
+        NotTunnelFrame | MalformedFrame | UnknownSession | BadMac | Replay | MalformedPacket
+        | Fragment | UnsupportedProtocol | ForgedSource | IcmpNotAllowed | UnknownDestination
+        | NatCollision | DnsUnexpectedAnswer | ShutDown => Some(
+            "no generated host sends malformed, forged or unsolicited input: \
+             gateway/tests/drop_events.rs",
+        ),
+    }
+}
 
 /// Counters over many checked scenarios.
 #[derive(Debug, Default, Clone)]
@@ -136,7 +145,7 @@ impl Coverage {
         }
         for reason in DROP_REASONS {
             if self.drop_reasons.get(&reason).copied().unwrap_or(0) == 0 {
-                missing.push(format!("drop reason {}", drop_name(reason)));
+                missing.push(format!("drop reason {}", reason.name()));
             }
         }
         missing
@@ -204,75 +213,50 @@ impl Coverage {
             .map(|reason| {
                 format!(
                     "{} {}",
-                    drop_name(*reason),
+                    reason.name(),
                     self.drop_reasons.get(reason).copied().unwrap_or(0)
                 )
             })
             .collect();
         let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
-        let elsewhere: Vec<String> = DROP_REASONS_ELSEWHERE
+        let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
             .iter()
-            .map(|(reason, _)| drop_name(*reason))
-            .collect();
+            .filter_map(|reason| Some((reason.as_str(), tested_elsewhere(*reason)?)))
+            .partition(|(_, place)| place.starts_with("no generated host"));
+        let elsewhere: Vec<&str> = elsewhere.into_iter().map(|(name, _)| name).collect();
         let _ = writeln!(
             out,
-            "not generated             {} (the gateway's own tests)",
-            elsewhere.join(", ")
+            "not generated             {}, and {} kinds of malformed, forged or unsolicited \
+             input (the gateway's own tests)",
+            elsewhere.join(", "),
+            hostile.len()
         );
         out
     }
-}
-
-/// A drop reason as the model's files spell it (kebab-case).
-pub fn drop_name(reason: DropReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{reason:?}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every drop reason the model knows is either required of generated runs or named with
-    /// where it is tested instead: a new reason cannot slip past coverage unnoticed.
+    /// Every gateway drop reason is either required of generated runs or named with where it
+    /// is tested instead, and every link fault's is required.
     #[test]
     fn every_drop_reason_is_required_or_accounted_for() {
-        let all = [
-            DropReason::NoResource,
-            DropReason::NotGranted,
-            DropReason::FilterDenied,
-            DropReason::UnknownProxyIp,
-            DropReason::TcpWithoutSyn,
-            DropReason::NoOpenFlow,
-            DropReason::DnsQueueFull,
-            DropReason::DnsResolutionFailed,
-            DropReason::Partition,
-            DropReason::DropNext,
-            DropReason::StillHeld,
-        ];
-        for reason in all {
-            // A new variant makes this match fail to compile until it is listed above.
-            match reason {
-                DropReason::NoResource
-                | DropReason::NotGranted
-                | DropReason::FilterDenied
-                | DropReason::UnknownProxyIp
-                | DropReason::TcpWithoutSyn
-                | DropReason::NoOpenFlow
-                | DropReason::DnsQueueFull
-                | DropReason::DnsResolutionFailed
-                | DropReason::Partition
-                | DropReason::DropNext
-                | DropReason::StillHeld => {}
-            }
-            let required = DROP_REASONS.contains(&reason);
-            let elsewhere = DROP_REASONS_ELSEWHERE.iter().any(|(r, _)| *r == reason);
+        for reason in GatewayDropReason::ALL {
+            let required = DROP_REASONS.contains(&DropReason::Gateway(*reason));
+            let elsewhere = tested_elsewhere(*reason).is_some();
             assert!(
                 required != elsewhere,
                 "{reason:?}: required {required}, elsewhere {elsewhere}"
             );
+        }
+        for link in [
+            DropReason::Partition,
+            DropReason::DropNext,
+            DropReason::StillHeld,
+        ] {
+            assert!(DROP_REASONS.contains(&link), "{link}");
         }
     }
 

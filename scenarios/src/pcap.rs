@@ -22,7 +22,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use sim::{Direction, Hop, Outcome, wire::ORIGIN_UNIX_SECS};
+use scenario::timing::ORIGIN_UNIX_SECS;
+use sim::{Direction, Hop, Outcome};
 
 /// Ethernet frames up to this size are captured whole (the largest UDP datagram fits).
 const SNAPLEN: u32 = 65_535 + 14 + 40;
@@ -217,7 +218,7 @@ mod tests {
             );
             assert_eq!(packet.orig_len as usize, packet.data.len());
             let sliced = SlicedPacket::from_ethernet(&packet.data).expect("an Ethernet frame");
-            let (src, dst) = sim::packets::ip_addresses(&sliced.net).expect("IPv4 or IPv6");
+            let (src, dst) = observation::ip_addresses(&sliced.net).expect("IPv4 or IPv6");
             let Some(TransportSlice::Udp(udp)) = &sliced.transport else {
                 panic!("packet {index} is not UDP");
             };

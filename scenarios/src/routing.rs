@@ -36,7 +36,7 @@ use proto::{
     tunnel,
 };
 use scenario::Scenario;
-use sim::{Direction, Hop, Outcome, XdpNote, packets};
+use sim::{Direction, Hop, Outcome, XdpNote};
 
 use crate::show::{seconds, step_line};
 
@@ -156,7 +156,7 @@ impl Route {
 pub fn render(scenario: &Scenario, outcome: &Outcome) -> String {
     let routes = routes(scenario, outcome);
     let host_width = routes.iter().map(|r| r.host.len()).max().unwrap_or(0);
-    let timeline = model::timeline(scenario);
+    let timeline = scenario::timing::Timeline::of(scenario);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -255,7 +255,7 @@ fn frame(scenario: &Scenario, frame: &[u8]) -> String {
         Some((client, inner)) => format!(
             "tunnel {}: {}",
             crate::corpus::client_name(scenario, client as u32),
-            packets::parse(inner)
+            observation::Packet::parse(inner)
         ),
         None => match tunnel::peek_header(frame) {
             Ok(header) => format!(
@@ -388,6 +388,7 @@ fn dns_line(payload: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sim::packets;
 
     fn scenario() -> Scenario {
         Scenario::from_yaml(

@@ -2,12 +2,9 @@
 //! the simulation: the file itself, the timeline (when each step starts), the flow records, and
 //! every delivery and drop, one line each.
 
-use std::{fmt::Write as _, net::SocketAddr, path::Path};
+use std::{fmt::Write as _, path::Path};
 
-use model::{
-    Delivery, DropPlace, DropReason, ExpectedDrop, Packet, PacketKind, Prediction, Receiver,
-    TcpFlags,
-};
+use model::{Delivery, DropPlace, DropReason, PacketDrop, Prediction, Receiver};
 use proto::flow::{FlowRecord, UtcTime};
 use scenario::{LoadError, Scenario, Step};
 use serde::Serialize;
@@ -34,7 +31,7 @@ pub fn render(scenario: &Scenario, text: &str, origin: &str) -> String {
     if !text.ends_with('\n') {
         out.push('\n');
     }
-    let timeline = model::timeline(scenario);
+    let timeline = scenario::timing::Timeline::of(scenario);
     out.push_str("\ntimeline:\n");
     let mut line = |label: String, ms: u64, what: &str| {
         let _ = writeln!(out, "  {label:<9}{:>10}  {what}", seconds(ms));
@@ -148,21 +145,28 @@ pub fn delivery_line(scenario: &Scenario, delivery: &Delivery) -> String {
         "{:>9} step {:<3} {to}: {}",
         seconds(delivery.at_ms),
         delivery.step,
-        packet_line(&delivery.packet)
+        delivery.packet
     )
 }
 
 /// One drop on one line: when, the step, where, why, the packet.
-pub fn drop_line(scenario: &Scenario, drop: &ExpectedDrop) -> String {
+pub fn drop_line(scenario: &Scenario, drop: &PacketDrop) -> String {
     let place = match &drop.place {
-        DropPlace::Gateway { gateway, client } => format!(
+        DropPlace::Gateway {
+            gateway,
+            client: Some(client),
+        } => format!(
             "by {} (client {})",
             gateway_name(scenario, *gateway),
             client_name(scenario, client.0)
         ),
+        DropPlace::Gateway {
+            gateway,
+            client: None,
+        } => format!("by {} (no client)", gateway_name(scenario, *gateway)),
         DropPlace::Link { between } => format!("on the link {}-{}", between[0], between[1]),
     };
-    let icmp = if drop.reason.sends_icmp() {
+    let icmp = if matches!(drop.reason, DropReason::Gateway(reason) if reason.sends_icmp()) {
         ", ICMP prohibited back"
     } else {
         ""
@@ -171,68 +175,9 @@ pub fn drop_line(scenario: &Scenario, drop: &ExpectedDrop) -> String {
         "{:>9} step {:<3} {place}: {}{icmp}: {}",
         seconds(drop.at_ms),
         drop.step,
-        kebab(&drop.reason),
-        packet_line(&drop.packet)
+        drop.reason,
+        drop.packet
     )
-}
-
-/// A drop reason as in the docs (`tcp-without-syn`).
-fn kebab(reason: &DropReason) -> String {
-    serde_yaml_ng::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{reason:?}"))
-}
-
-/// A packet as the simulator's trace prints one (`TCP a > b [S.] seq 5000 ack 1001 len 0`).
-pub fn packet_line(packet: &Packet) -> String {
-    let (src, dst) = (packet.src, packet.dst);
-    match packet.kind {
-        PacketKind::Udp { payload } => format!("UDP {src} > {dst} len {payload}"),
-        PacketKind::Tcp {
-            flags,
-            seq,
-            ack,
-            payload,
-        } => format!(
-            "TCP {src} > {dst} [{}] seq {seq} ack {ack} len {payload}",
-            flag_letters(flags)
-        ),
-        PacketKind::IcmpProhibited {
-            quoted_protocol,
-            quoted_src,
-            quoted_dst,
-        } => format!(
-            "ICMP {} > {} prohibited, quoting {} {} > {}",
-            src.ip(),
-            dst.ip(),
-            quoted_protocol.as_str().to_uppercase(),
-            address(quoted_src),
-            address(quoted_dst)
-        ),
-    }
-}
-
-/// An address quoted in an ICMP error: `ip:port`, or the bare IP for port 0.
-fn address(addr: SocketAddr) -> String {
-    if addr.port() == 0 {
-        addr.ip().to_string()
-    } else {
-        addr.to_string()
-    }
-}
-
-fn flag_letters(flags: TcpFlags) -> String {
-    [
-        (flags.syn, 'S'),
-        (flags.fin, 'F'),
-        (flags.rst, 'R'),
-        (flags.psh, 'P'),
-        (flags.ack, '.'),
-    ]
-    .into_iter()
-    .filter_map(|(set, letter)| set.then_some(letter))
-    .collect()
 }
 
 /// A step as it is written in a scenario file: `udp: { client: alice, resource: web, ... }`.

@@ -227,12 +227,13 @@ steps:
     let mut extra = outcome.clone();
     let mut again = extra.drops[0].clone();
     again.at_ms = 4000;
+    again.step = 2;
     extra.drops.push(again);
     match check_outcome(&scenario, extra) {
         Err(CheckError::Drops(text)) => {
             eprintln!("{text}");
             assert!(text.contains("0 missing, 1 unexpected"), "{text}");
-            assert!(text.contains("4000 ms (step 2): UDP 100.64.0.2:45353 > 198.51.100.10:5353 len 64 on the link alice-gw, DropNext"), "{text}");
+            assert!(text.contains("4000 ms (step 2): UDP 100.64.0.2:45353 > 198.51.100.10:5353 len 64 on the link alice-gw, drop-next"), "{text}");
         }
         other => panic!("{other:?}"),
     }

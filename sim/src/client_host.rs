@@ -8,19 +8,20 @@ use std::{
     rc::Rc,
 };
 
+use observation::{ClientId, OuterContext, Packet, Receiver};
 use peer::{Endpoint, TurnClient, TurnClientConfig};
 use proto::tunnel::{self, FrameHeader};
+use scenario::plan::AddressPlan;
 use turmoil::net::UdpSocket;
 
 use crate::{
-    observed::{self, ObservedDelivery, ObservedReceiver},
+    clock::{deadline_ms, end_turn, now_instant},
+    commands::{ClientCommand, ClientTcpAction, Inbox},
+    endpoint_io::{flush_turn, receive_through, send_through, unspecified},
     packets::{self, Inner},
+    state::Shared,
     tcp::TcpSide,
     wire,
-    world::{
-        ClientCommand, ClientTcpAction, Shared, deadline_ms, end_turn, flush_turn, now_instant,
-        now_ms, receive_through, send_through, session_id, session_key, unspecified,
-    },
 };
 
 struct ClientHost {
@@ -55,6 +56,7 @@ impl ClientHost {
         let Some(target) = self.targets.get(&gateway).copied() else {
             shared
                 .borrow_mut()
+                .journal
                 .errors
                 .push(format!("{}: no address for gateway {gateway}", self.name));
             return;
@@ -63,25 +65,25 @@ impl ClientHost {
             && !self.endpoint.turn().is_some_and(|turn| turn.is_allocated())
         {
             // Roamed and not allocated again yet: a real client has no way through its relay.
-            shared.borrow_mut().trace(
+            shared.borrow_mut().journal.trace(
                 &self.name,
                 format!(
                     "cannot send {} to gateway {gateway}: no allocation on the relay yet",
-                    packets::parse(&inner)
+                    Packet::parse(&inner)
                 ),
             );
             return;
         }
         self.counter += 1;
         let frame = tunnel::seal(
-            &session_key(self.index),
+            &wire::session_key(self.index),
             FrameHeader {
-                session_id: session_id(self.index),
+                session_id: AddressPlan::session(self.index).id,
                 counter: self.counter,
             },
             &inner,
         );
-        let what = format!("sent {}", packets::parse(&inner));
+        let what = format!("sent {}", Packet::parse(&inner));
         send_through(
             &mut self.endpoint,
             socket,
@@ -152,10 +154,11 @@ impl ClientHost {
                 {
                     shared
                         .borrow_mut()
+                        .journal
                         .errors
                         .push(format!("{}: path to {target}: {error}", self.name));
                 }
-                shared.borrow_mut().trace(
+                shared.borrow_mut().journal.trace(
                     &self.name,
                     format!(
                         "path to gateway {gateway}: {target}{}",
@@ -180,7 +183,7 @@ impl ClientHost {
                         turn.allocate(now_instant(shared.borrow().origin));
                         self.endpoint = Endpoint::new(moved, Some(turn));
                         self.rebind = true;
-                        shared.borrow_mut().trace(
+                        shared.borrow_mut().journal.trace(
                             &self.name,
                             format!("roamed to {moved}, allocating again on the relay"),
                         );
@@ -189,6 +192,7 @@ impl ClientHost {
                         self.endpoint.set_socket(moved);
                         shared
                             .borrow_mut()
+                            .journal
                             .trace(&self.name, format!("roamed to {moved}"));
                     }
                 }
@@ -210,7 +214,7 @@ impl ClientHost {
                 continue;
             };
             if let Err(error) = self.endpoint.route_via_relay(target, true, now) {
-                shared.borrow_mut().errors.push(format!(
+                shared.borrow_mut().journal.errors.push(format!(
                     "{}: path to {target} after roaming: {error}",
                     self.name
                 ));
@@ -222,6 +226,7 @@ impl ClientHost {
 pub(crate) fn add_client(
     sim: &mut turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
+    inbox: Inbox<ClientCommand>,
     name: String,
     index: usize,
     socket_addr: SocketAddr,
@@ -234,6 +239,7 @@ pub(crate) fn add_client(
         let name = name.clone();
         let turn = turn.clone();
         let gateways = gateways.clone();
+        let inbox = inbox.clone();
         async move {
             let origin = shared.borrow().origin;
             let mut socket = UdpSocket::bind(SocketAddr::new(
@@ -271,10 +277,7 @@ pub(crate) fn add_client(
                 {
                     turn.handle_timeout(now);
                 }
-                let commands: Vec<ClientCommand> = shared.borrow_mut().client_commands[index]
-                    .drain(..)
-                    .collect();
-                for command in commands {
+                for command in inbox.take_all() {
                     host.command(command, &mut socket, &shared).await?;
                 }
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
@@ -287,30 +290,34 @@ pub(crate) fn add_client(
                     };
                     let (remote, local, payload) =
                         (arrival.remote, arrival.local, arrival.payload.into_owned());
-                    let Ok((_, inner)) = tunnel::open(&session_key(index), &payload) else {
-                        shared.borrow_mut().errors.push(format!(
+                    let Ok((_, inner)) = tunnel::open(&wire::session_key(index), &payload) else {
+                        shared.borrow_mut().journal.errors.push(format!(
                             "{name}: a datagram from {remote} is not a frame for us"
                         ));
                         continue;
                     };
                     let parsed = packets::parse(inner);
                     {
+                        let packet = Packet::parse(inner);
                         let mut shared = shared.borrow_mut();
-                        shared.trace(&name, format!("received {parsed} from {remote}"));
+                        shared
+                            .journal
+                            .trace(&name, format!("received {packet} from {remote}"));
                         match host.peers.get(&remote) {
                             // The gateway's view of the outer context: (the client's end, the
                             // gateway's end).
-                            Some(gateway) => shared.deliveries.push(ObservedDelivery {
-                                at_ms: now_ms(),
-                                to: ObservedReceiver::Client {
-                                    client: index,
-                                    gateway: *gateway,
-                                    remote: local,
-                                    local: remote,
+                            Some(gateway) => shared.journal.delivered(
+                                Receiver::Client {
+                                    client: ClientId(index as u32),
+                                    gateway: *gateway as u32,
+                                    outer: OuterContext {
+                                        remote: local,
+                                        local: remote,
+                                    },
                                 },
-                                packet: observed::summarize(inner),
-                            }),
-                            None => shared.errors.push(format!(
+                                packet,
+                            ),
+                            None => shared.journal.errors.push(format!(
                                 "{name}: a frame from {remote}, which is no gateway's address"
                             )),
                         }

@@ -18,10 +18,7 @@ use hickory_proto::{
 use scenario::plan;
 use turmoil::net::UdpSocket;
 
-use crate::{
-    wire,
-    world::{Shared, unspecified},
-};
+use crate::{endpoint_io::unspecified, state::Shared, wire};
 
 /// The answer to one query datagram, or `None` if it is not a query.
 pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
@@ -78,6 +75,7 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                 if let Some(reply) = reply {
                     shared
                         .borrow_mut()
+                        .journal
                         .trace("dns", format!("answer {} bytes to {from}", reply.len()));
                     wire::send(&socket, &shared, "dns", local, from, &reply);
                 }

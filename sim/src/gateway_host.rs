@@ -4,36 +4,33 @@
 use std::{
     cell::RefCell,
     collections::{BTreeMap, VecDeque},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
 };
 
 use gateway::{
-    ClientConfig, DomainPattern, DropCounters, DropReason, Event, Filter, Gateway, GatewayConfig,
+    ClientConfig, DomainPattern, DropReason, DroppedPacket, Event, Filter, Gateway, GatewayConfig,
     IpCidr, PortRange, Resource, ResourceAddress as GatewayResourceAddress, Transmit,
 };
+use observation::{DropPlace, Packet};
 use peer::{Endpoint, TurnClient};
 use proto::flow::{ClientId, OuterContext, ResourceId, TimeOrigin, UtcTime};
 use scenario::{
     ResourceAddress, Scenario,
     plan::{self, AddressPlan, TUNNEL_PORT},
+    settings::{DEFAULT_IDLE_TIMEOUT_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT},
+    timing::ORIGIN_UNIX_SECS,
 };
 use turmoil::net::UdpSocket;
 
 use crate::{
-    observed::{
-        self, DropCause, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
-        PacketSummary,
-    },
-    packets::{self, Inner},
-    tcp::TcpSide,
+    clock::{deadline_ms, end_turn, now_instant, now_ms},
+    commands::{GatewayCommand, Inbox},
+    endpoint_io::{flush_turn, receive_through, send_through, unspecified},
+    resource_host::ResourceSide,
+    state::Shared,
     wire,
-    world::{
-        GatewayCommand, ORIGIN_UNIX_SECS, ResourceAction, Shared, TUN_LATENCY_MS, deadline_ms,
-        end_turn, flush_turn, now_instant, now_ms, receive_through, send_through, session_id,
-        session_key, unspecified,
-    },
 };
 
 pub(crate) fn build_gateway(
@@ -54,16 +51,22 @@ pub(crate) fn build_gateway(
         SocketAddr::new(ip, TUNNEL_PORT),
     );
     config.hash_seed = seed;
-    if let Some(idle) = scenario.topology.idle_timeout_s {
-        config.idle_timeout = Duration::from_secs(idle);
-    }
+    // Every setting the model predicts from is set here from the one definition it uses.
+    config.idle_timeout = Duration::from_secs(
+        scenario
+            .topology
+            .idle_timeout_s
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+    );
+    config.dns_min_ttl = Duration::from_secs(DNS_MIN_TTL_S);
+    config.dns_queue_limit = DNS_QUEUE_LIMIT;
     let mut gateway = Gateway::new(config);
     let name = &scenario.topology.gateways[index].name;
     for client in 0..scenario.topology.clients.len() {
         let _ = gateway.add_client(ClientConfig {
             id: ClientId(client as u32),
-            session_id: session_id(client),
-            key: session_key(client),
+            session_id: AddressPlan::session(client).id,
+            key: wire::session_key(client),
             tunnel_v4: plan.tunnel_v4[client],
             tunnel_v6: plan.tunnel_v6[client],
         });
@@ -131,226 +134,72 @@ fn filters(texts: &[String]) -> Vec<Filter> {
         .collect()
 }
 
-/// What a call into the gateway was given, for telling what it dropped.
-enum Input {
-    /// A timer, a control call, or a DNS answer: no packet of a client.
-    Other,
-    /// A tunnel frame, with the client whose session it names and its inner packet if it
-    /// opens under that client's key.
-    Frame {
-        client: Option<usize>,
-        inner: Option<Vec<u8>>,
-        len: usize,
-    },
-    /// A packet from the TUN side.
-    Tun(Vec<u8>),
-    /// `shutdown`: packets waiting for DNS are dropped.
-    Shutdown,
-}
-
-/// The gateway host: its UDP socket, the gateway, and the TUN link to the resource responder.
+/// The gateway host: its UDP socket's endpoint, the gateway, and the TUN link to the resource
+/// responder.
 struct GatewayHost {
     name: String,
     index: usize,
     gateway: Gateway,
     /// What the gateway asked to send, in its order, until the end of the turn.
     outbox: VecDeque<Transmit>,
-    /// The client packets the gateway holds for a DNS answer, by (client, proxy IP), in
-    /// order: what a failed resolution or a shutdown drops.
-    dns_queue: BTreeMap<(usize, IpAddr), VecDeque<Vec<u8>>>,
-    /// Client index by tunnel IP.
-    tunnel_ips: BTreeMap<IpAddr, usize>,
     origin: Instant,
     /// Control calls applied since the start, replayed after a restart.
     control_log: Vec<GatewayCommand>,
-    /// Packets on the TUN link: (due ms, sequence) -> (towards the resource?, packet).
-    tun_link: BTreeMap<(u64, u64), (bool, Vec<u8>)>,
-    tun_sequence: u64,
-    /// The resource side of each TCP connection, by the client's inner address.
-    resource_tcp: BTreeMap<SocketAddr, (SocketAddr, TcpSide)>,
+    resource: ResourceSide,
     endpoint: Endpoint,
 }
 
 impl GatewayHost {
-    /// Calls into the gateway, then accounts for what the call did: the drops it counted
-    /// (each tied to the packet it dropped), its events, and what it wants sent.
-    fn call(
-        &mut self,
-        input: Input,
-        shared: &Rc<RefCell<Shared>>,
-        f: impl FnOnce(&mut Gateway) -> Result<(), DropReason>,
-    ) -> Result<(), DropReason> {
+    /// Calls into the gateway, then records what the call did: every drop it reports (checked
+    /// against its drop counters), its other events, and what it wants sent.
+    fn call<T>(&mut self, shared: &Rc<RefCell<Shared>>, f: impl FnOnce(&mut Gateway) -> T) -> T {
         let before = self.gateway.drop_counters().clone();
         let result = f(&mut self.gateway);
-        self.account(&input, result, &before, shared);
-        result
-    }
-
-    /// Ties every drop the gateway counted in one call to the packet it dropped. The gateway
-    /// names the reason of the packet it was handed (the call's result); packets it held for a
-    /// DNS answer are dropped or forwarded later, which its DNS events say.
-    fn account(
-        &mut self,
-        input: &Input,
-        result: Result<(), DropReason>,
-        before: &DropCounters,
-        shared: &Rc<RefCell<Shared>>,
-    ) {
-        let at_ms = now_ms();
-        let mut uncounted: BTreeMap<DropReason, u64> = self
-            .gateway
-            .drop_counters()
-            .iter()
-            .map(|(reason, count)| (reason, count - before.get(reason)))
-            .filter(|(_, count)| *count > 0)
-            .collect();
-        let take = |uncounted: &mut BTreeMap<DropReason, u64>, reason: DropReason| {
-            if let Some(count) = uncounted.get_mut(&reason) {
-                *count = count.saturating_sub(1);
-            }
-        };
-        let fresh: Vec<Transmit> = std::iter::from_fn(|| self.gateway.poll_transmit()).collect();
-        // What went to the TUN side in this call, not yet tied to a packet.
-        let mut forwarded: Vec<PacketSummary> = fresh
-            .iter()
-            .filter_map(|transmit| match transmit {
-                Transmit::Tun(packet) => Some(observed::summarize(packet)),
-                Transmit::Udp { .. } => None,
-            })
-            .collect();
-        let mut drops = Vec::new();
-        let mut problems = Vec::new();
-        match (input, result) {
-            (Input::Frame { client, inner, len }, Err(reason)) => {
-                take(&mut uncounted, reason);
-                let packet = match inner {
-                    Some(inner) => observed::summarize(inner),
-                    None => observed::unreadable(*len),
-                };
-                drops.push((*client, reason, packet));
-            }
-            (
-                Input::Frame {
-                    client: Some(client),
-                    inner: Some(inner),
-                    ..
-                },
-                Ok(()),
-            ) if forwarded.is_empty() => {
-                // Accepted and not forwarded: held for a DNS answer.
-                let packet = observed::summarize(inner);
-                if gateway::is_proxy_ip(packet.dst.ip()) {
-                    self.dns_queue
-                        .entry((*client, packet.dst.ip()))
-                        .or_default()
-                        .push_back(inner.clone());
-                } else {
-                    problems.push(format!(
-                        "{}: accepted {packet} without forwarding it",
-                        self.name
-                    ));
-                }
-            }
-            (Input::Tun(packet), Err(reason)) => {
-                take(&mut uncounted, reason);
-                let packet = observed::summarize(packet);
-                let client = self.tunnel_ips.get(&packet.dst.ip()).copied();
-                drops.push((client, reason, packet));
-            }
-            // The input's own packet went to the TUN side.
-            (Input::Frame { .. }, Ok(())) => forwarded.clear(),
-            (_, Err(reason)) => take(&mut uncounted, reason),
-            (_, Ok(())) => {}
-        }
-        let mut events = Vec::new();
+        self.outbox
+            .extend(std::iter::from_fn(|| self.gateway.poll_transmit()));
+        let mut reported: BTreeMap<DropReason, u64> = BTreeMap::new();
+        let mut shared = shared.borrow_mut();
         while let Some(event) = self.gateway.poll_event() {
-            // The trace shows every flow event (flow started, client roamed, DNS answers).
-            events.push(format!("event: {event:?}"));
             match event {
-                Event::DnsResolutionFailed {
-                    client, proxy_ip, ..
+                Event::PacketDropped {
+                    reason,
+                    client,
+                    packet,
                 } => {
-                    let client = client.0 as usize;
-                    let held = self.dns_queue.remove(&(client, proxy_ip));
-                    for inner in held.unwrap_or_default() {
-                        take(&mut uncounted, DropReason::DnsResolutionFailed);
-                        let packet = observed::summarize(&inner);
-                        drops.push((Some(client), DropReason::DnsResolutionFailed, packet));
-                    }
+                    *reported.entry(reason).or_default() += 1;
+                    let packet = observed_packet(&packet);
+                    shared
+                        .journal
+                        .trace(&self.name, format!("dropped ({reason}): {packet}"));
+                    let place = DropPlace::Gateway {
+                        gateway: self.index as u32,
+                        client,
+                    };
+                    shared.journal.dropped(
+                        now_ms(),
+                        place,
+                        observation::DropReason::Gateway(reason),
+                        packet,
+                    );
                 }
-                Event::DnsResolved {
-                    client, proxy_ip, ..
-                } => {
-                    // The held packets went through the data path again, in order: each was
-                    // forwarded (translated: only its destination IP differs) or dropped.
-                    let client = client.0 as usize;
-                    let held = self.dns_queue.remove(&(client, proxy_ip));
-                    for inner in held.unwrap_or_default() {
-                        let packet = observed::summarize(&inner);
-                        if let Some(at) = forwarded.iter().position(|sent| {
-                            sent.src == packet.src
-                                && sent.dst.port() == packet.dst.port()
-                                && sent.kind == packet.kind
-                        }) {
-                            forwarded.remove(at);
-                            continue;
-                        }
-                        let reason = uncounted
-                            .iter()
-                            .find(|(_, count)| **count > 0)
-                            .map(|(reason, _)| *reason);
-                        match reason {
-                            Some(reason) => {
-                                take(&mut uncounted, reason);
-                                drops.push((Some(client), reason, packet));
-                            }
-                            None => problems.push(format!(
-                                "{}: {packet}, held for DNS, was neither forwarded nor dropped",
-                                self.name
-                            )),
-                        }
-                    }
-                }
-                Event::FlowStarted(_) | Event::ClientRoamed { .. } => {}
+                // The trace shows every other event (flow started, client roamed, DNS answers).
+                other => shared
+                    .journal
+                    .trace(&self.name, format!("event: {other:?}")),
             }
         }
-        if matches!(input, Input::Shutdown) {
-            for ((client, _), held) in std::mem::take(&mut self.dns_queue) {
-                for inner in held {
-                    take(&mut uncounted, DropReason::ShutDown);
-                    let packet = observed::summarize(&inner);
-                    drops.push((Some(client), DropReason::ShutDown, packet));
-                }
-            }
-        }
-        for (reason, count) in uncounted {
-            if count > 0 {
-                problems.push(format!(
-                    "{}: the gateway counted {count} drop(s) for {reason} that the simulator \
-                     cannot tie to a packet",
+        // The gateway's counters and its drop events must tell the same story.
+        for (reason, count) in self.gateway.drop_counters().iter() {
+            let counted = count - before.get(reason);
+            let events = reported.get(&reason).copied().unwrap_or(0);
+            if counted != events {
+                shared.journal.errors.push(format!(
+                    "{}: the gateway counted {counted} drop(s) for {reason} but reported {events}",
                     self.name
                 ));
             }
         }
-        let mut shared = shared.borrow_mut();
-        for event in events {
-            shared.trace(&self.name, event);
-        }
-        for (client, reason, packet) in drops {
-            shared.trace(&self.name, format!("dropped ({reason}): {packet}"));
-            shared.drops.push(ObservedDrop {
-                at_ms,
-                place: ObservedPlace::Gateway {
-                    gateway: self.index,
-                    client,
-                },
-                cause: DropCause::Gateway(reason),
-                packet,
-            });
-        }
-        shared.errors.extend(problems);
-        drop(shared);
-        self.outbox.extend(fresh);
+        result
     }
 
     /// A control-plane call (its refusal is an answer, not a drop).
@@ -359,12 +208,9 @@ impl GatewayHost {
         shared: &Rc<RefCell<Shared>>,
         f: impl FnOnce(&mut Gateway) -> Result<(), E>,
     ) -> Result<(), String> {
-        let mut refused = None;
-        let _ = self.call(Input::Other, shared, |gateway| {
-            refused = f(gateway).err().map(|error| error.to_string());
-            Ok(())
-        });
-        refused.map_or(Ok(()), Err)
+        self.call(shared, |gateway| {
+            f(gateway).map_err(|error| error.to_string())
+        })
     }
 
     /// Executes a control call and remembers it for a restart.
@@ -404,14 +250,11 @@ impl GatewayHost {
                 gateway.map_dns(ClientId(*client as u32), *proxy_ip, domain, now)
             }),
             GatewayCommand::Resource { client, action } => {
-                self.resource_acts(*client, *action, shared);
+                self.resource.acts(*client, *action, shared);
                 Ok(())
             }
             GatewayCommand::Restart | GatewayCommand::Shutdown => {
-                let _ = self.call(Input::Shutdown, shared, |gateway| {
-                    gateway.shutdown(now);
-                    Ok(())
-                });
+                self.call(shared, |gateway| gateway.shutdown(now));
                 Ok(())
             }
             GatewayCommand::Path { remote, via_relay } => self
@@ -422,86 +265,201 @@ impl GatewayHost {
         // A refused call (revoking a grant that is not there) is the gateway answering a
         // control plane mistake correctly: the trace shows it; nothing else changes.
         if let Err(error) = result {
-            shared.borrow_mut().trace(
+            shared.borrow_mut().journal.trace(
                 &self.name,
                 format!("control call {command:?} refused: {error}"),
             );
         }
     }
 
-    fn resource_acts(
+    /// One turn, in a fixed order: deadlines, then control, then the TUN link, then the
+    /// network; then everything queued goes out.
+    fn take_turn(
         &mut self,
-        client: SocketAddr,
-        action: ResourceAction,
+        context: &HostContext,
+        socket: &UdpSocket,
+        buf: &mut [u8],
         shared: &Rc<RefCell<Shared>>,
     ) {
-        // A connection whose SYN never reached the resource (dropped, denied) has no resource
-        // side: the resource has nothing to send on it.
-        let Some((resource, side)) = self.resource_tcp.get_mut(&client) else {
-            shared.borrow_mut().trace(
-                &format!("{}/tun", self.name),
-                format!("resource has no connection from {client}"),
+        let now = now_instant(self.origin);
+        if self
+            .gateway
+            .poll_timeout()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            self.call(shared, |gateway| gateway.handle_timeout(now));
+        }
+        if let Some(turn) = self.endpoint.turn_mut()
+            && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
+        {
+            turn.handle_timeout(now);
+        }
+        for command in context.inbox.take_all() {
+            self.take_command(command, context, now, shared);
+        }
+        for (towards_resource, packet) in self.resource.due(now_ms()) {
+            if towards_resource {
+                self.resource.receives(&packet, shared);
+            } else {
+                let _ = self.call(shared, |gateway| gateway.handle_tun_packet(&packet, now));
+            }
+        }
+        while let Ok((len, from)) = socket.try_recv_from(buf) {
+            self.receive(&buf[..len], from, context, now, shared);
+        }
+        self.flush(socket, context, shared);
+    }
+
+    fn take_command(
+        &mut self,
+        command: GatewayCommand,
+        context: &HostContext,
+        now: Instant,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let restart = matches!(command, GatewayCommand::Restart);
+        self.apply(command, now, shared);
+        if restart {
+            // A fresh gateway with the same configuration and the control calls made so far;
+            // its flows start empty.
+            collect_flows(&mut self.gateway, shared);
+            self.gateway = build_gateway(
+                &context.scenario,
+                &context.plan,
+                self.index,
+                self.origin,
+                context.seed,
             );
+            for replay in self.control_log.clone() {
+                self.execute(&replay, now, shared);
+            }
+        }
+    }
+
+    /// A datagram off the socket: a DNS answer, or (through the endpoint) a tunnel frame.
+    fn receive(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        context: &HostContext,
+        now: Instant,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let local = context.local;
+        wire::received(shared, &self.name, from, local, datagram, None);
+        if from == context.dns_server {
+            let _ = self.call(shared, |gateway| {
+                gateway.handle_input(from, local, datagram, now)
+            });
+            return;
+        }
+        let Some(arrival) =
+            receive_through(&mut self.endpoint, shared, &self.name, from, datagram, now)
+        else {
             return;
         };
-        let segment = match action {
-            ResourceAction::Data(bytes) => side.data(bytes),
-            ResourceAction::Close => side.fin(),
-            ResourceAction::Reset => side.rst(),
+        let outer = OuterContext {
+            remote: arrival.remote,
+            local: arrival.local,
         };
-        let packet = packets::tcp(*resource, client, segment, 0x5A);
-        self.send_on_tun(false, packet, now_ms());
-    }
-
-    fn send_on_tun(&mut self, towards_resource: bool, packet: Vec<u8>, at_ms: u64) {
-        self.tun_sequence += 1;
-        self.tun_link.insert(
-            (at_ms + TUN_LATENCY_MS, self.tun_sequence),
-            (towards_resource, packet),
+        shared.borrow_mut().journal.trace(
+            &self.name,
+            format!(
+                "frame of {} bytes from {} at {}",
+                arrival.payload.len(),
+                outer.remote,
+                outer.local
+            ),
         );
+        let _ = self.call(shared, |gateway| {
+            gateway.handle_tunnel_frame(outer, &arrival.payload, now)
+        });
     }
 
-    /// The resource's script: echo UDP, answer TCP as docs/harness.md says.
-    fn resource_receives(&mut self, packet: &[u8], shared: &Rc<RefCell<Shared>>) {
-        let inner = packets::parse(packet);
-        {
-            let mut shared = shared.borrow_mut();
-            shared.trace(
-                &format!("{}/tun", self.name),
-                format!("resource got {inner}"),
-            );
-            shared.deliveries.push(ObservedDelivery {
-                at_ms: now_ms(),
-                to: ObservedReceiver::Resource {
-                    gateway: self.index,
-                },
-                packet: observed::summarize(packet),
-            });
-        }
-        let reply = match inner {
-            Inner::Udp { src, dst, payload } => Some(packets::udp(dst, src, &payload)),
-            Inner::Tcp { src, dst, segment } => {
-                let (_, side) = self
-                    .resource_tcp
-                    .entry(src)
-                    .or_insert_with(|| (dst, TcpSide::resource()));
-                if segment.flags.syn && !segment.flags.ack {
-                    *side = TcpSide::resource();
+    /// Sends what the gateway queued (through its relay where the path says so) and collects
+    /// its flow records.
+    fn flush(&mut self, socket: &UdpSocket, context: &HostContext, shared: &Rc<RefCell<Shared>>) {
+        let local = context.local;
+        while let Some(transmit) = self.outbox.pop_front() {
+            match transmit {
+                Transmit::Udp { dst, payload, src } => {
+                    if dst == context.dns_server {
+                        if src != local {
+                            shared
+                                .borrow_mut()
+                                .journal
+                                .errors
+                                .push(format!("{}: DNS query from {src}, not {local}", self.name));
+                        }
+                        wire::send(socket, shared, &self.name, local, dst, &payload);
+                        continue;
+                    }
+                    let what = format!("frame of {} bytes", payload.len());
+                    send_through(
+                        &mut self.endpoint,
+                        socket,
+                        shared,
+                        &self.name,
+                        dst,
+                        &payload,
+                        &what,
+                    );
                 }
-                side.answer(segment)
-                    .map(|answer| packets::tcp(dst, src, answer, 0x5A))
+                Transmit::Tun(packet) => {
+                    shared.borrow_mut().journal.trace(
+                        &format!("{}/tun", self.name),
+                        format!("to resource: {}", Packet::parse(&packet)),
+                    );
+                    self.resource.send(true, packet, now_ms());
+                }
             }
-            _ => None,
-        };
-        if let Some(reply) = reply {
-            self.send_on_tun(false, reply, now_ms());
         }
+        flush_turn(&mut self.endpoint, socket, shared, &self.name);
+        collect_flows(&mut self.gateway, shared);
     }
+
+    /// The earliest of the gateway's, its TURN client's and the TUN link's timers.
+    fn deadline(&mut self) -> Option<u64> {
+        let turn = self
+            .endpoint
+            .turn_mut()
+            .and_then(|turn| turn.poll_timeout());
+        [self.gateway.poll_timeout(), turn]
+            .into_iter()
+            .flatten()
+            .map(|deadline| deadline_ms(self.origin, deadline))
+            .chain(self.resource.next_due())
+            .min()
+    }
+}
+
+/// A dropped packet as the run observes it: an IP packet read as it is, a tunnel frame by the
+/// inner packet it carries if it opens under its client's key (the sim knows every key), and
+/// anything else as unreadable bytes of its length.
+fn observed_packet(dropped: &DroppedPacket) -> Packet {
+    match dropped {
+        DroppedPacket::Ip(bytes) => Packet::parse(bytes),
+        DroppedPacket::Datagram(bytes) => match wire::open_tunnel_frame(bytes) {
+            Some((_, inner)) => Packet::parse(inner),
+            None => Packet::unreadable(bytes.len()),
+        },
+    }
+}
+
+/// What a gateway host knows of its place in the world.
+struct HostContext {
+    scenario: Scenario,
+    plan: AddressPlan,
+    seed: u64,
+    inbox: Inbox<GatewayCommand>,
+    local: SocketAddr,
+    dns_server: SocketAddr,
 }
 
 pub(crate) fn add_gateway(
     sim: &mut turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
+    inbox: Inbox<GatewayCommand>,
     scenario: &Scenario,
     plan: &AddressPlan,
     index: usize,
@@ -514,148 +472,37 @@ pub(crate) fn add_gateway(
     let ip = plan.gateways[index].preferred();
     sim.host(ip, move || {
         let shared = shared.clone();
-        let scenario = scenario.clone();
-        let plan = plan.clone();
+        let context = HostContext {
+            scenario: scenario.clone(),
+            plan: plan.clone(),
+            seed,
+            inbox: inbox.clone(),
+            local: SocketAddr::new(ip, TUNNEL_PORT),
+            dns_server: plan::dns_server(ip),
+        };
         let turn = turn.clone();
         async move {
             let origin = shared.borrow().origin;
-            let local = SocketAddr::new(ip, TUNNEL_PORT);
             let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), TUNNEL_PORT)).await?;
-            let name = scenario.topology.gateways[index].name.clone();
             let mut turn = turn.map(TurnClient::new);
             if let Some(turn) = turn.as_mut() {
                 turn.allocate(now_instant(origin));
             }
-            let dns_server = plan::dns_server(ip);
-            let tunnel_ips = (plan.tunnel_v4.iter().map(|ip| IpAddr::V4(*ip)).enumerate())
-                .chain(plan.tunnel_v6.iter().map(|ip| IpAddr::V6(*ip)).enumerate())
-                .map(|(client, ip)| (ip, client))
-                .collect();
             let mut host = GatewayHost {
-                name: name.clone(),
+                name: context.scenario.topology.gateways[index].name.clone(),
                 index,
-                gateway: build_gateway(&scenario, &plan, index, origin, seed),
+                gateway: build_gateway(&context.scenario, &context.plan, index, origin, seed),
                 outbox: VecDeque::new(),
-                dns_queue: BTreeMap::new(),
-                tunnel_ips,
                 origin,
                 control_log: Vec::new(),
-                tun_link: BTreeMap::new(),
-                tun_sequence: 0,
-                resource_tcp: BTreeMap::new(),
-                endpoint: Endpoint::new(local, turn),
+                resource: ResourceSide::new(&context.scenario.topology.gateways[index].name, index),
+                endpoint: Endpoint::new(context.local, turn),
             };
             let mut buf = vec![0u8; 65536];
             loop {
-                let now = now_instant(host.origin);
-                // Deadlines first, then control, then the TUN link, then the network.
-                if host
-                    .gateway
-                    .poll_timeout()
-                    .is_some_and(|deadline| deadline <= now)
-                {
-                    let _ = host.call(Input::Other, &shared, |gateway| {
-                        gateway.handle_timeout(now);
-                        Ok(())
-                    });
-                }
-                if let Some(turn) = host.endpoint.turn_mut()
-                    && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
-                {
-                    turn.handle_timeout(now);
-                }
-                let commands: Vec<GatewayCommand> = shared.borrow_mut().gateway_commands[index]
-                    .drain(..)
-                    .collect();
-                for command in commands {
-                    let restart = matches!(command, GatewayCommand::Restart);
-                    host.apply(command, now, &shared);
-                    if restart {
-                        // A fresh gateway with the same configuration and the control calls
-                        // made so far; its flows start empty.
-                        collect_flows(&mut host.gateway, &shared);
-                        host.gateway = build_gateway(&scenario, &plan, index, origin, seed);
-                        for replay in host.control_log.clone() {
-                            host.execute(&replay, now, &shared);
-                        }
-                    }
-                }
-                let due: Vec<(u64, u64)> = host
-                    .tun_link
-                    .range(..=(now_ms(), u64::MAX))
-                    .map(|(key, _)| *key)
-                    .collect();
-                for key in due {
-                    let Some((towards_resource, packet)) = host.tun_link.remove(&key) else {
-                        continue;
-                    };
-                    if towards_resource {
-                        host.resource_receives(&packet, &shared);
-                    } else {
-                        let input = Input::Tun(packet.clone());
-                        let _ = host.call(input, &shared, |gateway| {
-                            gateway.handle_tun_packet(&packet, now)
-                        });
-                    }
-                }
-                while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
-                    wire::received(&shared, &name, from, local, &buf[..len], None);
-                    if from == dns_server {
-                        let answer = &buf[..len];
-                        if let Err(reason) = host.call(Input::Other, &shared, |gateway| {
-                            gateway.handle_input(from, local, answer, now)
-                        }) {
-                            shared
-                                .borrow_mut()
-                                .trace(&name, format!("DNS answer dropped: {reason:?}"));
-                        }
-                        continue;
-                    }
-                    let Some(arrival) =
-                        receive_through(&mut host.endpoint, &shared, &name, from, &buf[..len], now)
-                    else {
-                        continue;
-                    };
-                    let outer = OuterContext {
-                        remote: arrival.remote,
-                        local: arrival.local,
-                    };
-                    shared.borrow_mut().trace(
-                        &name,
-                        format!(
-                            "frame of {} bytes from {} at {}",
-                            arrival.payload.len(),
-                            outer.remote,
-                            outer.local
-                        ),
-                    );
-                    let opened = observed::open_frame(&arrival.payload);
-                    let input = Input::Frame {
-                        client: opened.as_ref().map(|(client, _)| *client).or_else(|| {
-                            proto::tunnel::peek_header(&arrival.payload)
-                                .ok()
-                                .and_then(|header| header.session_id.checked_sub(1000))
-                                .map(|client| client as usize)
-                        }),
-                        inner: opened.map(|(_, inner)| inner),
-                        len: arrival.payload.len(),
-                    };
-                    let _ = host.call(input, &shared, |gateway| {
-                        gateway.handle_tunnel_frame(outer, &arrival.payload, now)
-                    });
-                }
-                flush_gateway(&mut host, &socket, local, dns_server, &shared);
-                let turn = host
-                    .endpoint
-                    .turn_mut()
-                    .and_then(|turn| turn.poll_timeout());
-                let deadline = [host.gateway.poll_timeout(), turn]
-                    .into_iter()
-                    .flatten()
-                    .map(|deadline| deadline_ms(origin, deadline))
-                    .chain(host.tun_link.keys().next().map(|(due, _)| *due))
-                    .min();
-                end_turn(&shared, &name, deadline).await;
+                host.take_turn(&context, &socket, &mut buf, &shared);
+                let deadline = host.deadline();
+                end_turn(&shared, &host.name, deadline).await;
             }
         }
     });
@@ -663,52 +510,6 @@ pub(crate) fn add_gateway(
 
 fn collect_flows(gateway: &mut Gateway, shared: &Rc<RefCell<Shared>>) {
     while let Some(record) = gateway.poll_flow_record() {
-        shared.borrow_mut().flows.push(record);
+        shared.borrow_mut().journal.flows.push(record);
     }
-}
-
-/// Sends what the gateway queued (through its relay where the path says so) and collects its
-/// flow records.
-fn flush_gateway(
-    host: &mut GatewayHost,
-    socket: &UdpSocket,
-    local: SocketAddr,
-    dns_server: SocketAddr,
-    shared: &Rc<RefCell<Shared>>,
-) {
-    while let Some(transmit) = host.outbox.pop_front() {
-        match transmit {
-            Transmit::Udp { dst, payload, src } => {
-                if dst == dns_server {
-                    if src != local {
-                        shared
-                            .borrow_mut()
-                            .errors
-                            .push(format!("{}: DNS query from {src}, not {local}", host.name));
-                    }
-                    wire::send(socket, shared, &host.name, local, dst, &payload);
-                    continue;
-                }
-                let what = format!("frame of {} bytes", payload.len());
-                send_through(
-                    &mut host.endpoint,
-                    socket,
-                    shared,
-                    &host.name,
-                    dst,
-                    &payload,
-                    &what,
-                );
-            }
-            Transmit::Tun(packet) => {
-                shared.borrow_mut().trace(
-                    &format!("{}/tun", host.name),
-                    format!("to resource: {}", packets::parse(&packet)),
-                );
-                host.send_on_tun(true, packet, now_ms());
-            }
-        }
-    }
-    flush_turn(&mut host.endpoint, socket, shared, &host.name);
-    collect_flows(&mut host.gateway, shared);
 }

@@ -15,21 +15,26 @@
 //! dropped ([`observed`]).
 
 mod client_host;
+mod clock;
+mod commands;
 mod dns_server;
+mod endpoint_io;
 mod error_events;
+mod faults;
 mod gateway_host;
-pub mod observed;
+mod journal;
 pub mod packets;
 mod relay_host;
+mod resource_host;
+mod runner;
+mod state;
 pub mod tcp;
 pub mod wire;
 mod world;
 pub mod xdp;
 
-pub use observed::{
-    DropCause, GatewayDropReason, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver,
-    PacketSummary, SummaryKind,
-};
+pub use journal::TraceLine;
+pub use observation;
 pub use wire::{Direction, Hop, XdpNote};
-pub use world::{Outcome, RunOptions, SimError, TraceLine, run};
+pub use world::{Outcome, RunOptions, SimError, run};
 pub use xdp::Datapath;

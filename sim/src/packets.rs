@@ -1,11 +1,13 @@
-//! Inner IP packets (what travels inside the tunnel and on the gateway's TUN side), built and
-//! read with etherparse, checksums included.
+//! Inner IP packets (what travels inside the tunnel and on the gateway's TUN side) as the
+//! scripted endpoints build and read them, with etherparse, checksums included. What a run
+//! observes of a packet is an [`observation::Packet`].
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use observation::{TcpFlags, ip_addresses};
 
-use crate::tcp::{Flags, Segment};
+use crate::tcp::Segment;
 
 fn ip_builder(
     src: IpAddr,
@@ -58,7 +60,7 @@ pub fn tcp(src: SocketAddr, dst: SocketAddr, segment: Segment, fill: u8) -> Vec<
     out
 }
 
-/// What a packet is, as far as the scripts and the trace care.
+/// What a packet is, as far as the scripts care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inner {
     Udp {
@@ -81,21 +83,7 @@ pub enum Inner {
     },
 }
 
-/// The source and destination addresses of a parsed IPv4 or IPv6 packet.
-pub fn ip_addresses(net: &Option<NetSlice<'_>>) -> Option<(IpAddr, IpAddr)> {
-    match net {
-        Some(NetSlice::Ipv4(ip)) => Some((
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        )),
-        Some(NetSlice::Ipv6(ip)) => Some((
-            ip.header().source_addr().into(),
-            ip.header().destination_addr().into(),
-        )),
-        _ => None,
-    }
-}
-
+/// Reads what the scripts need of a packet (a UDP payload to echo, a TCP segment to answer).
 pub fn parse(packet: &[u8]) -> Inner {
     let Ok(sliced) = SlicedPacket::from_ip(packet) else {
         return Inner::Other { len: packet.len() };
@@ -113,7 +101,7 @@ pub fn parse(packet: &[u8]) -> Inner {
             src: SocketAddr::new(src, tcp.source_port()),
             dst: SocketAddr::new(dst, tcp.destination_port()),
             segment: Segment {
-                flags: Flags {
+                flags: TcpFlags {
                     syn: tcp.syn(),
                     ack: tcp.ack(),
                     fin: tcp.fin(),
@@ -131,26 +119,5 @@ pub fn parse(packet: &[u8]) -> Inner {
             len: packet.len(),
         },
         _ => Inner::Other { len: packet.len() },
-    }
-}
-
-impl std::fmt::Display for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Inner::Udp { src, dst, payload } => {
-                write!(f, "UDP {src} > {dst} len {}", payload.len())
-            }
-            Inner::Tcp { src, dst, segment } => {
-                let flags = segment.flags;
-                let names = flags.letters();
-                write!(
-                    f,
-                    "TCP {src} > {dst} [{names}] seq {} ack {} len {}",
-                    segment.seq, segment.ack, segment.payload
-                )
-            }
-            Inner::Icmp { src, dst, len } => write!(f, "ICMP {src} > {dst} len {len}"),
-            Inner::Other { len } => write!(f, "IP len {len}"),
-        }
     }
 }

@@ -16,15 +16,19 @@ use std::{
 
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 use relay_xdp::{Verdict, reason};
-use scenario::plan::HostAddresses;
+use scenario::{
+    plan::HostAddresses,
+    settings::{RELAY_REALM, RELAY_SECRET},
+    timing::ORIGIN_UNIX_SECS,
+};
 use turmoil::net::UdpSocket;
 
 use crate::{
+    clock::{deadline_ms, end_turn, now_ms},
+    endpoint_io::unspecified,
+    state::Shared,
     wire::{self, XdpNote},
-    world::{
-        ORIGIN_UNIX_SECS, RELAY_REALM, RELAY_SECRET, Shared, SimError, deadline_ms, end_turn,
-        now_ms, unspecified,
-    },
+    world::SimError,
     xdp::{Datagram, Datapath, XdpBeside, agree, warn_skipped},
 };
 
@@ -60,6 +64,7 @@ impl RelayCore {
         let next = self.crossing.keys().next().map(|(due, _)| *due);
         shared
             .borrow_mut()
+            .timers
             .set_deadline(&format!("{}/crossing", self.name), next);
     }
 
@@ -288,7 +293,7 @@ impl Side {
         let outgoing = match user {
             Ok(outgoing) => outgoing,
             Err(reason) => {
-                self.shared.borrow_mut().trace(
+                self.shared.borrow_mut().journal.trace(
                     name,
                     format!(
                         "dropped {} bytes from {from} to {to}: {reason}",
@@ -382,7 +387,7 @@ impl Side {
             ));
             return;
         };
-        self.shared.borrow_mut().trace(
+        self.shared.borrow_mut().journal.trace(
             name,
             format!("{kind} {src} -> {dst} ({} bytes)", payload.len()),
         );
@@ -401,12 +406,14 @@ impl Side {
                     core.ports.insert(*port, relayed.clone());
                     self.shared
                         .borrow_mut()
+                        .journal
                         .trace(name, format!("allocation port {port} opened"));
                 }
                 Event::AllocationFreed { port, .. } => {
                     core.ports.remove(port);
                     self.shared
                         .borrow_mut()
+                        .journal
                         .trace(name, format!("allocation port {port} closed"));
                 }
                 Event::AllocationRefreshed { .. } => {}
@@ -457,7 +464,7 @@ impl Side {
     }
 
     fn error(&self, message: String) {
-        self.shared.borrow_mut().errors.push(message);
+        self.shared.borrow_mut().journal.errors.push(message);
     }
 }
 

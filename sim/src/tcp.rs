@@ -2,36 +2,13 @@
 //! each acts when the runner says so (open, send data, close, reset) and answers what it
 //! receives exactly as docs/harness.md says, so every segment is predictable.
 
-/// TCP flags the script uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Flags {
-    pub syn: bool,
-    pub ack: bool,
-    pub fin: bool,
-    pub rst: bool,
-    pub psh: bool,
-}
-
-impl Flags {
-    /// The flags as tcpdump writes them: `S`, `F`, `R`, `P`, `.` for ACK (`[S.]` is a SYN-ACK).
-    pub fn letters(self) -> String {
-        [
-            (self.syn, 'S'),
-            (self.fin, 'F'),
-            (self.rst, 'R'),
-            (self.psh, 'P'),
-            (self.ack, '.'),
-        ]
-        .into_iter()
-        .filter_map(|(set, letter)| set.then_some(letter))
-        .collect()
-    }
-}
+use observation::TcpFlags;
+use scenario::settings::{CLIENT_ISN, RESOURCE_ISN};
 
 /// A segment to send: flags, sequence and acknowledgement numbers, payload length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
-    pub flags: Flags,
+    pub flags: TcpFlags,
     pub seq: u32,
     pub ack: u32,
     pub payload: u16,
@@ -48,14 +25,14 @@ pub struct TcpSide {
 }
 
 impl TcpSide {
-    /// The client's side (its SYN carries 1000).
+    /// The client's side (its SYN carries `CLIENT_ISN`).
     pub fn client() -> Self {
-        Self::new(1000)
+        Self::new(CLIENT_ISN)
     }
 
-    /// The resource's side (its SYN-ACK carries 5000).
+    /// The resource's side (its SYN-ACK carries `RESOURCE_ISN`).
     pub fn resource() -> Self {
-        Self::new(5000)
+        Self::new(RESOURCE_ISN)
     }
 
     fn new(initial_seq: u32) -> Self {
@@ -67,10 +44,10 @@ impl TcpSide {
         }
     }
 
-    fn ack_flags() -> Flags {
-        Flags {
+    fn ack_flags() -> TcpFlags {
+        TcpFlags {
             ack: true,
-            ..Flags::default()
+            ..TcpFlags::default()
         }
     }
 
@@ -78,9 +55,9 @@ impl TcpSide {
     pub fn syn(&mut self) -> Segment {
         self.seq = self.initial_seq + 1;
         Segment {
-            flags: Flags {
+            flags: TcpFlags {
                 syn: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
             seq: self.initial_seq,
             ack: 0,
@@ -90,10 +67,10 @@ impl TcpSide {
 
     pub fn data(&mut self, bytes: u16) -> Segment {
         let segment = Segment {
-            flags: Flags {
+            flags: TcpFlags {
                 psh: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
             seq: self.seq,
             ack: self.ack,
@@ -106,10 +83,10 @@ impl TcpSide {
     pub fn fin(&mut self) -> Segment {
         self.fin_sent = true;
         let segment = Segment {
-            flags: Flags {
+            flags: TcpFlags {
                 fin: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
             seq: self.seq,
             ack: self.ack,
@@ -121,10 +98,10 @@ impl TcpSide {
 
     pub fn rst(&mut self) -> Segment {
         Segment {
-            flags: Flags {
+            flags: TcpFlags {
                 rst: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
             seq: self.seq,
             ack: self.ack,
@@ -153,10 +130,10 @@ impl TcpSide {
             self.ack = received.seq.wrapping_add(1);
             self.seq = self.initial_seq + 1;
             return Some(Segment {
-                flags: Flags {
+                flags: TcpFlags {
                     syn: true,
                     ack: true,
-                    ..Flags::default()
+                    ..TcpFlags::default()
                 },
                 seq: self.initial_seq,
                 ack: self.ack,

@@ -3,55 +3,31 @@
 
 use std::{cell::RefCell, net::SocketAddr, rc::Rc};
 
+use observation::Packet;
+pub use observation::{Direction, Hop, XdpNote};
+use proto::{
+    channel_data::{self, ChannelData},
+    stun::{self, Attribute, MessageClass},
+    tunnel,
+};
+use scenario::plan::AddressPlan;
 use turmoil::net::UdpSocket;
 
-use crate::world::{Shared, now_ms, session_id, session_key};
-
-/// Sim time 0 in Unix seconds (2026-01-01T00:00:00Z): `Hop::at_ms` counts from it.
-pub use crate::world::ORIGIN_UNIX_SECS;
-
-/// Whether a host put a datagram on the wire or took it off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Direction {
-    Sent,
-    Received,
-}
-
-/// What the relay's XDP program did with a datagram the relay received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct XdpNote {
-    /// `XDP_TX`, `XDP_PASS`, ...
-    pub verdict: String,
-    /// The program's reason counter, e.g. `tx-chan-to-udp-v4-v4`.
-    pub reason: String,
-}
-
-/// One datagram at one host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hop {
-    pub at_ms: u64,
-    /// The host that sent or received it.
-    pub host: String,
-    pub direction: Direction,
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub payload: Vec<u8>,
-    /// Set on datagrams a relay received while its XDP program ran beside it.
-    pub xdp: Option<XdpNote>,
-}
+use crate::{clock::now_ms, state::Shared};
 
 /// The client whose session a tunnel frame belongs to, and the inner packet, if the frame's MAC
-/// verifies under that client's session key (the simulation's keys are deterministic: client
-/// `i` has session `1000 + i` and key `[i + 1; 32]`). Frames of both directions open.
+/// verifies under that client's session key (the simulation's sessions are deterministic, see
+/// [`AddressPlan::session`]). Frames of both directions open.
 pub fn open_tunnel_frame(frame: &[u8]) -> Option<(usize, &[u8])> {
-    let header = proto::tunnel::peek_header(frame).ok()?;
-    let client = usize::try_from(header.session_id.checked_sub(session_id(0))?).ok()?;
-    // Keys exist for clients 0 to 254 only (`[i + 1; 32]`).
-    if client >= usize::from(u8::MAX) {
-        return None;
-    }
-    let (_, inner) = proto::tunnel::open(&session_key(client), frame).ok()?;
+    let header = tunnel::peek_header(frame).ok()?;
+    let client = AddressPlan::client_of_session(header.session_id)?;
+    let (_, inner) = tunnel::open(&session_key(client), frame).ok()?;
     Some((client, inner))
+}
+
+/// Client `client`'s session key, as its gateways know it.
+pub(crate) fn session_key(client: usize) -> tunnel::SessionKey {
+    tunnel::SessionKey::new(AddressPlan::session(client).key)
 }
 
 /// Sends `payload` from `src` (the address `socket` is bound to on this host) to `dst`, and
@@ -66,7 +42,7 @@ pub(crate) fn send(
     payload: &[u8],
 ) {
     let mut shared = shared.borrow_mut();
-    shared.hops.push(Hop {
+    shared.journal.hops.push(Hop {
         at_ms: now_ms(),
         host: host.to_owned(),
         direction: Direction::Sent,
@@ -80,6 +56,7 @@ pub(crate) fn send(
     }
     if let Err(error) = socket.try_send_to(payload, dst) {
         shared
+            .journal
             .errors
             .push(format!("{host}: send {src} -> {dst} failed: {error}"));
     }
@@ -94,7 +71,7 @@ pub(crate) fn received(
     payload: &[u8],
     xdp: Option<XdpNote>,
 ) {
-    shared.borrow_mut().hops.push(Hop {
+    shared.borrow_mut().journal.hops.push(Hop {
         at_ms: now_ms(),
         host: host.to_owned(),
         direction: Direction::Received,
@@ -103,4 +80,36 @@ pub(crate) fn received(
         payload: payload.to_vec(),
         xdp,
     });
+}
+
+/// The tunnel frame a datagram carries: the datagram itself, or the data of a ChannelData
+/// message or of a TURN Send or Data indication.
+pub(crate) fn tunnel_frame_in(datagram: &[u8]) -> Option<Vec<u8>> {
+    if tunnel::is_tunnel_frame(datagram) {
+        return Some(datagram.to_vec());
+    }
+    if channel_data::looks_like_channel_data(datagram) {
+        let message = ChannelData::parse(datagram).ok()?;
+        return tunnel::is_tunnel_frame(message.data).then(|| message.data.to_vec());
+    }
+    if stun::looks_like_stun(datagram) {
+        let message = stun::decode(datagram).ok()?;
+        if message.class() != MessageClass::Indication {
+            return None;
+        }
+        return message.attributes().find_map(|attribute| match attribute {
+            Attribute::Data(data) if tunnel::is_tunnel_frame(data.data()) => {
+                Some(data.data().to_vec())
+            }
+            _ => None,
+        });
+    }
+    None
+}
+
+/// The inner packet of a tunnel frame a datagram carries, if it carries one.
+pub(crate) fn tunnel_packet_in(datagram: &[u8]) -> Option<Packet> {
+    let frame = tunnel_frame_in(datagram)?;
+    let (_, inner) = open_tunnel_frame(&frame)?;
+    Some(Packet::parse(inner))
 }

@@ -207,7 +207,7 @@ impl Drop for XdpBeside {
 fn decode(frame: &[u8]) -> Result<Datagram, String> {
     let packet = SlicedPacket::from_ethernet(frame)
         .map_err(|error| format!("XDP_TX frame does not parse: {error}"))?;
-    let Some((src, dst)) = crate::packets::ip_addresses(&packet.net) else {
+    let Some((src, dst)) = observation::ip_addresses(&packet.net) else {
         return Err("XDP_TX frame is not IPv4 or IPv6".to_owned());
     };
     let Some(TransportSlice::Udp(udp)) = &packet.transport else {

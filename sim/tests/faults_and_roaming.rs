@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use proto::flow::{CloseReason, OuterContext};
-use scenario::Scenario;
-use sim::{
-    DropCause, ObservedDelivery, ObservedDrop, ObservedPlace, ObservedReceiver, PacketSummary,
-    RunOptions, SummaryKind, run,
+use observation::{
+    ClientId, Delivery, DropPlace, DropReason, Packet, PacketDrop, PacketKind, Receiver, TcpFlags,
 };
+use proto::flow::{CloseReason, OuterContext};
+use scenario::{Scenario, timing::Timeline};
+use sim::{RunOptions, run};
 
 fn ms_of(time: proto::flow::UtcTime) -> u64 {
     (time.unix_nanos() / 1_000_000) - 1_767_225_600_000
@@ -29,24 +29,31 @@ fn run_yaml(yaml: &str, seed: u64) -> sim::Outcome {
     outcome
 }
 
-fn udp(src: &str, dst: &str, payload: u16) -> PacketSummary {
-    PacketSummary {
+/// The step a time falls in, in the scenario `yaml`.
+fn step_at(yaml: &str, at_ms: u64) -> usize {
+    Timeline::of(&Scenario::from_yaml(yaml, "inline").expect("valid")).step_at(at_ms)
+}
+
+fn udp(src: &str, dst: &str, payload: u16) -> Packet {
+    Packet {
         src: addr(src),
         dst: addr(dst),
-        kind: SummaryKind::Udp { payload },
+        kind: PacketKind::Udp { payload },
     }
 }
 
-fn tcp(src: &str, dst: &str, flags: &str, seq: u32, ack: u32, payload: u16) -> PacketSummary {
-    PacketSummary {
+fn tcp(src: &str, dst: &str, flags: &str, seq: u32, ack: u32, payload: u16) -> Packet {
+    Packet {
         src: addr(src),
         dst: addr(dst),
-        kind: SummaryKind::Tcp {
-            syn: flags.contains('S'),
-            ack_flag: flags.contains('.'),
-            fin: flags.contains('F'),
-            rst: flags.contains('R'),
-            psh: flags.contains('P'),
+        kind: PacketKind::Tcp {
+            flags: TcpFlags {
+                syn: flags.contains('S'),
+                ack: flags.contains('.'),
+                fin: flags.contains('F'),
+                rst: flags.contains('R'),
+                psh: flags.contains('P'),
+            },
             seq,
             ack,
             payload,
@@ -74,7 +81,7 @@ steps:
 fn drop_next_takes_the_next_frames_on_the_link_in_either_direction() {
     let outcome = run_yaml(DROP_NEXT, 5);
     let (client, resource) = ("100.64.0.2", "198.51.100.10");
-    let link = ObservedPlace::Link {
+    let link = DropPlace::Link {
         between: ["alice".to_owned(), "gw".to_owned()],
     };
     // The first frame on the link after the fault is the gateway's, carrying the resource's
@@ -83,10 +90,10 @@ fn drop_next_takes_the_next_frames_on_the_link_in_either_direction() {
     assert_eq!(
         outcome.drops,
         vec![
-            ObservedDrop {
+            PacketDrop {
                 at_ms: 4001,
                 place: link.clone(),
-                cause: DropCause::DropNext,
+                reason: DropReason::DropNext,
                 packet: tcp(
                     &format!("{resource}:443"),
                     &format!("{client}:30001"),
@@ -95,38 +102,47 @@ fn drop_next_takes_the_next_frames_on_the_link_in_either_direction() {
                     1001,
                     100
                 ),
+                step: 2,
             },
-            ObservedDrop {
+            PacketDrop {
                 at_ms: 5000,
                 place: link,
-                cause: DropCause::DropNext,
+                reason: DropReason::DropNext,
                 packet: udp(&format!("{client}:45353"), &format!("{resource}:5353"), 64),
+                step: 3,
             },
         ]
     );
-    let to_client = ObservedReceiver::Client {
-        client: 0,
+    let to_client = Receiver::Client {
+        client: ClientId(0),
         gateway: 0,
-        remote: addr("203.0.113.100:51820"),
-        local: addr("203.0.113.10:51820"),
+        outer: OuterContext {
+            remote: addr("203.0.113.100:51820"),
+            local: addr("203.0.113.10:51820"),
+        },
     };
-    let to_resource = ObservedReceiver::Resource { gateway: 0 };
-    let delivery = |at_ms, to, packet| ObservedDelivery { at_ms, to, packet };
+    let to_resource = Receiver::Resource { gateway: 0 };
+    let delivery = |at_ms, to: Receiver, packet| Delivery {
+        at_ms,
+        to,
+        packet,
+        step: step_at(DROP_NEXT, at_ms),
+    };
     let (c, r) = (format!("{client}:30001"), format!("{resource}:443"));
     assert_eq!(
         outcome.deliveries,
         vec![
-            delivery(2011, to_resource, tcp(&c, &r, "S", 1000, 0, 0)),
-            delivery(2022, to_client, tcp(&r, &c, "S.", 5000, 1001, 0)),
-            delivery(2033, to_resource, tcp(&c, &r, ".", 1001, 5001, 0)),
+            delivery(2011, to_resource.clone(), tcp(&c, &r, "S", 1000, 0, 0)),
+            delivery(2022, to_client.clone(), tcp(&r, &c, "S.", 5000, 1001, 0)),
+            delivery(2033, to_resource.clone(), tcp(&c, &r, ".", 1001, 5001, 0)),
             delivery(
                 6011,
-                to_resource,
+                to_resource.clone(),
                 udp(&format!("{client}:45353"), &format!("{resource}:5353"), 64)
             ),
             delivery(
                 6022,
-                to_client,
+                to_client.clone(),
                 udp(&format!("{resource}:5353"), &format!("{client}:45353"), 64)
             ),
         ]
@@ -224,31 +240,35 @@ fn a_relayed_client_that_roams_allocates_again_from_its_new_socket() {
     );
     // Each echo reached the client through the allocation its datagram left from: client
     // -> relay -> gateway -> resource and back is 2 x (10 + 10 + 1) ms.
-    let to_client = |remote| ObservedReceiver::Client {
-        client: 0,
+    let to_client = |remote| Receiver::Client {
+        client: ClientId(0),
         gateway: 0,
-        remote,
-        local: gateway_socket,
+        outer: OuterContext {
+            remote,
+            local: gateway_socket,
+        },
     };
     let echo = udp("198.51.100.10:5353", "100.64.0.2:45353", 64);
     let at_client: Vec<_> = outcome
         .deliveries
         .iter()
-        .filter(|d| matches!(d.to, ObservedReceiver::Client { .. }))
-        .copied()
+        .filter(|d| matches!(d.to, Receiver::Client { .. }))
+        .cloned()
         .collect();
     assert_eq!(
         at_client,
         vec![
-            ObservedDelivery {
+            Delivery {
                 at_ms: 3042,
                 to: to_client(first),
-                packet: echo
+                packet: echo,
+                step: 1,
             },
-            ObservedDelivery {
+            Delivery {
                 at_ms: 5042,
                 to: to_client(second),
-                packet: echo
+                packet: echo,
+                step: 3,
             },
         ]
     );

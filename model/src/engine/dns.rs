@@ -10,7 +10,9 @@ use scenario::plan::AddressPlan;
 
 use super::gateway::{Authorised, Inbound};
 use super::{Engine, Event, Result};
-use crate::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT, DropReason, Packet};
+use scenario::settings::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
+
+use crate::{GatewayDropReason, Packet};
 
 /// The DNS server's records: lowercase name -> (addresses, ttl seconds).
 pub(super) type Records = BTreeMap<String, (Vec<IpAddr>, u32)>;
@@ -250,7 +252,7 @@ impl Engine<'_> {
         let c = state.client;
         let queue = std::mem::take(&mut state.queue);
         for inbound in queue {
-            self.drop_client_packet(g, c, DropReason::DnsResolutionFailed, &inbound, t);
+            self.drop_client_packet(g, c, GatewayDropReason::DnsResolutionFailed, &inbound, t);
         }
         Ok(())
     }
@@ -283,7 +285,7 @@ impl Engine<'_> {
             .iter()
             .position(|m| m.client == c && m.proxy == proxy)
         else {
-            return Err(DropReason::UnknownProxyIp);
+            return Err(GatewayDropReason::UnknownProxyIp);
         };
         self.rules
             .authorise_dns(g, c, &mappings[m].domain, packet)
@@ -321,7 +323,7 @@ impl Engine<'_> {
     ) {
         let state = &mut self.gateways[g].mappings[m];
         if state.queue.len() >= DNS_QUEUE_LIMIT {
-            self.drop_client_packet(g, c, DropReason::DnsQueueFull, &inbound, t);
+            self.drop_client_packet(g, c, GatewayDropReason::DnsQueueFull, &inbound, t);
             return;
         }
         state.queue.push(inbound);

@@ -5,14 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 
 use scenario::plan::{AddressPlan, TUNNEL_PORT};
+use scenario::settings::{CLIENT_ISN, RESOURCE_ISN};
+use scenario::timing::TUN_LATENCY_MS;
 use scenario::{PathMode, ResourceAddress, Side, Target};
 
 use super::network::{Frame, LEFT_CONTEXT};
 use super::{Engine, Event, Result};
 use crate::rules::seq_ge;
-use crate::{
-    CLIENT_ISN, ClientId, Delivery, Packet, PacketKind, RESOURCE_ISN, Receiver, TUN_MS, TcpFlags,
-};
+use crate::{ClientId, Delivery, Packet, PacketKind, Receiver, TcpFlags};
 
 #[derive(Debug)]
 pub(super) struct ClientState {
@@ -181,7 +181,7 @@ impl Engine<'_> {
 
     // ---------------------------------------------------------------- the resource responder
 
-    /// The responder sends `packet`: it reaches the gateway's TUN side `TUN_MS` later.
+    /// The responder sends `packet`: it reaches the gateway's TUN side `TUN_LATENCY_MS` later.
     fn send_from_resource(
         &mut self,
         g: usize,
@@ -191,7 +191,7 @@ impl Engine<'_> {
         t: u64,
     ) {
         self.schedule(
-            t + TUN_MS,
+            t + TUN_LATENCY_MS,
             Event::FromResource {
                 gateway: g,
                 packet,
@@ -233,7 +233,8 @@ impl Engine<'_> {
                 }
                 respond(&mut state.resource_end, &packet, Some(RESOURCE_ISN))
             }
-            PacketKind::IcmpProhibited { .. } => None,
+            // The responder answers no ICMP message; the model sends it nothing else.
+            _ => None,
         };
         if let Some(reply) = reply {
             self.send_from_resource(g, reply, conn, step, t);

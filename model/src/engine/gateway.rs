@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use scenario::Grant;
+use scenario::timing::TUN_LATENCY_MS;
 
 use super::dns::Mapping;
 use super::network::{Frame, Hop};
 use super::{Engine, Event, Result};
-use crate::rules::{is_proxy_ip, seq_ge};
+use crate::rules::{self, is_proxy_ip, seq_ge};
 use crate::{
-    ClientId, CloseReason, DropPlace, DropReason, ExpectedDrop, FlowRecord, OuterContext, Packet,
-    PacketKind, Protocol, ResourceId, TUN_MS, utc,
+    ClientId, CloseReason, DropPlace, DropReason, FlowRecord, GatewayDropReason, OuterContext,
+    Packet, PacketDrop, PacketKind, Protocol, ResourceId, utc,
 };
 
 /// Which resource a packet that opens a flow is for and, for a proxy IP, the index of its DNS
 /// mapping; or why the gateway denies it.
-pub(super) type Authorised = std::result::Result<(usize, Option<usize>), DropReason>;
+pub(super) type Authorised = std::result::Result<(usize, Option<usize>), GatewayDropReason>;
 
 /// The sides of a flow, as indices of its per-side arrays.
 const CLIENT_SIDE: usize = 0;
@@ -63,7 +64,7 @@ impl OpenFlow {
         OpenFlow {
             client: c,
             resource,
-            protocol: packet.protocol(),
+            protocol: rules::protocol(packet),
             src: packet.src,
             visible: packet.dst.ip(),
             real,
@@ -85,7 +86,7 @@ impl OpenFlow {
     /// Whether client `c`'s packet belongs to this flow (its destination as the client sees it).
     fn carries_from_client(&self, c: usize, packet: &Packet) -> bool {
         self.client == c
-            && self.protocol == packet.protocol()
+            && self.protocol == rules::protocol(packet)
             && self.src == packet.src
             && self.visible == packet.dst.ip()
             && self.dst_port == packet.dst.port()
@@ -94,7 +95,7 @@ impl OpenFlow {
     /// Whether a resource packet to client `c` belongs to this flow.
     fn carries_from_resource(&self, c: usize, packet: &Packet) -> bool {
         self.client == c
-            && self.protocol == packet.protocol()
+            && self.protocol == rules::protocol(packet)
             && self.src == packet.dst
             && self.real == packet.src.ip()
             && self.dst_port == packet.src.port()
@@ -189,7 +190,7 @@ fn icmp_prohibited(denied: &Packet) -> Packet {
         src: SocketAddr::new(denied.dst.ip(), 0),
         dst: SocketAddr::new(denied.src.ip(), 0),
         kind: PacketKind::IcmpProhibited {
-            quoted_protocol: denied.protocol(),
+            quoted_protocol: rules::protocol(denied),
             quoted_src: denied.src,
             quoted_dst: denied.dst,
         },
@@ -285,7 +286,7 @@ impl Engine<'_> {
             return self.forward_tx(g, index, inbound, t);
         }
         if !may_open_flow(&packet) {
-            self.drop_client_packet(g, c, DropReason::TcpWithoutSyn, &inbound, t);
+            self.drop_client_packet(g, c, GatewayDropReason::TcpWithoutSyn, &inbound, t);
             return Ok(());
         }
         let (resource, mapping) = match self.authorise(g, c, &packet) {
@@ -341,7 +342,7 @@ impl Engine<'_> {
         &mut self,
         g: usize,
         c: usize,
-        reason: DropReason,
+        reason: GatewayDropReason,
         inbound: Inbound,
         t: u64,
     ) -> Result<()> {
@@ -369,7 +370,7 @@ impl Engine<'_> {
         &mut self,
         g: usize,
         c: usize,
-        reason: DropReason,
+        reason: GatewayDropReason,
         inbound: &Inbound,
         t: u64,
     ) {
@@ -382,20 +383,20 @@ impl Engine<'_> {
         &mut self,
         g: usize,
         c: usize,
-        reason: DropReason,
+        reason: GatewayDropReason,
         packet: Packet,
         conn: Option<u32>,
         step: usize,
         t: u64,
     ) {
         self.lost(&packet, conn);
-        self.out.drops.push(ExpectedDrop {
+        self.out.drops.push(PacketDrop {
             at_ms: t,
             place: DropPlace::Gateway {
                 gateway: g as u32,
-                client: ClientId(c as u32),
+                client: Some(ClientId(c as u32)),
             },
-            reason,
+            reason: DropReason::Gateway(reason),
             packet,
             step,
         });
@@ -412,7 +413,7 @@ impl Engine<'_> {
             ..packet
         };
         self.schedule(
-            t + TUN_MS,
+            t + TUN_LATENCY_MS,
             Event::AtResource {
                 gateway: g,
                 packet: translated,
@@ -497,7 +498,7 @@ impl Engine<'_> {
             .iter()
             .position(|f| f.carries_from_resource(c, &packet));
         let Some(index) = open else {
-            self.gateway_drop(g, c, DropReason::NoOpenFlow, packet, conn, step, t);
+            self.gateway_drop(g, c, GatewayDropReason::NoOpenFlow, packet, conn, step, t);
             return Ok(());
         };
         let Some((context, back)) = self.gateways[g].contexts.get(&c).cloned() else {

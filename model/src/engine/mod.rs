@@ -24,12 +24,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use scenario::plan::AddressPlan;
+use scenario::settings::DEFAULT_IDLE_TIMEOUT_S;
+use scenario::timing::Timeline;
 use scenario::{Scenario, Step};
 
 use crate::rules::{self, Rules};
-use crate::{
-    Allocations, DEFAULT_IDLE_TIMEOUT_S, Packet, Prediction, Timeline, Unpredictable, timeline,
-};
+use crate::{Allocations, Packet, Prediction, Unpredictable};
 
 use dns::Records;
 use endpoints::{ClientState, Conn};
@@ -131,7 +131,7 @@ impl<'a> Engine<'a> {
             scenario,
             plan: AddressPlan::new(scenario),
             allocations,
-            timeline: timeline(scenario),
+            timeline: Timeline::of(scenario),
             idle_ms: idle_s * 1000,
             dns_ms: u64::from(topology.latency.default_ms),
             rules,

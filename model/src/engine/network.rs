@@ -10,7 +10,7 @@ use scenario::{Fault, PathMode};
 
 use super::{Engine, Event, Result};
 use crate::{
-    DropPlace, DropReason, ExpectedDrop, OuterContext, Packet, RelayedAddresses, Unpredictable,
+    DropPlace, DropReason, OuterContext, Packet, PacketDrop, RelayedAddresses, Unpredictable,
 };
 
 /// A link, by its two host names in sorted order.
@@ -87,8 +87,8 @@ impl LinkState {
 }
 
 /// The drop of `frame`'s packet on `link`.
-fn link_drop(link: &Link, reason: DropReason, frame: &Frame, at_ms: u64) -> ExpectedDrop {
-    ExpectedDrop {
+fn link_drop(link: &Link, reason: DropReason, frame: &Frame, at_ms: u64) -> PacketDrop {
+    PacketDrop {
         at_ms,
         place: DropPlace::Link {
             between: [link.0.clone(), link.1.clone()],

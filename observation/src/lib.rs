@@ -1,0 +1,24 @@
+//! One vocabulary for what happens in a run, shared by the simulator (`sim`), which observes
+//! it, and the reference model (`model`), which predicts it; the harness (`scenarios`)
+//! compares the two without translating. Neither side imports the other: both import this.
+//!
+//! - [`Packet`]: an inner IP packet as its receiver sees it, read from bytes by an
+//!   independent parser ([`Packet::parse`]), with one way to print it.
+//! - [`Delivery`]: a packet reaching a client or the resource responder behind a gateway.
+//! - [`PacketDrop`]: a packet a gateway dropped (with the gateway's own [`GatewayDropReason`])
+//!   or a link fault took.
+//! - [`Hop`]: one datagram sent or received by one host, with the relay's XDP verdict.
+//! - Flow records are [`FlowRecord`]s, the gateway's own record type (`proto::flow`).
+//!
+//! Clients, resources and gateways are named by their index in the scenario's topology.
+
+mod hop;
+mod outcome;
+mod packet;
+
+pub use hop::{Direction, Hop, XdpNote};
+pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
+pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses};
+pub use proto::flow::{
+    ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
+};

@@ -1,0 +1,19 @@
+//! The settings every simulated host runs with, beyond what a scenario file says: the
+//! gateway's defaults, the TCP initial sequence numbers, the relays' credentials. The
+//! simulator configures its hosts with these values and the model predicts with them, so
+//! each is defined once, here.
+
+/// A flow's idle timeout when the topology does not set one (`idle_timeout_s`).
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 120;
+/// A DNS answer is kept at least this long.
+pub const DNS_MIN_TTL_S: u64 = 1;
+/// Client packets a gateway queues per proxy IP while its domain resolves.
+pub const DNS_QUEUE_LIMIT: usize = 32;
+/// Client TCP initial sequence number (the SYN's `seq`).
+pub const CLIENT_ISN: u32 = 1000;
+/// Resource TCP initial sequence number (the SYN-ACK's `seq`).
+pub const RESOURCE_ISN: u32 = 5000;
+/// The TURN REST API shared secret every relay of the simulation uses.
+pub const RELAY_SECRET: &[u8] = b"vpnsim relay secret";
+/// The realm every relay of the simulation uses.
+pub const RELAY_REALM: &str = "vpnsim";

@@ -1,0 +1,139 @@
+//! What the runner tells the hosts to do, one typed inbox per host.
+//!
+//! Each host owns the receiving end of its inbox and the runner keeps the sending ends. A
+//! command is queued at a step's start and the host takes it in its next turn (the same
+//! millisecond: hosts run after the runner within a tick).
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    net::{IpAddr, SocketAddr},
+    rc::Rc,
+};
+
+/// A host's queue of commands: the runner pushes, the host drains. turmoil runs every host on
+/// one thread, so a shared `RefCell` is enough; borrows never overlap an await.
+#[derive(Debug)]
+pub(crate) struct Inbox<T>(Rc<RefCell<VecDeque<T>>>);
+
+impl<T> Clone for Inbox<T> {
+    fn clone(&self) -> Self {
+        Self(Rc::clone(&self.0))
+    }
+}
+
+impl<T> Default for Inbox<T> {
+    fn default() -> Self {
+        Self(Rc::default())
+    }
+}
+
+/// The runner's ends of every host's inbox, by gateway and client index.
+#[derive(Debug)]
+pub(crate) struct Inboxes {
+    pub(crate) gateways: Vec<Inbox<GatewayCommand>>,
+    pub(crate) clients: Vec<Inbox<ClientCommand>>,
+}
+
+impl Inboxes {
+    pub(crate) fn new(gateways: usize, clients: usize) -> Self {
+        Self {
+            gateways: (0..gateways).map(|_| Inbox::default()).collect(),
+            clients: (0..clients).map(|_| Inbox::default()).collect(),
+        }
+    }
+
+    /// Whether a command waits for its host (the runner then steps one tick at a time).
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.gateways.iter().any(|inbox| !inbox.is_empty())
+            || self.clients.iter().any(|inbox| !inbox.is_empty())
+    }
+}
+
+impl<T> Inbox<T> {
+    pub(crate) fn push(&self, command: T) {
+        self.0.borrow_mut().push_back(command);
+    }
+
+    /// Every command waiting, oldest first.
+    pub(crate) fn take_all(&self) -> Vec<T> {
+        self.0.borrow_mut().drain(..).collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.borrow().is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum GatewayCommand {
+    Grant {
+        client: usize,
+        resource: usize,
+        filters: Vec<String>,
+    },
+    Revoke {
+        client: usize,
+        resource: usize,
+    },
+    MapDns {
+        client: usize,
+        proxy_ip: IpAddr,
+        domain: String,
+    },
+    /// The resource side of a TCP connection acts (`client` is the client's inner address).
+    Resource {
+        client: SocketAddr,
+        action: ResourceAction,
+    },
+    /// Reach `remote` (a client's address as the relay sees it) through the gateway's own
+    /// relay, or directly.
+    Path {
+        remote: SocketAddr,
+        via_relay: bool,
+    },
+    Restart,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ResourceAction {
+    Data(u16),
+    Close,
+    Reset,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ClientCommand {
+    Udp {
+        gateway: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: Vec<u8>,
+    },
+    TcpOpen {
+        gateway: usize,
+        src: SocketAddr,
+        dst: SocketAddr,
+    },
+    Tcp {
+        src: SocketAddr,
+        action: ClientTcpAction,
+    },
+    /// Send frames for `gateway` to `target`, through the client's own relay or directly.
+    Path {
+        gateway: usize,
+        target: SocketAddr,
+        via_relay: bool,
+    },
+    Roam,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClientTcpAction {
+    RetransmitSyn,
+    Data(u16),
+    Close,
+    Reset,
+    LateAck,
+}

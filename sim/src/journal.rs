@@ -1,0 +1,87 @@
+//! What happened in a run, recorded as it happens: the trace, every datagram at every hop,
+//! the flow records, the inner packets delivered and dropped, and the broken invariants.
+
+use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, Packet, PacketDrop, Receiver};
+use scenario::timing::Timeline;
+
+use crate::clock::now_ms;
+
+/// One line of the trace: what a host did at which millisecond.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceLine {
+    pub at_ms: u64,
+    pub host: String,
+    pub event: String,
+}
+
+impl std::fmt::Display for TraceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9}.{:03}s {:<10} {}",
+            self.at_ms / 1000,
+            self.at_ms % 1000,
+            self.host,
+            self.event
+        )
+    }
+}
+
+/// Everything a run records, in the order it happened.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// The scenario's steps in time: an observation belongs to the step its time falls in.
+    pub(crate) timeline: Timeline,
+    pub(crate) trace: Vec<TraceLine>,
+    pub(crate) flows: Vec<FlowRecord>,
+    /// Things that must never happen (a control-plane call refused, an unexpected drop).
+    pub(crate) errors: Vec<String>,
+    pub(crate) hops: Vec<Hop>,
+    /// Every inner packet that reached a client or a resource responder, in order of arrival.
+    pub(crate) deliveries: Vec<Delivery>,
+    /// Every inner packet a gateway dropped or a link fault took, in the order it happened.
+    pub(crate) drops: Vec<PacketDrop>,
+}
+
+impl Journal {
+    /// Records what a host did now (inside the simulation).
+    pub(crate) fn trace(&mut self, host: &str, event: String) {
+        self.trace_at(now_ms(), host, event);
+    }
+
+    /// Records an inner packet that reached `to` now.
+    pub(crate) fn delivered(&mut self, to: Receiver, packet: Packet) {
+        let at_ms = now_ms();
+        self.deliveries.push(Delivery {
+            at_ms,
+            to,
+            packet,
+            step: self.timeline.step_at(at_ms),
+        });
+    }
+
+    /// Records an inner packet lost at `at_ms`.
+    pub(crate) fn dropped(
+        &mut self,
+        at_ms: u64,
+        place: DropPlace,
+        reason: DropReason,
+        packet: Packet,
+    ) {
+        self.drops.push(PacketDrop {
+            at_ms,
+            place,
+            reason,
+            packet,
+            step: self.timeline.step_at(at_ms),
+        });
+    }
+
+    pub(crate) fn trace_at(&mut self, at_ms: u64, host: &str, event: String) {
+        self.trace.push(TraceLine {
+            at_ms,
+            host: host.to_owned(),
+            event,
+        });
+    }
+}

@@ -1,0 +1,419 @@
+//! The runner: turns each scenario step into commands for the hosts at the step's start.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    rc::Rc,
+};
+
+use scenario::{
+    Fault, PathMode, ResourceAddress, Scenario, Side, Step, Target,
+    plan::{self, AddressPlan},
+};
+
+use crate::{
+    commands::{ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, ResourceAction},
+    faults::link_key,
+    state::Shared,
+    world::{gateway_socket, link_pairs},
+};
+
+/// Turns steps into commands for the hosts, at the step's start time.
+pub(crate) struct Runner<'a> {
+    scenario: &'a Scenario,
+    plan: &'a AddressPlan,
+    shared: &'a Rc<RefCell<Shared>>,
+    inboxes: &'a Inboxes,
+    /// (client, domain) -> the proxy index the client's stub resolver handed out.
+    proxies: BTreeMap<(usize, String), usize>,
+    roams: Vec<u16>,
+}
+
+impl<'a> Runner<'a> {
+    pub(crate) fn new(
+        scenario: &'a Scenario,
+        plan: &'a AddressPlan,
+        shared: &'a Rc<RefCell<Shared>>,
+        inboxes: &'a Inboxes,
+    ) -> Self {
+        Self {
+            scenario,
+            plan,
+            shared,
+            inboxes,
+            proxies: BTreeMap::new(),
+            roams: vec![0; scenario.topology.clients.len()],
+        }
+    }
+
+    fn client_index(&self, name: &str) -> usize {
+        self.scenario
+            .topology
+            .clients
+            .iter()
+            .position(|c| c.name == name)
+            .unwrap_or(0)
+    }
+
+    fn resource_index(&self, name: &str) -> usize {
+        self.scenario
+            .topology
+            .resources
+            .iter()
+            .position(|r| r.name == name)
+            .unwrap_or(0)
+    }
+
+    fn gateway_of_resource(&self, resource: usize) -> usize {
+        let name = &self.scenario.topology.resources[resource].gateway;
+        self.scenario
+            .topology
+            .gateways
+            .iter()
+            .position(|g| &g.name == name)
+            .unwrap_or(0)
+    }
+
+    fn tunnel_ip(&self, client: usize, ipv6: bool) -> IpAddr {
+        if ipv6 {
+            IpAddr::V6(self.plan.tunnel_v6[client])
+        } else {
+            IpAddr::V4(self.plan.tunnel_v4[client])
+        }
+    }
+
+    /// The inner destination of a target: the resource's address, or the proxy IP the client's
+    /// stub resolver handed out for the domain (mapping it at the gateway on first use).
+    fn destination(&mut self, target: &Target) -> IpAddr {
+        let client = self.client_index(&target.client);
+        let resource = self.resource_index(&target.resource);
+        match (
+            &self.scenario.topology.resources[resource].address,
+            &target.domain,
+        ) {
+            (ResourceAddress::Cidr(cidr), _) => plan::parse_resource_cidr(cidr)
+                .map(|(ip, _)| ip)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            (ResourceAddress::Dns(_), domain) => self
+                .proxy_ip(client, domain.as_deref().unwrap_or_default(), target.ipv6)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        }
+    }
+
+    /// The proxy IP of `domain` for `client`. The client's stub resolver answers the first query
+    /// for a name with the next proxy index `n`, for both families (A and AAAA), and the control
+    /// plane maps both proxy IPs at once on every gateway that serves a DNS resource matching
+    /// the name (docs/harness.md).
+    fn proxy_ip(&mut self, client: usize, domain: &str, ipv6: bool) -> Option<IpAddr> {
+        let domain = domain.to_ascii_lowercase();
+        let index = match self.proxies.get(&(client, domain.clone())) {
+            Some(index) => *index,
+            None => {
+                let gateways: BTreeSet<usize> = self
+                    .scenario
+                    .topology
+                    .resources
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| matches!(&r.address, ResourceAddress::Dns(pattern) if plan::domain_matches(pattern, &domain)))
+                    .map(|(resource, _)| self.gateway_of_resource(resource))
+                    .collect();
+                if gateways.is_empty() {
+                    return None;
+                }
+                let index = self.proxies.keys().filter(|(c, _)| *c == client).count();
+                self.proxies.insert((client, domain.clone()), index);
+                for gateway in gateways {
+                    for v6 in [false, true] {
+                        self.to_gateway(
+                            gateway,
+                            GatewayCommand::MapDns {
+                                client,
+                                proxy_ip: AddressPlan::proxy_ip(index, v6),
+                                domain: domain.clone(),
+                            },
+                        );
+                    }
+                }
+                index
+            }
+        };
+        Some(AddressPlan::proxy_ip(index, ipv6))
+    }
+
+    fn tcp_src(&self, client: usize, conn: u32, ipv6: bool) -> SocketAddr {
+        SocketAddr::new(self.tunnel_ip(client, ipv6), 30000 + conn as u16)
+    }
+
+    /// The client and inner address of an open connection, from the step that opened it.
+    fn connection(&self, conn: u32) -> Option<(usize, SocketAddr, usize)> {
+        self.scenario
+            .steps
+            .iter()
+            .rev()
+            .find_map(|step| match step {
+                Step::TcpOpen { conn: c, target } if *c == conn => {
+                    let client = self.client_index(&target.client);
+                    let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
+                    Some((client, self.tcp_src(client, conn, target.ipv6), gateway))
+                }
+                _ => None,
+            })
+    }
+
+    fn to_client(&self, client: usize, command: ClientCommand) {
+        self.inboxes.clients[client].push(command);
+    }
+
+    fn to_gateway(&self, gateway: usize, command: GatewayCommand) {
+        self.inboxes.gateways[gateway].push(command);
+    }
+
+    pub(crate) fn apply(&mut self, sim: &mut turmoil::Sim<'_>, index: usize, step: &Step) {
+        let at_ms = sim.elapsed().as_millis() as u64;
+        self.shared.borrow_mut().journal.trace_at(
+            at_ms,
+            "runner",
+            format!("step {index}: {step:?}"),
+        );
+        match step {
+            Step::Udp { target, bytes } => self.udp(index, target, *bytes),
+            Step::TcpOpen { conn, target } => self.tcp_open(*conn, target),
+            Step::TcpRetransmitSyn { conn } => {
+                self.client_tcp(*conn, ClientTcpAction::RetransmitSyn)
+            }
+            Step::TcpLateAck { conn } => self.client_tcp(*conn, ClientTcpAction::LateAck),
+            Step::TcpData { conn, from, bytes } => self.tcp_action(
+                *conn,
+                *from,
+                ClientTcpAction::Data(*bytes),
+                ResourceAction::Data(*bytes),
+            ),
+            Step::TcpClose { conn, by } => {
+                self.tcp_action(*conn, *by, ClientTcpAction::Close, ResourceAction::Close)
+            }
+            Step::TcpReset { conn, by } => {
+                self.tcp_action(*conn, *by, ClientTcpAction::Reset, ResourceAction::Reset)
+            }
+            Step::DnsQuery { client, name } => {
+                let client = self.client_index(client);
+                self.proxy_ip(client, name, false);
+            }
+            Step::Path {
+                client,
+                gateway,
+                mode,
+            } => self.path(at_ms, client, gateway, *mode),
+            Step::Roam { client } => {
+                let client = self.client_index(client);
+                self.roams[client] += 1;
+                self.to_client(client, ClientCommand::Roam);
+            }
+            Step::Grant(grant) => {
+                let resource = self.resource_index(&grant.resource);
+                self.to_gateway(
+                    self.gateway_of_resource(resource),
+                    GatewayCommand::Grant {
+                        client: self.client_index(&grant.client),
+                        resource,
+                        filters: grant.filters.clone(),
+                    },
+                );
+            }
+            Step::Revoke { client, resource } => {
+                let resource = self.resource_index(resource);
+                self.to_gateway(
+                    self.gateway_of_resource(resource),
+                    GatewayCommand::Revoke {
+                        client: self.client_index(client),
+                        resource,
+                    },
+                );
+            }
+            Step::DnsChange { name, addresses } => self.dns_change(name, addresses),
+            Step::Fault { between, fault } => self.fault(sim, between, fault),
+            Step::GatewayRestart { gateway } => {
+                let gateway = self.gateway_index(gateway);
+                self.to_gateway(gateway, GatewayCommand::Restart);
+            }
+            Step::Idle { .. } => {}
+        }
+    }
+
+    fn gateway_index(&self, name: &str) -> usize {
+        self.scenario
+            .topology
+            .gateways
+            .iter()
+            .position(|g| g.name == name)
+            .unwrap_or(0)
+    }
+
+    /// The client sends a UDP datagram of `bytes` bytes (each the step's index) to the target,
+    /// from a source port the destination port fixes.
+    fn udp(&mut self, index: usize, target: &Target, bytes: u16) {
+        let client = self.client_index(&target.client);
+        let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
+        let dst = SocketAddr::new(self.destination(target), target.port);
+        let src = SocketAddr::new(
+            self.tunnel_ip(client, target.ipv6),
+            40000 + target.port % 20000,
+        );
+        self.to_client(
+            client,
+            ClientCommand::Udp {
+                gateway,
+                src,
+                dst,
+                payload: vec![(index % 251) as u8; usize::from(bytes)],
+            },
+        );
+    }
+
+    fn tcp_open(&mut self, conn: u32, target: &Target) {
+        let client = self.client_index(&target.client);
+        let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
+        let dst = SocketAddr::new(self.destination(target), target.port);
+        let src = self.tcp_src(client, conn, target.ipv6);
+        self.to_client(client, ClientCommand::TcpOpen { gateway, src, dst });
+    }
+
+    /// The DNS server answers `name` with new addresses from now on, with the record's TTL.
+    fn dns_change(&self, name: &str, addresses: &[IpAddr]) {
+        let mut shared = self.shared.borrow_mut();
+        let ttl = shared
+            .dns_records
+            .get(&name.to_ascii_lowercase())
+            .map_or(300, |(_, ttl)| *ttl);
+        shared
+            .dns_records
+            .insert(name.to_ascii_lowercase(), (addresses.to_vec(), ttl));
+    }
+
+    /// Partitions and drop-next act where a host sends (`Shared::link_takes`); holds use
+    /// turmoil's, which keeps datagrams until the release.
+    fn fault(&self, sim: &mut turmoil::Sim<'_>, between: &[String; 2], fault: &Fault) {
+        {
+            let mut shared = self.shared.borrow_mut();
+            let faults = shared
+                .links
+                .faults
+                .entry(link_key(&between[0], &between[1]))
+                .or_default();
+            match fault {
+                Fault::Partition => faults.partitioned = true,
+                Fault::Heal => faults.partitioned = false,
+                Fault::Hold => faults.holding = true,
+                Fault::Release => {
+                    faults.holding = false;
+                    faults.held.clear();
+                }
+                Fault::DropNext(n) => faults.drop_next = faults.drop_next.saturating_add(*n),
+            }
+        }
+        for (a, b) in link_pairs(self.scenario, self.plan, between) {
+            match fault {
+                Fault::Hold => {
+                    sim.hold(a, b);
+                }
+                Fault::Release => {
+                    sim.release(a, b);
+                }
+                Fault::Partition | Fault::Heal | Fault::DropNext(_) => {}
+            }
+        }
+    }
+
+    /// Tells both ends of a client-gateway pair where to send and whether through their relay.
+    fn path(&self, at_ms: u64, client: &str, gateway: &str, mode: PathMode) {
+        let c = self.client_index(client);
+        let g = self.gateway_index(gateway);
+        let relayed = self.shared.borrow().relayed.current.clone();
+        // A host's relayed address in one family (docs/harness.md, "Addresses").
+        let of = |host: &str, v6: bool| -> Option<SocketAddr> {
+            relayed
+                .get(host)?
+                .iter()
+                .find(|address| address.is_ipv6() == v6)
+                .copied()
+        };
+        let client_socket = self.plan.client_socket(c, self.roams[c]);
+        let gateway_socket = gateway_socket(self.plan, g);
+        // (client's target, client via its relay, address the gateway answers, gateway via relay)
+        let plan = match mode {
+            PathMode::Direct => Some((gateway_socket, false, client_socket, false)),
+            PathMode::ClientRelayed => {
+                of(client, gateway_socket.is_ipv6()).map(|cr| (gateway_socket, true, cr, false))
+            }
+            PathMode::GatewayRelayed => {
+                of(gateway, client_socket.is_ipv6()).map(|gr| (gr, false, client_socket, true))
+            }
+            PathMode::SameRelay | PathMode::DifferentRelays => [false, true]
+                .into_iter()
+                .find_map(|v6| Some((of(client, v6)?, of(gateway, v6)?)))
+                .map(|(cr, gr)| (gr, true, cr, true)),
+        };
+        // No allocation (lost to a fault across a refresh, say): the hosts keep their old
+        // path. If the model predicted the new one, the records will show it.
+        let Some((target, client_via, remote, gateway_via)) = plan else {
+            self.shared.borrow_mut().journal.trace_at(
+                at_ms,
+                "runner",
+                format!(
+                    "path {mode:?} for {client} and {gateway} not taken: an allocation is missing"
+                ),
+            );
+            return;
+        };
+        self.to_client(
+            c,
+            ClientCommand::Path {
+                gateway: g,
+                target,
+                via_relay: client_via,
+            },
+        );
+        self.to_gateway(
+            g,
+            GatewayCommand::Path {
+                remote,
+                via_relay: gateway_via,
+            },
+        );
+    }
+
+    fn client_tcp(&self, conn: u32, action: ClientTcpAction) {
+        if let Some((client, src, _)) = self.connection(conn) {
+            self.to_client(client, ClientCommand::Tcp { src, action });
+        }
+    }
+
+    fn tcp_action(
+        &self,
+        conn: u32,
+        side: Side,
+        client_action: ClientTcpAction,
+        resource_action: ResourceAction,
+    ) {
+        let Some((client, src, gateway)) = self.connection(conn) else {
+            return;
+        };
+        match side {
+            Side::Client => self.to_client(
+                client,
+                ClientCommand::Tcp {
+                    src,
+                    action: client_action,
+                },
+            ),
+            Side::Resource => self.to_gateway(
+                gateway,
+                GatewayCommand::Resource {
+                    client: src,
+                    action: resource_action,
+                },
+            ),
+        }
+    }
+}
