@@ -69,14 +69,17 @@ impl Relay {
     }
 
     fn reply(&mut self, path: ReplyPath, response: Message, key: Option<&LongTermKey>) {
-        match stun::seal(response, key) {
-            Ok(payload) => self.transmits.push_back(Transmit {
-                src: path.server,
-                dst: path.client,
-                payload,
-            }),
-            Err(error) => tracing::error!(%error, "cannot encode a response"),
+        if let Some(payload) = seal(response, key) {
+            self.send_reply(path, payload);
         }
+    }
+
+    fn send_reply(&mut self, path: ReplyPath, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            src: path.server,
+            dst: path.client,
+            payload,
+        });
     }
 
     /// An error response carrying REALM and a fresh NONCE (401 and 438).
@@ -91,100 +94,105 @@ impl Relay {
     }
 
     fn request(&mut self, path: ReplyPath, request: Message, now: Instant) {
-        let method = request.method();
-        let transaction_id = request.transaction_id();
-        if method == methods::BINDING {
-            let mut response = Message::new(MessageClass::SuccessResponse, method, transaction_id);
-            response.add_attribute(XorMappedAddress::new(path.client));
-            self.reply(path, response, None);
-            return;
+        if request.method() == methods::BINDING {
+            return self.answer_binding(path, &request);
         }
-        let turn_methods = [
-            methods::ALLOCATE,
-            methods::REFRESH,
-            methods::CREATE_PERMISSION,
-            methods::CHANNEL_BIND,
-        ];
-        if !turn_methods.contains(&method) {
-            let response = stun::error_response(method, transaction_id, codes::BAD_REQUEST);
-            self.reply(path, response, None);
-            return;
+        if let Some(rejection) = unserved_request(&request) {
+            return self.reply(path, rejection, None);
         }
-        let unknown: Vec<_> = request
-            .unknown_attributes()
-            .map(|attribute| attribute.get_type())
-            .filter(|kind| kind.is_comprehension_required())
-            .collect();
-        if !unknown.is_empty() {
-            let mut response =
-                stun::error_response(method, transaction_id, codes::UNKNOWN_ATTRIBUTE);
-            response.add_attribute(UnknownAttributes::new(unknown));
-            self.reply(path, response, None);
+        let Some(key) = self.authenticate(path, &request, now) else {
             return;
+        };
+        if request.method() == methods::ALLOCATE
+            && let Some(cached) = self.retransmitted_allocate(&path, &request, &key)
+        {
+            return self.send_reply(path, cached);
         }
-        let key = match auth::authenticate(
-            &request,
+        let response = self.turn_response(path, &request, &key, now);
+        self.reply_to_turn_request(path, response, &key);
+        self.update_deadline(now);
+    }
+
+    /// A Binding request needs no authentication: the answer is the client's address as the
+    /// relay sees it.
+    fn answer_binding(&mut self, path: ReplyPath, request: &Message) {
+        let mut response = success(request);
+        response.add_attribute(XorMappedAddress::new(path.client));
+        self.reply(path, response, None);
+    }
+
+    /// The request's key; or none, after answering the request with a challenge (401, 438) or
+    /// an error.
+    fn authenticate(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        now: Instant,
+    ) -> Option<LongTermKey> {
+        let failure = match auth::authenticate(
+            request,
             &self.config.realm,
             &self.config.shared_secret,
             &self.nonces,
             self.seconds_since_start(now),
             self.unix_time(now),
         ) {
-            Ok(key) => key,
-            Err(AuthFailure::Challenge) => {
-                return self.challenge(path, &request, codes::UNAUTHORIZED, now);
-            }
-            Err(AuthFailure::BadCredentials(why)) => {
+            Ok(key) => return Some(key),
+            Err(failure) => failure,
+        };
+        match failure {
+            AuthFailure::Challenge => self.challenge(path, request, codes::UNAUTHORIZED, now),
+            AuthFailure::BadCredentials(why) => {
                 tracing::debug!(client = %path.client, %why, "rejected credentials");
-                return self.challenge(path, &request, codes::UNAUTHORIZED, now);
+                self.challenge(path, request, codes::UNAUTHORIZED, now);
             }
-            Err(AuthFailure::StaleNonce) => {
-                return self.challenge(path, &request, codes::STALE_NONCE, now);
+            AuthFailure::StaleNonce => self.challenge(path, request, codes::STALE_NONCE, now),
+            AuthFailure::MissingAttributes => {
+                let response = stun::error_response(
+                    request.method(),
+                    request.transaction_id(),
+                    codes::BAD_REQUEST,
+                );
+                self.reply(path, response, None);
             }
-            Err(AuthFailure::MissingAttributes) => {
-                let response = stun::error_response(method, transaction_id, codes::BAD_REQUEST);
-                return self.reply(path, response, None);
-            }
-        };
-        if method == methods::ALLOCATE
-            && let Some(cached) = self.retransmitted_allocate(&path, &request, &key)
-        {
-            self.transmits.push_back(Transmit {
-                src: path.server,
-                dst: path.client,
-                payload: cached,
-            });
-            return;
         }
+        None
+    }
+
+    /// The response to an authenticated TURN request: its method's success response, or the
+    /// error response of the code it failed with.
+    fn turn_response(
+        &mut self,
+        path: ReplyPath,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Message {
+        let method = request.method();
         let outcome = match method {
-            m if m == methods::ALLOCATE => self.allocate(path, &request, &key, now),
-            m if m == methods::REFRESH => self.refresh(path, &request, &key, now),
-            m if m == methods::CREATE_PERMISSION => {
-                self.create_permission(path, &request, &key, now)
-            }
-            _ => self.channel_bind(path, &request, &key, now),
+            m if m == methods::ALLOCATE => self.allocate(path, request, key, now),
+            m if m == methods::REFRESH => self.refresh(path, request, key, now),
+            m if m == methods::CREATE_PERMISSION => self.create_permission(path, request, key, now),
+            _ => self.channel_bind(path, request, key, now),
         };
-        let response =
-            outcome.unwrap_or_else(|code| stun::error_response(method, transaction_id, code));
-        let is_allocate_success =
-            method == methods::ALLOCATE && response.class() == MessageClass::SuccessResponse;
-        match stun::seal(response, Some(&key)) {
-            Ok(payload) => {
-                if is_allocate_success
-                    && let Some(port) = self.by_client.get(&path.client).copied()
-                    && let Some(allocation) = self.allocations.get_mut(&port)
-                {
-                    allocation.allocate_response = payload.clone();
-                }
-                self.transmits.push_back(Transmit {
-                    src: path.server,
-                    dst: path.client,
-                    payload,
-                });
-            }
-            Err(error) => tracing::error!(%error, "cannot encode a response"),
+        outcome.unwrap_or_else(|code| stun::error_response(method, request.transaction_id(), code))
+    }
+
+    /// Signs and sends the response to a TURN request. The success response to an Allocate is
+    /// also kept with the allocation, to answer retransmissions of that request with.
+    fn reply_to_turn_request(&mut self, path: ReplyPath, response: Message, key: &LongTermKey) {
+        let is_allocate_success = response.method() == methods::ALLOCATE
+            && response.class() == MessageClass::SuccessResponse;
+        let Some(payload) = seal(response, Some(key)) else {
+            return;
+        };
+        if is_allocate_success
+            && let Some(port) = self.by_client.get(&path.client).copied()
+            && let Some(allocation) = self.allocations.get_mut(&port)
+        {
+            allocation.allocate_response = payload.clone();
         }
-        self.update_deadline(now);
+        self.send_reply(path, payload);
     }
 
     /// The stored response, if `request` is a retransmission of the Allocate that created the
@@ -460,6 +468,43 @@ impl Relay {
         self.transmits.extend(transmit);
         Ok(())
     }
+}
+
+/// The error response to a request this relay does not serve, whoever sent it: a method other
+/// than the four TURN requests (400), or attributes it must understand and does not (420).
+fn unserved_request(request: &Message) -> Option<Message> {
+    let (method, transaction_id) = (request.method(), request.transaction_id());
+    let turn_methods = [
+        methods::ALLOCATE,
+        methods::REFRESH,
+        methods::CREATE_PERMISSION,
+        methods::CHANNEL_BIND,
+    ];
+    if !turn_methods.contains(&method) {
+        return Some(stun::error_response(
+            method,
+            transaction_id,
+            codes::BAD_REQUEST,
+        ));
+    }
+    let unknown: Vec<_> = request
+        .unknown_attributes()
+        .map(|attribute| attribute.get_type())
+        .filter(|kind| kind.is_comprehension_required())
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let mut response = stun::error_response(method, transaction_id, codes::UNKNOWN_ATTRIBUTE);
+    response.add_attribute(UnknownAttributes::new(unknown));
+    Some(response)
+}
+
+/// The encoded response, signed with `key` if given; none (logged) if it cannot be encoded.
+fn seal(response: Message, key: Option<&LongTermKey>) -> Option<Vec<u8>> {
+    stun::seal(response, key)
+        .map_err(|error| tracing::error!(%error, "cannot encode a response"))
+        .ok()
 }
 
 fn success(request: &Message) -> Message {

@@ -2,9 +2,15 @@
 //! makes sense where it stands (a TCP step needs an open connection, a relayed path needs
 //! relays). Errors say where (`steps[3]`, `topology.grants[0]`) and what is wrong.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
-use crate::{PathMode, ResourceAddress, Scenario, Stack, Step, Target, plan};
+use crate::{
+    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step, Target,
+    plan,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{at}: {message}")]
@@ -97,59 +103,69 @@ pub(crate) fn validate(scenario: &Scenario) -> Result<(), ValidationError> {
     check_counts(scenario)?;
     let names = collect_names(scenario)?;
     for (index, resource) in topology.resources.iter().enumerate() {
-        let at = format!("topology.resources[{index}]");
-        if !names.gateways.contains_key(resource.gateway.as_str()) {
-            return Err(ValidationError::topology(
-                at,
-                &resource.gateway,
-                format!("no gateway named `{}`", resource.gateway),
-            ));
-        }
-        match &resource.address {
-            ResourceAddress::Cidr(cidr) => {
-                plan::parse_resource_cidr(cidr)
-                    .map_err(|message| ValidationError::topology(at, cidr, message))?;
-            }
-            ResourceAddress::Dns(pattern) => {
-                plan::check_domain_pattern(pattern)
-                    .map_err(|message| ValidationError::topology(at, pattern, message))?;
-            }
-        }
+        check_resource(&names, resource, format!("topology.resources[{index}]"))?;
     }
     for (index, record) in topology.dns_records.iter().enumerate() {
-        let at = format!("topology.dns_records[{index}]");
-        if record.addresses.is_empty() {
-            return Err(ValidationError::topology(
-                at,
-                &record.name,
-                "a DNS record needs an address",
-            ));
-        }
-        for address in &record.addresses {
-            if !plan::is_resource_address(*address) {
-                return Err(ValidationError::topology(
-                    at,
-                    &record.name,
-                    format!(
-                        "{address} is outside the resource ranges 198.51.100.0/24 and 2001:db8:100::/48"
-                    ),
-                ));
-            }
-        }
+        check_dns_record(record, format!("topology.dns_records[{index}]"))?;
     }
     for (index, grant) in topology.grants.iter().enumerate() {
         check_grant(&names, grant, &format!("topology.grants[{index}]"))?;
     }
-    for (index, link) in topology.latency.links.iter().enumerate() {
+    check_latency(&names, &topology.latency)?;
+    check_steps(scenario, &names)
+}
+
+fn check_resource(
+    names: &Names<'_>,
+    resource: &ResourceSpec,
+    at: String,
+) -> Result<(), ValidationError> {
+    names
+        .check_gateway(&resource.gateway)
+        .map_err(|message| ValidationError::topology(&at, &resource.gateway, message))?;
+    match &resource.address {
+        ResourceAddress::Cidr(cidr) => {
+            plan::parse_resource_cidr(cidr)
+                .map_err(|message| ValidationError::topology(at, cidr, message))?;
+        }
+        ResourceAddress::Dns(pattern) => {
+            plan::check_domain_pattern(pattern)
+                .map_err(|message| ValidationError::topology(at, pattern, message))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_dns_record(record: &DnsRecord, at: String) -> Result<(), ValidationError> {
+    if record.addresses.is_empty() {
+        return Err(ValidationError::topology(
+            at,
+            &record.name,
+            "a DNS record needs an address",
+        ));
+    }
+    for address in &record.addresses {
+        if !plan::is_resource_address(*address) {
+            return Err(ValidationError::topology(
+                at,
+                &record.name,
+                format!(
+                    "{address} is outside the resource ranges 198.51.100.0/24 and 2001:db8:100::/48"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every link between hosts that exist, and every latency at least 1 ms.
+fn check_latency(names: &Names<'_>, latency: &Latency) -> Result<(), ValidationError> {
+    for (index, link) in latency.links.iter().enumerate() {
         let at = format!("topology.latency.links[{index}]");
         for host in &link.between {
-            if !names.is_host(host) {
-                return Err(ValidationError::topology(
-                    at,
-                    host,
-                    format!("no host named `{host}`"),
-                ));
-            }
+            names
+                .check_host(host)
+                .map_err(|message| ValidationError::topology(&at, host, message))?;
         }
         if link.ms == 0 {
             return Err(ValidationError::topology(
@@ -159,14 +175,14 @@ pub(crate) fn validate(scenario: &Scenario) -> Result<(), ValidationError> {
             ));
         }
     }
-    if topology.latency.default_ms == 0 {
+    if latency.default_ms == 0 {
         return Err(ValidationError::topology(
             "topology.latency",
             "default_ms",
             "latency must be at least 1 ms",
         ));
     }
-    check_steps(scenario, &names)
+    Ok(())
 }
 
 fn check_counts(scenario: &Scenario) -> Result<(), ValidationError> {
@@ -189,11 +205,41 @@ fn check_counts(scenario: &Scenario) -> Result<(), ValidationError> {
     Ok(())
 }
 
-impl Names<'_> {
+impl<'a> Names<'a> {
     fn is_host(&self, name: &str) -> bool {
         self.clients.contains_key(name)
             || self.gateways.contains_key(name)
             || self.relays.contains_key(name)
+    }
+
+    fn check_client(&self, name: &str) -> Result<(), String> {
+        known(self.clients.contains_key(name), "client", name)
+    }
+
+    fn check_gateway(&self, name: &str) -> Result<(), String> {
+        known(self.gateways.contains_key(name), "gateway", name)
+    }
+
+    fn check_resource(&self, name: &str) -> Result<(), String> {
+        self.resource(name).map(|_| ())
+    }
+
+    fn resource(&self, name: &str) -> Result<&'a ResourceAddress, String> {
+        let address = self.resources.get(name).copied();
+        address.ok_or_else(|| format!("no resource named `{name}`"))
+    }
+
+    fn check_host(&self, name: &str) -> Result<(), String> {
+        known(self.is_host(name), "host", name)
+    }
+}
+
+/// An error unless the `kind` (client, gateway, ...) named `name` is `known`.
+fn known(known: bool, kind: &str, name: &str) -> Result<(), String> {
+    if known {
+        Ok(())
+    } else {
+        Err(format!("no {kind} named `{name}`"))
     }
 }
 
@@ -279,20 +325,12 @@ fn collect_names(scenario: &Scenario) -> Result<Names<'_>, ValidationError> {
 }
 
 fn check_grant(names: &Names<'_>, grant: &crate::Grant, at: &str) -> Result<(), ValidationError> {
-    if !names.clients.contains_key(grant.client.as_str()) {
-        return Err(ValidationError::topology(
-            at,
-            &grant.client,
-            format!("no client named `{}`", grant.client),
-        ));
-    }
-    if !names.resources.contains_key(grant.resource.as_str()) {
-        return Err(ValidationError::topology(
-            at,
-            &grant.resource,
-            format!("no resource named `{}`", grant.resource),
-        ));
-    }
+    names
+        .check_client(&grant.client)
+        .map_err(|message| ValidationError::topology(at, &grant.client, message))?;
+    names
+        .check_resource(&grant.resource)
+        .map_err(|message| ValidationError::topology(at, &grant.resource, message))?;
     for filter in &grant.filters {
         plan::parse_filter(filter)
             .map_err(|message| ValidationError::topology(at, filter, message))?;
@@ -301,18 +339,11 @@ fn check_grant(names: &Names<'_>, grant: &crate::Grant, at: &str) -> Result<(), 
 }
 
 fn check_target(names: &Names<'_>, target: &Target) -> Result<(), String> {
-    let client = names
-        .clients
-        .get(target.client.as_str())
-        .ok_or_else(|| format!("no client named `{}`", target.client))?;
-    let address = names
-        .resources
-        .get(target.resource.as_str())
-        .ok_or_else(|| format!("no resource named `{}`", target.resource))?;
+    names.check_client(&target.client)?;
+    let address = names.resource(&target.resource)?;
     if target.port == 0 {
         return Err("port 0 is not a destination".to_owned());
     }
-    let _ = client;
     match (address, &target.domain) {
         (ResourceAddress::Dns(pattern), Some(domain)) => {
             if !plan::domain_matches(pattern, domain) {
@@ -390,126 +421,129 @@ fn check_path(
 }
 
 fn check_steps(scenario: &Scenario, names: &Names<'_>) -> Result<(), ValidationError> {
-    // conn -> open?
-    let mut connections: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut connections = Connections::default();
     for (index, step) in scenario.steps.iter().enumerate() {
-        let fail = |message: String| ValidationError::step(index, message);
-        let open_conn = |conn: &u32, connections: &BTreeMap<u32, bool>| match connections.get(conn)
-        {
-            Some(true) => Ok(()),
-            Some(false) => Err(ValidationError::step(
-                index,
-                format!("connection {conn} is closed"),
-            )),
-            None => Err(ValidationError::step(
-                index,
-                format!("connection {conn} was never opened"),
-            )),
-        };
-        match step {
-            Step::Udp { target, bytes } => {
-                check_target(names, target).map_err(fail)?;
-                if *bytes == 0 || *bytes > 1200 {
-                    return Err(ValidationError::step(
-                        index,
-                        "a datagram carries 1 to 1200 bytes",
-                    ));
+        if let Step::Grant(grant) = step {
+            // Checked as a grant of the topology is, but pointing at the step.
+            check_grant(names, grant, &format!("steps[{index}]")).map_err(|error| {
+                ValidationError {
+                    step: Some(index),
+                    ..error
                 }
-            }
-            Step::TcpOpen { conn, target } => {
-                check_target(names, target).map_err(fail)?;
-                if connections.get(conn) == Some(&true) {
-                    return Err(ValidationError::step(
-                        index,
-                        format!("connection {conn} is already open"),
-                    ));
-                }
-                connections.insert(*conn, true);
-            }
-            Step::TcpRetransmitSyn { conn } | Step::TcpData { conn, .. } => {
-                open_conn(conn, &connections)?;
-                if let Step::TcpData { bytes, .. } = step
-                    && (*bytes == 0 || *bytes > 1200)
-                {
-                    return Err(ValidationError::step(
-                        index,
-                        "a segment carries 1 to 1200 bytes",
-                    ));
-                }
-            }
-            Step::TcpClose { conn, .. } | Step::TcpReset { conn, .. } => {
-                open_conn(conn, &connections)?;
-                connections.insert(*conn, false);
-            }
-            Step::TcpLateAck { conn } => {
-                if connections.get(conn) != Some(&false) {
-                    return Err(ValidationError::step(
-                        index,
-                        format!("connection {conn} is not closed"),
-                    ));
-                }
-            }
-            Step::DnsQuery { client, name } => {
-                if !names.clients.contains_key(client.as_str()) {
-                    return Err(fail(format!("no client named `{client}`")));
-                }
-                plan::check_domain_pattern(name).map_err(fail)?;
-            }
-            Step::Path {
-                client,
-                gateway,
-                mode,
-            } => {
-                check_path(names, client, gateway, *mode).map_err(fail)?;
-            }
-            Step::Roam { client } => {
-                if !names.clients.contains_key(client.as_str()) {
-                    return Err(fail(format!("no client named `{client}`")));
-                }
-            }
-            Step::Grant(grant) => {
-                check_grant(names, grant, &format!("steps[{index}]")).map_err(|error| {
-                    ValidationError {
-                        step: Some(index),
-                        ..error
-                    }
-                })?
-            }
-            Step::Revoke { client, resource } => {
-                if !names.clients.contains_key(client.as_str()) {
-                    return Err(fail(format!("no client named `{client}`")));
-                }
-                if !names.resources.contains_key(resource.as_str()) {
-                    return Err(fail(format!("no resource named `{resource}`")));
-                }
-            }
-            Step::DnsChange { name, addresses } => {
-                plan::check_domain_pattern(name).map_err(fail)?;
-                if let Some(address) = addresses.iter().find(|a| !plan::is_resource_address(**a)) {
-                    return Err(fail(format!("{address} is outside the resource ranges")));
-                }
-            }
-            Step::Fault { between, .. } => {
-                for host in between {
-                    if !names.is_host(host) {
-                        return Err(fail(format!("no host named `{host}`")));
-                    }
-                }
-                if between[0] == between[1] {
-                    return Err(fail("a link joins two different hosts".to_owned()));
-                }
-            }
-            Step::GatewayRestart { gateway } => {
-                if !names.gateways.contains_key(gateway.as_str()) {
-                    return Err(fail(format!("no gateway named `{gateway}`")));
-                }
-            }
-            Step::Idle { seconds } => {
-                if *seconds == 0 || *seconds > 3600 {
-                    return Err(fail("idle for 1 to 3600 seconds".to_owned()));
-                }
-            }
+            })?;
+        } else {
+            check_step(names, &mut connections, step)
+                .map_err(|message| ValidationError::step(index, message))?;
         }
+    }
+    Ok(())
+}
+
+/// What is wrong with a step other than a grant (which [`check_steps`] checks), if anything.
+/// TCP steps open and close `connections`.
+fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> Result<(), String> {
+    match step {
+        Step::Udp { target, bytes } => {
+            check_target(names, target)?;
+            check_payload(*bytes, "a datagram")
+        }
+        Step::TcpOpen { conn, target } => {
+            check_target(names, target)?;
+            connections.open(*conn)
+        }
+        Step::TcpRetransmitSyn { conn } => connections.check_open(*conn),
+        Step::TcpData { conn, bytes, .. } => {
+            connections.check_open(*conn)?;
+            check_payload(*bytes, "a segment")
+        }
+        Step::TcpClose { conn, .. } | Step::TcpReset { conn, .. } => connections.close(*conn),
+        Step::TcpLateAck { conn } => connections.check_closed(*conn),
+        Step::DnsQuery { client, name } => {
+            names.check_client(client)?;
+            plan::check_domain_pattern(name)
+        }
+        Step::Path {
+            client,
+            gateway,
+            mode,
+        } => check_path(names, client, gateway, *mode),
+        Step::Roam { client } => names.check_client(client),
+        // Checked against the topology by `check_steps`.
+        Step::Grant(_) => Ok(()),
+        Step::Revoke { client, resource } => {
+            names.check_client(client)?;
+            names.check_resource(resource)
+        }
+        Step::DnsChange { name, addresses } => check_dns_change(name, addresses),
+        Step::Fault { between, .. } => check_link(names, between),
+        Step::GatewayRestart { gateway } => names.check_gateway(gateway),
+        Step::Idle { seconds } => {
+            if *seconds == 0 || *seconds > 3600 {
+                return Err("idle for 1 to 3600 seconds".to_owned());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The TCP connections of the steps so far: open (true) or closed (false).
+#[derive(Default)]
+struct Connections(BTreeMap<u32, bool>);
+
+impl Connections {
+    fn open(&mut self, conn: u32) -> Result<(), String> {
+        if self.0.get(&conn) == Some(&true) {
+            return Err(format!("connection {conn} is already open"));
+        }
+        self.0.insert(conn, true);
+        Ok(())
+    }
+
+    fn check_open(&self, conn: u32) -> Result<(), String> {
+        match self.0.get(&conn) {
+            Some(true) => Ok(()),
+            Some(false) => Err(format!("connection {conn} is closed")),
+            None => Err(format!("connection {conn} was never opened")),
+        }
+    }
+
+    fn close(&mut self, conn: u32) -> Result<(), String> {
+        self.check_open(conn)?;
+        self.0.insert(conn, false);
+        Ok(())
+    }
+
+    fn check_closed(&self, conn: u32) -> Result<(), String> {
+        if self.0.get(&conn) != Some(&false) {
+            return Err(format!("connection {conn} is not closed"));
+        }
+        Ok(())
+    }
+}
+
+/// The size of a datagram or a segment (`what`).
+fn check_payload(bytes: u16, what: &str) -> Result<(), String> {
+    if bytes == 0 || bytes > 1200 {
+        return Err(format!("{what} carries 1 to 1200 bytes"));
+    }
+    Ok(())
+}
+
+fn check_dns_change(name: &str, addresses: &[IpAddr]) -> Result<(), String> {
+    plan::check_domain_pattern(name)?;
+    if let Some(address) = addresses.iter().find(|a| !plan::is_resource_address(**a)) {
+        return Err(format!("{address} is outside the resource ranges"));
+    }
+    Ok(())
+}
+
+/// The link of a fault: two different hosts that exist.
+fn check_link(names: &Names<'_>, between: &[String; 2]) -> Result<(), String> {
+    for host in between {
+        names.check_host(host)?;
+    }
+    if between[0] == between[1] {
+        return Err("a link joins two different hosts".to_owned());
     }
     Ok(())
 }

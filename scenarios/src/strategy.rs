@@ -402,54 +402,27 @@ fn layout(shape: &Shape) -> (Layout, Vec<RelaySpec>) {
 
 fn build(shape: &Shape, actions: &[Action]) -> Scenario {
     let (layout, relays) = layout(shape);
-    let topology = Topology {
+    let topology = topology(shape, &layout, relays);
+    let mut writer = StepWriter::new(&layout);
+    for action in actions {
+        writer.write(action.clone());
+    }
+    Scenario {
+        name: "generated".to_owned(),
+        description: String::new(),
+        topology,
+        steps: writer.steps,
+    }
+}
+
+fn topology(shape: &Shape, layout: &Layout, relays: Vec<RelaySpec>) -> Topology {
+    Topology {
         clients: layout.clients.clone(),
         gateways: layout.gateways.clone(),
         relays,
-        resources: layout
-            .resources
-            .iter()
-            .map(|index| {
-                let choice = &RESOURCES[*index];
-                ResourceSpec {
-                    name: choice.name.to_owned(),
-                    gateway: GATEWAYS[choice.gateway].to_owned(),
-                    address: if choice.dns {
-                        ResourceAddress::Dns(choice.address.to_owned())
-                    } else {
-                        ResourceAddress::Cidr(choice.address.to_owned())
-                    },
-                }
-            })
-            .collect(),
-        dns_records: DOMAINS
-            .iter()
-            .enumerate()
-            .map(|(index, name)| DnsRecord {
-                name: (*name).to_owned(),
-                addresses: vec![
-                    format!("198.51.100.{}", 40 + index).parse().expect("ip"),
-                    format!("2001:db8:100::{}", 40 + index).parse().expect("ip"),
-                ],
-                ttl_s: 30,
-            })
-            .collect(),
-        grants: layout
-            .clients
-            .iter()
-            .enumerate()
-            .flat_map(|(c, client)| {
-                layout.resources.iter().map(move |index| Grant {
-                    client: client.name.clone(),
-                    resource: RESOURCES[*index].name.to_owned(),
-                    filters: if shape.filtered[c] {
-                        FILTERS.iter().map(|filter| (*filter).to_owned()).collect()
-                    } else {
-                        Vec::new()
-                    },
-                })
-            })
-            .collect(),
+        resources: resource_specs(layout),
+        dns_records: dns_records(),
+        grants: grants(shape, layout),
         latency: Latency {
             default_ms: shape.latency_ms,
             links: vec![LinkLatency {
@@ -458,53 +431,113 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
             }],
         },
         idle_timeout_s: None,
-    };
-    let mut steps = Vec::new();
-    let mut roamed = vec![false; layout.clients.len()];
-    // Every client starts on `direct`; where the families differ it first moves to a path
-    // through a relay (mixed topologies give every host one).
-    for (c, client) in layout.clients.iter().enumerate() {
-        for (g, gateway) in layout.gateways.iter().enumerate() {
-            if let Some(mode) = layout.usable(c, g, PathMode::Direct, false)
-                && mode != PathMode::Direct
-            {
-                steps.push(Step::Path {
-                    client: client.name.clone(),
-                    gateway: gateway.name.clone(),
-                    mode,
-                });
+    }
+}
+
+fn resource_specs(layout: &Layout) -> Vec<ResourceSpec> {
+    layout
+        .resources
+        .iter()
+        .map(|index| {
+            let choice = &RESOURCES[*index];
+            ResourceSpec {
+                name: choice.name.to_owned(),
+                gateway: GATEWAYS[choice.gateway].to_owned(),
+                address: if choice.dns {
+                    ResourceAddress::Dns(choice.address.to_owned())
+                } else {
+                    ResourceAddress::Cidr(choice.address.to_owned())
+                },
+            }
+        })
+        .collect()
+}
+
+/// One IPv4 and one IPv6 address for each of [`DOMAINS`].
+fn dns_records() -> Vec<DnsRecord> {
+    DOMAINS
+        .iter()
+        .enumerate()
+        .map(|(index, name)| DnsRecord {
+            name: (*name).to_owned(),
+            addresses: vec![
+                format!("198.51.100.{}", 40 + index).parse().expect("ip"),
+                format!("2001:db8:100::{}", 40 + index).parse().expect("ip"),
+            ],
+            ttl_s: 30,
+        })
+        .collect()
+}
+
+/// Every client is granted every resource, with [`FILTERS`] if the shape filters its grants.
+fn grants(shape: &Shape, layout: &Layout) -> Vec<Grant> {
+    layout
+        .clients
+        .iter()
+        .enumerate()
+        .flat_map(|(c, client)| {
+            layout.resources.iter().map(move |index| Grant {
+                client: client.name.clone(),
+                resource: RESOURCES[*index].name.to_owned(),
+                filters: if shape.filtered[c] {
+                    FILTERS.iter().map(|filter| (*filter).to_owned()).collect()
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+        .collect()
+}
+
+/// A link between a client (by index) and the host at its other end.
+type Link = (usize, String);
+
+/// Writes the steps of actions, keeping the state that later actions depend on. Actions name
+/// clients, gateways and resources by any index; the writer takes it modulo what exists.
+struct StepWriter<'a> {
+    layout: &'a Layout,
+    steps: Vec<Step>,
+    /// Per client: it roamed, so paths through its relay are no longer written.
+    roamed: Vec<bool>,
+    next_conn: u32,
+    /// The latest connection a TCP action left open.
+    open_conn: Option<u32>,
+    /// Per link: partitioned, held.
+    partitioned: BTreeMap<Link, bool>,
+    held: BTreeMap<Link, bool>,
+}
+
+impl<'a> StepWriter<'a> {
+    fn new(layout: &'a Layout) -> Self {
+        let mut writer = Self {
+            layout,
+            steps: Vec::new(),
+            roamed: vec![false; layout.clients.len()],
+            next_conn: 1,
+            open_conn: None,
+            partitioned: BTreeMap::new(),
+            held: BTreeMap::new(),
+        };
+        writer.leave_direct_paths_that_cannot_work();
+        writer
+    }
+
+    /// Every client starts on `direct`; where the families differ it first moves to a path
+    /// through a relay (mixed topologies give every host one).
+    fn leave_direct_paths_that_cannot_work(&mut self) {
+        for c in 0..self.layout.clients.len() {
+            for g in 0..self.layout.gateways.len() {
+                if let Some(mode) = self.layout.usable(c, g, PathMode::Direct, false)
+                    && mode != PathMode::Direct
+                {
+                    self.push_path(c, g, mode);
+                }
             }
         }
     }
-    let mut next_conn = 1;
-    // The latest connection a TCP action left open.
-    let mut open_conn = None;
-    // Per (client, relay-side?) link: partitioned, held.
-    let mut partitioned = BTreeMap::new();
-    let mut held = BTreeMap::new();
-    for action in actions {
-        let client_index = |client: usize| client % layout.clients.len();
-        let client_name = |client: usize| layout.clients[client_index(client)].name.clone();
-        let resource_of = |resource: usize| layout.resources[resource % layout.resources.len()];
-        let target = |client: usize, resource: usize, port: u16, ipv6: bool, domain: usize| {
-            let choice = &RESOURCES[resource_of(resource)];
-            Target {
-                client: client_name(client),
-                resource: choice.name.to_owned(),
-                // Names under each DNS resource's pattern: three under example.com, one under
-                // svc.example.net.
-                domain: choice.dns.then(|| {
-                    if choice.name == "svc" {
-                        DOMAINS[3].to_owned()
-                    } else {
-                        DOMAINS[domain % 3].to_owned()
-                    }
-                }),
-                ipv6: (ipv6 && choice.dns) || choice.name == "web6",
-                port,
-            }
-        };
-        match action.clone() {
+
+    fn write(&mut self, action: Action) {
+        match action {
             Action::Udp {
                 client,
                 resource,
@@ -512,8 +545,8 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 bytes,
                 ipv6,
                 domain,
-            } => steps.push(Step::Udp {
-                target: target(client, resource, port, ipv6, domain),
+            } => self.steps.push(Step::Udp {
+                target: self.target(client, resource, port, ipv6, domain),
                 bytes,
             }),
             Action::Tcp {
@@ -527,77 +560,25 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 retransmit_syn,
                 late_ack,
             } => {
-                let conn = next_conn;
-                next_conn += 1;
-                steps.push(Step::TcpOpen {
-                    conn,
-                    target: target(client, resource, port, ipv6, domain),
-                });
-                if retransmit_syn {
-                    steps.push(Step::TcpRetransmitSyn { conn });
-                }
-                for (from_client, bytes) in data {
-                    steps.push(Step::TcpData {
-                        conn,
-                        from: if from_client {
-                            Side::Client
-                        } else {
-                            Side::Resource
-                        },
-                        bytes,
-                    });
-                }
-                match end {
-                    TcpEnd::Fin(by) => steps.push(Step::TcpClose { conn, by }),
-                    TcpEnd::Rst(by) => steps.push(Step::TcpReset { conn, by }),
-                    TcpEnd::Open => open_conn = Some(conn),
-                }
-                if late_ack && !matches!(end, TcpEnd::Open) {
-                    steps.push(Step::TcpLateAck { conn });
-                }
+                let target = self.target(client, resource, port, ipv6, domain);
+                self.write_tcp(target, data, end, retransmit_syn, late_ack);
             }
             Action::Path {
                 client,
                 gateway,
                 mode,
-            } => {
-                let (c, g) = (client_index(client), gateway % layout.gateways.len());
-                if let Some(mode) = layout.usable(c, g, mode, roamed[c]) {
-                    steps.push(Step::Path {
-                        client: client_name(client),
-                        gateway: layout.gateways[g].name.clone(),
-                        mode,
-                    });
-                }
-            }
-            Action::Roam { client } => {
-                let c = client_index(client);
-                roamed[c] = true;
-                steps.push(Step::Roam {
-                    client: client_name(client),
-                });
-                // Paths through the client's own relay end with the roam (it would need its
-                // new allocation, which the model cannot know): move them.
-                for (g, gateway) in layout.gateways.iter().enumerate() {
-                    if let Some(mode) = layout.usable(c, g, PathMode::GatewayRelayed, true) {
-                        steps.push(Step::Path {
-                            client: client_name(client),
-                            gateway: gateway.name.clone(),
-                            mode,
-                        });
-                    }
-                }
-            }
-            Action::Revoke { client, resource } => steps.push(Step::Revoke {
-                client: client_name(client),
-                resource: RESOURCES[resource_of(resource)].name.to_owned(),
+            } => self.write_path(client, gateway, mode),
+            Action::Roam { client } => self.write_roam(client),
+            Action::Revoke { client, resource } => self.steps.push(Step::Revoke {
+                client: self.client_name(client),
+                resource: self.resource(resource).name.to_owned(),
             }),
-            Action::Grant { client, resource } => steps.push(Step::Grant(Grant {
-                client: client_name(client),
-                resource: RESOURCES[resource_of(resource)].name.to_owned(),
+            Action::Grant { client, resource } => self.steps.push(Step::Grant(Grant {
+                client: self.client_name(client),
+                resource: self.resource(resource).name.to_owned(),
                 filters: Vec::new(),
             })),
-            Action::DnsChange { domain, last_octet } => steps.push(Step::DnsChange {
+            Action::DnsChange { domain, last_octet } => self.steps.push(Step::DnsChange {
                 name: DOMAINS[domain % DOMAINS.len()].to_owned(),
                 addresses: vec![format!("198.51.100.{last_octet}").parse().expect("ip")],
             }),
@@ -605,50 +586,172 @@ fn build(shape: &Shape, actions: &[Action]) -> Scenario {
                 client,
                 to_relay,
                 kind,
-            } => {
-                let c = client_index(client);
-                let other = match (&layout.clients[c].relay, to_relay) {
-                    (Some(relay), true) => relay.clone(),
-                    _ => layout.gateways[0].name.clone(),
-                };
-                let key = (c, other.clone());
-                let fault = match kind {
-                    FaultKind::Partition => {
-                        let on = partitioned.entry(key).or_insert(false);
-                        *on = !*on;
-                        if *on { Fault::Partition } else { Fault::Heal }
-                    }
-                    FaultKind::Hold => {
-                        let on = held.entry(key).or_insert(false);
-                        *on = !*on;
-                        if *on { Fault::Hold } else { Fault::Release }
-                    }
-                    FaultKind::DropNext(n) => Fault::DropNext(n),
-                };
-                steps.push(Step::Fault {
-                    between: [client_name(client), other],
-                    fault,
-                });
-            }
-            Action::LateResourceData { bytes } => {
-                if let Some(conn) = open_conn {
-                    steps.push(Step::TcpData {
-                        conn,
-                        from: Side::Resource,
-                        bytes,
-                    });
-                }
-            }
-            Action::Restart => steps.push(Step::GatewayRestart {
-                gateway: layout.gateways[0].name.clone(),
+            } => self.write_fault(client, to_relay, kind),
+            Action::LateResourceData { bytes } => self.write_late_resource_data(bytes),
+            Action::Restart => self.steps.push(Step::GatewayRestart {
+                gateway: self.layout.gateways[0].name.clone(),
             }),
-            Action::Idle { seconds } => steps.push(Step::Idle { seconds }),
+            Action::Idle { seconds } => self.steps.push(Step::Idle { seconds }),
         }
     }
-    Scenario {
-        name: "generated".to_owned(),
-        description: String::new(),
-        topology,
-        steps,
+
+    fn client_index(&self, client: usize) -> usize {
+        client % self.layout.clients.len()
     }
+
+    fn client_name(&self, client: usize) -> String {
+        self.layout.clients[self.client_index(client)].name.clone()
+    }
+
+    fn resource(&self, resource: usize) -> &'static ResourceChoice {
+        let resources = &self.layout.resources;
+        &RESOURCES[resources[resource % resources.len()]]
+    }
+
+    fn target(
+        &self,
+        client: usize,
+        resource: usize,
+        port: u16,
+        ipv6: bool,
+        domain: usize,
+    ) -> Target {
+        let choice = self.resource(resource);
+        Target {
+            client: self.client_name(client),
+            resource: choice.name.to_owned(),
+            // Names under each DNS resource's pattern: three under example.com, one under
+            // svc.example.net.
+            domain: choice.dns.then(|| {
+                if choice.name == "svc" {
+                    DOMAINS[3].to_owned()
+                } else {
+                    DOMAINS[domain % 3].to_owned()
+                }
+            }),
+            ipv6: (ipv6 && choice.dns) || choice.name == "web6",
+            port,
+        }
+    }
+
+    /// A TCP conversation: open, data either way, then a close, a reset or nothing (the
+    /// connection stays open for later resource data).
+    fn write_tcp(
+        &mut self,
+        target: Target,
+        data: Vec<(bool, u16)>,
+        end: TcpEnd,
+        retransmit_syn: bool,
+        late_ack: bool,
+    ) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.steps.push(Step::TcpOpen { conn, target });
+        if retransmit_syn {
+            self.steps.push(Step::TcpRetransmitSyn { conn });
+        }
+        for (from_client, bytes) in data {
+            self.steps.push(Step::TcpData {
+                conn,
+                from: if from_client {
+                    Side::Client
+                } else {
+                    Side::Resource
+                },
+                bytes,
+            });
+        }
+        match end {
+            TcpEnd::Fin(by) => self.steps.push(Step::TcpClose { conn, by }),
+            TcpEnd::Rst(by) => self.steps.push(Step::TcpReset { conn, by }),
+            TcpEnd::Open => self.open_conn = Some(conn),
+        }
+        if late_ack && !matches!(end, TcpEnd::Open) {
+            self.steps.push(Step::TcpLateAck { conn });
+        }
+    }
+
+    fn write_path(&mut self, client: usize, gateway: usize, wish: PathMode) {
+        let (c, g) = (
+            self.client_index(client),
+            gateway % self.layout.gateways.len(),
+        );
+        if let Some(mode) = self.layout.usable(c, g, wish, self.roamed[c]) {
+            self.push_path(c, g, mode);
+        }
+    }
+
+    fn write_roam(&mut self, client: usize) {
+        let c = self.client_index(client);
+        self.roamed[c] = true;
+        self.steps.push(Step::Roam {
+            client: self.client_name(client),
+        });
+        // Paths through the client's own relay end with the roam (it would need its new
+        // allocation, which the model cannot know): move them.
+        for g in 0..self.layout.gateways.len() {
+            if let Some(mode) = self.layout.usable(c, g, PathMode::GatewayRelayed, true) {
+                self.push_path(c, g, mode);
+            }
+        }
+    }
+
+    /// Data from the resource on the latest connection left open, if any.
+    fn write_late_resource_data(&mut self, bytes: u16) {
+        if let Some(conn) = self.open_conn {
+            self.steps.push(Step::TcpData {
+                conn,
+                from: Side::Resource,
+                bytes,
+            });
+        }
+    }
+
+    /// The path step of client `c` and gateway `g` (indices that exist).
+    fn push_path(&mut self, c: usize, g: usize, mode: PathMode) {
+        self.steps.push(Step::Path {
+            client: self.layout.clients[c].name.clone(),
+            gateway: self.layout.gateways[g].name.clone(),
+            mode,
+        });
+    }
+
+    /// A fault on the link from the client to its relay (if it has one and `to_relay`) or to
+    /// the first gateway. Partitions and holds alternate with heals and releases per link.
+    fn write_fault(&mut self, client: usize, to_relay: bool, kind: FaultKind) {
+        let c = self.client_index(client);
+        let other = match (&self.layout.clients[c].relay, to_relay) {
+            (Some(relay), true) => relay.clone(),
+            _ => self.layout.gateways[0].name.clone(),
+        };
+        let link = (c, other.clone());
+        let fault = match kind {
+            FaultKind::Partition => {
+                if toggle(&mut self.partitioned, link) {
+                    Fault::Partition
+                } else {
+                    Fault::Heal
+                }
+            }
+            FaultKind::Hold => {
+                if toggle(&mut self.held, link) {
+                    Fault::Hold
+                } else {
+                    Fault::Release
+                }
+            }
+            FaultKind::DropNext(n) => Fault::DropNext(n),
+        };
+        self.steps.push(Step::Fault {
+            between: [self.client_name(client), other],
+            fault,
+        });
+    }
+}
+
+/// Flips a link's state (off until first flipped) and returns the new state.
+fn toggle(states: &mut BTreeMap<Link, bool>, link: Link) -> bool {
+    let on = states.entry(link).or_insert(false);
+    *on = !*on;
+    *on
 }

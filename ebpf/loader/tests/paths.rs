@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use common::{hex, install, run_fixture};
 use proptest::prelude::*;
 use relay_xdp::{BindingError, ChannelBinding, Verdict, XdpRelay, bench, load_or_skip, reason};
-use xdp_fixtures::{Setup, all_fixtures, edge_fixtures, frame, path_fixtures, world};
+use xdp_fixtures::{Fixture, Setup, all_fixtures, edge_fixtures, frame, path_fixtures, world};
 
 #[test]
 fn the_twelve_paths_rewrite_exactly_as_expected() {
@@ -71,16 +71,8 @@ fn a_removed_binding_passes_the_next_packet_in_both_directions() {
         return;
     };
     install(&mut relay, &world::setup());
-    let paths = path_fixtures();
-    let by_name = |name: &str| {
-        paths
-            .iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("fixture {name}"))
-            .clone()
-    };
-    let channel = by_name("chan4-to-udp6");
-    let allocation = by_name("udp6-to-chan4");
+    let channel = path_fixture("chan4-to-udp6");
+    let allocation = path_fixture("udp6-to-chan4");
     run_fixture(&relay, &channel);
     run_fixture(&relay, &allocation);
 
@@ -103,11 +95,7 @@ fn a_removed_binding_passes_the_next_packet_in_both_directions() {
             fixture.name
         );
         assert_eq!(outcome.frame_out, fixture.frame);
-        let mut passed = fixture.clone();
-        passed.verdict = relay_xdp::action::PASS;
-        passed.reason = why;
-        passed.expected = fixture.frame.clone();
-        run_fixture(&relay, &passed);
+        run_fixture(&relay, &passed(fixture, why));
     }
 
     // Installed again, it rewrites again.
@@ -123,25 +111,12 @@ fn relay_to_self_passes_once_the_other_side_is_removed() {
         return;
     };
     install(&mut relay, &world::setup());
-    let fixture = path_fixtures()
-        .into_iter()
-        .find(|f| f.name == "chan4-to-chan6")
-        .expect("fixture");
+    let fixture = path_fixture("chan4-to-chan6");
     run_fixture(&relay, &fixture);
-    let route = world::self_route(false, true);
     // B's channel back to A's allocation: the second lookup of the relay-to-self path.
-    let back = ChannelBinding {
-        client: frame::addr(route.to),
-        channel: route.to_channel,
-        allocation_port: world::allocation_of(route.to),
-        peer: world::relay(route.via_v6, world::allocation_of(route.from)),
-    };
+    let [_, back] = world::self_route(false, true).bindings();
     relay.remove_channel(&back).expect("remove");
-    let mut passed = fixture.clone();
-    passed.verdict = relay_xdp::action::PASS;
-    passed.reason = reason::PASS_SELF_NO_BINDING;
-    passed.expected = fixture.frame.clone();
-    run_fixture(&relay, &passed);
+    run_fixture(&relay, &passed(&fixture, reason::PASS_SELF_NO_BINDING));
 }
 
 /// The channel path resolves relay-to-self with one lookup: each `CHANNELS` value carries the
@@ -152,104 +127,120 @@ fn relay_to_self_routes_follow_changes_on_either_side() {
     let Some(mut relay) = load_or_skip("relay_to_self_routes_follow_changes_on_either_side") else {
         return;
     };
-    let setup = world::setup();
-    let fixture = path_fixtures()
-        .into_iter()
-        .find(|f| f.name == "chan4-to-chan6")
-        .expect("fixture");
-    let route = world::self_route(false, true);
-    let forth = ChannelBinding {
-        client: frame::addr(route.from),
-        channel: route.channel,
-        allocation_port: world::allocation_of(route.from),
-        peer: world::relay(route.via_v6, world::allocation_of(route.to)),
-    };
-    let back = ChannelBinding {
-        client: frame::addr(route.to),
-        channel: route.to_channel,
-        allocation_port: world::allocation_of(route.to),
-        peer: world::relay(route.via_v6, world::allocation_of(route.from)),
-    };
-    let mut passed = fixture.clone();
-    passed.verdict = relay_xdp::action::PASS;
-    passed.reason = reason::PASS_SELF_NO_BINDING;
-    passed.expected = fixture.frame.clone();
-    let fresh = |stale: Result<Vec<ChannelBinding>, BindingError>| {
-        assert_eq!(
-            stale.expect("read routes"),
-            vec![],
-            "stale relay-to-self routes"
-        );
-    };
+    let route = RouteAToB::new();
+    // Each part goes on from the bindings the part before left installed.
+    route.either_side_comes_and_goes_first(&mut relay);
+    route.another_client_takes_over_the_reverse_binding(&mut relay);
+    route.the_sender_rebinds_to_an_external_peer(&mut relay);
+    a_binding_to_its_own_allocation_is_its_own_reverse(&mut relay);
+}
 
-    relay
-        .configure(setup.relay_v4, setup.relay_v6, &[forth])
-        .expect("configure");
-    run_fixture(&relay, &passed);
-    fresh(relay.stale_relay_to_self_routes());
-    // The other side arrives after the sender's binding.
-    relay.install_channel(&back).expect("install");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &fixture);
-    // ... and leaves.
-    relay.remove_channel(&back).expect("remove");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &passed);
-    // The other side first, then the sender's binding.
-    relay.remove_channel(&forth).expect("remove");
-    relay.install_channel(&back).expect("install");
-    relay.install_channel(&forth).expect("install");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &fixture);
-    // Refreshing either side changes nothing.
-    relay.install_channel(&back).expect("refresh");
-    relay.install_channel(&forth).expect("refresh");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &fixture);
+/// The relay-to-self route from A (IPv4) to B (IPv6), its frame, and its two bindings.
+struct RouteAToB {
+    /// Relayed: ChannelData from A to B.
+    fixture: Fixture,
+    /// The same frame, passed for want of B's binding back.
+    passed: Fixture,
+    /// A's channel to B's allocation.
+    forth: ChannelBinding,
+    /// B's channel back to A's allocation.
+    back: ChannelBinding,
+}
 
-    // Another client takes over the other allocation's (allocation, peer): the data goes to it.
-    let usurper = ChannelBinding {
-        client: frame::addr(world::D),
-        channel: 0x4FF0,
-        ..back
-    };
-    relay.install_channel(&usurper).expect("install");
-    fresh(relay.stale_relay_to_self_routes());
-    let outcome = relay.run(&fixture.frame).expect("run");
-    assert_eq!(outcome.verdict, Verdict::Tx);
-    let offset = frame::udp_offset(&outcome.frame_out);
-    assert_eq!(
-        frame::udp_header(&outcome.frame_out).destination_port,
-        world::D.rsplit(':').next().unwrap().parse::<u16>().unwrap()
-    );
-    assert_eq!(outcome.frame_out[offset + 8..offset + 10], [0x4F, 0xF0]);
-    assert!(frame::verify_checksums(&outcome.frame_out).is_ok());
-    // When it goes, `ALLOCATIONS` has no entry there any more (B's binding lost it): pass.
-    relay.remove_channel(&usurper).expect("remove");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &passed);
-    // B's binding, installed again, takes its entry back.
-    relay.install_channel(&back).expect("install");
-    fresh(relay.stale_relay_to_self_routes());
-    run_fixture(&relay, &fixture);
+impl RouteAToB {
+    fn new() -> Self {
+        let fixture = path_fixture("chan4-to-chan6");
+        let [forth, back] = world::self_route(false, true).bindings();
+        Self {
+            passed: passed(&fixture, reason::PASS_SELF_NO_BINDING),
+            fixture,
+            forth,
+            back,
+        }
+    }
 
-    // The sender's channel re-bound to an external peer: no relay-to-self any more.
-    let external = ChannelBinding {
-        peer: frame::addr("[2001:db8::99]:40000"),
-        ..forth
-    };
-    relay.install_channel(&external).expect("rebind");
-    fresh(relay.stale_relay_to_self_routes());
-    assert_eq!(relay.run(&fixture.frame).expect("run").verdict, Verdict::Tx);
-    assert_eq!(
+    /// Starting from the sender's binding alone, then leaving both installed.
+    fn either_side_comes_and_goes_first(&self, relay: &mut XdpRelay) {
+        let setup = world::setup();
         relay
-            .reason_counters()
-            .expect("counters")
-            .get(reason::TX_CHAN4_TO_UDP6),
-        1
-    );
+            .configure(setup.relay_v4, setup.relay_v6, &[self.forth])
+            .expect("configure");
+        run_fixture(relay, &self.passed);
+        assert_no_stale_routes(relay);
+        // The other side arrives after the sender's binding.
+        relay.install_channel(&self.back).expect("install");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.fixture);
+        // ... and leaves.
+        relay.remove_channel(&self.back).expect("remove");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.passed);
+        // The other side first, then the sender's binding.
+        relay.remove_channel(&self.forth).expect("remove");
+        relay.install_channel(&self.back).expect("install");
+        relay.install_channel(&self.forth).expect("install");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.fixture);
+        // Refreshing either side changes nothing.
+        relay.install_channel(&self.back).expect("refresh");
+        relay.install_channel(&self.forth).expect("refresh");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.fixture);
+    }
 
-    // A binding of an allocation to the relay's address at its own port is its own reverse.
+    /// Another client takes over the other allocation's (allocation, peer): the data goes to
+    /// it.
+    fn another_client_takes_over_the_reverse_binding(&self, relay: &mut XdpRelay) {
+        let usurper = ChannelBinding {
+            client: frame::addr(world::D),
+            channel: 0x4FF0,
+            ..self.back
+        };
+        relay.install_channel(&usurper).expect("install");
+        assert_no_stale_routes(relay);
+        let outcome = relay.run(&self.fixture.frame).expect("run");
+        assert_eq!(outcome.verdict, Verdict::Tx);
+        let offset = frame::udp_offset(&outcome.frame_out);
+        assert_eq!(
+            frame::udp_header(&outcome.frame_out).destination_port,
+            world::D.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+        );
+        assert_eq!(outcome.frame_out[offset + 8..offset + 10], [0x4F, 0xF0]);
+        assert!(frame::verify_checksums(&outcome.frame_out).is_ok());
+        // When it goes, `ALLOCATIONS` has no entry there any more (B's binding lost it): pass.
+        relay.remove_channel(&usurper).expect("remove");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.passed);
+        // B's binding, installed again, takes its entry back.
+        relay.install_channel(&self.back).expect("install");
+        assert_no_stale_routes(relay);
+        run_fixture(relay, &self.fixture);
+    }
+
+    /// The sender's channel re-bound to an external peer: no relay-to-self any more.
+    fn the_sender_rebinds_to_an_external_peer(&self, relay: &mut XdpRelay) {
+        let external = ChannelBinding {
+            peer: frame::addr("[2001:db8::99]:40000"),
+            ..self.forth
+        };
+        relay.install_channel(&external).expect("rebind");
+        assert_no_stale_routes(relay);
+        assert_eq!(
+            relay.run(&self.fixture.frame).expect("run").verdict,
+            Verdict::Tx
+        );
+        assert_eq!(
+            relay
+                .reason_counters()
+                .expect("counters")
+                .get(reason::TX_CHAN4_TO_UDP6),
+            1
+        );
+    }
+}
+
+/// A binding of an allocation to the relay's address at its own port is its own reverse.
+fn a_binding_to_its_own_allocation_is_its_own_reverse(relay: &mut XdpRelay) {
     let own = ChannelBinding {
         client: frame::addr(world::C),
         channel: 0x4FF1,
@@ -257,9 +248,34 @@ fn relay_to_self_routes_follow_changes_on_either_side() {
         peer: world::relay(false, world::C_ALLOCATION),
     };
     relay.install_channel(&own).expect("install");
-    fresh(relay.stale_relay_to_self_routes());
+    assert_no_stale_routes(relay);
     relay.remove_channel(&own).expect("remove");
-    fresh(relay.stale_relay_to_self_routes());
+    assert_no_stale_routes(relay);
+}
+
+/// The path fixture named `name`.
+fn path_fixture(name: &str) -> Fixture {
+    path_fixtures()
+        .into_iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("fixture {name}"))
+}
+
+/// `fixture`'s frame, passed unchanged for reason `why`.
+fn passed(fixture: &Fixture, why: u32) -> Fixture {
+    let mut passed = fixture.clone();
+    passed.verdict = relay_xdp::action::PASS;
+    passed.reason = why;
+    passed.expected = fixture.frame.clone();
+    passed
+}
+
+fn assert_no_stale_routes(relay: &XdpRelay) {
+    assert_eq!(
+        relay.stale_relay_to_self_routes().expect("read routes"),
+        vec![],
+        "stale relay-to-self routes"
+    );
 }
 
 /// Random installs and removals over a small set of clients, channels, allocations and peers
