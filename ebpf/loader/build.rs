@@ -1,4 +1,4 @@
-//! Builds the XDP program (`relay-xdp-ebpf`, binary `relay-xdp`) for `bpfel-unknown-none` and
+//! Builds the XDP program (`relay-xdp-ebpf`, binary of the same name) for `bpfel-unknown-none` and
 //! leaves the object in `OUT_DIR`, where `src/lib.rs` embeds it.
 //!
 //! The BPF target has no prebuilt `core`, so the program is built with `-Z build-std=core`. That

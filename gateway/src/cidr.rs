@@ -1,5 +1,6 @@
-//! IP prefixes (CIDR) for resources, and the fixed address ranges of DESIGN.md §4 that tunnel
-//! IPs and DNS proxy IPs must come from.
+//! IP prefixes (CIDR) for resources, and the fixed address ranges that tunnel IPs
+//! (100.64.0.0/11, fd00:2021:1111::/107) and DNS proxy IPs (100.96.0.0/11,
+//! fd00:2021:1111:8000::/107) come from (docs/flows.md, "Authorisation").
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,7 +1,7 @@
 //! The reference model: an independent statement of what must happen in a scenario. From the
 //! scenario alone it predicts every delivery (who receives what, from which address, translated
 //! how), every drop and ICMP error, and the exact flow records. It never uses the relay, gateway
-//! or XDP code it judges: it depends on the scenario vocabulary (`scenario`), the vocabulary of
+//! or XDP code it judges: it depends on the scenario vocabulary (`scenario-format`), the vocabulary of
 //! what happens (`observation`, which the simulator reports in too) and the flow-record types
 //! (`proto::flow`) only, and restates the rules of `docs/flows.md` and the timing of
 //! `docs/harness.md` (including its `## Model assumptions` section) on its own.
@@ -9,7 +9,7 @@
 //! # Use
 //!
 //! ```
-//! fn check(scenario: &scenario::Scenario) {
+//! fn check(scenario: &scenario_format::Scenario) {
 //!     match model::predict(scenario) {
 //!         Ok(prediction) => { /* compare prediction.flows, .deliveries, .drops */ }
 //!         Err(unpredictable) => { /* not covered: skip or report `unpredictable` */ }
@@ -55,7 +55,7 @@ pub use observation::{
 pub use proto::flow::{
     ClientId, CloseReason, FlowRecord, OuterContext, Protocol, ResourceId, UtcTime,
 };
-use scenario::{Scenario, timing::ORIGIN_UNIX_SECS};
+use scenario_format::{Scenario, timing::ORIGIN_UNIX_SECS};
 use serde::Serialize;
 
 /// The UTC time of sim time `ms`, as the gateways stamp it.
@@ -92,7 +92,7 @@ impl Allocations {
     /// (seeded), so a harness comparing outer contexts of relayed paths passes the real ones to
     /// [`predict_with`].
     pub fn nominal(scenario: &Scenario) -> Self {
-        let plan = scenario::plan::AddressPlan::new(scenario);
+        let plan = scenario_format::plan::AddressPlan::new(scenario);
         let topology = &scenario.topology;
         let mut next_port = vec![49152u16; topology.relays.len()];
         let mut allocate = |relay: &Option<String>| {

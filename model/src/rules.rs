@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use scenario::plan::{Filter, domain_matches, parse_resource_cidr};
-use scenario::{ResourceAddress, Topology};
+use scenario_format::plan::{Filter, domain_matches, parse_resource_cidr};
+use scenario_format::{ResourceAddress, Topology};
 
 use crate::{GatewayDropReason, Packet, PacketKind, Protocol};
 
@@ -65,7 +65,7 @@ impl Rules {
         let r = resource_index(topology, resource)?;
         let filters = filters
             .iter()
-            .map(|f| scenario::plan::parse_filter(f))
+            .map(|f| scenario_format::plan::parse_filter(f))
             .collect::<Result<Vec<_>, _>>()?;
         self.grants.insert((c, r), filters);
         Ok(())

@@ -10,7 +10,7 @@ use model::{
     GatewayDropReason, OuterContext, Packet, PacketKind, Protocol, Receiver, RelayedAddresses,
     ResourceId, TcpFlags, UtcTime,
 };
-use scenario::Scenario;
+use scenario_format::Scenario;
 
 /// 2026-01-01T00:00:00Z plus `ms`.
 fn at(ms: u64) -> UtcTime {

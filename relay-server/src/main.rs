@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 /// A TURN relay (RFC 8656 over UDP) with long-term credentials in the TURN REST API
 /// convention: username `<expiry-unix>:<id>`, password base64(HMAC-SHA1(secret, username)).
 #[derive(Debug, Parser)]
-#[command(name = "relay", version)]
+#[command(name = "relay-server", version)]
 #[command(group(
     ArgGroup::new("public").required(true).multiple(true).args(["public_v4", "public_v6"])
 ))]
@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn flags_parse() {
         let args = Args::try_parse_from([
-            "relay",
+            "relay-server",
             "--public-v4",
             "203.0.113.1",
             "--public-v6",
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_public_address_is_required() {
-        let error = Args::try_parse_from(["relay", "--shared-secret", "s", "--realm", "r"])
+        let error = Args::try_parse_from(["relay-server", "--shared-secret", "s", "--realm", "r"])
             .expect_err("no public address");
         assert_eq!(
             error.kind(),

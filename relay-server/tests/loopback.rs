@@ -1,4 +1,4 @@
-//! The relay server on real UDP sockets on 127.0.0.1, driven by `peer::TurnClient`s.
+//! The relay server on real UDP sockets on 127.0.0.1, driven by `turn_client::TurnClient`s.
 //!
 //! Each test runs its own server in-process on an OS-chosen TURN port and its own allocation
 //! port range (above Linux's default ephemeral range, 32768-60999, so that no other socket is
@@ -10,10 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use peer::{ClientEvent, Families, TurnClient, TurnClientConfig};
 use proto::credentials::{self, Credentials};
 use relay_server::{RelayConfig, Server, ServerConfig, Summary};
 use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
+use turn_client::{ClientEvent, Families, TurnClient, TurnClientConfig};
 
 const SECRET: &[u8] = b"loopback shared secret";
 const REALM: &str = "loopback.test";

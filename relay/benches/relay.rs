@@ -8,9 +8,9 @@ use std::{
 };
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use peer::{Families, TurnClient, TurnClientConfig};
 use proto::{channel_data::ChannelData, credentials};
 use relay::{Relay, RelayConfig};
+use turn_client::{Families, TurnClient, TurnClientConfig};
 
 const SECRET: &[u8] = b"bench secret";
 

@@ -5,13 +5,13 @@ mod support;
 
 use std::time::Duration;
 
-use peer::{ClientEvent, Families};
 use proto::stun::{
     self, AdditionalAddressFamily, AddressFamily, ChannelNumber, Lifetime, RequestedAddressFamily,
     RequestedTransport, ReservationToken, XorRelayAddress, methods,
 };
 use relay::{ChannelBinding, Drop, Event, FreeReason};
 use support::*;
+use turn_client::{ClientEvent, Families};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -594,7 +594,7 @@ fn release_frees_the_allocation_and_unbinds_its_channels() {
 fn retransmissions_follow_rfc_8489_and_give_up() {
     let mut world = World::new(relay_config());
     // A client whose relay never answers: the requests are lost.
-    let mut lonely = peer::TurnClient::new(peer::TurnClientConfig {
+    let mut lonely = turn_client::TurnClient::new(turn_client::TurnClientConfig {
         server: addr("203.0.113.9:3478"),
         credentials: proto::credentials::rest_api_credentials(SECRET, START_UNIX + 86_400, "x"),
         families: Families::V4,

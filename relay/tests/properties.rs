@@ -5,9 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use peer::Families;
 use proptest::prelude::*;
 use support::*;
+use turn_client::Families;
 
 /// A snapshot of everything observable about the relay's state.
 fn state_of(

@@ -6,9 +6,9 @@ mod support;
 
 use std::net::SocketAddr;
 
-use peer::Families;
 use relay::Drop;
 use support::*;
+use turn_client::Families;
 
 /// Allocates `a` and `b`, binds channels to each other's relayed address of `family_of`, sends
 /// both ways and checks what each received and from where.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::Outcome;
 
 use crate::{pcap, routing, show};

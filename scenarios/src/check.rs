@@ -7,7 +7,7 @@ use std::{cmp::Ordering, collections::BTreeMap, fmt::Write as _, net::SocketAddr
 
 use model::{Allocations, Prediction, RelayedAddresses, Unpredictable};
 use observation::{Delivery, FlowRecord, PacketDrop};
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::{Outcome, RunOptions, SimError};
 
 /// Why a run failed its checks, in words a person can act on.

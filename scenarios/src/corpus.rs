@@ -12,7 +12,7 @@ use std::{
 };
 
 use proto::flow::{CloseReason, FlowRecord, Protocol, UtcTime};
-use scenario::Scenario;
+use scenario_format::Scenario;
 use serde::Serialize;
 
 /// The seed every corpus scenario runs with, so its snapshots never change by chance.

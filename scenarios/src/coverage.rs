@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use model::{DropReason, GatewayDropReason};
 use proto::flow::CloseReason;
 use relay_xdp::reason;
-use scenario::{PathMode, Scenario, Step};
+use scenario_format::{PathMode, Scenario, Step};
 
 use crate::check::Checked;
 
@@ -103,7 +103,7 @@ impl Coverage {
             .iter()
             .map(|c| c.stack)
             .chain(topology.gateways.iter().map(|g| g.stack))
-            .any(|stack| stack != scenario::Stack::V4);
+            .any(|stack| stack != scenario_format::Stack::V4);
         self.ipv6_scenarios += u64::from(v6);
         for (name, runs) in &checked.outcome.xdp_reasons {
             *self.xdp.entry(name).or_default() += runs;

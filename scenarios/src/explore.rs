@@ -20,7 +20,7 @@ use proptest::{
     test_runner::{Config, RngSeed, TestRunner},
 };
 use proto::rng::SplitMix64;
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::Datapath;
 
 use crate::{
@@ -309,7 +309,7 @@ fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath) {
 fn topology_removals(scenario: &Scenario) -> Vec<Scenario> {
     let topology = &scenario.topology;
     let mut out = Vec::new();
-    let mut with = |change: &dyn Fn(&mut scenario::Topology)| {
+    let mut with = |change: &dyn Fn(&mut scenario_format::Topology)| {
         let mut smaller = scenario.clone();
         change(&mut smaller.topology);
         out.push(smaller);

@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use scenario::timing::ORIGIN_UNIX_SECS;
+use scenario_format::timing::ORIGIN_UNIX_SECS;
 use sim::{Direction, Hop, Outcome};
 
 /// Ethernet frames up to this size are captured whole (the largest UDP datagram fits).
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn a_corpus_story_reads_back_hop_by_hop() {
         let path = crate::corpus::corpus_dir().join("same-relay-cross-family.yaml");
-        let scenario = scenario::Scenario::from_file(&path).expect("a corpus story");
+        let scenario = scenario_format::Scenario::from_file(&path).expect("a corpus story");
         let outcome = sim::run(
             &scenario,
             &sim::RunOptions::seeded(crate::corpus::CORPUS_SEED),

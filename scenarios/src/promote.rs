@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use scenario::{LoadError, Scenario};
+use scenario_format::{LoadError, Scenario};
 
 use crate::corpus::is_slug;
 

@@ -13,7 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::{Datapath, Outcome, RunOptions};
 
 use crate::{

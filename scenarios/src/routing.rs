@@ -35,7 +35,7 @@ use proto::{
     stun::{self, Attribute, MessageClass},
     tunnel,
 };
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::{Direction, Hop, Outcome, XdpNote};
 
 use crate::show::{seconds, step_line};
@@ -156,7 +156,7 @@ impl Route {
 pub fn render(scenario: &Scenario, outcome: &Outcome) -> String {
     let routes = routes(scenario, outcome);
     let host_width = routes.iter().map(|r| r.host.len()).max().unwrap_or(0);
-    let timeline = scenario::timing::Timeline::of(scenario);
+    let timeline = scenario_format::timing::Timeline::of(scenario);
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -6,7 +6,7 @@ use std::{fmt::Write as _, path::Path};
 
 use model::{Delivery, DropPlace, DropReason, PacketDrop, Prediction, Receiver};
 use proto::flow::{FlowRecord, UtcTime};
-use scenario::{LoadError, Scenario, Step};
+use scenario_format::{LoadError, Scenario, Step};
 use serde::Serialize;
 use serde_yaml_ng::Value;
 
@@ -31,7 +31,7 @@ pub fn render(scenario: &Scenario, text: &str, origin: &str) -> String {
     if !text.ends_with('\n') {
         out.push('\n');
     }
-    let timeline = scenario::timing::Timeline::of(scenario);
+    let timeline = scenario_format::timing::Timeline::of(scenario);
     out.push_str("\ntimeline:\n");
     let mut line = |label: String, ms: u64, what: &str| {
         let _ = writeln!(out, "  {label:<9}{:>10}  {what}", seconds(ms));

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use scenario::{
+use scenario_format::{
     ClientSpec, DnsRecord, Fault, GatewaySpec, Grant, Latency, LinkLatency, PathMode, RelaySpec,
     ResourceAddress, ResourceSpec, Scenario, Side, Stack, Step, Target, Topology,
 };

@@ -14,7 +14,7 @@ use std::{
     panic::{AssertUnwindSafe, catch_unwind},
 };
 
-use scenario::Scenario;
+use scenario_format::Scenario;
 use scenarios::{
     check::run_and_check,
     corpus::{self, CORPUS_SEED, Entry},

@@ -191,7 +191,7 @@ fn a_seed_replays_the_same_run() {
 /// not report, a drop the model does not expect.
 #[test]
 fn a_missing_delivery_or_an_unexpected_drop_fails_the_check() {
-    let scenario = scenario::Scenario::from_yaml(
+    let scenario = scenario_format::Scenario::from_yaml(
         r#"
 name: drop-next-then-echo
 topology:

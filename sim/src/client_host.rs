@@ -9,10 +9,10 @@ use std::{
 };
 
 use observation::{ClientId, OuterContext, Packet, Receiver};
-use peer::{Endpoint, TurnClient, TurnClientConfig};
 use proto::tunnel::{self, FrameHeader};
-use scenario::plan::AddressPlan;
+use scenario_format::plan::AddressPlan;
 use turmoil::net::UdpSocket;
+use turn_client::{Endpoint, TurnClient, TurnClientConfig};
 
 use crate::{
     clock::{deadline_ms, end_turn, now_instant},

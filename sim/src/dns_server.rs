@@ -15,7 +15,7 @@ use hickory_proto::{
     },
 };
 
-use scenario::plan;
+use scenario_format::plan;
 use turmoil::net::UdpSocket;
 
 use crate::{endpoint_io::unspecified, state::Shared, wire};

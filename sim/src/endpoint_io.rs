@@ -21,7 +21,7 @@ pub(crate) fn unspecified(ip: IpAddr) -> IpAddr {
 /// Sends what a host's TURN client queued, traces its events, and publishes its relayed
 /// addresses for the runner.
 pub(crate) fn flush_turn(
-    endpoint: &mut peer::Endpoint,
+    endpoint: &mut turn_client::Endpoint,
     socket: &turmoil::net::UdpSocket,
     shared: &Rc<RefCell<Shared>>,
     name: &str,
@@ -50,13 +50,13 @@ pub(crate) fn flush_turn(
 /// refuses (a late duplicate of a TURN response after a held link released, say: nothing
 /// changes, the trace says why).
 pub(crate) fn receive_through<'p>(
-    endpoint: &mut peer::Endpoint,
+    endpoint: &mut turn_client::Endpoint,
     shared: &Rc<RefCell<Shared>>,
     name: &str,
     from: SocketAddr,
     payload: &'p [u8],
     now: Instant,
-) -> Option<peer::Arrival<'p>> {
+) -> Option<turn_client::Arrival<'p>> {
     match endpoint.receive(from, payload, now) {
         Ok(arrival) => arrival,
         Err(error) => {
@@ -72,7 +72,7 @@ pub(crate) fn receive_through<'p>(
 /// Sends `payload` to `remote` the way the host's endpoint routes it (directly or as
 /// ChannelData through its relay).
 pub(crate) fn send_through(
-    endpoint: &mut peer::Endpoint,
+    endpoint: &mut turn_client::Endpoint,
     socket: &turmoil::net::UdpSocket,
     shared: &Rc<RefCell<Shared>>,
     name: &str,

@@ -14,15 +14,15 @@ use gateway::{
     IpCidr, PortRange, Resource, ResourceAddress as GatewayResourceAddress, Transmit,
 };
 use observation::{DropPlace, Packet};
-use peer::{Endpoint, TurnClient};
 use proto::flow::{ClientId, OuterContext, ResourceId, TimeOrigin, UtcTime};
-use scenario::{
+use scenario_format::{
     ResourceAddress, Scenario,
     plan::{self, AddressPlan, TUNNEL_PORT},
     settings::{DEFAULT_IDLE_TIMEOUT_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT},
     timing::ORIGIN_UNIX_SECS,
 };
 use turmoil::net::UdpSocket;
+use turn_client::{Endpoint, TurnClient};
 
 use crate::{
     clock::{deadline_ms, end_turn, now_instant, now_ms},
@@ -464,7 +464,7 @@ pub(crate) fn add_gateway(
     plan: &AddressPlan,
     index: usize,
     seed: u64,
-    turn: Option<peer::TurnClientConfig>,
+    turn: Option<turn_client::TurnClientConfig>,
 ) {
     let shared = shared.clone();
     let scenario = scenario.clone();

@@ -2,7 +2,7 @@
 //! the flow records, the inner packets delivered and dropped, and the broken invariants.
 
 use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, Packet, PacketDrop, Receiver};
-use scenario::timing::Timeline;
+use scenario_format::timing::Timeline;
 
 use crate::clock::now_ms;
 

@@ -16,7 +16,7 @@ use std::{
 
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 use relay_xdp::{Verdict, reason};
-use scenario::{
+use scenario_format::{
     plan::HostAddresses,
     settings::{RELAY_REALM, RELAY_SECRET},
     timing::ORIGIN_UNIX_SECS,

@@ -5,7 +5,7 @@
 use std::{cell::RefCell, collections::BTreeMap, net::SocketAddr, rc::Rc};
 
 use observation::{Packet, Receiver};
-use scenario::timing::TUN_LATENCY_MS;
+use scenario_format::timing::TUN_LATENCY_MS;
 
 use crate::{
     clock::now_ms,

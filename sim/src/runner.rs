@@ -7,7 +7,7 @@ use std::{
     rc::Rc,
 };
 
-use scenario::{
+use scenario_format::{
     Fault, PathMode, ResourceAddress, Scenario, Side, Step, Target,
     plan::{self, AddressPlan},
 };

@@ -3,7 +3,7 @@
 //! receives exactly as docs/harness.md says, so every segment is predictable.
 
 use observation::TcpFlags;
-use scenario::settings::{CLIENT_ISN, RESOURCE_ISN};
+use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN};
 
 /// A segment to send: flags, sequence and acknowledgement numbers, payload length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use proto::{
     stun::{self, Attribute, MessageClass},
     tunnel,
 };
-use scenario::plan::AddressPlan;
+use scenario_format::plan::AddressPlan;
 use turmoil::net::UdpSocket;
 
 use crate::{clock::now_ms, state::Shared};

@@ -9,14 +9,14 @@ use std::{
 };
 
 use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, PacketDrop};
-use peer::{Families, TurnClientConfig};
 use proto::credentials;
-use scenario::{
+use scenario_format::{
     Scenario, Stack,
     plan::{self, AddressPlan, TUNNEL_PORT},
     settings::RELAY_SECRET,
     timing::{FIRST_STEP_MS, ORIGIN_UNIX_SECS, Timeline},
 };
+use turn_client::{Families, TurnClientConfig};
 
 use crate::{
     client_host,

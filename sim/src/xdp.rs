@@ -1,4 +1,5 @@
-//! The relay's real XDP program beside the userspace relay (DESIGN.md §8): every datagram a
+//! The relay's real XDP program beside the userspace relay (docs/architecture.md, "Data flow
+//! of one scenario run"): every datagram a
 //! relay receives is framed (Ethernet + IP + UDP), run through the program with
 //! `BPF_PROG_TEST_RUN`, and its verdict and output compared with what the userspace relay does.
 //!

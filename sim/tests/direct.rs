@@ -2,7 +2,7 @@
 //! replies come back, and the gateway's flow records have the times docs/harness.md gives.
 
 use proto::flow::{CloseReason, Protocol};
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::{RunOptions, run};
 
 const UDP_THEN_IDLE: &str = r#"

@@ -8,7 +8,7 @@ use observation::{
     ClientId, Delivery, DropPlace, DropReason, Packet, PacketDrop, PacketKind, Receiver, TcpFlags,
 };
 use proto::flow::{CloseReason, OuterContext};
-use scenario::{Scenario, timing::Timeline};
+use scenario_format::{Scenario, timing::Timeline};
 use sim::{RunOptions, run};
 
 fn ms_of(time: proto::flow::UtcTime) -> u64 {

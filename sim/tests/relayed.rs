@@ -2,7 +2,7 @@
 //! relays; the flow records name the relayed addresses as outer contexts.
 
 use proto::flow::CloseReason;
-use scenario::Scenario;
+use scenario_format::Scenario;
 use sim::{Datapath, Direction, RunOptions, run};
 
 fn story(mode: &str, gateway_relay: &str) -> String {

@@ -32,7 +32,8 @@ use relay_xdp_common::{
 pub use relay_xdp_common::{ChannelBinding, action, channel, ports, reason};
 
 /// The compiled XDP object, built by `build.rs` for `bpfel-unknown-none`.
-static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp"));
+static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay-xdp-ebpf"));
 
 /// The kernel refuses `BPF_PROG_TEST_RUN` input shorter than an Ethernet header.
 pub const MIN_FRAME_LEN: usize = 14;

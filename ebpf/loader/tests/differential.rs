@@ -1,6 +1,6 @@
 //! Differential test: the XDP fast path against the userspace relay, packet by packet.
 //!
-//! A real `relay::Relay` is driven by real TURN clients (`peer::TurnClient`, on IPv4 and IPv6,
+//! A real `relay::Relay` is driven by real TURN clients (`turn_client::TurnClient`, on IPv4 and IPv6,
 //! with IPv4, IPv6 and dual-stack allocations) through random operations: allocations,
 //! channels to external peers of both families, relay-to-self pairs (two clients binding
 //! channels to each other's relayed addresses), permissions, releases, partitions and waits
@@ -44,13 +44,13 @@ use std::{
 };
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use peer::TurnTransmit;
 use proto::rng::SplitMix64;
 use relay_xdp::{ReasonCounters, RunOutcome, Verdict, XdpRelay, load_or_skip, reason, relay_table};
 use support::{
     CLIENTS, Op, PEERS, PeerRef, World, addr, mirror_and_check, perform, relay_addr,
     world_with_clients,
 };
+use turn_client::TurnTransmit;
 use xdp_fixtures::frame::{self, PEER_MAC, RELAY_MAC, UdpChecksum};
 
 /// Seeds of the default run; each is one world (a fresh relay, fresh maps).

@@ -9,7 +9,7 @@ mod program;
 #[cfg(not(target_arch = "bpf"))]
 fn main() {
     eprintln!(
-        "relay-xdp is an eBPF object: it is built for bpfel-unknown-none by the relay-xdp loader's \
+        "relay-xdp-ebpf is an eBPF object: it is built for bpfel-unknown-none by the relay-xdp loader's \
          build script and cannot run on the host"
     );
     std::process::exit(2);

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use scenario::Topology;
-use scenario::plan::AddressPlan;
+use scenario_format::Topology;
+use scenario_format::plan::AddressPlan;
 
 use super::gateway::{Authorised, Inbound};
 use super::{Engine, Event, Result};
-use scenario::settings::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
+use scenario_format::settings::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
 
 use crate::{GatewayDropReason, Packet};
 

@@ -4,10 +4,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use scenario::plan::{AddressPlan, TUNNEL_PORT};
-use scenario::settings::{CLIENT_ISN, RESOURCE_ISN};
-use scenario::timing::TUN_LATENCY_MS;
-use scenario::{PathMode, ResourceAddress, Side, Target};
+use scenario_format::plan::{AddressPlan, TUNNEL_PORT};
+use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN};
+use scenario_format::timing::TUN_LATENCY_MS;
+use scenario_format::{PathMode, ResourceAddress, Side, Target};
 
 use super::network::{Frame, LEFT_CONTEXT};
 use super::{Engine, Event, Result};
@@ -111,10 +111,12 @@ impl Engine<'_> {
         let spec = &scenario.topology.resources[r];
         let g = self.gateway_index(&spec.gateway)?;
         let ip = match (&spec.address, &target.domain) {
-            (ResourceAddress::Cidr(text), _) => match scenario::plan::parse_resource_cidr(text) {
-                Ok((ip, _)) => ip,
-                Err(e) => return self.fail(e),
-            },
+            (ResourceAddress::Cidr(text), _) => {
+                match scenario_format::plan::parse_resource_cidr(text) {
+                    Ok((ip, _)) => ip,
+                    Err(e) => return self.fail(e),
+                }
+            }
             (ResourceAddress::Dns(_), Some(domain)) => {
                 let domain = domain.clone();
                 self.stub_query(c, &domain, t);

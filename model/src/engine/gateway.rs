@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use scenario::Grant;
-use scenario::timing::TUN_LATENCY_MS;
+use scenario_format::Grant;
+use scenario_format::timing::TUN_LATENCY_MS;
 
 use super::dns::Mapping;
 use super::network::{Frame, Hop};

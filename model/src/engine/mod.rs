@@ -23,10 +23,10 @@ mod network;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use scenario::plan::AddressPlan;
-use scenario::settings::DEFAULT_IDLE_TIMEOUT_S;
-use scenario::timing::Timeline;
-use scenario::{Scenario, Step};
+use scenario_format::plan::AddressPlan;
+use scenario_format::settings::DEFAULT_IDLE_TIMEOUT_S;
+use scenario_format::timing::Timeline;
+use scenario_format::{Scenario, Step};
 
 use crate::rules::{self, Rules};
 use crate::{Allocations, Packet, Prediction, Unpredictable};

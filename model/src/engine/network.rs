@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use scenario::plan::TUNNEL_PORT;
-use scenario::{Fault, PathMode};
+use scenario_format::plan::TUNNEL_PORT;
+use scenario_format::{Fault, PathMode};
 
 use super::{Engine, Event, Result};
 use crate::{

@@ -1,5 +1,5 @@
 //! An in-process world for driving the sans-IO relay with real TURN clients
-//! (`peer::TurnClient`) and a fake clock: datagrams move instantly, time moves only when a test
+//! (`turn_client::TurnClient`) and a fake clock: datagrams move instantly, time moves only when a test
 //! says so, and every datagram the relay emits and every event it announces is recorded so
 //! tests can assert on the wire and on the events.
 //!
@@ -14,9 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use peer::{ClientEvent, Families, TurnClient, TurnClientConfig};
 use proto::{credentials, stun};
 use relay::{ChannelBinding, Event, Relay, RelayConfig};
+use turn_client::{ClientEvent, Families, TurnClient, TurnClientConfig};
 
 /// The shared secret of the TURN REST API credentials.
 pub const SECRET: &[u8] = b"correct horse battery staple";

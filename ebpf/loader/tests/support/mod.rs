@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use peer::Families;
 use relay::RelayConfig;
 pub use relay_test_support::{World, addr};
 use relay_xdp::{ChannelBinding, XdpRelay, relay_table};
+use turn_client::Families;
 use xdp_fixtures::world::{RELAY_V4, RELAY_V6};
 
 /// The shared world's relay configuration on the fixtures' addresses (`world::RELAY_V4`,

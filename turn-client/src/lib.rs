@@ -4,12 +4,12 @@
 //!
 //! [`TurnClient`] is the client side of TURN (RFC 8656) against one relay.
 
+mod client;
 mod endpoint;
-mod turn_client;
 
 pub use endpoint::{Arrival, Endpoint};
 
-pub use turn_client::{
+pub use client::{
     ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, ClientError, ClientEvent, Families,
     PeerData, TurnClient, TurnClientConfig, TurnTransmit,
 };

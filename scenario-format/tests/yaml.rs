@@ -1,7 +1,7 @@
 //! Scenario files: a readable file parses and round-trips; a broken one gets an error that
 //! names the problem, the file and the line.
 
-use scenario::{LoadError, PathMode, Scenario, Step};
+use scenario_format::{LoadError, PathMode, Scenario, Step};
 
 const STORY: &str = r#"
 name: both-peers-on-one-relay
