@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, SlicedPacket, TcpSlice, TransportSlice};
 use proto::flow::Protocol;
 use serde::Serialize;
 
@@ -56,6 +56,17 @@ impl TcpFlags {
         rst: true,
         ..TcpFlags::NONE
     };
+
+    /// The flags of a TCP header read with etherparse.
+    pub fn of(tcp: &TcpSlice<'_>) -> Self {
+        TcpFlags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            psh: tcp.psh(),
+        }
+    }
 
     /// The flags as tcpdump writes them: `S`, `F`, `R`, `P`, `.` for ACK (`S.` is a SYN-ACK).
     pub fn letters(self) -> String {
@@ -148,13 +159,7 @@ impl Packet {
                 tcp.source_port(),
                 tcp.destination_port(),
                 PacketKind::Tcp {
-                    flags: TcpFlags {
-                        syn: tcp.syn(),
-                        ack: tcp.ack(),
-                        fin: tcp.fin(),
-                        rst: tcp.rst(),
-                        psh: tcp.psh(),
-                    },
+                    flags: TcpFlags::of(tcp),
                     seq: tcp.sequence_number(),
                     ack: tcp.acknowledgment_number(),
                     payload: tcp.payload().len() as u16,

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     rc::Rc,
+    time::Instant,
 };
 
 use observation::{ClientId, OuterContext, Packet, Receiver};
@@ -116,89 +117,174 @@ impl ClientHost {
                 self.tcp.insert(src, (dst, gateway, side));
                 self.send_inner(socket, gateway, packets::tcp(src, dst, syn, 0xC1), shared);
             }
-            ClientCommand::Tcp { src, action } => {
-                let Some((dst, gateway, side)) = self.tcp.get_mut(&src) else {
-                    return Ok(());
-                };
-                let (dst, gateway) = (*dst, *gateway);
-                let segment = match action {
-                    ClientTcpAction::RetransmitSyn => side.syn(),
-                    ClientTcpAction::Data(bytes) => side.data(bytes),
-                    ClientTcpAction::Close => side.fin(),
-                    ClientTcpAction::Reset => side.rst(),
-                    ClientTcpAction::LateAck => side.ack(),
-                };
-                self.send_inner(
-                    socket,
-                    gateway,
-                    packets::tcp(src, dst, segment, 0xC1),
-                    shared,
-                );
-            }
+            ClientCommand::Tcp { src, action } => self.tcp_action(src, action, socket, shared),
             ClientCommand::Path {
                 gateway,
                 target,
                 via_relay,
-            } => {
-                let now = now_instant(shared.borrow().origin);
-                self.targets.insert(gateway, target);
-                self.peers.insert(target, gateway);
-                if via_relay {
-                    self.via_relay.insert(gateway);
-                } else {
-                    self.via_relay.remove(&gateway);
-                }
-                let waiting = via_relay && self.rebind;
-                if !waiting
-                    && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now)
-                {
-                    shared
-                        .borrow_mut()
-                        .journal
-                        .errors
-                        .push(format!("{}: path to {target}: {error}", self.name));
-                }
+            } => self.set_path(gateway, target, via_relay, shared),
+            ClientCommand::Roam => self.roam(socket, shared).await?,
+        }
+        Ok(())
+    }
+
+    /// The client's side of connection `src` acts (a retransmitted SYN, data, FIN, RST, a
+    /// late ACK); nothing happens on a connection it never opened.
+    fn tcp_action(
+        &mut self,
+        src: SocketAddr,
+        action: ClientTcpAction,
+        socket: &UdpSocket,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let Some((dst, gateway, side)) = self.tcp.get_mut(&src) else {
+            return;
+        };
+        let (dst, gateway) = (*dst, *gateway);
+        let segment = match action {
+            ClientTcpAction::RetransmitSyn => side.syn(),
+            ClientTcpAction::Data(bytes) => side.data(bytes),
+            ClientTcpAction::Close => side.fin(),
+            ClientTcpAction::Reset => side.rst(),
+            ClientTcpAction::LateAck => side.ack(),
+        };
+        self.send_inner(
+            socket,
+            gateway,
+            packets::tcp(src, dst, segment, 0xC1),
+            shared,
+        );
+    }
+
+    /// From now on, frames for `gateway` go to `target`, through the client's own relay or
+    /// directly (after roaming, the relay path waits for the new allocation).
+    fn set_path(
+        &mut self,
+        gateway: usize,
+        target: SocketAddr,
+        via_relay: bool,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let now = now_instant(shared.borrow().origin);
+        self.targets.insert(gateway, target);
+        self.peers.insert(target, gateway);
+        if via_relay {
+            self.via_relay.insert(gateway);
+        } else {
+            self.via_relay.remove(&gateway);
+        }
+        let waiting = via_relay && self.rebind;
+        if !waiting && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
+            shared
+                .borrow_mut()
+                .journal
+                .errors
+                .push(format!("{}: path to {target}: {error}", self.name));
+        }
+        shared.borrow_mut().journal.trace(
+            &self.name,
+            format!(
+                "path to gateway {gateway}: {target}{}",
+                if via_relay { " via own relay" } else { "" }
+            ),
+        );
+    }
+
+    /// Moves to the next port: a new socket, and with a relay a new allocation.
+    async fn roam(
+        &mut self,
+        socket: &mut UdpSocket,
+        shared: &Rc<RefCell<Shared>>,
+    ) -> std::io::Result<()> {
+        let socket_addr = self.endpoint.socket();
+        let moved = SocketAddr::new(socket_addr.ip(), socket_addr.port() + 1);
+        *socket = UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
+        self.roams += 1;
+        match &self.turn {
+            // The allocation belongs to the old socket's 5-tuple: allocate again from the new
+            // socket, and bind the channels again once allocated. The old allocation expires at
+            // the relay.
+            Some(config) => {
+                let mut config = config.clone();
+                config.seed = config.seed.wrapping_add(self.roams << 32);
+                let mut turn = TurnClient::new(config);
+                turn.allocate(now_instant(shared.borrow().origin));
+                self.endpoint = Endpoint::new(moved, Some(turn));
+                self.rebind = true;
                 shared.borrow_mut().journal.trace(
                     &self.name,
-                    format!(
-                        "path to gateway {gateway}: {target}{}",
-                        if via_relay { " via own relay" } else { "" }
-                    ),
+                    format!("roamed to {moved}, allocating again on the relay"),
                 );
             }
-            ClientCommand::Roam => {
-                let socket_addr = self.endpoint.socket();
-                let moved = SocketAddr::new(socket_addr.ip(), socket_addr.port() + 1);
-                *socket =
-                    UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
-                self.roams += 1;
-                match &self.turn {
-                    // The allocation belongs to the old socket's 5-tuple: allocate again from
-                    // the new socket, and bind the channels again once allocated. The old
-                    // allocation expires at the relay.
-                    Some(config) => {
-                        let mut config = config.clone();
-                        config.seed = config.seed.wrapping_add(self.roams << 32);
-                        let mut turn = TurnClient::new(config);
-                        turn.allocate(now_instant(shared.borrow().origin));
-                        self.endpoint = Endpoint::new(moved, Some(turn));
-                        self.rebind = true;
-                        shared.borrow_mut().journal.trace(
-                            &self.name,
-                            format!("roamed to {moved}, allocating again on the relay"),
-                        );
-                    }
-                    None => {
-                        self.endpoint.set_socket(moved);
-                        shared
-                            .borrow_mut()
-                            .journal
-                            .trace(&self.name, format!("roamed to {moved}"));
-                    }
-                }
+            None => {
+                self.endpoint.set_socket(moved);
+                shared
+                    .borrow_mut()
+                    .journal
+                    .trace(&self.name, format!("roamed to {moved}"));
             }
         }
         Ok(())
+    }
+
+    /// A datagram off the socket: through the endpoint, a tunnel frame from a gateway whose
+    /// inner packet is delivered (and answered, for TCP).
+    fn receive(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        socket: &UdpSocket,
+        now: Instant,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let name = self.name.clone();
+        wire::received(shared, &name, from, self.endpoint.socket(), datagram, None);
+        let Some(arrival) = receive_through(&mut self.endpoint, shared, &name, from, datagram, now)
+        else {
+            return;
+        };
+        let (remote, local, payload) =
+            (arrival.remote, arrival.local, arrival.payload.into_owned());
+        let Ok((_, inner)) = tunnel::open(&wire::session_key(self.index), &payload) else {
+            shared.borrow_mut().journal.errors.push(format!(
+                "{name}: a datagram from {remote} is not a frame for us"
+            ));
+            return;
+        };
+        {
+            let packet = Packet::parse(inner);
+            let mut shared = shared.borrow_mut();
+            shared
+                .journal
+                .trace(&name, format!("received {packet} from {remote}"));
+            match self.peers.get(&remote) {
+                // The gateway's view of the outer context: (the client's end, the gateway's
+                // end).
+                Some(gateway) => shared.journal.delivered(
+                    Receiver::Client {
+                        client: ClientId(self.index as u32),
+                        gateway: *gateway as u32,
+                        outer: OuterContext {
+                            remote: local,
+                            local: remote,
+                        },
+                    },
+                    packet,
+                ),
+                None => shared.journal.errors.push(format!(
+                    "{name}: a frame from {remote}, which is no gateway's address"
+                )),
+            }
+        }
+        if let Inner::Tcp { src, dst, segment } = packets::parse(inner)
+            && let Some((_, gateway, side)) = self.tcp.get_mut(&dst)
+        {
+            let gateway = *gateway;
+            if let Some(answer) = side.answer(segment) {
+                let answer = packets::tcp(dst, src, answer, 0xC1);
+                self.send_inner(socket, gateway, answer, shared);
+            }
+        }
     }
 
     /// After roaming, once the new allocation exists: binds a channel to every gateway this
@@ -281,60 +367,7 @@ pub(crate) fn add_client(
                     host.command(command, &mut socket, &shared).await?;
                 }
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
-                    let local = host.endpoint.socket();
-                    wire::received(&shared, &name, from, local, &buf[..len], None);
-                    let Some(arrival) =
-                        receive_through(&mut host.endpoint, &shared, &name, from, &buf[..len], now)
-                    else {
-                        continue;
-                    };
-                    let (remote, local, payload) =
-                        (arrival.remote, arrival.local, arrival.payload.into_owned());
-                    let Ok((_, inner)) = tunnel::open(&wire::session_key(index), &payload) else {
-                        shared.borrow_mut().journal.errors.push(format!(
-                            "{name}: a datagram from {remote} is not a frame for us"
-                        ));
-                        continue;
-                    };
-                    let parsed = packets::parse(inner);
-                    {
-                        let packet = Packet::parse(inner);
-                        let mut shared = shared.borrow_mut();
-                        shared
-                            .journal
-                            .trace(&name, format!("received {packet} from {remote}"));
-                        match host.peers.get(&remote) {
-                            // The gateway's view of the outer context: (the client's end, the
-                            // gateway's end).
-                            Some(gateway) => shared.journal.delivered(
-                                Receiver::Client {
-                                    client: ClientId(index as u32),
-                                    gateway: *gateway as u32,
-                                    outer: OuterContext {
-                                        remote: local,
-                                        local: remote,
-                                    },
-                                },
-                                packet,
-                            ),
-                            None => shared.journal.errors.push(format!(
-                                "{name}: a frame from {remote}, which is no gateway's address"
-                            )),
-                        }
-                    }
-                    if let Inner::Tcp { src, dst, segment } = parsed
-                        && let Some((_, gateway, side)) = host.tcp.get_mut(&dst)
-                    {
-                        let gateway = *gateway;
-                        if let Some(answer) = side.answer(segment) {
-                            host.send_inner(
-                                &socket,
-                                gateway,
-                                packets::tcp(dst, src, answer, 0xC1),
-                                &shared,
-                            );
-                        }
-                    }
+                    host.receive(&buf[..len], from, &socket, now, &shared);
                 }
                 host.rebind_when_allocated(&shared);
                 flush_turn(&mut host.endpoint, &socket, &shared, &name);

@@ -33,6 +33,8 @@ use crate::{
     wire,
 };
 
+/// Gateway `index` as the control plane configures it: its settings, every client's session,
+/// the resources it serves and the grants on them.
 pub(crate) fn build_gateway(
     scenario: &Scenario,
     plan: &AddressPlan,
@@ -40,28 +42,7 @@ pub(crate) fn build_gateway(
     origin: Instant,
     seed: u64,
 ) -> Gateway {
-    let ip = plan.gateways[index].preferred();
-    let dns_server = plan::dns_server(ip);
-    let mut config = GatewayConfig::new(
-        TimeOrigin {
-            instant: origin,
-            unix: UtcTime::from_unix_secs(ORIGIN_UNIX_SECS),
-        },
-        dns_server,
-        SocketAddr::new(ip, TUNNEL_PORT),
-    );
-    config.hash_seed = seed;
-    // Every setting the model predicts from is set here from the one definition it uses.
-    config.idle_timeout = Duration::from_secs(
-        scenario
-            .topology
-            .idle_timeout_s
-            .unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
-    );
-    config.dns_min_ttl = Duration::from_secs(DNS_MIN_TTL_S);
-    config.dns_queue_limit = DNS_QUEUE_LIMIT;
-    let mut gateway = Gateway::new(config);
-    let name = &scenario.topology.gateways[index].name;
+    let mut gateway = Gateway::new(gateway_config(scenario, plan, index, origin, seed));
     for client in 0..scenario.topology.clients.len() {
         let _ = gateway.add_client(ClientConfig {
             id: ClientId(client as u32),
@@ -71,8 +52,46 @@ pub(crate) fn build_gateway(
             tunnel_v6: plan.tunnel_v6[client],
         });
     }
+    let name = &scenario.topology.gateways[index].name;
+    add_resources(&mut gateway, scenario, name);
+    add_grants(&mut gateway, scenario, name);
+    gateway
+}
+
+/// The gateway's settings: every one the model predicts from is set here from the one
+/// definition it uses (`scenario_format::settings`).
+fn gateway_config(
+    scenario: &Scenario,
+    plan: &AddressPlan,
+    index: usize,
+    origin: Instant,
+    seed: u64,
+) -> GatewayConfig {
+    let ip = plan.gateways[index].preferred();
+    let mut config = GatewayConfig::new(
+        TimeOrigin {
+            instant: origin,
+            unix: UtcTime::from_unix_secs(ORIGIN_UNIX_SECS),
+        },
+        plan::dns_server(ip),
+        SocketAddr::new(ip, TUNNEL_PORT),
+    );
+    config.hash_seed = seed;
+    config.idle_timeout = Duration::from_secs(
+        scenario
+            .topology
+            .idle_timeout_s
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+    );
+    config.dns_min_ttl = Duration::from_secs(DNS_MIN_TTL_S);
+    config.dns_queue_limit = DNS_QUEUE_LIMIT;
+    config
+}
+
+/// The resources behind the gateway named `name` (resource ids are topology indexes).
+fn add_resources(gateway: &mut Gateway, scenario: &Scenario, name: &str) {
     for (resource, spec) in scenario.topology.resources.iter().enumerate() {
-        if &spec.gateway != name {
+        if spec.gateway != name {
             continue;
         }
         let address = match &spec.address {
@@ -92,19 +111,19 @@ pub(crate) fn build_gateway(
             });
         }
     }
-    for grant in &scenario.topology.grants {
-        let client = scenario
-            .topology
-            .clients
-            .iter()
-            .position(|c| c.name == grant.client);
-        let resource = scenario
-            .topology
+}
+
+/// The topology's grants on resources behind the gateway named `name`.
+fn add_grants(gateway: &mut Gateway, scenario: &Scenario, name: &str) {
+    let topology = &scenario.topology;
+    for grant in &topology.grants {
+        let client = topology.clients.iter().position(|c| c.name == grant.client);
+        let resource = topology
             .resources
             .iter()
             .position(|r| r.name == grant.resource);
         if let (Some(client), Some(resource)) = (client, resource)
-            && scenario.topology.resources[resource].gateway == *name
+            && topology.resources[resource].gateway == name
         {
             let _ = gateway.grant(
                 ClientId(client as u32),
@@ -113,7 +132,6 @@ pub(crate) fn build_gateway(
             );
         }
     }
-    gateway
 }
 
 fn filters(texts: &[String]) -> Vec<Filter> {

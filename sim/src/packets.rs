@@ -101,13 +101,7 @@ pub fn parse(packet: &[u8]) -> Inner {
             src: SocketAddr::new(src, tcp.source_port()),
             dst: SocketAddr::new(dst, tcp.destination_port()),
             segment: Segment {
-                flags: TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    fin: tcp.fin(),
-                    rst: tcp.rst(),
-                    psh: tcp.psh(),
-                },
+                flags: TcpFlags::of(tcp),
                 seq: tcp.sequence_number(),
                 ack: tcp.acknowledgment_number(),
                 payload: tcp.payload().len() as u16,

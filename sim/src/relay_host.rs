@@ -29,7 +29,7 @@ use crate::{
     state::Shared,
     wire::{self, XdpNote},
     world::SimError,
-    xdp::{Datagram, Datapath, XdpBeside, agree, warn_skipped},
+    xdp::{Datagram, Datapath, XdpBeside, XdpRun, agree, warn_skipped},
 };
 
 /// Runs of a relay's XDP program per reason, shared by its sides and read at the end.
@@ -232,28 +232,10 @@ impl Side {
         now: Instant,
         now_ms: u64,
     ) {
-        let (datapath, xdp_run) = {
-            let mut core = self.core.borrow_mut();
-            let run = core.xdp.as_mut().map(|xdp| xdp.run(from, to, payload));
-            (core.datapath, run)
+        let datapath = self.core.borrow().datapath;
+        let Ok(xdp_run) = self.run_xdp(name, from, to, payload) else {
+            return;
         };
-        let xdp_run = match xdp_run {
-            Some(Ok(run)) => Some(run),
-            Some(Err(error)) => {
-                self.error(format!("{name}: XDP run of {from} -> {to} failed: {error}"));
-                return;
-            }
-            None => None,
-        };
-        if let Some(run) = &xdp_run {
-            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
-        }
-        let note = xdp_run.as_ref().map(|run| XdpNote {
-            verdict: run.verdict.name().to_owned(),
-            reason: reason::name(run.reason).to_owned(),
-        });
-        wire::received(&self.shared, name, from, to, payload, note);
-
         // XDP first: what the program sends never reaches userspace.
         if datapath == Datapath::XdpFirst
             && let Some(run) = &xdp_run
@@ -273,36 +255,7 @@ impl Side {
             }
             return;
         }
-
-        let user = self
-            .core
-            .borrow_mut()
-            .relay
-            .handle_input(from, to, payload, now)
-            .map(|relayed| {
-                relayed.map(|relayed| Outgoing {
-                    src: relayed.src,
-                    dst: relayed.dst,
-                    payload: relayed.to_vec(),
-                    kind: match relayed.channel {
-                        Some(channel) => format!("ChannelData {channel:#06x}"),
-                        None => "UDP".to_owned(),
-                    },
-                })
-            });
-        let outgoing = match user {
-            Ok(outgoing) => outgoing,
-            Err(reason) => {
-                self.shared.borrow_mut().journal.trace(
-                    name,
-                    format!(
-                        "dropped {} bytes from {from} to {to}: {reason}",
-                        payload.len()
-                    ),
-                );
-                None
-            }
-        };
+        let outgoing = self.relay_in_userspace(name, from, to, payload, now);
         if datapath == Datapath::Differential
             && let Some(run) = &xdp_run
         {
@@ -321,6 +274,79 @@ impl Side {
         }
         if let Some(outgoing) = outgoing {
             self.emit(name, outgoing, now_ms);
+        }
+    }
+
+    /// Runs the XDP program on the datagram (when it runs beside this relay), counts the
+    /// reason, and records the datagram as received with the verdict. `Err` when the run
+    /// itself failed (said as a broken invariant).
+    fn run_xdp(
+        &mut self,
+        name: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Result<Option<XdpRun>, ()> {
+        let run = {
+            let mut core = self.core.borrow_mut();
+            core.xdp.as_mut().map(|xdp| xdp.run(from, to, payload))
+        };
+        let run = match run {
+            Some(Ok(run)) => Some(run),
+            Some(Err(error)) => {
+                self.error(format!("{name}: XDP run of {from} -> {to} failed: {error}"));
+                return Err(());
+            }
+            None => None,
+        };
+        if let Some(run) = &run {
+            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
+        }
+        let note = run.as_ref().map(|run| XdpNote {
+            verdict: run.verdict.name().to_owned(),
+            reason: reason::name(run.reason).to_owned(),
+        });
+        wire::received(&self.shared, name, from, to, payload, note);
+        Ok(run)
+    }
+
+    /// What the userspace relay sends for the datagram, if anything (a refusal is traced).
+    fn relay_in_userspace(
+        &mut self,
+        name: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+    ) -> Option<Outgoing> {
+        let user = self
+            .core
+            .borrow_mut()
+            .relay
+            .handle_input(from, to, payload, now)
+            .map(|relayed| {
+                relayed.map(|relayed| Outgoing {
+                    src: relayed.src,
+                    dst: relayed.dst,
+                    payload: relayed.to_vec(),
+                    kind: match relayed.channel {
+                        Some(channel) => format!("ChannelData {channel:#06x}"),
+                        None => "UDP".to_owned(),
+                    },
+                })
+            });
+        match user {
+            Ok(outgoing) => outgoing,
+            Err(reason) => {
+                self.shared.borrow_mut().journal.trace(
+                    name,
+                    format!(
+                        "dropped {} bytes from {from} to {to}: {reason}",
+                        payload.len()
+                    ),
+                );
+                None
+            }
         }
     }
 

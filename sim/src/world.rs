@@ -103,22 +103,37 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
     let plan = AddressPlan::new(scenario);
     let timeline = Timeline::of(scenario);
     let mut sim = new_sim(scenario, options.seed, timeline.t_end);
-    let shared = new_shared(scenario, &plan, &timeline);
-    let inboxes = Inboxes::new(
-        scenario.topology.gateways.len(),
-        scenario.topology.clients.len(),
-    );
-    dns_server::add_dns_server(&mut sim, &shared);
-    let relays = add_relays(&mut sim, &shared, scenario, &plan, options)?;
-    add_gateways(&mut sim, &shared, &inboxes, scenario, &plan, options.seed);
-    add_clients(&mut sim, &shared, &inboxes, scenario, &plan, options.seed);
+    let world = World {
+        scenario,
+        plan: &plan,
+        shared: new_shared(scenario, &plan, &timeline),
+        inboxes: Inboxes::new(
+            scenario.topology.gateways.len(),
+            scenario.topology.clients.len(),
+        ),
+        seed: options.seed,
+    };
+    dns_server::add_dns_server(&mut sim, &world.shared);
+    let relays = world.add_relays(&mut sim, options.datapath)?;
+    world.add_gateways(&mut sim);
+    world.add_clients(&mut sim);
     for link in &scenario.topology.latency.links {
         for (a, b) in link_pairs(scenario, &plan, &link.between) {
             sim.set_link_latency(a, b, Duration::from_millis(u64::from(link.ms)));
         }
     }
-    play_steps(&mut sim, &shared, &inboxes, scenario, &plan, &timeline)?;
-    Ok(take_outcome(&shared, timeline.t_end, relays))
+    world.play_steps(&mut sim, &timeline)?;
+    Ok(take_outcome(&world.shared, timeline.t_end, relays))
+}
+
+/// What the hosts of one run are built from and share.
+struct World<'a> {
+    scenario: &'a Scenario,
+    plan: &'a AddressPlan,
+    shared: Rc<RefCell<Shared>>,
+    inboxes: Inboxes,
+    /// The run's seed: turmoil's, and (offset per host) every system under test's.
+    seed: u64,
 }
 
 /// A turmoil simulation on the 1 ms grid, its clock at the scenario's origin, with the
@@ -169,119 +184,115 @@ struct Relays {
     datapath: Datapath,
 }
 
-fn add_relays(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    options: &RunOptions,
-) -> Result<Relays, SimError> {
-    let mut relays = Relays {
-        xdp_reasons: Vec::new(),
-        datapath: options.datapath,
-    };
-    for (index, relay) in scenario.topology.relays.iter().enumerate() {
-        let seed = options.seed.wrapping_add(index as u64 + 1);
-        let (reasons, ran) = relay_host::add_relay(
-            sim,
-            shared,
-            relay.name.clone(),
-            &plan.relays[index],
-            seed,
-            options.datapath,
-        )?;
-        relays.xdp_reasons.push(reasons);
-        if ran == Datapath::Userspace {
-            relays.datapath = Datapath::Userspace;
+impl World<'_> {
+    fn add_relays(
+        &self,
+        sim: &mut turmoil::Sim<'_>,
+        datapath: Datapath,
+    ) -> Result<Relays, SimError> {
+        let mut relays = Relays {
+            xdp_reasons: Vec::new(),
+            datapath,
+        };
+        for (index, relay) in self.scenario.topology.relays.iter().enumerate() {
+            let seed = self.seed.wrapping_add(index as u64 + 1);
+            let (reasons, ran) = relay_host::add_relay(
+                sim,
+                &self.shared,
+                relay.name.clone(),
+                &self.plan.relays[index],
+                seed,
+                datapath,
+            )?;
+            relays.xdp_reasons.push(reasons);
+            if ran == Datapath::Userspace {
+                relays.datapath = Datapath::Userspace;
+            }
+        }
+        Ok(relays)
+    }
+
+    fn add_gateways(&self, sim: &mut turmoil::Sim<'_>) {
+        let plan = self.plan;
+        for (index, gateway) in self.scenario.topology.gateways.iter().enumerate() {
+            let turn = self.turn_config(
+                gateway.relay.as_deref(),
+                &gateway.name,
+                plan.gateways[index].preferred(),
+                1000 + index as u64,
+            );
+            gateway_host::add_gateway(
+                sim,
+                &self.shared,
+                self.inboxes.gateways[index].clone(),
+                self.scenario,
+                plan,
+                index,
+                self.seed,
+                turn,
+            );
         }
     }
-    Ok(relays)
-}
 
-fn add_gateways(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    inboxes: &Inboxes,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    seed: u64,
-) {
-    for (index, gateway) in scenario.topology.gateways.iter().enumerate() {
-        let turn = turn_config(
-            scenario,
-            plan,
-            gateway.relay.as_deref(),
-            &gateway.name,
-            plan.gateways[index].preferred(),
-            seed.wrapping_add(1000 + index as u64),
-        );
-        gateway_host::add_gateway(
-            sim,
-            shared,
-            inboxes.gateways[index].clone(),
-            scenario,
-            plan,
-            index,
-            seed,
-            turn,
-        );
+    fn add_clients(&self, sim: &mut turmoil::Sim<'_>) {
+        let (topology, plan) = (&self.scenario.topology, self.plan);
+        for (index, client) in topology.clients.iter().enumerate() {
+            let turn = self.turn_config(
+                client.relay.as_deref(),
+                &client.name,
+                plan.clients[index].preferred(),
+                2000 + index as u64,
+            );
+            let gateways = (0..topology.gateways.len())
+                .map(|g| gateway_socket(plan, g))
+                .collect();
+            client_host::add_client(
+                sim,
+                &self.shared,
+                self.inboxes.clients[index].clone(),
+                client.name.clone(),
+                index,
+                plan.client_socket(index, 0),
+                turn,
+                gateways,
+            );
+        }
     }
-}
 
-fn add_clients(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    inboxes: &Inboxes,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    seed: u64,
-) {
-    let topology = &scenario.topology;
-    for (index, client) in topology.clients.iter().enumerate() {
-        let turn = turn_config(
-            scenario,
-            plan,
-            client.relay.as_deref(),
-            &client.name,
-            plan.clients[index].preferred(),
-            seed.wrapping_add(2000 + index as u64),
-        );
-        let gateways = (0..topology.gateways.len())
-            .map(|g| gateway_socket(plan, g))
-            .collect();
-        client_host::add_client(
-            sim,
-            shared,
-            inboxes.clients[index].clone(),
-            client.name.clone(),
-            index,
-            plan.client_socket(index, 0),
-            turn,
-            gateways,
-        );
+    /// The TURN client of a host that names a relay, with a seed of its own (the run's seed
+    /// plus `seed_offset`).
+    fn turn_config(
+        &self,
+        relay: Option<&str>,
+        name: &str,
+        host: IpAddr,
+        seed_offset: u64,
+    ) -> Option<TurnClientConfig> {
+        turn_config(
+            self.scenario,
+            self.plan,
+            relay,
+            name,
+            host,
+            self.seed.wrapping_add(seed_offset),
+        )
     }
-}
 
-/// Runs the setup, then every step from its start to the next one's, then shuts every gateway
-/// down at the end and lets the last records out.
-fn play_steps(
-    sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    inboxes: &Inboxes,
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    timeline: &Timeline,
-) -> Result<(), SimError> {
-    let mut runner = Runner::new(scenario, plan, shared, inboxes);
-    run_until(sim, shared, inboxes, FIRST_STEP_MS)?;
-    for (index, step) in scenario.steps.iter().enumerate() {
-        runner.apply(sim, index, step);
-        run_until(sim, shared, inboxes, timeline.next_start(index))?;
+    /// Runs the setup, then every step from its start to the next one's, then shuts every
+    /// gateway down at the end and lets the last records out.
+    fn play_steps(&self, sim: &mut turmoil::Sim<'_>, timeline: &Timeline) -> Result<(), SimError> {
+        let (shared, inboxes) = (&self.shared, &self.inboxes);
+        let mut runner = Runner::new(self.scenario, self.plan, shared, inboxes);
+        run_until(sim, shared, inboxes, FIRST_STEP_MS)?;
+        for (index, step) in self.scenario.steps.iter().enumerate() {
+            runner.apply(sim, index, step);
+            run_until(sim, shared, inboxes, timeline.next_start(index))?;
+        }
+        for inbox in &inboxes.gateways {
+            inbox.push(GatewayCommand::Shutdown);
+        }
+        run_until(sim, shared, inboxes, timeline.t_end + 2)
     }
-    for inbox in &inboxes.gateways {
-        inbox.push(GatewayCommand::Shutdown);
-    }
-    run_until(sim, shared, inboxes, timeline.t_end + 2)
 }
 
 /// What the run recorded, with the frames still held at the end (they never arrive) as drops
