@@ -150,7 +150,14 @@ mod tests {
     #[test]
     fn replay_dirs_are_one_safe_name() {
         let root = artifacts::vpnsim_dir().join("replay");
-        assert!(root.ends_with("target/vpnsim/replay"), "{}", root.display());
+        // Under the workspace's target directory, or the one CARGO_TARGET_DIR names.
+        match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) => {
+                let dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.into());
+                assert_eq!(root, dir.join("vpnsim/replay"));
+            }
+            None => assert!(root.ends_with("target/vpnsim/replay"), "{}", root.display()),
+        }
         assert_eq!(replay_dir("same-relay-v4"), root.join("same-relay-v4"));
         assert_eq!(replay_dir("../x y"), root.join("..-x-y"));
         assert_eq!(replay_dir(".."), root.join("unnamed"));
