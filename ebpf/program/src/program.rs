@@ -24,8 +24,8 @@
 //! `write_headers`) stay long: each is one straight run of bounds checks and header writes that
 //! the verifier follows instruction by instruction, and how LLVM places those checks depends on
 //! what it sees in one function body. Cutting them into smaller functions changes the code the
-//! verifier is given (a split that moved a length check once made the program unloadable), so
-//! they are kept whole and covered instead by the fixtures, the random-frame test and the
+//! verifier is given (a length check LLVM felt free to drop once made the program unloadable),
+//! so they are kept whole and covered instead by the fixtures, the random-frame test and the
 //! differential test against the userspace relay.
 
 use core::{mem::MaybeUninit, ptr::addr_of_mut};
