@@ -1,0 +1,277 @@
+//! The step writer: turns actions into steps, keeping the state later actions depend on
+//! (roams, the connection left open, partitioned and held links).
+
+use std::collections::BTreeMap;
+
+use scenario_format::{Fault, Grant, PathMode, Side, Step, Target};
+
+use super::action::{Action, FaultKind, TcpEnd};
+use super::layout::Layout;
+use super::names::{DOMAINS, RESOURCES, ResourceChoice};
+
+/// A link between a client (by index) and the host at its other end.
+type Link = (usize, String);
+
+/// Writes the steps of actions, keeping the state that later actions depend on. Actions name
+/// clients, gateways and resources by any index; the writer takes it modulo what exists.
+pub(super) struct StepWriter<'a> {
+    layout: &'a Layout,
+    pub(super) steps: Vec<Step>,
+    /// Per client: it roamed, so paths through its relay are no longer written.
+    roamed: Vec<bool>,
+    next_conn: u32,
+    /// The latest connection a TCP action left open.
+    open_conn: Option<u32>,
+    /// Per link: partitioned, held.
+    partitioned: BTreeMap<Link, bool>,
+    held: BTreeMap<Link, bool>,
+}
+
+impl<'a> StepWriter<'a> {
+    pub(super) fn new(layout: &'a Layout) -> Self {
+        let mut writer = Self {
+            layout,
+            steps: Vec::new(),
+            roamed: vec![false; layout.clients.len()],
+            next_conn: 1,
+            open_conn: None,
+            partitioned: BTreeMap::new(),
+            held: BTreeMap::new(),
+        };
+        writer.leave_direct_paths_that_cannot_work();
+        writer
+    }
+
+    /// Every client starts on `direct`; where the families differ it first moves to a path
+    /// through a relay (mixed topologies give every host one).
+    fn leave_direct_paths_that_cannot_work(&mut self) {
+        for c in 0..self.layout.clients.len() {
+            for g in 0..self.layout.gateways.len() {
+                if let Some(mode) = self.layout.usable(c, g, PathMode::Direct, false)
+                    && mode != PathMode::Direct
+                {
+                    self.push_path(c, g, mode);
+                }
+            }
+        }
+    }
+
+    pub(super) fn write(&mut self, action: Action) {
+        match action {
+            Action::Udp {
+                client,
+                resource,
+                port,
+                bytes,
+                ipv6,
+                domain,
+            } => self.steps.push(Step::Udp {
+                target: self.target(client, resource, port, ipv6, domain),
+                bytes,
+            }),
+            Action::Tcp {
+                client,
+                resource,
+                port,
+                ipv6,
+                domain,
+                data,
+                end,
+                retransmit_syn,
+                late_ack,
+            } => {
+                let target = self.target(client, resource, port, ipv6, domain);
+                self.write_tcp(target, data, end, retransmit_syn, late_ack);
+            }
+            Action::Path {
+                client,
+                gateway,
+                mode,
+            } => self.write_path(client, gateway, mode),
+            Action::Roam { client } => self.write_roam(client),
+            Action::Revoke { client, resource } => self.steps.push(Step::Revoke {
+                client: self.client_name(client),
+                resource: self.resource(resource).name.to_owned(),
+            }),
+            Action::Grant { client, resource } => self.steps.push(Step::Grant(Grant {
+                client: self.client_name(client),
+                resource: self.resource(resource).name.to_owned(),
+                filters: Vec::new(),
+            })),
+            Action::DnsChange { domain, last_octet } => self.steps.push(Step::DnsChange {
+                name: DOMAINS[domain % DOMAINS.len()].to_owned(),
+                addresses: vec![format!("198.51.100.{last_octet}").parse().expect("ip")],
+            }),
+            Action::Fault {
+                client,
+                to_relay,
+                kind,
+            } => self.write_fault(client, to_relay, kind),
+            Action::LateResourceData { bytes } => self.write_late_resource_data(bytes),
+            Action::Restart => self.steps.push(Step::GatewayRestart {
+                gateway: self.layout.gateways[0].name.clone(),
+            }),
+            Action::Idle { seconds } => self.steps.push(Step::Idle { seconds }),
+        }
+    }
+
+    fn client_index(&self, client: usize) -> usize {
+        client % self.layout.clients.len()
+    }
+
+    fn client_name(&self, client: usize) -> String {
+        self.layout.clients[self.client_index(client)].name.clone()
+    }
+
+    fn resource(&self, resource: usize) -> &'static ResourceChoice {
+        let resources = &self.layout.resources;
+        &RESOURCES[resources[resource % resources.len()]]
+    }
+
+    fn target(
+        &self,
+        client: usize,
+        resource: usize,
+        port: u16,
+        ipv6: bool,
+        domain: usize,
+    ) -> Target {
+        let choice = self.resource(resource);
+        Target {
+            client: self.client_name(client),
+            resource: choice.name.to_owned(),
+            // Names under each DNS resource's pattern: three under example.com, one under
+            // svc.example.net.
+            domain: choice.dns.then(|| {
+                if choice.name == "svc" {
+                    DOMAINS[3].to_owned()
+                } else {
+                    DOMAINS[domain % 3].to_owned()
+                }
+            }),
+            ipv6: (ipv6 && choice.dns) || choice.name == "web6",
+            port,
+        }
+    }
+
+    /// A TCP conversation: open, data either way, then a close, a reset or nothing (the
+    /// connection stays open for later resource data).
+    fn write_tcp(
+        &mut self,
+        target: Target,
+        data: Vec<(bool, u16)>,
+        end: TcpEnd,
+        retransmit_syn: bool,
+        late_ack: bool,
+    ) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.steps.push(Step::TcpOpen { conn, target });
+        if retransmit_syn {
+            self.steps.push(Step::TcpRetransmitSyn { conn });
+        }
+        for (from_client, bytes) in data {
+            self.steps.push(Step::TcpData {
+                conn,
+                from: if from_client {
+                    Side::Client
+                } else {
+                    Side::Resource
+                },
+                bytes,
+            });
+        }
+        match end {
+            TcpEnd::Fin(by) => self.steps.push(Step::TcpClose { conn, by }),
+            TcpEnd::Rst(by) => self.steps.push(Step::TcpReset { conn, by }),
+            TcpEnd::Open => self.open_conn = Some(conn),
+        }
+        if late_ack && !matches!(end, TcpEnd::Open) {
+            self.steps.push(Step::TcpLateAck { conn });
+        }
+    }
+
+    fn write_path(&mut self, client: usize, gateway: usize, wish: PathMode) {
+        let (c, g) = (
+            self.client_index(client),
+            gateway % self.layout.gateways.len(),
+        );
+        if let Some(mode) = self.layout.usable(c, g, wish, self.roamed[c]) {
+            self.push_path(c, g, mode);
+        }
+    }
+
+    fn write_roam(&mut self, client: usize) {
+        let c = self.client_index(client);
+        self.roamed[c] = true;
+        self.steps.push(Step::Roam {
+            client: self.client_name(client),
+        });
+        // Paths through the client's own relay end with the roam (it would need its new
+        // allocation, which the model cannot know): move them.
+        for g in 0..self.layout.gateways.len() {
+            if let Some(mode) = self.layout.usable(c, g, PathMode::GatewayRelayed, true) {
+                self.push_path(c, g, mode);
+            }
+        }
+    }
+
+    /// Data from the resource on the latest connection left open, if any.
+    fn write_late_resource_data(&mut self, bytes: u16) {
+        if let Some(conn) = self.open_conn {
+            self.steps.push(Step::TcpData {
+                conn,
+                from: Side::Resource,
+                bytes,
+            });
+        }
+    }
+
+    /// The path step of client `c` and gateway `g` (indices that exist).
+    fn push_path(&mut self, c: usize, g: usize, mode: PathMode) {
+        self.steps.push(Step::Path {
+            client: self.layout.clients[c].name.clone(),
+            gateway: self.layout.gateways[g].name.clone(),
+            mode,
+        });
+    }
+
+    /// A fault on the link from the client to its relay (if it has one and `to_relay`) or to
+    /// the first gateway. Partitions and holds alternate with heals and releases per link.
+    fn write_fault(&mut self, client: usize, to_relay: bool, kind: FaultKind) {
+        let c = self.client_index(client);
+        let other = match (&self.layout.clients[c].relay, to_relay) {
+            (Some(relay), true) => relay.clone(),
+            _ => self.layout.gateways[0].name.clone(),
+        };
+        let link = (c, other.clone());
+        let fault = match kind {
+            FaultKind::Partition => {
+                if toggle(&mut self.partitioned, link) {
+                    Fault::Partition
+                } else {
+                    Fault::Heal
+                }
+            }
+            FaultKind::Hold => {
+                if toggle(&mut self.held, link) {
+                    Fault::Hold
+                } else {
+                    Fault::Release
+                }
+            }
+            FaultKind::DropNext(n) => Fault::DropNext(n),
+        };
+        self.steps.push(Step::Fault {
+            between: [self.client_name(client), other],
+            fault,
+        });
+    }
+}
+
+/// Flips a link's state (off until first flipped) and returns the new state.
+fn toggle(states: &mut BTreeMap<Link, bool>, link: Link) -> bool {
+    let on = states.entry(link).or_insert(false);
+    *on = !*on;
+    *on
+}
