@@ -227,6 +227,12 @@ pub(crate) fn seq_ge(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
 
+/// The flow protocol of a packet the model builds. It builds only UDP, TCP and ICMP packets,
+/// each of which has one; ICMP stands in for what never occurs.
+pub(crate) fn protocol(packet: &Packet) -> Protocol {
+    packet.protocol().unwrap_or(Protocol::Icmp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +264,4 @@ mod tests {
         assert!(pattern_rank("*.example.com") < pattern_rank("**.example.com"));
         assert!(pattern_rank("**.b.example.com") < pattern_rank("**.example.com"));
     }
-}
-
-/// The flow protocol of a packet the model builds. It builds only UDP, TCP and ICMP packets,
-/// each of which has one; ICMP stands in for what never occurs.
-pub(crate) fn protocol(packet: &Packet) -> Protocol {
-    packet.protocol().unwrap_or(Protocol::Icmp)
 }

@@ -228,7 +228,7 @@ impl Engine<'_> {
             },
         );
         for inbound in queue {
-            self.within_step(inbound.step, t)?;
+            self.within_step(inbound.traffic.step, t)?;
             self.client_packet(g, c, inbound, t, true)?;
         }
         Ok(())

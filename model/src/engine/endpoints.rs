@@ -10,7 +10,7 @@ use scenario_format::timing::TUN_LATENCY_MS;
 use scenario_format::{PathMode, ResourceAddress, Side, Target};
 
 use super::network::{Frame, LEFT_CONTEXT};
-use super::{Engine, Event, Result};
+use super::{Engine, Event, Result, Traffic};
 use crate::rules::seq_ge;
 use crate::{ClientId, Delivery, Packet, PacketKind, Receiver, TcpFlags};
 
@@ -140,7 +140,12 @@ impl Engine<'_> {
             dst,
             kind: PacketKind::Udp { payload: bytes },
         };
-        self.send_from_client(c, g, packet, None, k, t)
+        let traffic = Traffic {
+            packet,
+            conn: None,
+            step: k,
+        };
+        self.send_from_client(c, g, traffic, t)
     }
 
     /// A `roam` step: the client moves to its next port.
@@ -158,6 +163,7 @@ impl Engine<'_> {
     /// the client's end of a TCP connection answers it.
     pub(super) fn client_receive(&mut self, frame: Frame, t: u64) -> Result<()> {
         let (c, g) = (frame.client, frame.gateway);
+        let traffic = frame.traffic;
         self.ensure_on_path(c, g, frame.context, LEFT_CONTEXT)?;
         self.out.deliveries.push(Delivery {
             at_ms: t,
@@ -166,53 +172,42 @@ impl Engine<'_> {
                 gateway: g as u32,
                 outer: frame.context,
             },
-            packet: frame.packet,
-            step: frame.step,
+            packet: traffic.packet,
+            step: traffic.step,
         });
-        let Some(conn) = frame.conn else {
+        let Some(conn) = traffic.conn else {
             return Ok(());
         };
         let Some(state) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
-        let Some(reply) = respond(&mut state.client_end, &frame.packet, None) else {
+        let Some(reply) = respond(&mut state.client_end, &traffic.packet, None) else {
             return Ok(());
         };
-        self.send_from_client(c, g, reply, Some(conn), frame.step, t)
+        let reply = Traffic {
+            packet: reply,
+            ..traffic
+        };
+        self.send_from_client(c, g, reply, t)
     }
 
     // ---------------------------------------------------------------- the resource responder
 
-    /// The responder sends `packet`: it reaches the gateway's TUN side `TUN_LATENCY_MS` later.
-    fn send_from_resource(
-        &mut self,
-        g: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
-        t: u64,
-    ) {
+    /// The responder sends `traffic`: it reaches the gateway's TUN side `TUN_LATENCY_MS` later.
+    fn send_from_resource(&mut self, g: usize, traffic: Traffic, t: u64) {
         self.schedule(
             t + TUN_LATENCY_MS,
             Event::FromResource {
                 gateway: g,
-                packet,
-                conn,
-                step,
+                traffic,
             },
         );
     }
 
     /// A packet the gateway forwarded reaches the resource responder: delivered, then UDP is
     /// echoed and TCP answered.
-    pub(super) fn resource_receive(
-        &mut self,
-        g: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
-        t: u64,
-    ) -> Result<()> {
+    pub(super) fn resource_receive(&mut self, g: usize, traffic: Traffic, t: u64) -> Result<()> {
+        let Traffic { packet, conn, step } = traffic;
         self.out.deliveries.push(Delivery {
             at_ms: t,
             to: Receiver::Resource { gateway: g as u32 },
@@ -239,7 +234,11 @@ impl Engine<'_> {
             _ => None,
         };
         if let Some(reply) = reply {
-            self.send_from_resource(g, reply, conn, step, t);
+            let reply = Traffic {
+                packet: reply,
+                ..traffic
+            };
+            self.send_from_resource(g, reply, t);
         }
         Ok(())
     }
@@ -289,7 +288,12 @@ impl Engine<'_> {
         };
         let (c, g) = (state.client, state.gateway);
         let packet = tcp_segment(state.src, state.dst, TcpFlags::SYN, CLIENT_ISN, 0, 0);
-        self.send_from_client(c, g, packet, Some(conn), k, t)
+        let traffic = Traffic {
+            packet,
+            conn: Some(conn),
+            step: k,
+        };
+        self.send_from_client(c, g, traffic, t)
     }
 
     /// A `tcp-data` step: `bytes` of data from `from`.
@@ -354,10 +358,15 @@ impl Engine<'_> {
         let ack = end.rcv_nxt.unwrap_or(0);
         let packet = tcp_segment(src, dst, flags, end.snd_nxt, ack, payload);
         advance(end, payload);
+        let traffic = Traffic {
+            packet,
+            conn: Some(conn),
+            step: k,
+        };
         match side {
-            Side::Client => self.send_from_client(c, g, packet, Some(conn), k, t),
+            Side::Client => self.send_from_client(c, g, traffic, t),
             Side::Resource => {
-                self.send_from_resource(g, packet, Some(conn), k, t);
+                self.send_from_resource(g, traffic, t);
                 Ok(())
             }
         }
@@ -365,8 +374,9 @@ impl Engine<'_> {
 
     /// Marks a TCP connection disturbed when a segment carrying sequence space is lost or held
     /// (the scripted acknowledgement numbers are then not pinned down by the contract).
-    pub(super) fn lost(&mut self, packet: &Packet, conn: Option<u32>) {
-        if let (Some(conn), PacketKind::Tcp { flags, payload, .. }) = (conn, packet.kind)
+    pub(super) fn lost(&mut self, traffic: &Traffic) {
+        if let (Some(conn), PacketKind::Tcp { flags, payload, .. }) =
+            (traffic.conn, traffic.packet.kind)
             && (payload > 0 || flags.fin || (flags.syn && flags.ack))
             && let Some(state) = self.conns.get_mut(&conn)
         {

@@ -10,7 +10,7 @@ use scenario_format::timing::TUN_LATENCY_MS;
 
 use super::dns::Mapping;
 use super::network::{Frame, Hop};
-use super::{Engine, Event, Result};
+use super::{Engine, Event, Result, Traffic};
 use crate::rules::{self, is_proxy_ip, seq_ge};
 use crate::{
     ClientId, CloseReason, DropPlace, DropReason, FlowRecord, GatewayDropReason, OuterContext,
@@ -162,9 +162,7 @@ impl OpenFlow {
 pub(super) struct Inbound {
     pub(super) context: OuterContext,
     pub(super) back: Vec<Hop>,
-    pub(super) packet: Packet,
-    pub(super) conn: Option<u32>,
-    pub(super) step: usize,
+    pub(super) traffic: Traffic,
 }
 
 #[derive(Debug, Default)]
@@ -258,9 +256,7 @@ impl Engine<'_> {
         let inbound = Inbound {
             context: frame.context,
             back,
-            packet: frame.packet,
-            conn: frame.conn,
-            step: frame.step,
+            traffic: frame.traffic,
         };
         self.client_packet(g, c, inbound, t, false)
     }
@@ -276,7 +272,7 @@ impl Engine<'_> {
         t: u64,
         from_queue: bool,
     ) -> Result<()> {
-        let packet = inbound.packet;
+        let packet = inbound.traffic.packet;
         let open = self.gateways[g]
             .flows
             .iter()
@@ -303,7 +299,7 @@ impl Engine<'_> {
                 }
             },
         };
-        let flow = OpenFlow::new(c, resource, &packet, destination, inbound.conn, t);
+        let flow = OpenFlow::new(c, resource, &packet, destination, inbound.traffic.conn, t);
         let index = self.open_flow(g, flow)?;
         self.forward_tx(g, index, inbound, t)
     }
@@ -347,9 +343,12 @@ impl Engine<'_> {
         t: u64,
     ) -> Result<()> {
         self.drop_client_packet(g, c, reason, &inbound, t);
-        let icmp = icmp_prohibited(&inbound.packet);
-        let step = inbound.step;
-        self.send_to_client(g, c, inbound.context, inbound.back, icmp, None, step, t)
+        let icmp = Traffic {
+            packet: icmp_prohibited(&inbound.traffic.packet),
+            conn: None,
+            step: inbound.traffic.step,
+        };
+        self.send_to_client(g, c, inbound.context, inbound.back, icmp, t)
     }
 
     /// Adds a new flow and returns its index; two flows with one key are not modelled.
@@ -374,22 +373,19 @@ impl Engine<'_> {
         inbound: &Inbound,
         t: u64,
     ) {
-        self.gateway_drop(g, c, reason, inbound.packet, inbound.conn, inbound.step, t);
+        self.gateway_drop(g, c, reason, inbound.traffic, t);
     }
 
     /// Drops a packet of (or to) client `c` at gateway `g`.
-    #[allow(clippy::too_many_arguments)]
     fn gateway_drop(
         &mut self,
         g: usize,
         c: usize,
         reason: GatewayDropReason,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
         t: u64,
     ) {
-        self.lost(&packet, conn);
+        self.lost(&traffic);
         self.out.drops.push(PacketDrop {
             at_ms: t,
             place: DropPlace::Gateway {
@@ -397,15 +393,15 @@ impl Engine<'_> {
                 client: Some(ClientId(c as u32)),
             },
             reason: DropReason::Gateway(reason),
-            packet,
-            step,
+            packet: traffic.packet,
+            step: traffic.step,
         });
     }
 
     /// Forwards a client packet on flow `index` to the resource, its destination translated to
     /// the flow's real IP.
     fn forward_tx(&mut self, g: usize, index: usize, inbound: Inbound, t: u64) -> Result<()> {
-        let packet = inbound.packet;
+        let packet = inbound.traffic.packet;
         let flow = &mut self.gateways[g].flows[index];
         flow.count(CLIENT_SIDE, &packet, inbound.context, t);
         let translated = Packet {
@@ -416,9 +412,10 @@ impl Engine<'_> {
             t + TUN_LATENCY_MS,
             Event::AtResource {
                 gateway: g,
-                packet: translated,
-                conn: inbound.conn,
-                step: inbound.step,
+                traffic: Traffic {
+                    packet: translated,
+                    ..inbound.traffic
+                },
             },
         );
         self.tcp_progress(g, index, CLIENT_SIDE, &packet, t)
@@ -483,11 +480,10 @@ impl Engine<'_> {
     pub(super) fn gateway_from_resource(
         &mut self,
         g: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
         t: u64,
     ) -> Result<()> {
+        let packet = traffic.packet;
         self.expire(g, t);
         let to = packet.dst.ip();
         let Some(c) = self.client_of_tunnel_ip(to) else {
@@ -498,7 +494,7 @@ impl Engine<'_> {
             .iter()
             .position(|f| f.carries_from_resource(c, &packet));
         let Some(index) = open else {
-            self.gateway_drop(g, c, GatewayDropReason::NoOpenFlow, packet, conn, step, t);
+            self.gateway_drop(g, c, GatewayDropReason::NoOpenFlow, traffic, t);
             return Ok(());
         };
         let Some((context, back)) = self.gateways[g].contexts.get(&c).cloned() else {
@@ -506,11 +502,14 @@ impl Engine<'_> {
         };
         let flow = &mut self.gateways[g].flows[index];
         flow.count(RESOURCE_SIDE, &packet, context, t);
-        let translated = Packet {
-            src: SocketAddr::new(flow.visible, packet.src.port()),
-            ..packet
+        let translated = Traffic {
+            packet: Packet {
+                src: SocketAddr::new(flow.visible, packet.src.port()),
+                ..packet
+            },
+            ..traffic
         };
-        self.send_to_client(g, c, context, back, translated, conn, step, t)?;
+        self.send_to_client(g, c, context, back, translated, t)?;
         self.tcp_progress(g, index, RESOURCE_SIDE, &packet, t)
     }
 

@@ -38,6 +38,15 @@ use network::{Frame, Link, LinkState};
 
 type Result<T> = std::result::Result<T, Unpredictable>;
 
+/// An inner packet in flight, with the scripted TCP connection it belongs to (if any) and the
+/// step whose traffic it is.
+#[derive(Debug, Clone, Copy)]
+struct Traffic {
+    packet: Packet,
+    conn: Option<u32>,
+    step: usize,
+}
+
 #[derive(Debug)]
 enum Event {
     Step(usize),
@@ -49,16 +58,12 @@ enum Event {
     /// A packet the gateway forwarded reaches the resource responder.
     AtResource {
         gateway: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
     },
     /// A packet from the resource responder reaches the gateway's TUN side.
     FromResource {
         gateway: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
     },
     DnsAtServer {
         gateway: usize,
@@ -211,26 +216,16 @@ impl Engine<'_> {
                 self.do_step(k, at)
             }
             Event::Hop { frame, index } => {
-                self.within_step(frame.step, at)?;
+                self.within_step(frame.traffic.step, at)?;
                 self.hop_arrived(frame, index, at)
             }
-            Event::AtResource {
-                gateway,
-                packet,
-                conn,
-                step,
-            } => {
-                self.within_step(step, at)?;
-                self.resource_receive(gateway, packet, conn, step, at)
+            Event::AtResource { gateway, traffic } => {
+                self.within_step(traffic.step, at)?;
+                self.resource_receive(gateway, traffic, at)
             }
-            Event::FromResource {
-                gateway,
-                packet,
-                conn,
-                step,
-            } => {
-                self.within_step(step, at)?;
-                self.gateway_from_resource(gateway, packet, conn, step, at)
+            Event::FromResource { gateway, traffic } => {
+                self.within_step(traffic.step, at)?;
+                self.gateway_from_resource(gateway, traffic, at)
             }
             Event::DnsAtServer {
                 gateway,
@@ -334,8 +329,10 @@ impl Engine<'_> {
     /// Every datagram must have arrived by the end of the run.
     fn ensure_nothing_in_flight(&self) -> Result<()> {
         let in_flight = self.events.values().find_map(|event| match event {
-            Event::Hop { frame, .. } => Some(frame.step),
-            Event::AtResource { step, .. } | Event::FromResource { step, .. } => Some(*step),
+            Event::Hop { frame, .. } => Some(frame.traffic.step),
+            Event::AtResource { traffic, .. } | Event::FromResource { traffic, .. } => {
+                Some(traffic.step)
+            }
             _ => None,
         });
         if let Some(step) = in_flight {

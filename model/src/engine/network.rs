@@ -8,10 +8,8 @@ use std::net::SocketAddr;
 use scenario_format::plan::TUNNEL_PORT;
 use scenario_format::{Fault, PathMode};
 
-use super::{Engine, Event, Result};
-use crate::{
-    DropPlace, DropReason, OuterContext, Packet, PacketDrop, RelayedAddresses, Unpredictable,
-};
+use super::{Engine, Event, Result, Traffic};
+use crate::{DropPlace, DropReason, OuterContext, PacketDrop, RelayedAddresses, Unpredictable};
 
 /// A link, by its two host names in sorted order.
 pub(super) type Link = (String, String);
@@ -57,9 +55,8 @@ pub(super) struct Frame {
     pub(super) context: OuterContext,
     /// Hops in travel order.
     pub(super) hops: Vec<Hop>,
-    pub(super) packet: Packet,
-    pub(super) conn: Option<u32>,
-    pub(super) step: usize,
+    /// The inner packet it carries.
+    pub(super) traffic: Traffic,
 }
 
 /// Why a frame from the gateway to an outer context the client has left is not modelled: where
@@ -94,8 +91,8 @@ fn link_drop(link: &Link, reason: DropReason, frame: &Frame, at_ms: u64) -> Pack
             between: [link.0.clone(), link.1.clone()],
         },
         reason,
-        packet: frame.packet,
-        step: frame.step,
+        packet: frame.traffic.packet,
+        step: frame.traffic.step,
     }
 }
 
@@ -153,7 +150,7 @@ impl Engine<'_> {
                 state.holding = false;
                 let held = std::mem::take(&mut state.held);
                 for (mut frame, index) in held {
-                    frame.step = k;
+                    frame.traffic.step = k;
                     self.schedule(t, Event::Hop { frame, index });
                 }
             }
@@ -425,52 +422,49 @@ impl Engine<'_> {
         &mut self,
         c: usize,
         g: usize,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
         t: u64,
     ) -> Result<()> {
-        let (context, hops) = self.client_path(c, g)?;
-        let frame = Frame {
-            direction: Direction::ToGateway,
-            client: c,
-            gateway: g,
-            context,
-            hops,
-            packet,
-            conn,
-            step,
-        };
-        self.send_hop(frame, 0, t)
+        let path = self.client_path(c, g)?;
+        self.send_frame(Direction::ToGateway, c, g, path, traffic, t)
     }
 
     /// Sends a tunnel frame from gateway `g` to client `c` over `hops`, the way back to the
     /// outer context `context` it last heard the client from.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn send_to_client(
         &mut self,
         g: usize,
         c: usize,
         context: OuterContext,
         hops: Vec<Hop>,
-        packet: Packet,
-        conn: Option<u32>,
-        step: usize,
+        traffic: Traffic,
         t: u64,
     ) -> Result<()> {
         // The gateway follows its control plane's path too: once the client switched path or
         // roamed, frames to its old context may leave another way (or be lost on the old
         // one) until the client is heard from again. Not in the contract.
         self.ensure_on_path(c, g, context, LEFT_CONTEXT)?;
+        self.send_frame(Direction::ToClient, c, g, (context, hops), traffic, t)
+    }
+
+    /// Sends `traffic` in a tunnel frame between client `c` and gateway `g` in `direction`,
+    /// over `hops` (in travel order) of the path the gateway sees as `context`.
+    fn send_frame(
+        &mut self,
+        direction: Direction,
+        c: usize,
+        g: usize,
+        (context, hops): (OuterContext, Vec<Hop>),
+        traffic: Traffic,
+        t: u64,
+    ) -> Result<()> {
         let frame = Frame {
-            direction: Direction::ToClient,
+            direction,
             client: c,
             gateway: g,
             context,
             hops,
-            packet,
-            conn,
-            step,
+            traffic,
         };
         self.send_hop(frame, 0, t)
     }
@@ -501,7 +495,7 @@ impl Engine<'_> {
             self.schedule(t + hop.ms, Event::Hop { frame, index });
             return Ok(());
         };
-        self.lost(&frame.packet, frame.conn);
+        self.lost(&frame.traffic);
         if let Some(reason) = reason {
             self.out.drops.push(link_drop(&hop.link, reason, &frame, t));
         }
