@@ -91,7 +91,7 @@ pub fn replay_into(
             let written = artifacts::write_artifacts(dir, scenario, seed, None, &failure)?;
             bail!(
                 "{failure}\n(scenario written to {})",
-                written.scenario.display()
+                artifacts::shown(&written.scenario).display()
             );
         }
     };
@@ -124,7 +124,11 @@ pub fn report(
         Err(error) => error.to_string(),
     };
     let written = artifacts::write_artifacts(dir, scenario, seed, Some(&outcome), &failure)?;
-    writeln!(out, "\nwritten to {}/:", written.dir.display())?;
+    writeln!(
+        out,
+        "\nwritten to {}/:",
+        artifacts::shown(&written.dir).display()
+    )?;
     writeln!(
         out,
         "  scenario.yaml (replay: {})",

@@ -170,3 +170,47 @@ fn promote_copies_into_the_corpus_and_says_how_to_snapshot() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `replay` run from the workspace root names every path relative to it: neither what it
+/// prints nor any text file it writes contains the absolute path of the directory it ran in.
+#[test]
+fn replay_prints_and_writes_no_absolute_path_of_where_it_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root");
+    let out = Command::new(env!("CARGO_BIN_EXE_vpnsim"))
+        .args(["replay", "scenarios/corpus/same-relay-v4.yaml"])
+        .current_dir(&root)
+        .output()
+        .expect("vpnsim runs");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let absolute = root.display().to_string();
+    assert!(!stdout.contains(&absolute), "{absolute} in\n{stdout}");
+    assert!(!stderr.contains(&absolute), "{absolute} in\n{stderr}");
+    let written = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("written to "))
+        .and_then(|rest| rest.strip_suffix("/:"))
+        .expect("the replay says where it wrote");
+    let dir = root.join(written);
+    let mut texts = 0;
+    for entry in std::fs::read_dir(&dir).expect("the written directory") {
+        let path = entry.expect("an entry").path();
+        let Ok(content) = std::fs::read_to_string(&path) else {
+            continue; // hops.pcap
+        };
+        texts += 1;
+        assert!(
+            !content.contains(&absolute),
+            "{absolute} in {}",
+            path.display()
+        );
+    }
+    assert!(
+        texts >= 4,
+        "scenario, trace, routing and flow log in {}",
+        dir.display()
+    );
+}
