@@ -17,12 +17,13 @@ use turn_client::{Endpoint, TurnClient, TurnClientConfig};
 
 use crate::{
     clock::{deadline_ms, end_turn, now_instant},
-    commands::{ClientCommand, ClientTcpAction, Inbox},
+    commands::{ClientCommand, ClientTcpAction},
     endpoint_io::{flush_turn, receive_through, send_through, unspecified},
     packets::{self, Inner},
     state::Shared,
     tcp::TcpSide,
     wire,
+    world::{World, gateway_socket},
 };
 
 struct ClientHost {
@@ -309,17 +310,21 @@ impl ClientHost {
     }
 }
 
+/// Client `index`'s host, with its TURN client if it names a relay; it starts on its first
+/// socket with a direct path to every gateway.
 pub(crate) fn add_client(
     sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    inbox: Inbox<ClientCommand>,
-    name: String,
+    world: &World<'_>,
     index: usize,
-    socket_addr: SocketAddr,
     turn: Option<TurnClientConfig>,
-    gateways: Vec<SocketAddr>,
 ) {
-    let shared = shared.clone();
+    let shared = world.shared.clone();
+    let inbox = world.inboxes.clients[index].clone();
+    let name = world.scenario.topology.clients[index].name.clone();
+    let socket_addr = world.plan.client_socket(index, 0);
+    let gateways: Vec<SocketAddr> = (0..world.scenario.topology.gateways.len())
+        .map(|g| gateway_socket(world.plan, g))
+        .collect();
     sim.host(socket_addr.ip(), move || {
         let shared = shared.clone();
         let name = name.clone();

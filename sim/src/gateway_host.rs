@@ -31,6 +31,7 @@ use crate::{
     resource_host::ResourceSide,
     state::Shared,
     wire,
+    world::World,
 };
 
 /// Gateway `index` as the control plane configures it: its settings, every client's session,
@@ -474,19 +475,18 @@ struct HostContext {
     dns_server: SocketAddr,
 }
 
+/// Gateway `index`'s host, with its TURN client if it names a relay.
 pub(crate) fn add_gateway(
     sim: &mut turmoil::Sim<'_>,
-    shared: &Rc<RefCell<Shared>>,
-    inbox: Inbox<GatewayCommand>,
-    scenario: &Scenario,
-    plan: &AddressPlan,
+    world: &World<'_>,
     index: usize,
-    seed: u64,
     turn: Option<turn_client::TurnClientConfig>,
 ) {
-    let shared = shared.clone();
-    let scenario = scenario.clone();
-    let plan = plan.clone();
+    let shared = world.shared.clone();
+    let scenario = world.scenario.clone();
+    let plan = world.plan.clone();
+    let inbox = world.inboxes.gateways[index].clone();
+    let seed = world.seed;
     let ip = plan.gateways[index].preferred();
     sim.host(ip, move || {
         let shared = shared.clone();

@@ -127,13 +127,13 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
 }
 
 /// What the hosts of one run are built from and share.
-struct World<'a> {
-    scenario: &'a Scenario,
-    plan: &'a AddressPlan,
-    shared: Rc<RefCell<Shared>>,
-    inboxes: Inboxes,
+pub(crate) struct World<'a> {
+    pub(crate) scenario: &'a Scenario,
+    pub(crate) plan: &'a AddressPlan,
+    pub(crate) shared: Rc<RefCell<Shared>>,
+    pub(crate) inboxes: Inboxes,
     /// The run's seed: turmoil's, and (offset per host) every system under test's.
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// A turmoil simulation on the 1 ms grid, its clock at the scenario's origin, with the
@@ -221,16 +221,7 @@ impl World<'_> {
                 plan.gateways[index].preferred(),
                 1000 + index as u64,
             );
-            gateway_host::add_gateway(
-                sim,
-                &self.shared,
-                self.inboxes.gateways[index].clone(),
-                self.scenario,
-                plan,
-                index,
-                self.seed,
-                turn,
-            );
+            gateway_host::add_gateway(sim, self, index, turn);
         }
     }
 
@@ -243,19 +234,7 @@ impl World<'_> {
                 plan.clients[index].preferred(),
                 2000 + index as u64,
             );
-            let gateways = (0..topology.gateways.len())
-                .map(|g| gateway_socket(plan, g))
-                .collect();
-            client_host::add_client(
-                sim,
-                &self.shared,
-                self.inboxes.clients[index].clone(),
-                client.name.clone(),
-                index,
-                plan.client_socket(index, 0),
-                turn,
-                gateways,
-            );
+            client_host::add_client(sim, self, index, turn);
         }
     }
 
