@@ -12,7 +12,12 @@
 //! (a client with a relay allocates again from its new socket), partitions, holds, `drop-next`,
 //! gateway restarts and idle time. Besides flow records, the outcome lists every inner packet
 //! that reached a client or a resource responder and every one a gateway or a link fault
-//! dropped ([`observed`]).
+//! dropped, in the vocabulary the model predicts in ([`observation`]).
+//!
+//! The modules, by concern: `world` builds the hosts and plays the steps, `runner` turns steps
+//! into commands, `commands` holds each host's typed inbox, `clock` the 1 ms grid and the
+//! published timers, `state` and `journal` what the hosts share and record, `faults` the link
+//! faults, and one module per kind of host (docs/architecture.md has the table).
 
 mod client_host;
 mod clock;
