@@ -11,7 +11,7 @@
 //! keeps every channel's relay-to-self destination resolved, so that the program looks up one
 //! map per packet), read back with [`XdpRelay::channel_bindings`]. [`XdpRelay::apply`] mirrors
 //! the userspace relay's channel-binding events into the maps, so that they hold
-//! [`relay::Relay::channel_bindings`] ([`relay_table`]). [`bench`] times the rewriting paths
+//! [`relay::Relay::channel_bindings`] ([`relay_table`]). [`bench`](mod@bench) times the rewriting paths
 //! against a floor program from the same object.
 
 pub mod bench;
