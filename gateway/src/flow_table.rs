@@ -15,7 +15,8 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use proto::flow::{ClientId, MAX_OUTER_CONTEXTS, Protocol, ResourceId};
 
-use crate::tcp_tracker::TcpTracker;
+use crate::packet::{IpPacket, Transport};
+use crate::tcp_tracker::{Direction, TcpTracker, TcpVerdict};
 
 /// Nanoseconds since the gateway's time origin.
 pub(crate) type Nanos = u64;
@@ -104,6 +105,35 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
+    /// Counts one forwarded packet going `direction` (`payload` bytes: an ICMP error counts
+    /// none), notes the outer context it came or went by, and advances the TCP state.
+    #[inline]
+    pub(crate) fn count(
+        &mut self,
+        direction: Direction,
+        pkt: &IpPacket,
+        payload: u64,
+        outer_idx: u32,
+        t: Nanos,
+    ) -> TcpVerdict {
+        let (packets, bytes) = match direction {
+            Direction::ToResource => (&mut self.tx_packets, &mut self.tx_bytes),
+            Direction::ToClient => (&mut self.rx_packets, &mut self.rx_bytes),
+        };
+        *packets += 1;
+        *bytes += payload;
+        self.last_packet = t;
+        self.add_outer(outer_idx);
+        match pkt.transport {
+            Transport::Tcp {
+                flags, seq, ack, ..
+            } => self
+                .tcp
+                .on_packet(direction, flags, seq, ack, pkt.payload_len),
+            _ => TcpVerdict::Open,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         client: ClientId,

@@ -19,7 +19,7 @@ use crate::flow_log;
 use crate::flow_table::{DnsFlow, Flow, FlowKey, Nanos};
 use crate::output::{Event, Transmit};
 use crate::packet::{self, Field, IpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Transport};
-use crate::tcp_tracker::{Direction, TcpVerdict};
+use crate::tcp_tracker::Direction;
 
 /// A tunnel frame's drop, and how far the frame got: not opened (the frame is all the gateway
 /// has), or opened (the client and its inner packet, borrowed from the frame).
@@ -260,18 +260,13 @@ impl Gateway {
         if flow.dns.is_some() {
             packet::rewrite(&mut out, pkt, Field::Dst, flow.resource_ip);
         }
-        flow.tx_packets += 1;
-        flow.tx_bytes += pkt.payload_len as u64;
-        flow.last_packet = t;
-        flow.add_outer(outer_idx);
-        let verdict = match pkt.transport {
-            Transport::Tcp {
-                flags, seq, ack, ..
-            } => flow
-                .tcp
-                .on_packet(Direction::ToResource, flags, seq, ack, pkt.payload_len),
-            _ => TcpVerdict::Open,
-        };
+        let verdict = flow.count(
+            Direction::ToResource,
+            pkt,
+            pkt.payload_len as u64,
+            outer_idx,
+            t,
+        );
         self.transmits.push_back(Transmit::Tun(out));
         self.close_if_done(idx, verdict, t);
     }

@@ -13,7 +13,7 @@ use crate::drop_reason::DropReason;
 use crate::flow_table::{FlowKey, Nanos};
 use crate::output::Transmit;
 use crate::packet::{self, Field, IpPacket, PacketError, Transport};
-use crate::tcp_tracker::{Direction, TcpVerdict};
+use crate::tcp_tracker::Direction;
 
 impl Gateway {
     /// An IP packet arrived on the TUN side (from a resource).
@@ -79,20 +79,8 @@ impl Gateway {
                 packet::rewrite(out, pkt, Field::Src, dns.proxy_ip);
             }
         }
-        flow.rx_packets += 1;
-        if !is_error {
-            flow.rx_bytes += pkt.payload_len as u64;
-        }
-        flow.last_packet = t;
-        flow.add_outer(outer_idx);
-        let verdict = match pkt.transport {
-            Transport::Tcp {
-                flags, seq, ack, ..
-            } => flow
-                .tcp
-                .on_packet(Direction::ToClient, flags, seq, ack, pkt.payload_len),
-            _ => TcpVerdict::Open,
-        };
+        let payload = if is_error { 0 } else { pkt.payload_len as u64 };
+        let verdict = flow.count(Direction::ToClient, pkt, payload, outer_idx, t);
         self.send_frame_to_client(client_id, outer, frame);
         self.close_if_done(idx, verdict, t);
         Ok(())
