@@ -40,7 +40,7 @@ use crate::drop_reason::{DropCounters, DropReason};
 use crate::filter::Filter;
 use crate::flow_log::OuterInterner;
 use crate::flow_table::{FlowTable, Nanos, nanos_of};
-use crate::output::{Event, Transmit};
+use crate::output::{DroppedPacket, Event, Transmit};
 use crate::replay_window::ReplayWindow;
 
 /// A client's session state (its DNS mappings are the resolver's).
@@ -150,11 +150,17 @@ impl Gateway {
             } else {
                 self.dns_answer(payload, t)
             };
-            return r.map_err(|reason| self.drop_datagram(reason, None, payload));
+            return r
+                .map_err(|reason| self.drop_copy(reason, None, payload, DroppedPacket::Datagram));
         }
         if !tunnel::is_tunnel_frame(payload) {
             self.advance(now);
-            return Err(self.drop_datagram(DropReason::NotTunnelFrame, None, payload));
+            return Err(self.drop_copy(
+                DropReason::NotTunnelFrame,
+                None,
+                payload,
+                DroppedPacket::Datagram,
+            ));
         }
         self.handle_tunnel_frame(
             OuterContext {

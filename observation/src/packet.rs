@@ -204,14 +204,6 @@ impl Packet {
             _ => 0,
         }
     }
-
-    /// The TCP flags of a TCP segment.
-    pub fn tcp_flags(&self) -> Option<TcpFlags> {
-        match self.kind {
-            PacketKind::Tcp { flags, .. } => Some(flags),
-            _ => None,
-        }
-    }
 }
 
 /// A packet as the trace, the routing timeline, `show` and the checks print it:

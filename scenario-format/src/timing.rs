@@ -61,3 +61,38 @@ impl Timeline {
             .unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_start_after_setup_and_idles_last_their_seconds() {
+        let scenario = Scenario::from_yaml(
+            "name: t\n\
+             topology:\n  \
+               clients: [{ name: alice, stack: v4 }]\n  \
+               gateways: [{ name: gw, stack: v4 }]\n  \
+               resources: [{ name: web, gateway: gw, cidr: 198.51.100.10/32 }]\n\
+             steps:\n  \
+               - udp: { client: alice, resource: web, port: 53, bytes: 1 }\n  \
+               - idle: { seconds: 120 }\n  \
+               - udp: { client: alice, resource: web, port: 53, bytes: 1 }\n",
+            "t.yaml",
+        )
+        .expect("a valid scenario");
+        let timeline = Timeline::of(&scenario);
+        assert_eq!(timeline.step_start, vec![2_000, 3_000, 123_000]);
+        assert_eq!(timeline.t_end, 124_000);
+        assert_eq!(timeline.next_start(1), 123_000);
+        assert_eq!(timeline.next_start(2), 124_000);
+        // During the setup, step 0; on a step's first millisecond, that step; the last
+        // millisecond of a step, still that step.
+        assert_eq!(timeline.step_at(0), 0);
+        assert_eq!(timeline.step_at(2_999), 0);
+        assert_eq!(timeline.step_at(3_000), 1);
+        assert_eq!(timeline.step_at(122_999), 1);
+        assert_eq!(timeline.step_at(123_000), 2);
+        assert_eq!(timeline.step_at(200_000), 2);
+    }
+}

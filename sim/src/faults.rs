@@ -26,7 +26,7 @@ pub(crate) struct LinkFaults {
     pub(crate) drop_next: u32,
     /// Tunnel frames sent while the link holds (turmoil keeps them until a release): when they
     /// were sent and what they carry.
-    pub(crate) held: Vec<(u64, Packet)>,
+    pub(crate) held: Vec<Packet>,
 }
 
 impl LinkFaults {
@@ -64,7 +64,7 @@ impl Shared {
             DropReason::Partition
         } else if faults.holding {
             if let Some(packet) = packet {
-                faults.held.push((at_ms, packet));
+                faults.held.push(packet);
             }
             return false;
         } else if packet.is_some() && faults.drop_next > 0 {

@@ -238,8 +238,9 @@ impl World<'_> {
         }
     }
 
-    /// The TURN client of a host that names a relay, with a seed of its own (the run's seed
-    /// plus `seed_offset`).
+    /// The TURN client of a host that names a relay: credentials valid for a day, the relayed
+    /// families the relay offers, and a seed of the host's own (the run's seed plus
+    /// `seed_offset`).
     fn turn_config(
         &self,
         relay: Option<&str>,
@@ -247,14 +248,30 @@ impl World<'_> {
         host: IpAddr,
         seed_offset: u64,
     ) -> Option<TurnClientConfig> {
-        turn_config(
-            self.scenario,
-            self.plan,
-            relay,
-            name,
-            host,
-            self.seed.wrapping_add(seed_offset),
-        )
+        let relays = &self.scenario.topology.relays;
+        let index = relays.iter().position(|r| Some(r.name.as_str()) == relay)?;
+        let families = match relays[index].stack {
+            Stack::V4 => Families::V4,
+            Stack::V6 => Families::V6,
+            Stack::Dual => Families::Dual,
+        };
+        Some(TurnClientConfig {
+            // The relay's address in the host's family (the model refuses a pair with none).
+            server: SocketAddr::new(
+                self.plan.relays[index]
+                    .matching(host)
+                    .unwrap_or(self.plan.relays[index].preferred()),
+                relay::TURN_PORT,
+            ),
+            credentials: credentials::rest_api_credentials(
+                RELAY_SECRET,
+                ORIGIN_UNIX_SECS + 86_400,
+                name,
+            ),
+            families,
+            lifetime: None,
+            seed: self.seed.wrapping_add(seed_offset),
+        })
     }
 
     /// Runs the setup, then every step from its start to the next one's, then shuts every
@@ -278,25 +295,16 @@ impl World<'_> {
 /// at `end_ms`.
 fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Outcome {
     let mut shared = shared.borrow_mut();
-    let still_held: Vec<(DropPlace, observation::Packet)> = shared
-        .links
-        .faults
-        .iter_mut()
-        .flat_map(|(between, faults)| {
-            std::mem::take(&mut faults.held)
-                .into_iter()
-                .map(|(_, packet)| {
-                    let place = DropPlace::Link {
-                        between: between.clone(),
-                    };
-                    (place, packet)
-                })
-        })
-        .collect();
-    for (place, packet) in still_held {
-        shared
-            .journal
-            .dropped(end_ms, place, DropReason::StillHeld, packet);
+    let shared = &mut *shared;
+    for (between, faults) in &mut shared.links.faults {
+        for packet in std::mem::take(&mut faults.held) {
+            let place = DropPlace::Link {
+                between: between.clone(),
+            };
+            shared
+                .journal
+                .dropped(end_ms, place, DropReason::StillHeld, packet);
+        }
     }
     let journal = std::mem::take(&mut shared.journal);
     Outcome {
@@ -317,45 +325,6 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
             }),
         datapath: relays.datapath,
     }
-}
-
-/// The TURN client of a host that names a relay: credentials valid for a day, the relayed
-/// families the relay offers, and a seed of the host's own.
-fn turn_config(
-    scenario: &Scenario,
-    plan: &AddressPlan,
-    relay: Option<&str>,
-    name: &str,
-    host: IpAddr,
-    seed: u64,
-) -> Option<TurnClientConfig> {
-    let index = scenario
-        .topology
-        .relays
-        .iter()
-        .position(|r| Some(r.name.as_str()) == relay)?;
-    let families = match scenario.topology.relays[index].stack {
-        Stack::V4 => Families::V4,
-        Stack::V6 => Families::V6,
-        Stack::Dual => Families::Dual,
-    };
-    Some(TurnClientConfig {
-        // The relay's address in the host's family (the model refuses a pair with none).
-        server: SocketAddr::new(
-            plan.relays[index]
-                .matching(host)
-                .unwrap_or(plan.relays[index].preferred()),
-            relay::TURN_PORT,
-        ),
-        credentials: credentials::rest_api_credentials(
-            RELAY_SECRET,
-            ORIGIN_UNIX_SECS + 86_400,
-            name,
-        ),
-        families,
-        lifetime: None,
-        seed,
-    })
 }
 
 /// The scenario's host name of every address of every host (the DNS server is `dns`).

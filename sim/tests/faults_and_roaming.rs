@@ -8,7 +8,7 @@ use observation::{
     ClientId, Delivery, DropPlace, DropReason, Packet, PacketDrop, PacketKind, Receiver, TcpFlags,
 };
 use proto::flow::{CloseReason, OuterContext};
-use scenario_format::{Scenario, timing::Timeline};
+use scenario_format::Scenario;
 use sim::{RunOptions, run};
 
 fn ms_of(time: proto::flow::UtcTime) -> u64 {
@@ -27,11 +27,6 @@ fn run_yaml(yaml: &str, seed: u64) -> sim::Outcome {
     }
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     outcome
-}
-
-/// The step a time falls in, in the scenario `yaml`.
-fn step_at(yaml: &str, at_ms: u64) -> usize {
-    Timeline::of(&Scenario::from_yaml(yaml, "inline").expect("valid")).step_at(at_ms)
 }
 
 fn udp(src: &str, dst: &str, payload: u16) -> Packet {
@@ -122,26 +117,34 @@ fn drop_next_takes_the_next_frames_on_the_link_in_either_direction() {
         },
     };
     let to_resource = Receiver::Resource { gateway: 0 };
-    let delivery = |at_ms, to: Receiver, packet| Delivery {
+    // Steps start at 2000, 3000, ... ms: the handshake is step 0's traffic, the echo step 4's.
+    let delivery = |at_ms, step, to: Receiver, packet| Delivery {
         at_ms,
         to,
         packet,
-        step: step_at(DROP_NEXT, at_ms),
+        step,
     };
     let (c, r) = (format!("{client}:30001"), format!("{resource}:443"));
     assert_eq!(
         outcome.deliveries,
         vec![
-            delivery(2011, to_resource.clone(), tcp(&c, &r, "S", 1000, 0, 0)),
-            delivery(2022, to_client.clone(), tcp(&r, &c, "S.", 5000, 1001, 0)),
-            delivery(2033, to_resource.clone(), tcp(&c, &r, ".", 1001, 5001, 0)),
+            delivery(2011, 0, to_resource.clone(), tcp(&c, &r, "S", 1000, 0, 0)),
+            delivery(2022, 0, to_client.clone(), tcp(&r, &c, "S.", 5000, 1001, 0)),
+            delivery(
+                2033,
+                0,
+                to_resource.clone(),
+                tcp(&c, &r, ".", 1001, 5001, 0)
+            ),
             delivery(
                 6011,
+                4,
                 to_resource.clone(),
                 udp(&format!("{client}:45353"), &format!("{resource}:5353"), 64)
             ),
             delivery(
                 6022,
+                4,
                 to_client.clone(),
                 udp(&format!("{resource}:5353"), &format!("{client}:45353"), 64)
             ),

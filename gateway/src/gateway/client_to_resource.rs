@@ -17,7 +17,7 @@ use super::flow_admission::NewFlow;
 use crate::drop_reason::DropReason;
 use crate::flow_log;
 use crate::flow_table::{DnsFlow, Flow, FlowKey, Nanos};
-use crate::output::{Event, Transmit};
+use crate::output::{DroppedPacket, Event, Transmit};
 use crate::packet::{self, Field, IpPacket, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Transport};
 use crate::tcp_tracker::Direction;
 
@@ -54,7 +54,7 @@ impl Gateway {
             Err(FrameDrop {
                 reason,
                 opened: Some((client, inner)),
-            }) => Err(self.drop_ip(reason, Some(client), inner)),
+            }) => Err(self.drop_copy(reason, Some(client), inner, DroppedPacket::Ip)),
             Err(FrameDrop {
                 reason,
                 opened: None,
@@ -62,7 +62,7 @@ impl Gateway {
                 let client = tunnel::peek_header(frame)
                     .ok()
                     .and_then(|h| self.sessions.get(&h.session_id).copied());
-                Err(self.drop_datagram(reason, client, frame))
+                Err(self.drop_copy(reason, client, frame, DroppedPacket::Datagram))
             }
         }
     }

@@ -39,28 +39,18 @@ impl Gateway {
         reason
     }
 
-    /// Drops an IP packet the gateway was handed (copied, into a recycled buffer if any).
+    /// Drops what the gateway was handed, reported as a copy (in a recycled buffer if any):
+    /// `as_dropped` says what it is (`DroppedPacket::Ip` or `DroppedPacket::Datagram`).
     #[cold]
-    pub(super) fn drop_ip(
+    pub(super) fn drop_copy(
         &mut self,
         reason: DropReason,
         client: Option<ClientId>,
         bytes: &[u8],
+        as_dropped: fn(Vec<u8>) -> DroppedPacket,
     ) -> DropReason {
         let copy = self.copy_of(bytes);
-        self.record_drop(reason, client, DroppedPacket::Ip(copy))
-    }
-
-    /// Drops a datagram the gateway did not open (copied, into a recycled buffer if any).
-    #[cold]
-    pub(super) fn drop_datagram(
-        &mut self,
-        reason: DropReason,
-        client: Option<ClientId>,
-        bytes: &[u8],
-    ) -> DropReason {
-        let copy = self.copy_of(bytes);
-        self.record_drop(reason, client, DroppedPacket::Datagram(copy))
+        self.record_drop(reason, client, as_dropped(copy))
     }
 
     /// Drops packets held for a DNS answer, in order.

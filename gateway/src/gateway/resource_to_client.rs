@@ -11,7 +11,7 @@ use super::Gateway;
 use super::drops::packet_error;
 use crate::drop_reason::DropReason;
 use crate::flow_table::{FlowKey, Nanos};
-use crate::output::Transmit;
+use crate::output::{DroppedPacket, Transmit};
 use crate::packet::{self, Field, IpPacket, PacketError, Transport};
 use crate::tcp_tracker::Direction;
 
@@ -27,7 +27,7 @@ impl Gateway {
         r.map_err(|reason| {
             let client =
                 packet::peek_dst(packet).and_then(|dst| self.tunnel_ips.get(&dst).copied());
-            self.drop_ip(reason, client, packet)
+            self.drop_copy(reason, client, packet, DroppedPacket::Ip)
         })
     }
 
