@@ -44,6 +44,8 @@
 mod engine;
 mod rules;
 
+pub use engine::coverage;
+
 use std::cmp::Ordering;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -133,6 +135,10 @@ pub struct Prediction {
     pub deliveries: Vec<Delivery>,
     /// Every packet dropped on a link or by a gateway, sorted.
     pub drops: Vec<PacketDrop>,
+    /// Which corners of the rules the prediction went through (timer boundaries, TCP states,
+    /// reused 5-tuples): for the coverage grid, never compared with a run.
+    #[serde(skip)]
+    pub coverage: coverage::ModelCoverage,
 }
 
 /// The model cannot (or does not yet) say what happens at this step.

@@ -229,6 +229,10 @@ pub enum Step {
         conn: u32,
         #[serde(flatten)]
         target: Target,
+        /// The client's source port; by default `30000 + conn`. Another connection's port
+        /// reuses its 5-tuple (after it closed, or while it is still open).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        src_port: Option<u16>,
     },
     /// The client resends its SYN (as after a lost SYN-ACK).
     TcpRetransmitSyn {
@@ -288,10 +292,17 @@ pub enum Step {
     GatewayRestart {
         gateway: String,
     },
-    /// Nothing happens for this long.
+    /// Nothing happens for `seconds` plus `ms` milliseconds (either may be left out).
     Idle {
+        #[serde(default, skip_serializing_if = "is_zero")]
         seconds: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        ms: u64,
     },
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 #[derive(Debug, thiserror::Error)]

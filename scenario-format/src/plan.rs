@@ -106,6 +106,21 @@ impl AddressPlan {
         }
     }
 
+    /// The client's source port of a UDP datagram to `dst_port`: `40000 + dst_port % 20000`.
+    pub fn udp_source_port(dst_port: u16) -> u16 {
+        40000 + dst_port % 20000
+    }
+
+    /// The client's source port of TCP connection `conn`: the one its `tcp-open` step chose,
+    /// else `30000 + conn`; none if that is not a port (past 65535, or 0).
+    pub fn tcp_source_port(conn: u32, chosen: Option<u16>) -> Option<u16> {
+        let port = match chosen {
+            Some(port) => port,
+            None => u16::try_from(30000 + u64::from(conn)).ok()?,
+        };
+        (port != 0).then_some(port)
+    }
+
     /// The `n`-th DNS proxy IP handed to a client, in the family asked for.
     pub fn proxy_ip(n: usize, ipv6: bool) -> IpAddr {
         let n = n as u32 + 1;

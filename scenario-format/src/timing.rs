@@ -13,10 +13,11 @@ pub const STEP_MS: u64 = 1000;
 /// The gateway's TUN link to the resource responder, each way.
 pub const TUN_LATENCY_MS: u64 = 1;
 
-/// How long a step lasts: `idle { s }` lasts `s` seconds, every other step [`STEP_MS`].
+/// How long a step lasts: `idle { seconds, ms }` lasts that long, every other step
+/// [`STEP_MS`].
 pub fn step_duration_ms(step: &Step) -> u64 {
     match step {
-        Step::Idle { seconds } => seconds * 1000,
+        Step::Idle { seconds, ms } => seconds * 1000 + ms,
         _ => STEP_MS,
     }
 }

@@ -447,8 +447,18 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             check_target(names, target)?;
             check_payload(*bytes, "a datagram")
         }
-        Step::TcpOpen { conn, target } => {
+        Step::TcpOpen {
+            conn,
+            target,
+            src_port,
+        } => {
             check_target(names, target)?;
+            if plan::AddressPlan::tcp_source_port(*conn, *src_port).is_none() {
+                return Err(format!(
+                    "connection {conn} has no source port: give `src_port` (30000 + conn is \
+                     past 65535), and not 0"
+                ));
+            }
             connections.open(*conn)
         }
         Step::TcpRetransmitSyn { conn } => connections.check_open(*conn),
@@ -477,9 +487,10 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
         Step::DnsChange { name, addresses } => check_dns_change(name, addresses),
         Step::Fault { between, .. } => check_link(names, between),
         Step::GatewayRestart { gateway } => names.check_gateway(gateway),
-        Step::Idle { seconds } => {
-            if *seconds == 0 || *seconds > 3600 {
-                return Err("idle for 1 to 3600 seconds".to_owned());
+        Step::Idle { seconds, ms } => {
+            let total = seconds.saturating_mul(1000).saturating_add(*ms);
+            if total == 0 || total > 3_600_000 {
+                return Err("idle for 1 ms to 3600 seconds".to_owned());
             }
             Ok(())
         }

@@ -4,9 +4,13 @@
 //! dropping steps first, then simplifying them) and reported with its case seed.
 //!
 //! Every case has its own seed, derived from the exploration seed and the case's index: it
-//! seeds the generator (so `replay --case <seed>` regenerates the scenario) and the run
-//! (turmoil and every system under test). Shard `k/n` takes the indices `k-1, k-1+n, ...`, so
-//! shards never overlap.
+//! draws the case's swarm profile, seeds the generator (so `replay --case <seed>` regenerates
+//! the scenario) and the run (turmoil and every system under test). Shard `k/n` takes the
+//! indices `k-1, k-1+n, ...`, so shards never overlap. Without a seed, an exploration draws a
+//! fresh one, so each run explores new cases; the same seed repeats a run exactly.
+//!
+//! By default every case runs twice (the second run on a thread of its own) and the two runs
+//! must be the same run ([`crate::determinism`]).
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +30,8 @@ use sim::Datapath;
 use crate::{
     check::{CheckError, Checked, check_outcome},
     coverage::Coverage,
-    strategy,
+    determinism::{Determinism, TwinRunner},
+    strategy::{self, profile::Profile},
 };
 
 /// Where failures are written.
@@ -45,6 +50,8 @@ pub struct ExploreOptions {
     /// Shard `k` of `n` (1-based).
     pub shard: (u32, u32),
     pub datapath: Datapath,
+    /// Which cases run twice to check that one seed is one run.
+    pub determinism: Determinism,
     /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
 }
@@ -57,15 +64,33 @@ impl ExploreOptions {
             seed,
             shard: (1, 1),
             datapath: Datapath::Differential,
+            determinism: Determinism::Every,
             progress: false,
         }
     }
+}
+
+/// A seed for an exploration nobody gave one: from the process's hash keys, which the
+/// standard library draws from the operating system's random source.
+pub fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// A generated case that failed, before and after shrinking.
 #[derive(Debug, Clone)]
 pub struct Failure {
     pub case_seed: u64,
+    /// The exploration's seed (the case seed is derived from it).
+    pub exploration_seed: u64,
+    /// The case's swarm profile, in words.
+    pub profile: String,
     pub original: Scenario,
     pub shrunk: Scenario,
     /// The failed check of the shrunk case, in words.
@@ -77,6 +102,12 @@ pub struct Failure {
 /// What an exploration did.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
+    /// The exploration's seed and shard.
+    pub seed: u64,
+    pub shard: (u32, u32),
+    pub determinism: Option<Determinism>,
+    /// Cases run twice and compared.
+    pub determinism_checked: u64,
     pub coverage: Coverage,
     /// Cases the model cannot predict, by reason: skipped, not failed.
     pub skipped: BTreeMap<String, u64>,
@@ -103,14 +134,15 @@ pub fn case_seed(seed: u64, shard: (u32, u32), index: u64) -> u64 {
     SplitMix64::new(seed ^ global.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
 }
 
-/// The generator's value tree for a case seed: its current value is the generated scenario.
+/// The generator's value tree for a case seed: its current value is the generated scenario,
+/// under the case's swarm profile (which shrinking keeps).
 fn case_tree(case_seed: u64) -> Result<impl ValueTree<Value = Scenario>> {
     let mut runner = TestRunner::new(Config {
         rng_seed: RngSeed::Fixed(case_seed),
         failure_persistence: None,
         ..Config::default()
     });
-    strategy::scenario()
+    strategy::scenario(&Profile::of_case(case_seed))
         .new_tree(&mut runner)
         .map_err(|reason| anyhow::anyhow!("the generator gave up on case {case_seed}: {reason}"))
 }
@@ -131,8 +163,26 @@ pub enum CaseResult {
 
 /// Runs and checks one scenario with `seed`.
 pub fn check_case(scenario: &Scenario, seed: u64, datapath: Datapath) -> CaseResult {
+    check_case_with(scenario, seed, datapath, None)
+}
+
+/// Runs and checks one scenario with `seed`; with a twin, runs it a second time at once and
+/// fails the case if the two runs differ.
+fn check_case_with(
+    scenario: &Scenario,
+    seed: u64,
+    datapath: Datapath,
+    twin: Option<&TwinRunner>,
+) -> CaseResult {
     let options = sim::RunOptions { seed, datapath };
-    let outcome = match sim::run(scenario, &options) {
+    let run = match twin {
+        Some(twin) => match twin.run_twice(scenario, &options) {
+            (_, Some(difference)) => return CaseResult::Failed(format!("not deterministic: {difference}")),
+            (run, None) => run,
+        },
+        None => sim::run(scenario, &options),
+    };
+    let outcome = match run {
         Ok(outcome) => outcome,
         Err(sim::SimError::Unsupported(reason)) => return CaseResult::Skipped(reason),
         Err(error) => return CaseResult::Failed(error.to_string()),
@@ -156,7 +206,13 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
     }
     let progress = progress_bar(options);
     let started = Instant::now();
-    let mut report = Report::default();
+    let mut report = Report {
+        seed: options.seed,
+        shard: options.shard,
+        determinism: Some(options.determinism),
+        ..Report::default()
+    };
+    let twin = (options.determinism != Determinism::Off).then(TwinRunner::start);
     for index in 0.. {
         if options.count.is_some_and(|count| index >= count)
             || options
@@ -168,10 +224,13 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
         let seed = case_seed(options.seed, options.shard, index);
         let mut tree = case_tree(seed)?;
         let scenario = tree.current();
-        match check_case(&scenario, seed, options.datapath) {
+        let twice = twin.as_ref().filter(|_| options.determinism.checks(index));
+        report.determinism_checked += u64::from(twice.is_some());
+        match check_case_with(&scenario, seed, options.datapath, twice) {
             CaseResult::Passed(checked) => {
                 report.steps += scenario.steps.len() as u64;
                 report.coverage.add(&scenario, &checked);
+                report.coverage.add_profile(&Profile::of_case(seed));
                 report.datapath = Some(match report.datapath {
                     Some(Datapath::Userspace) => Datapath::Userspace,
                     _ => checked.outcome.datapath,
@@ -182,7 +241,9 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
             }
             CaseResult::Failed(error) => {
                 progress.set_message("shrinking");
-                report.failure = Some(shrink(&mut tree, seed, options.datapath, scenario, error));
+                let mut failure = shrink(&mut tree, seed, options.datapath, twice, scenario, error);
+                failure.exploration_seed = options.seed;
+                report.failure = Some(failure);
                 break;
             }
         }
@@ -236,11 +297,14 @@ fn shrink(
     tree: &mut impl ValueTree<Value = Scenario>,
     seed: u64,
     datapath: Datapath,
+    twin: Option<&TwinRunner>,
     original: Scenario,
     error: String,
 ) -> Failure {
     let mut failure = Failure {
         case_seed: seed,
+        exploration_seed: seed,
+        profile: Profile::of_case(seed).to_string(),
         shrunk: original.clone(),
         original,
         error,
@@ -256,7 +320,7 @@ fn shrink(
         budget -= 1;
         let candidate = tree.current();
         let still_fails = if candidate.validate().is_ok() {
-            match check_case(&candidate, seed, datapath) {
+            match check_case_with(&candidate, seed, datapath, twin) {
                 CaseResult::Failed(error) => Some(error),
                 _ => None,
             }
@@ -276,14 +340,14 @@ fn shrink(
             break;
         }
     }
-    prune_topology(&mut failure, seed, datapath);
+    prune_topology(&mut failure, seed, datapath, twin);
     failure
 }
 
 /// After the steps are shrunk, drops what the topology no longer needs (resources, grants,
 /// DNS records, link latencies, relays, clients), one at a time, as long as the case still
 /// validates and fails: the written case names only what matters.
-fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath) {
+fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath, twin: Option<&TwinRunner>) {
     let mut budget = 200;
     'again: while budget > 0 {
         for candidate in topology_removals(&failure.shrunk) {
@@ -294,7 +358,7 @@ fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath) {
             if candidate.validate().is_err() {
                 continue;
             }
-            if let CaseResult::Failed(error) = check_case(&candidate, seed, datapath) {
+            if let CaseResult::Failed(error) = check_case_with(&candidate, seed, datapath, twin) {
                 failure.shrunk = candidate;
                 failure.error = error;
                 failure.shrink_steps += 1;
@@ -358,8 +422,8 @@ pub fn write_failure(failure: &Failure, datapath: Datapath) -> Result<crate::art
     let mut named = failure.shrunk.clone();
     named.name = format!("failure-{stamp}");
     named.description = format!(
-        "Found by `vpnsim explore` (case seed {}).",
-        failure.case_seed
+        "Found by `vpnsim explore --seed {}` (case seed {}, swarm profile: {}).",
+        failure.exploration_seed, failure.case_seed, failure.profile
     );
     let options = sim::RunOptions {
         seed: failure.case_seed,
@@ -382,6 +446,10 @@ pub fn summary_table(report: &Report) -> String {
     let mut row = |name: &str, value: String| {
         out.push_str(&format!("{name:<26} {value:>12}\n"));
     };
+    row("exploration seed", report.seed.to_string());
+    if report.shard != (1, 1) {
+        row("shard", format!("{}/{}", report.shard.0, report.shard.1));
+    }
     row("scenarios checked", coverage.scenarios.to_string());
     row(
         "skipped (unpredictable)",
@@ -400,6 +468,13 @@ pub fn summary_table(report: &Report) -> String {
         }
         .to_owned(),
     );
+    row(
+        "determinism",
+        match report.determinism {
+            Some(Determinism::Off) | None => "off".to_owned(),
+            Some(_) => format!("{} cases twice", report.determinism_checked),
+        },
+    );
     row("seconds", format!("{:.1}", report.seconds));
     if report.seconds > 0.0 {
         row(
@@ -410,6 +485,12 @@ pub fn summary_table(report: &Report) -> String {
             "datagrams per second",
             format!("{:.0}", coverage.datagrams as f64 / report.seconds),
         );
+    }
+    if let Some(failure) = &report.failure {
+        out.push_str(&format!(
+            "\nfailed: case {} of swarm profile {}\n",
+            failure.case_seed, failure.profile
+        ));
     }
     out.push_str("\ncoverage\n");
     out.push_str(&coverage.grid());

@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod check;
 pub mod corpus;
 pub mod coverage;
+pub mod determinism;
 pub mod explore;
 pub mod pcap;
 pub mod promote;

@@ -31,9 +31,10 @@ enum Command {
         /// Wall-time budget in seconds.
         #[arg(long)]
         seconds: Option<f64>,
-        /// Seed of the exploration: the same seed explores the same cases.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Seed of the exploration: the same seed explores the same cases. Without it, a fresh
+        /// seed is drawn (and printed first), so each run explores new cases.
+        #[arg(long)]
+        seed: Option<u64>,
         /// Explore shard k of n (disjoint cases), e.g. `--shard 2/4`.
         #[arg(long, default_value = "1/1", value_parser = parse_shard)]
         shard: (u32, u32),
@@ -41,6 +42,10 @@ enum Command {
         /// xdp-first, or userspace.
         #[arg(long, default_value = "differential")]
         datapath: sim::Datapath,
+        /// Run cases twice and fail on any difference between the two runs: `every` case,
+        /// every N-th case, or `off`.
+        #[arg(long, default_value = "every")]
+        determinism: scenarios::determinism::Determinism,
     },
     /// Run one scenario (a file, or a generated case by its seed), print its timeline and flow
     /// records, write pcap, trace and flow log, and check it.
@@ -99,7 +104,8 @@ fn main() -> ExitCode {
             seed,
             shard,
             datapath,
-        } => run_explore(count, seconds, seed, shard, datapath),
+            determinism,
+        } => run_explore(count, seconds, seed, shard, datapath, determinism),
         Command::Replay {
             file,
             case,
@@ -131,17 +137,21 @@ fn main() -> ExitCode {
 fn run_explore(
     count: Option<u64>,
     seconds: Option<f64>,
-    seed: u64,
+    seed: Option<u64>,
     shard: (u32, u32),
     datapath: sim::Datapath,
+    determinism: scenarios::determinism::Determinism,
 ) -> Result<()> {
     use scenarios::explore::{self, ExploreOptions};
+    let seed = seed.unwrap_or_else(explore::fresh_seed);
+    println!("exploration seed {seed} (repeat this exploration with --seed {seed})");
     let options = ExploreOptions {
         count: count.or(if seconds.is_some() { None } else { Some(1000) }),
         budget: seconds.map(std::time::Duration::from_secs_f64),
         seed,
         shard,
         datapath,
+        determinism,
         progress: true,
     };
     let report = explore::explore(&options)?;
@@ -152,11 +162,13 @@ fn run_explore(
     let written = explore::write_failure(failure, datapath)?;
     let path = scenarios::artifacts::shown(&written.scenario).display();
     anyhow::bail!(
-        "case {} failed; shrunk from {} to {} steps in {} simplifications:\n\n{}\n\n\
+        "case {} (exploration seed {seed}, swarm profile {}) failed; shrunk from {} to {} steps \
+         in {} simplifications:\n\n{}\n\n\
          written to {} (scenario.yaml, trace.txt, routing.txt, hops.pcap, flows.log)\n\
          replay it with:\n  {}\nthe case as generated:\n  cargo xtask replay --case {}\n\
          keep it as a corpus story with:\n  cargo xtask promote {path} NAME",
         failure.case_seed,
+        failure.profile,
         failure.original.steps.len(),
         failure.shrunk.steps.len(),
         failure.shrink_steps,

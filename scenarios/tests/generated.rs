@@ -6,11 +6,9 @@
 //!
 //! `VPNSIM_CASES` and `VPNSIM_SEED` explore other cases (`cargo xtask explore` is the faster way).
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use scenarios::{
     check::{CheckError, check_outcome},
-    coverage,
+    coverage, determinism,
     explore::{self, CaseResult, ExploreOptions},
 };
 use sim::Datapath;
@@ -135,23 +133,6 @@ fn xdp_first_runs_match_the_model_too() {
     assert!(report.coverage.scenarios >= 180, "{:?}", report.skipped);
 }
 
-/// Everything a run produced that must not vary, hashed.
-fn run_hash(outcome: &sim::Outcome) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for line in &outcome.trace {
-        (line.at_ms, &line.host, &line.event).hash(&mut hasher);
-    }
-    for hop in &outcome.hops {
-        (hop.at_ms, &hop.host, hop.src, hop.dst, &hop.payload).hash(&mut hasher);
-        hop.xdp
-            .as_ref()
-            .map(|note| (&note.verdict, &note.reason))
-            .hash(&mut hasher);
-    }
-    format!("{:?}", outcome.flows).hash(&mut hasher);
-    hasher.finish()
-}
-
 /// One seed is one run: 100 generated cases, each run twice, give the same trace, hops, XDP
 /// verdicts and flow records.
 #[test]
@@ -166,25 +147,42 @@ fn a_seed_replays_the_same_run() {
         };
         let first = sim::run(&scenario, &options);
         let second = sim::run(&scenario, &options);
-        match (first, second) {
-            (Ok(first), Ok(second)) => {
-                assert!(!first.trace.is_empty(), "case {seed} did nothing");
-                assert_eq!(
-                    run_hash(&first),
-                    run_hash(&second),
-                    "case {seed} ran differently"
-                );
-                compared += 1;
-            }
-            (Err(first), Err(second)) => assert_eq!(first.to_string(), second.to_string()),
-            (first, second) => panic!(
-                "case {seed}: one run failed: {:?} vs {:?}",
-                first.err(),
-                second.err()
-            ),
+        if let Some(difference) = determinism::first_difference_of_results(&first, &second) {
+            panic!("case {seed}: {difference}");
+        }
+        if let Ok(first) = first {
+            assert!(!first.trace.is_empty(), "case {seed} did nothing");
+            compared += 1;
         }
     }
     assert_eq!(compared, 100);
+}
+
+/// The determinism check sees a difference anywhere in a run: one changed byte of one hop, one
+/// trace line, one record.
+#[test]
+fn the_determinism_check_names_the_first_difference() {
+    let seed = explore::case_seed(2, (1, 1), 0);
+    let scenario = explore::generated_case(seed).expect("generates");
+    let run = sim::run(&scenario, &sim::RunOptions::seeded(seed)).expect("runs");
+    assert_eq!(determinism::first_difference(&run, &run.clone()), None);
+
+    let mut changed = run.clone();
+    let last = changed.hops.len() - 1;
+    let byte = changed.hops[last].payload.len() - 1;
+    changed.hops[last].payload[byte] ^= 1;
+    let text = determinism::first_difference(&run, &changed).expect("a difference");
+    assert!(text.contains(&format!("at hop {last} ")), "{text}");
+
+    let mut changed = run.clone();
+    changed.trace[3].event.push('!');
+    let text = determinism::first_difference(&run, &changed).expect("a difference");
+    assert!(text.contains("at trace line 3 "), "{text}");
+
+    let mut changed = run.clone();
+    changed.flows.pop();
+    let text = determinism::first_difference(&run, &changed).expect("a difference");
+    assert!(text.contains("at flow record"), "{text}");
 }
 
 /// The comparison of deliveries and drops sees a difference: a delivery the simulation did

@@ -101,6 +101,9 @@ pub(crate) enum ResourceAction {
     Data(u16),
     Close,
     Reset,
+    /// A new connection opens from this client address: the resource's side of an earlier
+    /// one there is gone (it gets a side of the new one when the new SYN arrives).
+    Forget,
 }
 
 #[derive(Debug, Clone)]

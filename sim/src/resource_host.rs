@@ -68,6 +68,10 @@ impl ResourceSide {
         action: ResourceAction,
         shared: &Rc<RefCell<Shared>>,
     ) {
+        if let ResourceAction::Forget = action {
+            self.tcp.remove(&client);
+            return;
+        }
         // A connection whose SYN never reached the resource (dropped, denied) has no resource
         // side: the resource has nothing to send on it.
         let Some((resource, side)) = self.tcp.get_mut(&client) else {
@@ -81,6 +85,7 @@ impl ResourceSide {
             ResourceAction::Data(bytes) => side.data(bytes),
             ResourceAction::Close => side.fin(),
             ResourceAction::Reset => side.rst(),
+            ResourceAction::Forget => return,
         };
         let packet = packets::tcp(*resource, client, segment, 0x5A);
         self.send(false, packet, now_ms());

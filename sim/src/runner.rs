@@ -142,8 +142,10 @@ impl<'a> Runner<'a> {
         Some(AddressPlan::proxy_ip(index, ipv6))
     }
 
-    fn tcp_src(&self, client: usize, conn: u32, ipv6: bool) -> SocketAddr {
-        SocketAddr::new(self.tunnel_ip(client, ipv6), 30000 + conn as u16)
+    /// The client's address of connection `conn` (a validated scenario gives it a port).
+    fn tcp_src(&self, client: usize, conn: u32, chosen_port: Option<u16>, ipv6: bool) -> SocketAddr {
+        let port = AddressPlan::tcp_source_port(conn, chosen_port).unwrap_or_default();
+        SocketAddr::new(self.tunnel_ip(client, ipv6), port)
     }
 
     /// The client and inner address of an open connection, from the step that opened it.
@@ -153,10 +155,15 @@ impl<'a> Runner<'a> {
             .iter()
             .rev()
             .find_map(|step| match step {
-                Step::TcpOpen { conn: c, target } if *c == conn => {
+                Step::TcpOpen {
+                    conn: c,
+                    target,
+                    src_port,
+                } if *c == conn => {
                     let client = self.client_index(&target.client);
                     let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
-                    Some((client, self.tcp_src(client, conn, target.ipv6), gateway))
+                    let src = self.tcp_src(client, conn, *src_port, target.ipv6);
+                    Some((client, src, gateway))
                 }
                 _ => None,
             })
@@ -179,7 +186,11 @@ impl<'a> Runner<'a> {
         );
         match step {
             Step::Udp { target, bytes } => self.udp(index, target, *bytes),
-            Step::TcpOpen { conn, target } => self.tcp_open(*conn, target),
+            Step::TcpOpen {
+                conn,
+                target,
+                src_port,
+            } => self.tcp_open(*conn, target, *src_port),
             Step::TcpRetransmitSyn { conn } => {
                 self.client_tcp(*conn, ClientTcpAction::RetransmitSyn)
             }
@@ -258,7 +269,7 @@ impl<'a> Runner<'a> {
         let dst = SocketAddr::new(self.destination(target), target.port);
         let src = SocketAddr::new(
             self.tunnel_ip(client, target.ipv6),
-            40000 + target.port % 20000,
+            AddressPlan::udp_source_port(target.port),
         );
         self.to_client(
             client,
@@ -271,11 +282,19 @@ impl<'a> Runner<'a> {
         );
     }
 
-    fn tcp_open(&mut self, conn: u32, target: &Target) {
+    fn tcp_open(&mut self, conn: u32, target: &Target, src_port: Option<u16>) {
         let client = self.client_index(&target.client);
         let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
         let dst = SocketAddr::new(self.destination(target), target.port);
-        let src = self.tcp_src(client, conn, target.ipv6);
+        let src = self.tcp_src(client, conn, src_port, target.ipv6);
+        // On a reused source port, what the resource kept of the earlier connection is gone.
+        self.to_gateway(
+            gateway,
+            GatewayCommand::Resource {
+                client: src,
+                action: ResourceAction::Forget,
+            },
+        );
         self.to_client(client, ClientCommand::TcpOpen { gateway, src, dst });
     }
 

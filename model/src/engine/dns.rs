@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use scenario_format::Topology;
 use scenario_format::plan::AddressPlan;
 
+use super::coverage;
 use super::gateway::{Authorised, Inbound};
 use super::{Engine, Event, Result};
 use scenario_format::settings::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
@@ -44,6 +45,8 @@ pub(super) struct Mapping {
     new_flow_at: Option<u64>,
     /// Last time an answer changed the real IP in use or failed.
     change_at: Option<u64>,
+    /// When the answer in use runs out (the gateway then resolves the name again).
+    expires_at: Option<u64>,
 }
 
 impl Mapping {
@@ -65,6 +68,7 @@ impl Mapping {
     /// Forgets the answer and what was under way, as a restarted gateway does.
     fn forget(&mut self) {
         self.in_use = None;
+        self.expires_at = None;
         self.resolving = false;
         self.generation += 1;
         self.new_flow_at = None;
@@ -104,6 +108,7 @@ impl Engine<'_> {
                     queue: Vec::new(),
                     new_flow_at: None,
                     change_at: None,
+                    expires_at: None,
                 });
                 let mapping = self.gateways[g].mappings.len() - 1;
                 self.start_query(g, mapping, t);
@@ -214,6 +219,7 @@ impl Engine<'_> {
             );
         }
         state.in_use = Some(ip);
+        state.expires_at = Some(t + ttl_ms);
         state.generation += 1;
         let generation = state.generation;
         let c = state.client;
@@ -274,6 +280,24 @@ impl Engine<'_> {
         }
     }
 
+    /// When gateway `g`'s DNS answers in use run out.
+    pub(super) fn pending_dns_timers(&self, g: usize) -> Vec<coverage::PendingDeadline> {
+        self.gateways[g]
+            .mappings
+            .iter()
+            .filter(|m| m.in_use.is_some())
+            .filter_map(|m| {
+                Some(coverage::PendingDeadline {
+                    timer: coverage::DNS_TTL,
+                    at_ms: m.expires_at?,
+                    client: m.client,
+                    ports: None,
+                    domain: Some((m.domain.clone(), m.v6)),
+                })
+            })
+            .collect()
+    }
+
     // ---------------------------------------------------------------- proxy IPs
 
     /// The DNS resource of a client packet to a proxy IP and the mapping of that IP, or why it
@@ -301,6 +325,10 @@ impl Engine<'_> {
         t: u64,
         from_queue: bool,
     ) -> Result<Option<(IpAddr, Option<String>)>> {
+        let state = &mut self.gateways[g].mappings[m];
+        if let Some(deadline) = state.expires_at {
+            self.coverage.note_boundary(coverage::DNS_TTL, t, deadline);
+        }
         let state = &mut self.gateways[g].mappings[m];
         if !from_queue && state.note_new_flow(t) {
             return self.fail(

@@ -134,7 +134,7 @@ impl Engine<'_> {
     /// A `udp` step: one datagram of `bytes` from the client.
     pub(super) fn send_udp(&mut self, target: &Target, bytes: u16, k: usize, t: u64) -> Result<()> {
         let (c, g, dst) = self.target(target, t)?;
-        let src_port = 40000 + target.port % 20000;
+        let src_port = AddressPlan::udp_source_port(target.port);
         let packet = Packet {
             src: SocketAddr::new(self.tunnel_ip(c, target.ipv6), src_port),
             dst,
@@ -249,17 +249,19 @@ impl Engine<'_> {
         self.fail(format!("connection {conn} was never opened"))
     }
 
-    /// A `tcp-open` step: the client opens connection `conn` (from port 30000 + conn) with a
-    /// SYN.
-    pub(super) fn tcp_open(&mut self, conn: u32, target: &Target, k: usize, t: u64) -> Result<()> {
+    /// A `tcp-open` step: the client opens connection `conn` (from the step's source port, by
+    /// default 30000 + conn) with a SYN.
+    pub(super) fn tcp_open(
+        &mut self,
+        conn: u32,
+        target: &Target,
+        chosen_port: Option<u16>,
+        k: usize,
+        t: u64,
+    ) -> Result<()> {
         let (c, g, dst) = self.target(target, t)?;
-        let Some(src_port) = u16::try_from(30000 + u64::from(conn))
-            .ok()
-            .filter(|p| *p != 0)
-        else {
-            return self.fail(format!(
-                "connection {conn} has no source port (30000 + conn)"
-            ));
+        let Some(src_port) = AddressPlan::tcp_source_port(conn, chosen_port) else {
+            return self.fail(format!("connection {conn} has no source port"));
         };
         let src = SocketAddr::new(self.tunnel_ip(c, target.ipv6), src_port);
         self.conns.insert(

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use scenario_format::Grant;
 use scenario_format::timing::TUN_LATENCY_MS;
 
+use super::coverage;
 use super::dns::Mapping;
 use super::network::{Frame, Hop};
 use super::{Engine, Event, Result, Traffic};
@@ -242,6 +243,8 @@ impl Engine<'_> {
     /// the way back to the client) and decides on the packet.
     pub(super) fn gateway_from_client(&mut self, frame: Frame, t: u64) -> Result<()> {
         let (g, c) = (frame.gateway, frame.client);
+        let packet = frame.traffic.packet;
+        self.note_flow_boundaries(g, t, |f| f.carries_from_client(c, &packet));
         self.expire(g, t);
         self.ensure_on_path(
             c,
@@ -277,6 +280,8 @@ impl Engine<'_> {
             .flows
             .iter()
             .position(|f| f.carries_from_client(c, &packet));
+        let state = self.tcp_state(g, open, packet.src, packet.dst.port());
+        self.coverage.note_tcp(state, &packet);
         if let Some(index) = open {
             self.ensure_same_resource(g, c, index, &packet)?;
             return self.forward_tx(g, index, inbound, t);
@@ -353,13 +358,14 @@ impl Engine<'_> {
 
     /// Adds a new flow and returns its index; two flows with one key are not modelled.
     fn open_flow(&mut self, g: usize, flow: OpenFlow) -> Result<usize> {
-        let flows = &mut self.gateways[g].flows;
-        if flows.iter().any(|f| f.same_key(&flow)) {
+        if self.gateways[g].flows.iter().any(|f| f.same_key(&flow)) {
             return self.fail(
                 "two destinations of one client map to the same flow key (two names with one \
                  real IP)",
             );
         }
+        self.note_reuse(flow.protocol, flow.src, flow.real, flow.dst_port);
+        let flows = &mut self.gateways[g].flows;
         flows.push(flow);
         Ok(flows.len() - 1)
     }
@@ -484,15 +490,18 @@ impl Engine<'_> {
         t: u64,
     ) -> Result<()> {
         let packet = traffic.packet;
-        self.expire(g, t);
         let to = packet.dst.ip();
         let Some(c) = self.client_of_tunnel_ip(to) else {
             return self.fail(format!("a resource packet to {to}, which is no client"));
         };
+        self.note_flow_boundaries(g, t, |f| f.carries_from_resource(c, &packet));
+        self.expire(g, t);
         let open = self.gateways[g]
             .flows
             .iter()
             .position(|f| f.carries_from_resource(c, &packet));
+        let state = self.tcp_state(g, open, packet.dst, packet.src.port());
+        self.coverage.note_tcp(state, &packet);
         let Some(index) = open else {
             self.gateway_drop(g, c, GatewayDropReason::NoOpenFlow, traffic, t);
             return Ok(());
@@ -511,6 +520,71 @@ impl Engine<'_> {
         };
         self.send_to_client(g, c, context, back, translated, t)?;
         self.tcp_progress(g, index, RESOURCE_SIDE, &packet, t)
+    }
+
+    // ---------------------------------------------------------------- coverage
+
+    /// Notes the packets that meet the idle deadline of the flow they belong to.
+    fn note_flow_boundaries(&mut self, g: usize, t: u64, belongs: impl Fn(&OpenFlow) -> bool) {
+        for flow in self.gateways[g].flows.iter().filter(|f| belongs(f)) {
+            let timer = match flow.protocol {
+                Protocol::Udp => coverage::FLOW_IDLE_UDP,
+                Protocol::Tcp => coverage::FLOW_IDLE_TCP,
+                _ => continue,
+            };
+            self.coverage.note_boundary(timer, t, flow.last + self.idle_ms);
+        }
+    }
+
+    /// The idle deadlines of gateway `g`'s open flows.
+    pub(super) fn pending_flow_timers(&self, g: usize) -> Vec<coverage::PendingDeadline> {
+        self.gateways[g]
+            .flows
+            .iter()
+            .filter_map(|flow| {
+                let timer = match flow.protocol {
+                    Protocol::Udp => coverage::FLOW_IDLE_UDP,
+                    Protocol::Tcp => coverage::FLOW_IDLE_TCP,
+                    _ => return None,
+                };
+                Some(coverage::PendingDeadline {
+                    timer,
+                    at_ms: flow.last + self.idle_ms,
+                    client: flow.client,
+                    ports: Some((flow.src.port(), flow.dst_port)),
+                    domain: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The TCP state, for the coverage grid, of the flow at `open` (if any) of the client
+    /// address `client` and resource port `port`.
+    fn tcp_state(
+        &self,
+        g: usize,
+        open: Option<usize>,
+        client: SocketAddr,
+        port: u16,
+    ) -> &'static str {
+        if let Some(index) = open {
+            let flow = &self.gateways[g].flows[index];
+            return match flow.fin.iter().filter(|fin| fin.is_some()).count() {
+                0 => coverage::TCP_STATES[1],
+                1 => coverage::TCP_STATES[2],
+                _ => coverage::TCP_STATES[3],
+            };
+        }
+        let closed_by_tcp = self.out.flows.iter().rev().find(|record| {
+            record.protocol == Protocol::Tcp
+                && record.inner_src_ip == client.ip()
+                && record.inner_src_port == client.port()
+                && record.inner_dst_port == port
+        });
+        match closed_by_tcp.map(|record| record.close_reason) {
+            Some(CloseReason::Fin | CloseReason::Rst) => coverage::TCP_STATES[4],
+            _ => coverage::TCP_STATES[0],
+        }
     }
 
     // ---------------------------------------------------------------- closing flows

@@ -15,6 +15,7 @@
 //!   for them), the clients' stub resolver and the DNS server;
 //! - [`endpoints`]: the scripted clients and resource responders and their TCP conversations.
 
+pub mod coverage;
 mod dns;
 mod endpoints;
 mod gateway;
@@ -102,6 +103,7 @@ struct Engine<'a> {
     conns: BTreeMap<u32, Conn>,
     step: Option<usize>,
     out: Prediction,
+    coverage: coverage::ModelCoverage,
 }
 
 pub(crate) fn run(scenario: &Scenario, allocations: &Allocations) -> Result<Prediction> {
@@ -112,6 +114,7 @@ pub(crate) fn run(scenario: &Scenario, allocations: &Allocations) -> Result<Pred
     }
     engine.run_events()?;
     engine.finish()?;
+    engine.out.coverage = engine.coverage;
     Ok(engine.out)
 }
 
@@ -160,7 +163,9 @@ impl<'a> Engine<'a> {
                 flows: Vec::new(),
                 deliveries: Vec::new(),
                 drops: Vec::new(),
+                coverage: coverage::ModelCoverage::default(),
             },
+            coverage: coverage::ModelCoverage::default(),
         })
     }
 }
@@ -278,7 +283,11 @@ impl Engine<'_> {
         let step = self.scenario.steps[k].clone();
         match step {
             Step::Udp { target, bytes } => self.send_udp(&target, bytes, k, t),
-            Step::TcpOpen { conn, target } => self.tcp_open(conn, &target, k, t),
+            Step::TcpOpen {
+                conn,
+                target,
+                src_port,
+            } => self.tcp_open(conn, &target, src_port, k, t),
             Step::TcpRetransmitSyn { conn } => self.client_syn(conn, k, t),
             Step::TcpData { conn, from, bytes } => self.tcp_data(conn, from, bytes, k, t),
             Step::TcpClose { conn, by } => self.tcp_close(conn, by, k, t),
@@ -318,6 +327,7 @@ impl Engine<'_> {
     fn finish(&mut self) -> Result<()> {
         let t_end = self.timeline.t_end;
         self.step = self.scenario.steps.len().checked_sub(1);
+        self.note_pending_timers();
         for g in 0..self.gateways.len() {
             self.shutdown(g, t_end);
         }

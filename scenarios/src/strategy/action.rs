@@ -4,6 +4,8 @@
 use proptest::prelude::*;
 use scenario_format::{PathMode, Side};
 
+use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
+
 /// One thing that happens, before it becomes steps (a TCP conversation is several steps).
 #[derive(Debug, Clone)]
 pub(super) enum Action {
@@ -27,6 +29,9 @@ pub(super) enum Action {
         /// crossed the SYN-ACK), and an ACK after the close (a late ACK).
         retransmit_syn: bool,
         late_ack: bool,
+        /// Open from the source port of the latest connection (reusing its 5-tuple when the
+        /// target is the same), instead of a port of its own.
+        reuse: bool,
     },
     Path {
         client: usize,
@@ -63,6 +68,14 @@ pub(super) enum Action {
     Idle {
         seconds: u64,
     },
+    /// Traffic that reaches a gateway `offset_ms` from the deadline of one of its pending
+    /// timers (a flow's idle timeout, a DNS answer's TTL): the `which`-th of those the traffic
+    /// so far can reach. The steps are worked out from the model's deadlines
+    /// (`step_writer::StepWriter::write_timer_boundary`).
+    TimerBoundary {
+        which: usize,
+        offset_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +94,7 @@ pub(super) enum FaultKind {
     DropNext(u32),
 }
 
-pub(super) fn action() -> impl Strategy<Value = Action> {
+pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<> {
     let tcp_end = prop_oneof![
         3 => any::<bool>().prop_map(|by_client| TcpEnd::Fin(if by_client { Side::Client } else { Side::Resource })),
         1 => any::<bool>().prop_map(|by_client| TcpEnd::Rst(if by_client { Side::Client } else { Side::Resource })),
@@ -94,34 +107,66 @@ pub(super) fn action() -> impl Strategy<Value = Action> {
         5 => Just(PathMode::SameRelay),
         1 => Just(PathMode::DifferentRelays),
     ];
-    let fault = prop_oneof![
-        2 => Just(FaultKind::Partition),
-        1 => Just(FaultKind::Hold),
-        1 => (1u32..4).prop_map(FaultKind::DropNext),
-    ];
+    let [partition, hold, drop_next] = profile.faults;
+    let fault = weighted(vec![
+        (partition, Just(FaultKind::Partition).boxed()),
+        (hold, Just(FaultKind::Hold).boxed()),
+        (drop_next, (1u32..4).prop_map(FaultKind::DropNext).boxed()),
+    ]);
     // Resources: 0 web (CIDR v4), 1 app (DNS), 2 web6 (CIDR v6), 3 db (CIDR, gw2), 4 svc (DNS,
     // gw2); DNS resources (1, 4) come up most.
     let resource =
         || prop_oneof![2 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3), 2 => Just(4)];
-    prop_oneof![
-        6 => (0usize..3, resource(), prop_oneof![Just(53u16), Just(5000), 1u16..2000], 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
-            .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain }),
-        5 => (0usize..3, resource(), prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.3), 0usize..4,
+    let reuse_often = profile.reuse == Reuse::Often;
+    // Often-reused ports: every datagram to one of two ports shares its 5-tuple with others.
+    let udp_port = if reuse_often {
+        prop_oneof![Just(53u16), Just(5000)].boxed()
+    } else {
+        prop_oneof![Just(53u16), Just(5000), 1u16..2000].boxed()
+    };
+    let reuse_tcp = prop::bool::weighted(if reuse_often { 0.6 } else { 0.05 });
+    let idle_seconds = match profile.idles {
+        IdleLengths::Short => prop_oneof![Just(5u64), 1u64..30].boxed(),
+        IdleLengths::Long => {
+            prop_oneof![Just(119u64), Just(121), Just(130), Just(300), Just(590), Just(610)].boxed()
+        }
+        IdleLengths::Any => prop_oneof![
+            Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610),
+            1u64..200
+        ]
+        .boxed(),
+    };
+    let arm = |kind: ActionKind, strategy: BoxedStrategy<Action>| (profile.weight(kind), strategy);
+    weighted(vec![
+        arm(ActionKind::Udp, (0usize..3, resource(), udp_port, 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
+            .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain })
+            .boxed()),
+        arm(ActionKind::Tcp, (0usize..3, resource(), prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.3), 0usize..4,
               prop::collection::vec((any::<bool>(), 1u16..1200), 0..3), tcp_end,
-              (prop::bool::weighted(0.2), prop::bool::weighted(0.2)))
-            .prop_map(|(client, resource, port, ipv6, domain, data, end, (retransmit_syn, late_ack))| Action::Tcp {
-                client, resource, port, ipv6, domain, data, end, retransmit_syn, late_ack,
-            }),
-        4 => (0usize..3, 0usize..2, mode)
-            .prop_map(|(client, gateway, mode)| Action::Path { client, gateway, mode }),
-        1 => (0usize..3).prop_map(|client| Action::Roam { client }),
-        1 => (0usize..3, resource()).prop_map(|(client, resource)| Action::Revoke { client, resource }),
-        1 => (0usize..3, resource()).prop_map(|(client, resource)| Action::Grant { client, resource }),
-        1 => (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }),
-        2 => (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }),
-        1 => Just(Action::Restart),
-        3 => (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }),
-        3 => prop_oneof![Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610), 1u64..200]
-            .prop_map(|seconds| Action::Idle { seconds }),
-    ]
+              (prop::bool::weighted(0.2), prop::bool::weighted(0.2), reuse_tcp))
+            .prop_map(|(client, resource, port, ipv6, domain, data, end, (retransmit_syn, late_ack, reuse))| Action::Tcp {
+                client, resource, port, ipv6, domain, data, end, retransmit_syn, late_ack, reuse,
+            })
+            .boxed()),
+        arm(ActionKind::Path, (0usize..3, 0usize..2, mode)
+            .prop_map(|(client, gateway, mode)| Action::Path { client, gateway, mode })
+            .boxed()),
+        arm(ActionKind::Roam, (0usize..3).prop_map(|client| Action::Roam { client }).boxed()),
+        arm(ActionKind::Revoke, (0usize..3, resource()).prop_map(|(client, resource)| Action::Revoke { client, resource }).boxed()),
+        arm(ActionKind::Grant, (0usize..3, resource()).prop_map(|(client, resource)| Action::Grant { client, resource }).boxed()),
+        arm(ActionKind::DnsChange, (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }).boxed()),
+        arm(ActionKind::Fault, (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }).boxed()),
+        arm(ActionKind::Restart, Just(Action::Restart).boxed()),
+        arm(ActionKind::LateResourceData, (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }).boxed()),
+        arm(ActionKind::Idle, idle_seconds.prop_map(|seconds| Action::Idle { seconds }).boxed()),
+        arm(ActionKind::TimerBoundary, (any::<usize>(), -1i64..=1)
+            .prop_map(|(which, offset_ms)| Action::TimerBoundary { which, offset_ms })
+            .boxed()),
+    ])
+}
+
+/// A choice among the arms with a weight above zero (a profile leaves the others out).
+fn weighted<T: std::fmt::Debug + 'static>(arms: Vec<(u32, BoxedStrategy<T>)>) -> BoxedStrategy<T> {
+    let on: Vec<(u32, BoxedStrategy<T>)> = arms.into_iter().filter(|(weight, _)| *weight > 0).collect();
+    prop::strategy::Union::new_weighted(on).boxed()
 }

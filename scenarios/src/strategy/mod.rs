@@ -16,8 +16,10 @@
 mod action;
 mod layout;
 mod names;
+pub mod profile;
 mod shape;
 mod step_writer;
+mod timer_boundary;
 mod topology;
 
 use proptest::prelude::*;
@@ -25,13 +27,15 @@ use scenario_format::Scenario;
 
 use action::{Action, action};
 use layout::layout;
+use profile::Profile;
 use shape::{Shape, shape};
 use step_writer::StepWriter;
 use topology::topology;
 
-/// A generated scenario; `prop_filter` drops the few that do not validate.
-pub fn scenario() -> impl Strategy<Value = Scenario> {
-    (shape(), prop::collection::vec(action(), 1..12))
+/// A generated scenario under a swarm profile; `prop_filter` drops the few that do not
+/// validate.
+pub fn scenario(profile: &Profile) -> impl Strategy<Value = Scenario> + use<> {
+    (shape(profile), prop::collection::vec(action(profile), 1..12))
         .prop_map(|(shape, actions)| build(&shape, &actions))
         .prop_filter("the scenario must validate", |scenario| {
             scenario.validate().is_ok()
@@ -41,14 +45,14 @@ pub fn scenario() -> impl Strategy<Value = Scenario> {
 fn build(shape: &Shape, actions: &[Action]) -> Scenario {
     let (layout, relays) = layout(shape);
     let topology = topology(shape, &layout, relays);
-    let mut writer = StepWriter::new(&layout);
+    let mut writer = StepWriter::new(&layout, &topology);
     for action in actions {
         writer.write(action.clone());
     }
     Scenario {
         name: "generated".to_owned(),
         description: String::new(),
-        topology,
         steps: writer.steps,
+        topology,
     }
 }

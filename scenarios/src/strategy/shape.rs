@@ -3,14 +3,8 @@
 
 use proptest::prelude::*;
 
-/// The address families of a topology.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Families {
-    V4,
-    V6,
-    /// Dual-stack relays; clients and gateways of any stack (cross-family relay paths).
-    Mixed,
-}
+pub(super) use super::profile::Families;
+use super::profile::Profile;
 
 #[derive(Debug, Clone)]
 pub(super) struct Shape {
@@ -32,7 +26,23 @@ pub(super) struct Shape {
     pub(super) client_link_ms: u32,
 }
 
-pub(super) fn shape() -> impl Strategy<Value = Shape> {
+/// The shape of a case under `profile`: host counts up to its maximum, its families if it
+/// forces them.
+pub(super) fn shape(profile: &Profile) -> impl Strategy<Value = Shape> + use<> {
+    let (max_clients, max_gateways, max_relays) = profile.max_hosts;
+    let forced = profile.families;
+    any_shape().prop_map(move |mut shape| {
+        shape.clients = shape.clients.min(max_clients);
+        shape.gateways = shape.gateways.min(max_gateways);
+        shape.relays = shape.relays.min(max_relays);
+        if let Some(families) = forced {
+            shape.families = families;
+        }
+        shape
+    })
+}
+
+fn any_shape() -> impl Strategy<Value = Shape> {
     let relay = || prop::option::weighted(0.65, 0usize..3);
     (
         prop_oneof![3 => Just(1usize), 4 => Just(2), 2 => Just(3)],

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use scenario_format::{Fault, Grant, PathMode, Side, Step, Target};
+use scenario_format::{Fault, Grant, PathMode, Side, Step, Target, Topology, plan::AddressPlan};
 
 use super::action::{Action, FaultKind, TcpEnd};
 use super::layout::Layout;
@@ -15,22 +15,30 @@ type Link = (usize, String);
 /// Writes the steps of actions, keeping the state that later actions depend on. Actions name
 /// clients, gateways and resources by any index; the writer takes it modulo what exists.
 pub(super) struct StepWriter<'a> {
-    layout: &'a Layout,
+    pub(super) layout: &'a Layout,
+    pub(super) topology: &'a Topology,
     pub(super) steps: Vec<Step>,
     /// Per client: it roamed, so paths through its relay are no longer written.
     roamed: Vec<bool>,
     next_conn: u32,
     /// The latest connection a TCP action left open.
     open_conn: Option<u32>,
+    /// Every connection opened: its target, its source port, and whether it is still open.
+    pub(super) conns: BTreeMap<u32, (Target, u16, bool)>,
+    /// Every target a UDP step sent to, latest last.
+    pub(super) udp_targets: Vec<Target>,
     /// Per link: partitioned, held.
     partitioned: BTreeMap<Link, bool>,
     held: BTreeMap<Link, bool>,
 }
 
 impl<'a> StepWriter<'a> {
-    pub(super) fn new(layout: &'a Layout) -> Self {
+    pub(super) fn new(layout: &'a Layout, topology: &'a Topology) -> Self {
         let mut writer = Self {
             layout,
+            topology,
+            conns: BTreeMap::new(),
+            udp_targets: Vec::new(),
             steps: Vec::new(),
             roamed: vec![false; layout.clients.len()],
             next_conn: 1,
@@ -65,10 +73,11 @@ impl<'a> StepWriter<'a> {
                 bytes,
                 ipv6,
                 domain,
-            } => self.steps.push(Step::Udp {
-                target: self.target(client, resource, port, ipv6, domain),
-                bytes,
-            }),
+            } => {
+                let target = self.target(client, resource, port, ipv6, domain);
+                self.udp_targets.push(target.clone());
+                self.steps.push(Step::Udp { target, bytes });
+            }
             Action::Tcp {
                 client,
                 resource,
@@ -79,9 +88,15 @@ impl<'a> StepWriter<'a> {
                 end,
                 retransmit_syn,
                 late_ack,
+                reuse,
             } => {
                 let target = self.target(client, resource, port, ipv6, domain);
-                self.write_tcp(target, data, end, retransmit_syn, late_ack);
+                let opening = Opening {
+                    target,
+                    reuse,
+                    retransmit_syn,
+                };
+                self.write_tcp(opening, data, end, late_ack);
             }
             Action::Path {
                 client,
@@ -111,7 +126,10 @@ impl<'a> StepWriter<'a> {
             Action::Restart => self.steps.push(Step::GatewayRestart {
                 gateway: self.layout.gateways[0].name.clone(),
             }),
-            Action::Idle { seconds } => self.steps.push(Step::Idle { seconds }),
+            Action::Idle { seconds } => self.steps.push(Step::Idle { seconds, ms: 0 }),
+            Action::TimerBoundary { which, offset_ms } => {
+                self.write_timer_boundary(which, offset_ms);
+            }
         }
     }
 
@@ -156,17 +174,36 @@ impl<'a> StepWriter<'a> {
 
     /// A TCP conversation: open, data either way, then a close, a reset or nothing (the
     /// connection stays open for later resource data).
-    fn write_tcp(
-        &mut self,
-        target: Target,
-        data: Vec<(bool, u16)>,
-        end: TcpEnd,
-        retransmit_syn: bool,
-        late_ack: bool,
-    ) {
+    fn write_tcp(&mut self, opening: Opening, data: Vec<(bool, u16)>, end: TcpEnd, late_ack: bool) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.steps.push(Step::TcpOpen { conn, target });
+        let Opening {
+            mut target,
+            reuse,
+            retransmit_syn,
+        } = opening;
+        // A reused port takes the latest connection's whole 5-tuple (client and target too), so
+        // the new SYN meets that connection's flow at the gateway: still open, or closed by FIN,
+        // RST or an idle timeout. That connection is never used again.
+        let latest = self.conns.iter().next_back().map(|(c, (t, port, _))| (*c, t.clone(), *port));
+        let src_port = match latest {
+            Some((old, old_target, port)) if reuse => {
+                target = old_target;
+                self.conns.remove(&old);
+                if self.open_conn == Some(old) {
+                    self.open_conn = None;
+                }
+                Some(port)
+            }
+            _ => None,
+        };
+        let port = AddressPlan::tcp_source_port(conn, src_port).unwrap_or_default();
+        self.conns.insert(conn, (target.clone(), port, true));
+        self.steps.push(Step::TcpOpen {
+            conn,
+            target,
+            src_port,
+        });
         if retransmit_syn {
             self.steps.push(Step::TcpRetransmitSyn { conn });
         }
@@ -186,8 +223,13 @@ impl<'a> StepWriter<'a> {
             TcpEnd::Rst(by) => self.steps.push(Step::TcpReset { conn, by }),
             TcpEnd::Open => self.open_conn = Some(conn),
         }
-        if late_ack && !matches!(end, TcpEnd::Open) {
-            self.steps.push(Step::TcpLateAck { conn });
+        if !matches!(end, TcpEnd::Open) {
+            if let Some(entry) = self.conns.get_mut(&conn) {
+                entry.2 = false;
+            }
+            if late_ack {
+                self.steps.push(Step::TcpLateAck { conn });
+            }
         }
     }
 
@@ -267,6 +309,13 @@ impl<'a> StepWriter<'a> {
             fault,
         });
     }
+}
+
+/// How a TCP action opens its connection.
+struct Opening {
+    target: Target,
+    reuse: bool,
+    retransmit_syn: bool,
 }
 
 /// Flips a link's state (off until first flipped) and returns the new state.

@@ -4,7 +4,11 @@
 //! fails if a default run leaves a required counter at zero, so the generator cannot quietly
 //! stop reaching a case.
 
+mod behaviour;
+
 use std::{collections::BTreeMap, fmt::Write as _};
+
+pub use behaviour::{Behaviour, REQUIRED_REUSE, REQUIRED_TCP};
 
 use model::{DropReason, GatewayDropReason};
 use proto::flow::CloseReason;
@@ -82,6 +86,8 @@ pub struct Coverage {
     pub dns_flows: u64,
     pub close_reasons: BTreeMap<CloseReason, u64>,
     pub drop_reasons: BTreeMap<DropReason, u64>,
+    /// Timer deadlines, TCP states, reuse and swarm profiles.
+    pub behaviour: Behaviour,
 }
 
 impl Coverage {
@@ -123,6 +129,12 @@ impl Coverage {
         for drop in &checked.prediction.drops {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
+        self.behaviour.add_model(&checked.prediction.coverage);
+    }
+
+    /// Counts the swarm profile of one scenario that passed its checks.
+    pub fn add_profile(&mut self, profile: &crate::strategy::profile::Profile) {
+        self.behaviour.add_profile(profile);
     }
 
     /// Required counters still at zero, by name. `xdp`: whether the relays ran their XDP
@@ -149,6 +161,7 @@ impl Coverage {
                 missing.push(format!("drop reason {}", reason.name()));
             }
         }
+        missing.extend(self.behaviour.missing());
         missing
     }
 
@@ -232,6 +245,7 @@ impl Coverage {
             elsewhere.join(", "),
             hostile.len()
         );
+        self.behaviour.grid(&mut out);
         out
     }
 }
