@@ -222,10 +222,7 @@ pub(crate) fn is_proxy_ip(ip: IpAddr) -> bool {
     }
 }
 
-/// `a >= b` in sequence space (RFC 9293, modulo 2^32).
-pub(crate) fn seq_ge(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) >= 0
-}
+pub(crate) use observation::seq_ge;
 
 /// The flow protocol of a packet the model builds. It builds only UDP, TCP and ICMP packets,
 /// each of which has one; ICMP stands in for what never occurs.

@@ -18,7 +18,7 @@ mod packet;
 
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
-pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses};
+pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };

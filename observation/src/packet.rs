@@ -20,6 +20,11 @@ pub struct TcpFlags {
     pub psh: bool,
 }
 
+/// `a >= b` in TCP sequence space (RFC 9293, modulo 2^32).
+pub fn seq_ge(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
 impl TcpFlags {
     pub const NONE: TcpFlags = TcpFlags {
         syn: false,

@@ -25,7 +25,18 @@ pub(crate) struct ResourceSide {
     link: BTreeMap<(u64, u64), (bool, Vec<u8>)>,
     sequence: u64,
     /// The resource side of each TCP connection, by the client's inner address.
-    tcp: BTreeMap<SocketAddr, (SocketAddr, TcpSide)>,
+    tcp: BTreeMap<SocketAddr, Connection>,
+}
+
+/// The resource's side of one TCP connection.
+#[derive(Debug)]
+struct Connection {
+    /// The resource's address on it.
+    resource: SocketAddr,
+    side: TcpSide,
+    /// Its SYN arrived: only then does the resource act on it (a segment without a SYN
+    /// before it is answered, but opens nothing).
+    syn_seen: bool,
 }
 
 impl ResourceSide {
@@ -74,7 +85,12 @@ impl ResourceSide {
         }
         // A connection whose SYN never reached the resource (dropped, denied) has no resource
         // side: the resource has nothing to send on it.
-        let Some((resource, side)) = self.tcp.get_mut(&client) else {
+        let Some(Connection {
+            resource,
+            side,
+            syn_seen: true,
+        }) = self.tcp.get_mut(&client)
+        else {
             shared.borrow_mut().journal.trace(
                 &self.name,
                 format!("resource has no connection from {client}"),
@@ -107,14 +123,18 @@ impl ResourceSide {
         let reply = match packets::parse(packet) {
             Inner::Udp { src, dst, payload } => Some(packets::udp(dst, src, &payload)),
             Inner::Tcp { src, dst, segment } => {
-                let (_, side) = self
-                    .tcp
-                    .entry(src)
-                    .or_insert_with(|| (dst, TcpSide::resource()));
+                let connection = self.tcp.entry(src).or_insert_with(|| Connection {
+                    resource: dst,
+                    side: TcpSide::resource(),
+                    syn_seen: false,
+                });
                 if segment.flags.syn && !segment.flags.ack {
-                    *side = TcpSide::resource();
+                    connection.side = TcpSide::resource();
+                    connection.syn_seen = true;
                 }
-                side.answer(segment)
+                connection
+                    .side
+                    .answer(segment)
                     .map(|answer| packets::tcp(dst, src, answer, 0x5A))
             }
             _ => None,

@@ -2,7 +2,7 @@
 //! each acts when the runner says so (open, send data, close, reset) and answers what it
 //! receives exactly as docs/harness.md says, so every segment is predictable.
 
-use observation::TcpFlags;
+use observation::{TcpFlags, seq_ge};
 use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN};
 
 /// A segment to send: flags, sequence and acknowledgement numbers, payload length.
@@ -19,8 +19,8 @@ pub struct TcpSide {
     initial_seq: u32,
     /// Next sequence number to send.
     seq: u32,
-    /// Next sequence number expected from the other side.
-    ack: u32,
+    /// Next sequence number expected from the other side (none before anything arrived).
+    ack: Option<u32>,
     fin_sent: bool,
 }
 
@@ -39,7 +39,7 @@ impl TcpSide {
         Self {
             initial_seq,
             seq: initial_seq,
-            ack: 0,
+            ack: None,
             fin_sent: false,
         }
     }
@@ -73,7 +73,7 @@ impl TcpSide {
                 ..TcpFlags::default()
             },
             seq: self.seq,
-            ack: self.ack,
+            ack: self.ack.unwrap_or(0),
             payload: bytes,
         };
         self.seq = self.seq.wrapping_add(u32::from(bytes));
@@ -89,7 +89,7 @@ impl TcpSide {
                 ..TcpFlags::default()
             },
             seq: self.seq,
-            ack: self.ack,
+            ack: self.ack.unwrap_or(0),
             payload: 0,
         };
         self.seq = self.seq.wrapping_add(1);
@@ -104,7 +104,7 @@ impl TcpSide {
                 ..TcpFlags::default()
             },
             seq: self.seq,
-            ack: self.ack,
+            ack: self.ack.unwrap_or(0),
             payload: 0,
         }
     }
@@ -114,20 +114,30 @@ impl TcpSide {
         Segment {
             flags: Self::ack_flags(),
             seq: self.seq,
-            ack: self.ack,
+            ack: self.ack.unwrap_or(0),
             payload: 0,
         }
     }
 
     /// What this side answers to `received`, per the script: SYN -> SYN-ACK, SYN-ACK -> ACK,
-    /// data -> ACK, FIN -> FIN-ACK (or the final ACK if we closed first), else nothing.
+    /// data -> ACK, FIN -> FIN-ACK (or the final ACK if we closed first), else nothing. Every
+    /// segment but a RST moves the next expected sequence number up to what it covers (its
+    /// sequence number plus payload, SYN and FIN), never back.
     pub fn answer(&mut self, received: Segment) -> Option<Segment> {
         let flags = received.flags;
         if flags.rst {
             return None;
         }
+        let covers = received
+            .seq
+            .wrapping_add(u32::from(received.payload))
+            .wrapping_add(u32::from(flags.syn))
+            .wrapping_add(u32::from(flags.fin));
+        self.ack = Some(match self.ack {
+            Some(expected) if seq_ge(expected, covers) => expected,
+            _ => covers,
+        });
         if flags.syn && !flags.ack {
-            self.ack = received.seq.wrapping_add(1);
             self.seq = self.initial_seq + 1;
             return Some(Segment {
                 flags: TcpFlags {
@@ -136,30 +146,21 @@ impl TcpSide {
                     ..TcpFlags::default()
                 },
                 seq: self.initial_seq,
-                ack: self.ack,
+                ack: self.ack.unwrap_or(0),
                 payload: 0,
             });
         }
         if flags.syn && flags.ack {
-            self.ack = received.seq.wrapping_add(1);
             return Some(self.ack());
         }
         if flags.fin {
-            self.ack = received
-                .seq
-                .wrapping_add(u32::from(received.payload))
-                .wrapping_add(1);
             return Some(if self.fin_sent {
                 self.ack()
             } else {
                 self.fin()
             });
         }
-        if received.payload > 0 {
-            self.ack = received.seq.wrapping_add(u32::from(received.payload));
-            return Some(self.ack());
-        }
-        None
+        (received.payload > 0).then(|| self.ack())
     }
 }
 

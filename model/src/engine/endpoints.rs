@@ -275,7 +275,12 @@ impl Engine<'_> {
                     snd_nxt: CLIENT_ISN.wrapping_add(1),
                     ..TcpEnd::default()
                 },
-                resource_end: TcpEnd::default(),
+                // Before its SYN arrives the resource answers from its initial sequence number
+                // (docs/harness.md).
+                resource_end: TcpEnd {
+                    snd_nxt: RESOURCE_ISN,
+                    ..TcpEnd::default()
+                },
                 resource_addr: None,
                 disturbed: false,
             },
