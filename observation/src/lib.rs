@@ -15,10 +15,12 @@
 mod hop;
 mod outcome;
 mod packet;
+mod wire_check;
 
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};
+pub use wire_check::check_ip_packet;
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };

@@ -270,7 +270,7 @@ impl ClientHost {
                             local: remote,
                         },
                     },
-                    packet,
+                    inner,
                 ),
                 None => shared.journal.errors.push(format!(
                     "{name}: a frame from {remote}, which is no gateway's address"

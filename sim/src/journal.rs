@@ -49,9 +49,15 @@ impl Journal {
         self.trace_at(now_ms(), host, event);
     }
 
-    /// Records an inner packet that reached `to` now.
-    pub(crate) fn delivered(&mut self, to: Receiver, packet: Packet) {
+    /// Records an inner packet that reached `to` now; its bytes must pass the byte check.
+    pub(crate) fn delivered(&mut self, to: Receiver, bytes: &[u8]) {
+        let packet = Packet::parse(bytes);
         let at_ms = now_ms();
+        if let Err(wrong) = observation::check_ip_packet(bytes) {
+            self.errors.push(format!(
+                "{at_ms} ms: a packet delivered to {to} fails the byte check: {wrong} ({packet})"
+            ));
+        }
         self.deliveries.push(Delivery {
             at_ms,
             to,

@@ -118,7 +118,7 @@ impl ResourceSide {
             let to = Receiver::Resource {
                 gateway: self.gateway as u32,
             };
-            shared.journal.delivered(to, observed);
+            shared.journal.delivered(to, packet);
         }
         let reply = match packets::parse(packet) {
             Inner::Udp { src, dst, payload } => Some(packets::udp(dst, src, &payload)),
