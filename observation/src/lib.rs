@@ -20,7 +20,7 @@ mod wire_check;
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};
-pub use wire_check::check_ip_packet;
+pub use wire_check::{check_datagram, check_ip_packet};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };

@@ -31,6 +31,55 @@ pub fn check_ip_packet(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// Checks a datagram between the hosts of the VPN (clients, gateways, relays) by its first
+/// two bits: a STUN message (RFC 8489 §5: length field = the rest, a multiple of 4, the magic
+/// cookie), ChannelData (RFC 8656 §12.4: a channel number, a length that fits, at most 3
+/// bytes of padding), or a tunnel frame (its type byte and at least a header and a MAC).
+pub fn check_datagram(payload: &[u8]) -> Result<(), String> {
+    let first = *payload.first().ok_or("an empty datagram")?;
+    match first >> 6 {
+        0b00 => {
+            if payload.len() < 20 {
+                return Err(format!("a STUN message of {} bytes", payload.len()));
+            }
+            let length = usize::from(u16::from_be_bytes([payload[2], payload[3]]));
+            if length != payload.len() - 20 || length % 4 != 0 {
+                return Err(format!(
+                    "STUN message length {length} in a {}-byte datagram",
+                    payload.len()
+                ));
+            }
+            if payload[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+                return Err("a STUN message without the magic cookie".to_owned());
+            }
+            Ok(())
+        }
+        0b01 => {
+            if payload.len() < 4 {
+                return Err(format!("ChannelData of {} bytes", payload.len()));
+            }
+            let length = usize::from(u16::from_be_bytes([payload[2], payload[3]]));
+            let room = payload.len() - 4;
+            if length > room || room - length > 3 {
+                return Err(format!(
+                    "ChannelData length {length} in a {}-byte datagram",
+                    payload.len()
+                ));
+            }
+            Ok(())
+        }
+        _ if first == TUNNEL_FRAME_TYPE => {
+            if payload.len() < TUNNEL_MIN_LEN {
+                return Err(format!("a tunnel frame of {} bytes", payload.len()));
+            }
+            Ok(())
+        }
+        _ => Err(format!("a datagram starting {first:#04x}: neither STUN, ChannelData nor a tunnel frame")),
+    }
+}
+
+use proto::tunnel::{FRAME_TYPE as TUNNEL_FRAME_TYPE, MIN_FRAME_LEN as TUNNEL_MIN_LEN};
+
 type Header<'a> = (IpAddr, IpAddr, u8, &'a [u8]);
 
 fn check_ipv4_header(bytes: &[u8]) -> Result<Header<'_>, String> {
@@ -195,6 +244,31 @@ mod tests {
         assert_eq!(check_ip_packet(&no_checksum), Ok(()));
         assert!(check_ip_packet(&[]).is_err());
         assert!(check_ip_packet(&good[..25]).is_err());
+    }
+
+    #[test]
+    fn turn_datagrams_are_checked_by_their_first_bits() {
+        let mut stun = vec![0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend([7u8; 12]);
+        stun.extend([0u8; 4]);
+        assert_eq!(check_datagram(&stun), Ok(()));
+        let mut wrong_length = stun.clone();
+        wrong_length[3] = 8;
+        assert!(check_datagram(&wrong_length).expect_err("broken").contains("STUN message length"));
+        let mut no_cookie = stun.clone();
+        no_cookie[4] = 0;
+        assert!(check_datagram(&no_cookie).is_err());
+        let channel_data = [0x40, 0x00, 0x00, 0x02, 9, 9, 0, 0];
+        assert_eq!(check_datagram(&channel_data), Ok(()));
+        assert!(check_datagram(&channel_data[..5]).is_err(), "length past the end");
+        let mut too_much_padding = channel_data.to_vec();
+        too_much_padding.extend([0, 0]);
+        assert!(check_datagram(&too_much_padding).is_err());
+        let mut frame = vec![0xF1];
+        frame.extend([0u8; 31]);
+        assert_eq!(check_datagram(&frame), Ok(()));
+        assert!(check_datagram(&frame[..31]).is_err());
+        assert!(check_datagram(&[0xC0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use proto::{
     stun::{self, Attribute, MessageClass},
     tunnel,
 };
-use scenario_format::plan::AddressPlan;
+use scenario_format::plan::{self, AddressPlan};
 use turmoil::net::UdpSocket;
 
 use crate::{clock::now_ms, state::Shared};
@@ -42,6 +42,15 @@ pub(crate) fn send(
     payload: &[u8],
 ) {
     let mut shared = shared.borrow_mut();
+    let dns = [src, dst]
+        .iter()
+        .any(|end| plan::dns_server(end.ip()) == *end);
+    if !dns && let Err(wrong) = observation::check_datagram(payload) {
+        shared.journal.errors.push(format!(
+            "{} ms: {host} sent {src} -> {dst} a datagram that fails the byte check: {wrong}",
+            now_ms()
+        ));
+    }
     shared.journal.hops.push(Hop {
         at_ms: now_ms(),
         host: host.to_owned(),
