@@ -147,6 +147,19 @@ pub struct Latency {
     pub links: Vec<LinkLatency>,
 }
 
+impl Latency {
+    /// The latency between two hosts, in either order: their `links` entry, else the default.
+    pub fn between(&self, a: &str, b: &str) -> u64 {
+        self.links
+            .iter()
+            .find(|l| {
+                (l.between[0] == a && l.between[1] == b) || (l.between[0] == b && l.between[1] == a)
+            })
+            .map_or(self.default_ms, |l| l.ms)
+            .into()
+    }
+}
+
 impl Default for Latency {
     fn default() -> Self {
         Self {
@@ -198,6 +211,10 @@ pub enum Fault {
     Release,
     /// Drop the next N datagrams.
     DropNext(u32),
+    /// Drop every CreatePermission and ChannelBind request on the link until `heal`; the
+    /// allocation's own refreshes pass, so the relay's permissions and channel bindings run out
+    /// while the allocation lives.
+    DropBindingRequests,
 }
 
 /// Where traffic goes: a resource by name, optionally through one of its DNS names.

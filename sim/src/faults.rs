@@ -24,6 +24,8 @@ pub(crate) struct LinkFaults {
     pub(crate) holding: bool,
     /// Tunnel frames the `drop-next` faults still take.
     pub(crate) drop_next: u32,
+    /// CreatePermission and ChannelBind requests are taken until the heal.
+    pub(crate) dropping_binding_requests: bool,
     /// Tunnel frames sent while the link holds (turmoil keeps them until a release): when they
     /// were sent and what they carry.
     pub(crate) held: Vec<Packet>,
@@ -31,7 +33,7 @@ pub(crate) struct LinkFaults {
 
 impl LinkFaults {
     fn active(&self) -> bool {
-        self.partitioned || self.holding || self.drop_next > 0
+        self.partitioned || self.holding || self.drop_next > 0 || self.dropping_binding_requests
     }
 }
 
@@ -60,6 +62,19 @@ impl Shared {
         }
         let at_ms = now_ms();
         let packet = wire::tunnel_packet_in(payload);
+        if faults.dropping_binding_requests && wire::is_binding_request(payload) {
+            self.journal.trace_at(
+                at_ms,
+                host,
+                format!(
+                    "lost on the link {}-{} (drop-binding-requests): a {}-byte binding request",
+                    between[0],
+                    between[1],
+                    payload.len()
+                ),
+            );
+            return true;
+        }
         let reason = if faults.partitioned {
             DropReason::Partition
         } else if faults.holding {

@@ -1,6 +1,8 @@
 //! What happened in a run, recorded as it happens: the trace, every datagram at every hop,
 //! the flow records, the inner packets delivered and dropped, and the broken invariants.
 
+use std::collections::BTreeMap;
+
 use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, Packet, PacketDrop, Receiver};
 use scenario_format::timing::Timeline;
 
@@ -41,6 +43,9 @@ pub(crate) struct Journal {
     pub(crate) deliveries: Vec<Delivery>,
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened.
     pub(crate) drops: Vec<PacketDrop>,
+    /// Datagrams that reached a relay on one of its timers' deadlines, per timer:
+    /// `[1 ms before, on it, 1 ms after]`.
+    pub(crate) relay_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
 }
 
 impl Journal {

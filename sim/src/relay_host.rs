@@ -15,6 +15,8 @@ use std::{
 };
 
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
+
+use crate::relay_timers::RelayTimers;
 use relay_xdp::{Verdict, reason};
 use scenario_format::{
     plan::HostAddresses,
@@ -55,6 +57,8 @@ struct RelayCore {
     /// Datagrams that leave from the other family's side: (due ms, sequence) -> datagram.
     crossing: BTreeMap<(u64, u64), Outgoing>,
     sequence: u64,
+    /// The relay's timers, for the coverage of their deadlines.
+    timers: RelayTimers,
 }
 
 impl RelayCore {
@@ -129,6 +133,7 @@ pub(crate) fn add_relay(
         ports: BTreeMap::new(),
         crossing: BTreeMap::new(),
         sequence: 0,
+        timers: RelayTimers::default(),
     }));
     for ip in [addresses.v4.map(IpAddr::V4), addresses.v6.map(IpAddr::V6)]
         .into_iter()
@@ -232,7 +237,13 @@ impl Side {
         now: Instant,
         now_ms: u64,
     ) {
-        let datapath = self.core.borrow().datapath;
+        let datapath = {
+            let core = self.core.borrow();
+            let mut shared = self.shared.borrow_mut();
+            let counts = &mut shared.journal.relay_timer_boundaries;
+            core.timers.note_arrival(from, to.port(), now_ms, counts);
+            core.datapath
+        };
         let Ok(xdp_run) = self.run_xdp(name, from, to, payload) else {
             return;
         };
@@ -426,7 +437,9 @@ impl Side {
         let mut core = self.core.borrow_mut();
         let mut channels_changed = false;
         let mut problems = Vec::new();
+        let now_ms = now_ms();
         while let Some(event) = core.relay.poll_event() {
+            core.timers.follow(&event, self.origin, now_ms);
             match &event {
                 Event::AllocationCreated { port, relayed, .. } => {
                     core.ports.insert(*port, relayed.clone());

@@ -322,7 +322,11 @@ impl<'a> Runner<'a> {
                 .or_default();
             match fault {
                 Fault::Partition => faults.partitioned = true,
-                Fault::Heal => faults.partitioned = false,
+                Fault::Heal => {
+                    faults.partitioned = false;
+                    faults.dropping_binding_requests = false;
+                }
+                Fault::DropBindingRequests => faults.dropping_binding_requests = true,
                 Fault::Hold => faults.holding = true,
                 Fault::Release => {
                     faults.holding = false;
@@ -339,7 +343,10 @@ impl<'a> Runner<'a> {
                 Fault::Release => {
                     sim.release(a, b);
                 }
-                Fault::Partition | Fault::Heal | Fault::DropNext(_) => {}
+                Fault::Partition
+                | Fault::Heal
+                | Fault::DropNext(_)
+                | Fault::DropBindingRequests => {}
             }
         }
     }

@@ -70,6 +70,9 @@ pub struct Outcome {
     pub drops: Vec<PacketDrop>,
     /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
     pub xdp_reasons: BTreeMap<&'static str, u64>,
+    /// Datagrams that reached a relay on one of its timers' deadlines, per timer
+    /// ([`RELAY_TIMERS`](crate::RELAY_TIMERS)): `[1 ms before, on it, 1 ms after]`.
+    pub relay_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
     /// The datapath the relays really ran: userspace only if the XDP program could not load
     /// where BPF is not required (said loudly on stderr).
     pub datapath: Datapath,
@@ -315,6 +318,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         hops: journal.hops,
         deliveries: journal.deliveries,
         drops: journal.drops,
+        relay_timer_boundaries: journal.relay_timer_boundaries,
         xdp_reasons: relays
             .xdp_reasons
             .iter()

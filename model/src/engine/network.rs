@@ -70,6 +70,8 @@ pub(super) struct LinkState {
     holding: bool,
     held: Vec<(Frame, usize)>,
     drop_next: u32,
+    /// CreatePermission and ChannelBind requests are dropped (no data is).
+    dropping_binding_requests: bool,
     /// A fault was active on this relay link during an idle step: TURN refreshes may have been
     /// lost, so later traffic over it is not modelled.
     tainted: bool,
@@ -79,7 +81,11 @@ pub(super) struct LinkState {
 
 impl LinkState {
     fn active(&self) -> bool {
-        self.partitioned || self.holding || !self.held.is_empty() || self.drop_next > 0
+        self.partitioned
+            || self.holding
+            || !self.held.is_empty()
+            || self.drop_next > 0
+            || self.dropping_binding_requests
     }
 }
 
@@ -117,15 +123,7 @@ impl Engine<'_> {
     // ---------------------------------------------------------------- links and faults
 
     fn latency(&self, a: &str, b: &str) -> u64 {
-        let latency = &self.scenario.topology.latency;
-        latency
-            .links
-            .iter()
-            .find(|l| {
-                (l.between[0] == a && l.between[1] == b) || (l.between[0] == b && l.between[1] == a)
-            })
-            .map_or(latency.default_ms, |l| l.ms)
-            .into()
+        self.scenario.topology.latency.between(a, b)
     }
 
     fn hop(&self, a: &str, b: &str, v6: bool) -> Hop {
@@ -143,7 +141,11 @@ impl Engine<'_> {
         let state = self.links.entry(key).or_default();
         match fault {
             Fault::Partition => state.partitioned = true,
-            Fault::Heal => state.partitioned = false,
+            Fault::Heal => {
+                state.partitioned = false;
+                state.dropping_binding_requests = false;
+            }
+            Fault::DropBindingRequests => state.dropping_binding_requests = true,
             Fault::Hold => state.holding = true,
             Fault::DropNext(n) => state.drop_next = state.drop_next.saturating_add(n),
             Fault::Release => {

@@ -1,0 +1,123 @@
+//! The relay's timers as its events announce them, and the datagrams that reach a relay on a
+//! timer's deadline (1 ms before, on it, 1 ms after): allocation lifetimes, permissions,
+//! channel bindings and the channel cooldown. The coverage grid shows these counts; what the
+//! relay does on the deadline is checked by the differential datapath (the XDP program, whose
+//! maps follow the relay's events, against the userspace relay) and the invariants.
+
+use std::{collections::BTreeMap, net::IpAddr, net::SocketAddr, time::Instant};
+
+use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, Event, PERMISSION_LIFETIME, TURN_PORT};
+
+/// Timer names in the coverage grid.
+pub const ALLOCATION: &str = "turn allocation lifetime";
+pub const PERMISSION: &str = "turn permission";
+pub const CHANNEL: &str = "turn channel binding";
+pub const COOLDOWN: &str = "turn channel cooldown";
+
+/// The relay timers whose boundaries a run notes.
+pub const RELAY_TIMERS: [&str; 4] = [ALLOCATION, PERMISSION, CHANNEL, COOLDOWN];
+
+/// One relay's timers, in ms since the origin.
+#[derive(Debug, Default)]
+pub(crate) struct RelayTimers {
+    /// By the client's address.
+    allocations: BTreeMap<SocketAddr, u64>,
+    /// By (allocation port, peer IP).
+    permissions: BTreeMap<(u16, IpAddr), u64>,
+    /// By (allocation port, peer): when the binding expires.
+    channels: BTreeMap<(u16, SocketAddr), u64>,
+    /// Allocation ports by client address (to find a client's channels).
+    ports: BTreeMap<SocketAddr, u16>,
+}
+
+fn ms(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+impl RelayTimers {
+    /// Follows an event the relay emitted at `now_ms` (`origin` is sim time 0).
+    pub(crate) fn follow(&mut self, event: &Event, origin: Instant, now_ms: u64) {
+        match event {
+            Event::AllocationCreated {
+                client,
+                port,
+                expires_at,
+                ..
+            } => {
+                self.ports.insert(*client, *port);
+                self.allocations
+                    .insert(*client, ms(expires_at.saturating_duration_since(origin)));
+            }
+            Event::AllocationRefreshed {
+                client, expires_at, ..
+            } => {
+                self.allocations
+                    .insert(*client, ms(expires_at.saturating_duration_since(origin)));
+            }
+            Event::AllocationFreed { client, port, .. } => {
+                self.allocations.remove(client);
+                self.ports.remove(client);
+                self.permissions.retain(|(p, _), _| p != port);
+                self.channels.retain(|(p, _), _| p != port);
+            }
+            // A bind or a refresh of the binding (which refreshes its permission too).
+            Event::ChannelBound(binding) | Event::ChannelRefreshed(binding) => {
+                let port = binding.allocation_port;
+                self.channels
+                    .insert((port, binding.peer), now_ms + ms(CHANNEL_LIFETIME));
+                self.permissions
+                    .insert((port, binding.peer.ip()), now_ms + ms(PERMISSION_LIFETIME));
+            }
+            // The binding stays reserved through its cooldown: its deadline stays known.
+            Event::ChannelUnbound(_) => {}
+        }
+    }
+
+    /// Counts the deadlines a datagram from `from` to port `to_port`, arriving at `now_ms`,
+    /// lands on.
+    pub(crate) fn note_arrival(
+        &self,
+        from: SocketAddr,
+        to_port: u16,
+        now_ms: u64,
+        counts: &mut BTreeMap<&'static str, [u64; 3]>,
+    ) {
+        let mut note = |timer: &'static str, deadline: u64| {
+            let slot = match now_ms.cast_signed() - deadline.cast_signed() {
+                -1 => 0,
+                0 => 1,
+                1 => 2,
+                _ => return,
+            };
+            counts.entry(timer).or_default()[slot] += 1;
+        };
+        if to_port == TURN_PORT {
+            if let Some(deadline) = self.allocations.get(&from) {
+                note(ALLOCATION, *deadline);
+            }
+            if let Some(port) = self.ports.get(&from) {
+                for ((_, _), expiry) in self.channels.range((*port, min_peer())..=(*port, max_peer())) {
+                    note(CHANNEL, *expiry);
+                    note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
+                }
+            }
+            return;
+        }
+        if let Some(deadline) = self.permissions.get(&(to_port, from.ip())) {
+            note(PERMISSION, *deadline);
+        }
+        if let Some(expiry) = self.channels.get(&(to_port, from)) {
+            note(CHANNEL, *expiry);
+            note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
+        }
+    }
+}
+
+/// The least and the greatest socket address, to range over one port's channels.
+fn min_peer() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+fn max_peer() -> SocketAddr {
+    SocketAddr::from(([0xffff; 8], u16::MAX))
+}
