@@ -8,6 +8,8 @@
 //! - [`PacketDrop`]: a packet a gateway dropped (with the gateway's own [`GatewayDropReason`])
 //!   or a link fault took.
 //! - [`Hop`]: one datagram sent or received by one host, with the relay's XDP verdict.
+//! - [`StrayArrival`]: a datagram that is not TURN at a relay (a `stray` step's), with the XDP
+//!   verdict and its [`HostFate`]: the host stack, or a relay drop with its [`RelayDropReason`].
 //! - Flow records are [`FlowRecord`]s, the gateway's own record type (`proto::flow`).
 //!
 //! Clients, resources and gateways are named by their index in the scenario's topology.
@@ -15,10 +17,12 @@
 mod hop;
 mod outcome;
 mod packet;
+mod stray;
 
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses};
+pub use stray::{HostFate, RelayDropReason, StrayArrival, XdpVerdict};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };
