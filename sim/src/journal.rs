@@ -1,7 +1,11 @@
 //! What happened in a run, recorded as it happens: the trace, every datagram at every hop,
 //! the flow records, the inner packets delivered and dropped, and the broken invariants.
 
-use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, Packet, PacketDrop, Receiver};
+use observation::{
+    Delivery, DropPlace, DropReason, FlowRecord, HostFate, Hop, Packet, PacketDrop, Receiver,
+    StrayArrival, XdpVerdict,
+};
+use std::net::SocketAddr;
 use scenario_format::timing::Timeline;
 
 use crate::clock::now_ms;
@@ -41,6 +45,9 @@ pub(crate) struct Journal {
     pub(crate) deliveries: Vec<Delivery>,
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened.
     pub(crate) drops: Vec<PacketDrop>,
+    /// Every stray datagram (from the internet host) a relay host took off a socket, with what
+    /// became of it, in order of arrival.
+    pub(crate) strays: Vec<StrayArrival>,
 }
 
 impl Journal {
@@ -73,6 +80,26 @@ impl Journal {
             place,
             reason,
             packet,
+            step: self.timeline.step_at(at_ms),
+        });
+    }
+
+    /// Records what relay `relay` did with a stray datagram that arrived now.
+    pub(crate) fn stray(
+        &mut self,
+        relay: u32,
+        (from, to): (SocketAddr, SocketAddr),
+        xdp: Option<XdpVerdict>,
+        fate: HostFate,
+    ) {
+        let at_ms = now_ms();
+        self.strays.push(StrayArrival {
+            at_ms,
+            relay,
+            from,
+            to,
+            xdp,
+            fate,
             step: self.timeline.step_at(at_ms),
         });
     }
