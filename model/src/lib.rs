@@ -49,8 +49,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use observation::{
-    Delivery, DropPlace, DropReason, GatewayDropReason, Packet, PacketDrop, PacketKind, Receiver,
-    TcpFlags,
+    Delivery, DropPlace, DropReason, GatewayDropReason, HostFate, Packet, PacketDrop, PacketKind,
+    Receiver, RelayDropReason, StrayArrival, TcpFlags, XdpVerdict,
 };
 pub use proto::flow::{
     ClientId, CloseReason, FlowRecord, OuterContext, Protocol, ResourceId, UtcTime,
@@ -133,6 +133,8 @@ pub struct Prediction {
     pub deliveries: Vec<Delivery>,
     /// Every packet dropped on a link or by a gateway, sorted.
     pub drops: Vec<PacketDrop>,
+    /// What every relay host does with every stray datagram (a `stray` step's), sorted.
+    pub strays: Vec<StrayArrival>,
 }
 
 /// The model cannot (or does not yet) say what happens at this step.
@@ -162,6 +164,7 @@ pub fn predict_with(
     sort_flows(&mut prediction.flows);
     prediction.deliveries.sort();
     prediction.drops.sort();
+    prediction.strays.sort();
     Ok(prediction)
 }
 
