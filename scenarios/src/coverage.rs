@@ -1,6 +1,7 @@
 //! What a batch of checked scenarios exercised: the XDP program's twelve rewriting paths
 //! (relay-to-self among them, in each family and across), flows to DNS resources, every close
-//! reason and every drop reason the model predicted and the run confirmed. The property test
+//! reason and every drop reason the model predicted and the run confirmed, and every kind of
+//! stray (non-TURN) datagram at relays with what XDP and the host did with it. The property test
 //! fails if a default run leaves a required counter at zero, so the generator cannot quietly
 //! stop reaching a case.
 
@@ -9,7 +10,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use model::{DropReason, GatewayDropReason};
 use proto::flow::CloseReason;
 use relay_xdp::reason;
-use scenario_format::{PathMode, Scenario, Step};
+use scenario_format::{PathMode, Scenario, Step, StrayKind};
 
 use crate::check::Checked;
 
@@ -82,6 +83,8 @@ pub struct Coverage {
     pub dns_flows: u64,
     pub close_reasons: BTreeMap<CloseReason, u64>,
     pub drop_reasons: BTreeMap<DropReason, u64>,
+    /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
+    pub strays: BTreeMap<(StrayKind, String, String), u64>,
 }
 
 impl Coverage {
@@ -123,6 +126,27 @@ impl Coverage {
         for drop in &checked.prediction.drops {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
+        for stray in &checked.outcome.strays {
+            let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {
+                continue;
+            };
+            // The XDP program's reason, from the hop at the relay that received it.
+            let reason = checked
+                .outcome
+                .hops
+                .iter()
+                .find(|hop| {
+                    hop.direction == sim::Direction::Received
+                        && hop.at_ms == stray.at_ms
+                        && (hop.src, hop.dst) == (stray.from, stray.to)
+                })
+                .and_then(|hop| hop.xdp.as_ref())
+                .map_or("-".to_owned(), |note| note.reason.clone());
+            *self
+                .strays
+                .entry((*kind, reason, stray.fate.to_string()))
+                .or_default() += 1;
+        }
     }
 
     /// Required counters still at zero, by name. `xdp`: whether the relays ran their XDP
@@ -147,6 +171,11 @@ impl Coverage {
         for reason in DROP_REASONS {
             if self.drop_reasons.get(&reason).copied().unwrap_or(0) == 0 {
                 missing.push(format!("drop reason {}", reason.name()));
+            }
+        }
+        for kind in StrayKind::ALL {
+            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
+                missing.push(format!("stray datagram {}", kind.as_str()));
             }
         }
         missing
@@ -220,6 +249,20 @@ impl Coverage {
             })
             .collect();
         let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
+        let _ = writeln!(out, "non-TURN datagrams at relays (kind, XDP verdict, then)");
+        for ((kind, reason, fate), count) in &self.strays {
+            let _ = writeln!(
+                out,
+                "  {:<24}{:<28}{fate:<40}{count:>6}",
+                kind.as_str(),
+                reason
+            );
+        }
+        for kind in StrayKind::ALL {
+            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
+                let _ = writeln!(out, "  {:<24}{:<28}{:<40}{:>6}", kind.as_str(), "-", "-", 0);
+            }
+        }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
             .iter()
             .filter_map(|reason| Some((reason.as_str(), tested_elsewhere(*reason)?)))

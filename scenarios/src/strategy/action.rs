@@ -1,8 +1,8 @@
 //! The second draw of a scenario: the actions (traffic, path changes, roams, grants, DNS
-//! changes, faults, restarts, idle times), weighted so that the interesting ones are common.
+//! changes, faults, restarts, stray datagrams at relays, idle times), weighted so that the interesting ones are common.
 
 use proptest::prelude::*;
-use scenario_format::{PathMode, Side};
+use scenario_format::{PathMode, Side, StrayKind};
 
 /// One thing that happens, before it becomes steps (a TCP conversation is several steps).
 #[derive(Debug, Clone)]
@@ -60,6 +60,15 @@ pub(super) enum Action {
         bytes: u16,
     },
     Restart,
+    /// A datagram that is not TURN to a relay from the internet host: `kind` indexes
+    /// `StrayKind::ALL`; to the allocation of host `host` (any index) for the kinds that go
+    /// to one.
+    Stray {
+        relay: usize,
+        kind: usize,
+        ipv6: bool,
+        host: usize,
+    },
     Idle {
         seconds: u64,
     },
@@ -120,6 +129,8 @@ pub(super) fn action() -> impl Strategy<Value = Action> {
         1 => (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }),
         2 => (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }),
         1 => Just(Action::Restart),
+        1 => (0usize..3, 0usize..StrayKind::ALL.len(), any::<bool>(), 0usize..5)
+            .prop_map(|(relay, kind, ipv6, host)| Action::Stray { relay, kind, ipv6, host }),
         3 => (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }),
         3 => prop_oneof![Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610), 1u64..200]
             .prop_map(|seconds| Action::Idle { seconds }),
