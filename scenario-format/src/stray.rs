@@ -87,8 +87,8 @@ impl StrayKind {
     /// The datagram's payload.
     pub fn payload(self) -> Vec<u8> {
         match self {
-            // DNS header: id 0x524c, a response (QR, RD, RA), no records.
-            StrayKind::DnsReply => vec![0x52, 0x4c, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0],
+            // DNS header: id 0x1d4c, a response (QR, RD, RA), no records.
+            StrayKind::DnsReply => vec![0x1d, 0x4c, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0],
             // NTPv4 server reply (LI 0, VN 4, mode 4), stratum 2, the rest zero: 48 bytes.
             StrayKind::NtpReply => {
                 let mut packet = vec![0u8; 48];
@@ -104,7 +104,7 @@ impl StrayKind {
             StrayKind::TruncatedStun => vec![
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 0xde, 0xad, 0xbe, 0xef,
             ],
-            StrayKind::UnpermittedPeer => vec![0x55; 32],
+            StrayKind::UnpermittedPeer => vec![0xa5; 32],
         }
     }
 }
