@@ -22,7 +22,7 @@ mod stray;
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses};
-pub use stray::{HostFate, RelayDropReason, StrayArrival, XdpVerdict};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };
+pub use stray::{HostFate, RelayDropReason, StrayArrival, XdpVerdict};

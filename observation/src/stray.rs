@@ -40,7 +40,9 @@ impl fmt::Display for HostFate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostFate::HostStack => f.write_str("to the host stack"),
-            HostFate::RelayDropped(reason) => write!(f, "dropped by the relay ({})", reason.as_str()),
+            HostFate::RelayDropped(reason) => {
+                write!(f, "dropped by the relay ({})", reason.as_str())
+            }
             HostFate::Relayed => f.write_str("relayed"),
             HostFate::RelayTook => f.write_str("taken by the relay"),
             HostFate::XdpTook => f.write_str("sent out by XDP"),

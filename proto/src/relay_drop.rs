@@ -87,9 +87,11 @@ mod tests {
     #[test]
     fn names_are_distinct_kebab_case() {
         let mut names: Vec<&str> = RelayDropReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert!(names.iter().all(|name| name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c == '-')));
+        assert!(
+            names
+                .iter()
+                .all(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        );
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), RelayDropReason::ALL.len());

@@ -117,7 +117,7 @@ mod tests {
     fn dns_and_ntp_replies_go_to_ports_below_the_allocation_range() {
         for kind in [StrayKind::DnsReply, StrayKind::NtpReply] {
             let port = kind.destination_port(0);
-            assert!(port < 49152 && port >= 32768, "{kind:?}: {port}");
+            assert!((32768..49152).contains(&port), "{kind:?}: {port}");
         }
     }
 

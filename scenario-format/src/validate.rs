@@ -8,8 +8,8 @@ use std::{
 };
 
 use crate::{
-    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step,
-    StrayKind, Target, plan,
+    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step, StrayKind,
+    Target, plan,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

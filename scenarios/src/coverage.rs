@@ -249,18 +249,21 @@ impl Coverage {
             })
             .collect();
         let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
-        let _ = writeln!(out, "non-TURN datagrams at relays (kind, XDP verdict, then)");
+        let _ = writeln!(
+            out,
+            "non-TURN datagrams at relays (kind, XDP verdict, then)"
+        );
         for ((kind, reason, fate), count) in &self.strays {
             let _ = writeln!(
                 out,
-                "  {:<24}{:<28}{fate:<40}{count:>6}",
+                "  {:<22}{:<26}{fate:<46}{count:>6}",
                 kind.as_str(),
                 reason
             );
         }
         for kind in StrayKind::ALL {
             if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
-                let _ = writeln!(out, "  {:<24}{:<28}{:<40}{:>6}", kind.as_str(), "-", "-", 0);
+                let _ = writeln!(out, "  {:<22}{:<26}{:<46}{:>6}", kind.as_str(), "-", "-", 0);
             }
         }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
@@ -302,6 +305,21 @@ mod tests {
         ] {
             assert!(DROP_REASONS.contains(&link), "{link}");
         }
+    }
+
+    #[test]
+    fn every_stray_kind_is_required() {
+        let missing = Coverage::default().missing(false);
+        for kind in StrayKind::ALL {
+            let name = format!("stray datagram {}", kind.as_str());
+            assert!(missing.contains(&name), "{name} not required: {missing:?}");
+        }
+        let mut seen = Coverage::default();
+        for kind in StrayKind::ALL {
+            seen.strays
+                .insert((kind, "-".to_owned(), "x".to_owned()), 1);
+        }
+        assert!(!seen.missing(false).iter().any(|m| m.starts_with("stray")));
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub(crate) fn add_internet_host(
     }
 }
 
-async fn run(ip: IpAddr, shared: Rc<RefCell<Shared>>, inbox: Inbox<StraySend>) -> std::io::Result<()> {
+async fn run(
+    ip: IpAddr,
+    shared: Rc<RefCell<Shared>>,
+    inbox: Inbox<StraySend>,
+) -> std::io::Result<()> {
     let mut sockets = BTreeMap::new();
     for port in PORTS {
         sockets.insert(

@@ -2,11 +2,11 @@
 //! the flow records, the inner packets delivered and dropped, and the broken invariants.
 
 use observation::{
-    Delivery, DropPlace, DropReason, FlowRecord, HostFate, Hop, Packet, PacketDrop, Receiver,
+    Delivery, DropPlace, DropReason, FlowRecord, Hop, HostFate, Packet, PacketDrop, Receiver,
     StrayArrival, XdpVerdict,
 };
-use std::net::SocketAddr;
 use scenario_format::timing::Timeline;
+use std::net::SocketAddr;
 
 use crate::clock::now_ms;
 

@@ -310,7 +310,13 @@ impl Side {
     /// A datagram for one of the host's own sockets: the XDP program runs on it (it sees every
     /// frame the host receives) and must pass it, unchanged, to the host stack, which takes it.
     /// The relay never sees it.
-    fn handle_host_datagram(&mut self, name: &str, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+    fn handle_host_datagram(
+        &mut self,
+        name: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) {
         let datapath = self.core.borrow().datapath;
         let Ok(xdp_run) = self.run_xdp(name, from, to, payload) else {
             return;
@@ -333,7 +339,10 @@ impl Side {
         if fate == HostFate::HostStack {
             self.shared.borrow_mut().journal.trace(
                 name,
-                format!("host stack took {} bytes from {from} on {to}", payload.len()),
+                format!(
+                    "host stack took {} bytes from {from} on {to}",
+                    payload.len()
+                ),
             );
         }
         self.note_stray((from, to), xdp_run.as_ref(), fate);
@@ -341,7 +350,12 @@ impl Side {
 
     /// Records what became of a datagram from the internet host (a stray); others are not
     /// strays and are not recorded here.
-    fn note_stray(&self, (from, to): (SocketAddr, SocketAddr), run: Option<&XdpRun>, fate: HostFate) {
+    fn note_stray(
+        &self,
+        (from, to): (SocketAddr, SocketAddr),
+        run: Option<&XdpRun>,
+        fate: HostFate,
+    ) {
         if from.ip() != plan::internet_host(from.ip()) {
             return;
         }
@@ -419,8 +433,8 @@ impl Side {
                         },
                     })
                 });
-            let miscounted = counted_drop(&before, core.relay.drop_counts(), user.as_ref().err())
-                .err();
+            let miscounted =
+                counted_drop(&before, core.relay.drop_counts(), user.as_ref().err()).err();
             (user, miscounted)
         };
         if let Some(problem) = miscounted {
@@ -617,7 +631,8 @@ fn counted_drop(
         })
         .filter(|(_, delta)| *delta != 0)
         .collect();
-    let expected: Vec<(relay::Drop, i128)> = dropped.map(|reason| (*reason, 1)).into_iter().collect();
+    let expected: Vec<(relay::Drop, i128)> =
+        dropped.map(|reason| (*reason, 1)).into_iter().collect();
     if moved == expected {
         return Ok(());
     }
@@ -643,7 +658,10 @@ mod tests {
         let none = BTreeMap::new();
         let one = BTreeMap::from([(relay::Drop::NotStun, 1)]);
         assert_eq!(counted_drop(&none, &none, None), Ok(()));
-        assert_eq!(counted_drop(&none, &one, Some(&relay::Drop::NotStun)), Ok(()));
+        assert_eq!(
+            counted_drop(&none, &one, Some(&relay::Drop::NotStun)),
+            Ok(())
+        );
         let uncounted = counted_drop(&none, &none, Some(&relay::Drop::NotStun)).unwrap_err();
         assert!(uncounted.contains("dropped it (not-stun)"), "{uncounted}");
         let wrong = counted_drop(&none, &one, Some(&relay::Drop::NoPermission)).unwrap_err();

@@ -251,8 +251,21 @@ impl<'a> Runner<'a> {
 
     /// The internet host sends a stray datagram of `kind` to the relay, in one family; to an
     /// allocation's relayed address, the host's first allocation's (docs/harness.md).
-    fn stray(&self, at_ms: u64, relay: &str, kind: StrayKind, ipv6: bool, allocation: Option<&str>) {
-        let Some(index) = self.scenario.topology.relays.iter().position(|r| r.name == relay) else {
+    fn stray(
+        &self,
+        at_ms: u64,
+        relay: &str,
+        kind: StrayKind,
+        ipv6: bool,
+        allocation: Option<&str>,
+    ) {
+        let Some(index) = self
+            .scenario
+            .topology
+            .relays
+            .iter()
+            .position(|r| r.name == relay)
+        else {
             return;
         };
         let addresses = &self.plan.relays[index];
@@ -274,7 +287,10 @@ impl<'a> Runner<'a> {
             self.shared.borrow_mut().journal.trace_at(
                 at_ms,
                 "runner",
-                format!("stray {} to {relay} not sent: no address or allocation", kind.as_str()),
+                format!(
+                    "stray {} to {relay} not sent: no address or allocation",
+                    kind.as_str()
+                ),
             );
             return;
         };

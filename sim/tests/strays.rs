@@ -40,11 +40,9 @@ fn stray(kind: &str, ipv6: bool, allocation: Option<&str>, datapath: Datapath) -
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     // Nothing goes back to the internet host, and the traffic after it still flows.
     assert!(
-        !outcome
-            .hops
-            .iter()
-            .any(|hop| hop.host != "internet" && hop.direction == Direction::Sent
-                && hop.dst.ip() == scenario_format::plan::internet_host(hop.dst.ip())),
+        !outcome.hops.iter().any(|hop| hop.host != "internet"
+            && hop.direction == Direction::Sent
+            && hop.dst.ip() == scenario_format::plan::internet_host(hop.dst.ip())),
         "something answered the stray"
     );
     assert_eq!(outcome.deliveries.len(), 2, "{:?}", outcome.deliveries);
@@ -61,7 +59,11 @@ fn stray(kind: &str, ipv6: bool, allocation: Option<&str>, datapath: Datapath) -
 }
 
 fn every_datapath(kind: &str, allocation: Option<&str>, fate: HostFate, port: Option<u16>) {
-    for datapath in [Datapath::Differential, Datapath::XdpFirst, Datapath::Userspace] {
+    for datapath in [
+        Datapath::Differential,
+        Datapath::XdpFirst,
+        Datapath::Userspace,
+    ] {
         for ipv6 in [false, true] {
             let arrival = stray(kind, ipv6, allocation, datapath);
             assert_eq!(arrival.fate, fate, "{kind} {datapath:?} v6 {ipv6}");

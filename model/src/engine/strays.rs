@@ -20,7 +20,9 @@ pub(crate) fn fate(kind: StrayKind) -> HostFate {
             HostFate::RelayDropped(RelayDropReason::NotStun)
         }
         // First bits 0b01 (ChannelData) with a channel number out of range.
-        StrayKind::BadChannelNumber => HostFate::RelayDropped(RelayDropReason::MalformedChannelData),
+        StrayKind::BadChannelNumber => {
+            HostFate::RelayDropped(RelayDropReason::MalformedChannelData)
+        }
         // The internet host is no one's peer.
         StrayKind::UnpermittedPeer => HostFate::RelayDropped(RelayDropReason::NoPermission),
     }
@@ -106,7 +108,10 @@ mod tests {
             let fate = fate(kind);
             match kind {
                 StrayKind::DnsReply | StrayKind::NtpReply => assert_eq!(fate, HostFate::HostStack),
-                _ => assert!(matches!(fate, HostFate::RelayDropped(_)), "{kind:?}: {fate:?}"),
+                _ => assert!(
+                    matches!(fate, HostFate::RelayDropped(_)),
+                    "{kind:?}: {fate:?}"
+                ),
             }
         }
         assert_eq!(

@@ -116,7 +116,12 @@ impl<'a> StepWriter<'a> {
                 kind,
                 ipv6,
                 host,
-            } => self.write_stray(relay, StrayKind::ALL[kind % StrayKind::ALL.len()], ipv6, host),
+            } => self.write_stray(
+                relay,
+                StrayKind::ALL[kind % StrayKind::ALL.len()],
+                ipv6,
+                host,
+            ),
             Action::Idle { seconds } => self.steps.push(Step::Idle { seconds }),
         }
     }
@@ -151,7 +156,13 @@ impl<'a> StepWriter<'a> {
             };
             (spec.name.clone(), None)
         };
-        let Some(stack) = self.layout.relays.iter().find(|r| r.name == relay).map(|r| r.stack) else {
+        let Some(stack) = self
+            .layout
+            .relays
+            .iter()
+            .find(|r| r.name == relay)
+            .map(|r| r.stack)
+        else {
             return;
         };
         let ipv6 = match stack {
