@@ -51,8 +51,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use observation::{
-    Delivery, DropPlace, DropReason, GatewayDropReason, Packet, PacketDrop, PacketKind, Receiver,
-    TcpFlags,
+    Delivery, DropPlace, DropReason, GatewayDropReason, HostFate, Packet, PacketDrop, PacketKind,
+    Receiver, RelayDropReason, StrayArrival, TcpFlags, XdpVerdict,
 };
 pub use proto::flow::{
     ClientId, CloseReason, FlowRecord, OuterContext, Protocol, ResourceId, UtcTime,
@@ -139,6 +139,8 @@ pub struct Prediction {
     /// reused 5-tuples): for the coverage grid, never compared with a run.
     #[serde(skip)]
     pub coverage: coverage::ModelCoverage,
+    /// What every relay host does with every stray datagram (a `stray` step's), sorted.
+    pub strays: Vec<StrayArrival>,
 }
 
 /// The model cannot (or does not yet) say what happens at this step.
@@ -168,6 +170,7 @@ pub fn predict_with(
     sort_flows(&mut prediction.flows);
     prediction.deliveries.sort();
     prediction.drops.sort();
+    prediction.strays.sort();
     Ok(prediction)
 }
 

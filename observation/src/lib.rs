@@ -8,6 +8,8 @@
 //! - [`PacketDrop`]: a packet a gateway dropped (with the gateway's own [`GatewayDropReason`])
 //!   or a link fault took.
 //! - [`Hop`]: one datagram sent or received by one host, with the relay's XDP verdict.
+//! - [`StrayArrival`]: a datagram that is not TURN at a relay (a `stray` step's), with the XDP
+//!   verdict and its [`HostFate`]: the host stack, or a relay drop with its [`RelayDropReason`].
 //! - Flow records are [`FlowRecord`]s, the gateway's own record type (`proto::flow`).
 //!
 //! Clients, resources and gateways are named by their index in the scenario's topology.
@@ -16,6 +18,7 @@ mod hop;
 mod outcome;
 mod packet;
 mod wire_check;
+mod stray;
 
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
@@ -24,3 +27,4 @@ pub use wire_check::{check_datagram, check_ip_packet};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };
+pub use stray::{HostFate, RelayDropReason, StrayArrival, XdpVerdict};

@@ -9,6 +9,7 @@ pub mod channel_data;
 pub mod credentials;
 mod drop_reason;
 pub mod flow;
+pub mod relay_drop;
 pub mod rng;
 pub mod stun;
 pub mod tunnel;

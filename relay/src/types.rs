@@ -116,46 +116,7 @@ pub enum Event {
     ChannelUnbound(ChannelBinding),
 }
 
-/// Why an input datagram was dropped. Dropping never changes state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
-pub enum Drop {
-    #[error("not addressed to one of the relay's addresses and ports")]
-    NotForRelay,
-    #[error("not a STUN or ChannelData message")]
-    NotStun,
-    #[error("a STUN message of a class or method the relay does not take here")]
-    UnexpectedMessage,
-    #[error("malformed ChannelData")]
-    MalformedChannelData,
-    #[error("no allocation for this client")]
-    NoAllocation,
-    #[error("channel not bound (or its binding or permission expired)")]
-    UnboundChannel,
-    #[error("no permission for the peer's address")]
-    NoPermission,
-    #[error("no allocation on this port")]
-    UnusedAllocationPort,
-    #[error("the allocation has no relayed address of this family")]
-    FamilyNotRelayed,
-    #[error("the destination is the relay itself but no allocation there takes it")]
-    SelfDestinationUnreachable,
-    #[error("malformed Send indication")]
-    MalformedIndication,
-}
-
-impl Drop {
-    /// Every drop reason, for reports.
-    pub const ALL: [Drop; 11] = [
-        Drop::NotForRelay,
-        Drop::NotStun,
-        Drop::UnexpectedMessage,
-        Drop::MalformedChannelData,
-        Drop::NoAllocation,
-        Drop::UnboundChannel,
-        Drop::NoPermission,
-        Drop::UnusedAllocationPort,
-        Drop::FamilyNotRelayed,
-        Drop::SelfDestinationUnreachable,
-        Drop::MalformedIndication,
-    ];
-}
+/// Why an input datagram was dropped. Dropping never changes state but the drop counter of
+/// the reason ([`crate::Relay::drop_counts`]). The reasons are shared vocabulary
+/// (`proto::relay_drop`): the reference model predicts them.
+pub use proto::relay_drop::RelayDropReason as Drop;

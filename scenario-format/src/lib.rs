@@ -10,12 +10,14 @@
 
 pub mod plan;
 pub mod settings;
+pub mod stray;
 pub mod timing;
 mod validate;
 
 use std::{fmt, net::IpAddr, path::Path};
 
 use serde::{Deserialize, Serialize};
+pub use stray::StrayKind;
 pub use validate::ValidationError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +310,17 @@ pub enum Step {
     /// The gateway restarts: its flows are flushed (shutdown) and its state is lost.
     GatewayRestart {
         gateway: String,
+    },
+    /// One datagram that is not TURN, to `relay` from the internet host (`stray::StrayKind`
+    /// says what it is), over IPv6 if `ipv6`. `unpermitted-peer` goes to the relayed address
+    /// of `allocation` (a client or gateway that names this relay).
+    Stray {
+        relay: String,
+        kind: StrayKind,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        allocation: Option<String>,
     },
     /// Nothing happens for `seconds` plus `ms` milliseconds (either may be left out).
     Idle {

@@ -2,7 +2,8 @@
 //! scenario's address-like strings (CIDRs, domain patterns, filters). The simulator builds its
 //! world from this plan and the model predicts with it, so both agree on every address.
 //!
-//! Only documentation ranges are used: hosts in 203.0.113.0/24 and 2001:db8::/32, resources in
+//! Only documentation ranges are used: hosts in 203.0.113.0/24 and 2001:db8::/32 (the internet
+//! host that sends stray datagrams in 192.0.2.0/24 and 2001:db8:ffff::/48), resources in
 //! 198.51.100.0/24 and 2001:db8:100::/48, client tunnel IPs in 100.64.0.0/11 and
 //! fd00:2021:1111::/107, DNS proxy IPs in 100.96.0.0/11 and fd00:2021:1111:8000::/107.
 
@@ -21,6 +22,27 @@ pub fn dns_server(host: IpAddr) -> SocketAddr {
     match host {
         IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(DNS_SERVER_V4), 53),
         IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(DNS_SERVER_V6), 53),
+    }
+}
+
+/// The port relays take TURN (STUN and ChannelData) on.
+pub const TURN_PORT: u16 = 3478;
+
+/// The internet host: a host on no TURN path that sends relays the datagrams of `stray` steps
+/// (`crate::stray`). It is at the default latency from every relay (no `links` entry can name
+/// it).
+pub const INTERNET_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const INTERNET_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The relay host's own resolver socket and NTP client socket: ephemeral ports (Linux takes
+/// them from 32768-60999) below the relays' allocation range (49152-65535), open all run.
+pub const RELAY_HOST_DNS_PORT: u16 = 33053;
+pub const RELAY_HOST_NTP_PORT: u16 = 33123;
+
+/// The internet host's address in the family of `other`.
+pub fn internet_host(other: IpAddr) -> IpAddr {
+    match other {
+        IpAddr::V4(_) => IpAddr::V4(INTERNET_V4),
+        IpAddr::V6(_) => IpAddr::V6(INTERNET_V6),
     }
 }
 

@@ -8,8 +8,8 @@ use std::{
 };
 
 use crate::{
-    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step, Target,
-    plan,
+    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step, StrayKind,
+    Target, plan,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -487,6 +487,12 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
         Step::DnsChange { name, addresses } => check_dns_change(name, addresses),
         Step::Fault { between, .. } => check_link(names, between),
         Step::GatewayRestart { gateway } => names.check_gateway(gateway),
+        Step::Stray {
+            relay,
+            kind,
+            ipv6,
+            allocation,
+        } => check_stray(names, relay, *kind, *ipv6, allocation.as_deref()),
         Step::Idle { seconds, ms } => {
             let total = seconds.saturating_mul(1000).saturating_add(*ms);
             if total == 0 || total > 3_600_000 {
@@ -494,6 +500,43 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             }
             Ok(())
         }
+    }
+}
+
+/// A stray datagram goes to a relay of the family asked for; `unpermitted-peer` to the
+/// allocation of a client or gateway that names that relay, and only it names one.
+fn check_stray(
+    names: &Names<'_>,
+    relay: &str,
+    kind: StrayKind,
+    ipv6: bool,
+    allocation: Option<&str>,
+) -> Result<(), String> {
+    let stack = *names
+        .relays
+        .get(relay)
+        .ok_or_else(|| format!("no relay named `{relay}`"))?;
+    if !(if ipv6 { stack.has_v6() } else { stack.has_v4() }) {
+        return Err(format!(
+            "relay `{relay}` has no IPv{} address",
+            if ipv6 { 6 } else { 4 }
+        ));
+    }
+    match (kind.needs_allocation(), allocation) {
+        (true, Some(host)) => {
+            let on = names
+                .client_relay
+                .get(host)
+                .or_else(|| names.gateway_relay.get(host))
+                .ok_or_else(|| format!("no client or gateway named `{host}`"))?;
+            if *on != Some(relay) {
+                return Err(format!("`{host}` has no allocation on relay `{relay}`"));
+            }
+            Ok(())
+        }
+        (true, None) => Err(format!("{} needs an allocation", kind.as_str())),
+        (false, Some(_)) => Err(format!("{} takes no allocation", kind.as_str())),
+        (false, None) => Ok(()),
     }
 }
 

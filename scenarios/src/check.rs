@@ -1,12 +1,12 @@
 //! Runs a scenario in the simulator and checks it against the reference model: the flow
 //! records field by field, every inner packet delivered to a client or a resource responder,
-//! every packet a gateway or a link fault dropped, and the invariants that must hold in every
-//! run.
+//! every packet a gateway or a link fault dropped, what relay hosts did with every stray
+//! datagram, and the invariants that must hold in every run.
 
 use std::{cmp::Ordering, collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
 use model::{Allocations, Prediction, RelayedAddresses, Unpredictable};
-use observation::{Delivery, FlowRecord, PacketDrop};
+use observation::{Delivery, FlowRecord, PacketDrop, StrayArrival};
 use scenario_format::Scenario;
 use sim::{Outcome, RunOptions, SimError};
 
@@ -25,6 +25,8 @@ pub enum CheckError {
     Deliveries(String),
     #[error("drops differ from the model:\n{0}")]
     Drops(String),
+    #[error("stray datagrams at relays differ from the model:\n{0}")]
+    Strays(String),
 }
 
 /// A run that passed every check.
@@ -95,6 +97,14 @@ pub fn check_outcome(scenario: &Scenario, outcome: Outcome) -> Result<Checked, C
     let differences = compare_drops(&prediction.drops, &outcome.drops);
     if !differences.is_empty() {
         return Err(CheckError::Drops(differences));
+    }
+    let differences = compare_strays(
+        &prediction.strays,
+        &outcome.strays,
+        outcome.datapath.runs_xdp(),
+    );
+    if !differences.is_empty() {
+        return Err(CheckError::Strays(differences));
     }
     Ok(Checked {
         outcome,
@@ -192,6 +202,30 @@ pub fn compare_drops(expected: &[PacketDrop], observed: &[PacketDrop]) -> String
         observed,
         |a, b| key(a).cmp(&key(b)),
         show_drop,
+    )
+}
+
+/// A readable difference between what the model expects relay hosts to do with stray
+/// datagrams and what they did (empty if the same), compared without the step (see
+/// [`compare_deliveries`]). The XDP verdict is compared when the relays ran their program
+/// (`xdp`).
+pub fn compare_strays(expected: &[StrayArrival], observed: &[StrayArrival], xdp: bool) -> String {
+    let key = |s: &StrayArrival| {
+        (
+            s.at_ms,
+            s.relay,
+            s.from,
+            s.to,
+            s.xdp.filter(|_| xdp),
+            s.fate,
+        )
+    };
+    difference(
+        "stray datagrams",
+        expected,
+        observed,
+        |a, b| key(a).cmp(&key(b)),
+        |stray| stray.to_string(),
     )
 }
 

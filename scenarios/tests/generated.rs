@@ -243,3 +243,32 @@ steps:
         other => panic!("{other:?}"),
     }
 }
+
+/// The comparison of stray datagrams sees a difference: a drop under another reason than the
+/// model's, and a stray the simulation did not report.
+#[test]
+fn a_stray_with_another_fate_or_missing_fails_the_check() {
+    let path = scenarios::corpus::corpus_dir().join("stray-datagrams.yaml");
+    let scenario = scenario_format::Scenario::from_file(&path).expect("valid");
+    let outcome = sim::run(&scenario, &sim::RunOptions::seeded(1)).expect("runs");
+    check_outcome(&scenario, outcome.clone()).expect("matches the model");
+    assert_eq!(outcome.strays.len(), 7);
+
+    let mut wrong = outcome.clone();
+    wrong.strays[2].fate =
+        observation::HostFate::RelayDropped(observation::RelayDropReason::MalformedChannelData);
+    match check_outcome(&scenario, wrong) {
+        Err(CheckError::Strays(text)) => {
+            assert!(text.contains("1 missing, 1 unexpected"), "{text}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut missing = outcome;
+    missing.strays.pop();
+    match check_outcome(&scenario, missing) {
+        Err(CheckError::Strays(text)) => {
+            assert!(text.contains("1 missing, 0 unexpected"), "{text}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -33,6 +33,8 @@ impl<T> Default for Inbox<T> {
 pub(crate) struct Inboxes {
     pub(crate) gateways: Vec<Inbox<GatewayCommand>>,
     pub(crate) clients: Vec<Inbox<ClientCommand>>,
+    /// The internet host's (both families share it; each takes its own).
+    pub(crate) internet: Inbox<StraySend>,
 }
 
 impl Inboxes {
@@ -40,6 +42,7 @@ impl Inboxes {
         Self {
             gateways: (0..gateways).map(|_| Inbox::default()).collect(),
             clients: (0..clients).map(|_| Inbox::default()).collect(),
+            internet: Inbox::default(),
         }
     }
 
@@ -47,6 +50,7 @@ impl Inboxes {
     pub(crate) fn any_waiting(&self) -> bool {
         self.gateways.iter().any(|inbox| !inbox.is_empty())
             || self.clients.iter().any(|inbox| !inbox.is_empty())
+            || !self.internet.is_empty()
     }
 }
 
@@ -58,6 +62,14 @@ impl<T> Inbox<T> {
     /// Every command waiting, oldest first.
     pub(crate) fn take_all(&self) -> Vec<T> {
         self.0.borrow_mut().drain(..).collect()
+    }
+
+    /// The commands waiting that `mine` picks, oldest first; the others stay.
+    pub(crate) fn take_where(&self, mine: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut queue = self.0.borrow_mut();
+        let (taken, left): (Vec<T>, Vec<T>) = queue.drain(..).partition(|command| mine(command));
+        queue.extend(left);
+        taken
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -139,4 +151,12 @@ pub(crate) enum ClientTcpAction {
     Close,
     Reset,
     LateAck,
+}
+
+/// One stray datagram for the internet host to send.
+#[derive(Debug, Clone)]
+pub(crate) struct StraySend {
+    pub(crate) src: SocketAddr,
+    pub(crate) dst: SocketAddr,
+    pub(crate) payload: Vec<u8>,
 }

@@ -3,8 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, Packet, PacketDrop, Receiver};
+use observation::{
+    Delivery, DropPlace, DropReason, FlowRecord, Hop, HostFate, Packet, PacketDrop, Receiver,
+    StrayArrival, XdpVerdict,
+};
 use scenario_format::timing::Timeline;
+use std::net::SocketAddr;
 
 use crate::clock::now_ms;
 
@@ -46,6 +50,9 @@ pub(crate) struct Journal {
     /// Datagrams that reached a relay on one of its timers' deadlines, per timer:
     /// `[1 ms before, on it, 1 ms after]`.
     pub(crate) relay_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
+    /// Every stray datagram (from the internet host) a relay host took off a socket, with what
+    /// became of it, in order of arrival.
+    pub(crate) strays: Vec<StrayArrival>,
 }
 
 impl Journal {
@@ -84,6 +91,26 @@ impl Journal {
             place,
             reason,
             packet,
+            step: self.timeline.step_at(at_ms),
+        });
+    }
+
+    /// Records what relay `relay` did with a stray datagram that arrived now.
+    pub(crate) fn stray(
+        &mut self,
+        relay: u32,
+        (from, to): (SocketAddr, SocketAddr),
+        xdp: Option<XdpVerdict>,
+        fate: HostFate,
+    ) {
+        let at_ms = now_ms();
+        self.strays.push(StrayArrival {
+            at_ms,
+            relay,
+            from,
+            to,
+            xdp,
+            fate,
             step: self.timeline.step_at(at_ms),
         });
     }

@@ -27,6 +27,7 @@ mod endpoint_io;
 mod error_events;
 mod faults;
 mod gateway_host;
+mod internet_host;
 mod journal;
 pub mod packets;
 mod relay_host;

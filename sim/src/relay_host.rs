@@ -14,12 +14,13 @@ use std::{
     time::Instant,
 };
 
+use observation::{HostFate, XdpVerdict};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
 use crate::relay_timers::RelayTimers;
 use relay_xdp::{Verdict, reason};
 use scenario_format::{
-    plan::HostAddresses,
+    plan::{self, HostAddresses, RELAY_HOST_DNS_PORT, RELAY_HOST_NTP_PORT},
     settings::{RELAY_REALM, RELAY_SECRET},
     timing::ORIGIN_UNIX_SECS,
 };
@@ -46,9 +47,15 @@ struct Outgoing {
     kind: String,
 }
 
+/// The relay host's own sockets beside the relay's (docs/harness.md, "Hosts and addresses"):
+/// its resolver and its NTP client. What arrives there is the host stack's.
+const HOST_STACK_PORTS: [u16; 2] = [RELAY_HOST_DNS_PORT, RELAY_HOST_NTP_PORT];
+
 /// The relay both sides drive.
 struct RelayCore {
     name: String,
+    /// The relay's index in the topology.
+    index: u32,
     relay: Relay,
     datapath: Datapath,
     xdp: Option<XdpBeside>,
@@ -98,7 +105,7 @@ fn relay_config(addresses: &HostAddresses, seed: u64) -> RelayConfig {
 pub(crate) fn add_relay(
     sim: &mut turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
-    name: String,
+    (index, name): (u32, String),
     addresses: &HostAddresses,
     seed: u64,
     datapath: Datapath,
@@ -127,6 +134,7 @@ pub(crate) fn add_relay(
     let reasons = Rc::new(RefCell::new(BTreeMap::new()));
     let core = Rc::new(RefCell::new(RelayCore {
         name,
+        index,
         relay,
         datapath,
         xdp,
@@ -150,6 +158,7 @@ pub(crate) fn add_relay(
                 core: core.clone(),
                 reasons: reasons.clone(),
                 sockets: BTreeMap::new(),
+                host_sockets: BTreeMap::new(),
             };
             async move { side.run().await.map_err(Into::into) }
         });
@@ -164,7 +173,10 @@ struct Side {
     shared: Rc<RefCell<Shared>>,
     core: Rc<RefCell<RelayCore>>,
     reasons: XdpReasons,
+    /// The relay's: the TURN port and the open allocation ports.
     sockets: BTreeMap<u16, UdpSocket>,
+    /// The host's own (`HOST_STACK_PORTS`).
+    host_sockets: BTreeMap<u16, UdpSocket>,
 }
 
 impl Side {
@@ -174,6 +186,12 @@ impl Side {
             TURN_PORT,
             UdpSocket::bind(SocketAddr::new(unspecified(self.ip), TURN_PORT)).await?,
         );
+        for port in HOST_STACK_PORTS {
+            self.host_sockets.insert(
+                port,
+                UdpSocket::bind(SocketAddr::new(unspecified(self.ip), port)).await?,
+            );
+        }
         let mut buf = vec![0u8; 65536];
         loop {
             let now_ms = now_ms();
@@ -200,6 +218,16 @@ impl Side {
                 {
                     let to = SocketAddr::new(self.ip, port);
                     self.handle_datagram(&name, from, to, &buf[..len], now, now_ms);
+                }
+            }
+            for port in HOST_STACK_PORTS {
+                while let Some(Ok((len, from))) = self
+                    .host_sockets
+                    .get(&port)
+                    .map(|socket| socket.try_recv_from(&mut buf))
+                {
+                    let to = SocketAddr::new(self.ip, port);
+                    self.handle_host_datagram(&name, from, to, &buf[..len]);
                 }
             }
             loop {
@@ -264,9 +292,10 @@ impl Side {
                 }
                 None => self.error(format!("{name}: XDP_TX without an output")),
             }
+            self.note_stray((from, to), xdp_run.as_ref(), HostFate::XdpTook);
             return;
         }
-        let outgoing = self.relay_in_userspace(name, from, to, payload, now);
+        let (outgoing, fate) = self.relay_in_userspace(name, from, to, payload, now);
         if datapath == Datapath::Differential
             && let Some(run) = &xdp_run
         {
@@ -283,9 +312,75 @@ impl Side {
                 ));
             }
         }
+        self.note_stray((from, to), xdp_run.as_ref(), fate);
         if let Some(outgoing) = outgoing {
             self.emit(name, outgoing, now_ms);
         }
+    }
+
+    /// A datagram for one of the host's own sockets: the XDP program runs on it (it sees every
+    /// frame the host receives) and must pass it, unchanged, to the host stack, which takes it.
+    /// The relay never sees it.
+    fn handle_host_datagram(
+        &mut self,
+        name: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) {
+        let datapath = self.core.borrow().datapath;
+        let Ok(xdp_run) = self.run_xdp(name, from, to, payload) else {
+            return;
+        };
+        let mut fate = HostFate::HostStack;
+        if let Some(run) = &xdp_run {
+            if datapath == Datapath::XdpFirst && run.verdict == Verdict::Tx {
+                fate = HostFate::XdpTook;
+            }
+            if datapath == Datapath::Differential
+                && let Err(disagreement) = agree(run, None)
+            {
+                self.error(format!(
+                    "{name}: XDP and the host stack disagree on {from} -> {to} ({} bytes): \
+                     {disagreement}",
+                    payload.len()
+                ));
+            }
+        }
+        if fate == HostFate::HostStack {
+            self.shared.borrow_mut().journal.trace(
+                name,
+                format!(
+                    "host stack took {} bytes from {from} on {to}",
+                    payload.len()
+                ),
+            );
+        }
+        self.note_stray((from, to), xdp_run.as_ref(), fate);
+    }
+
+    /// Records what became of a datagram from the internet host (a stray); others are not
+    /// strays and are not recorded here.
+    fn note_stray(
+        &self,
+        (from, to): (SocketAddr, SocketAddr),
+        run: Option<&XdpRun>,
+        fate: HostFate,
+    ) {
+        if from.ip() != plan::internet_host(from.ip()) {
+            return;
+        }
+        let xdp = run.map(|run| match run.verdict {
+            Verdict::Pass => XdpVerdict::Pass,
+            Verdict::Tx => XdpVerdict::Tx,
+            Verdict::Drop => XdpVerdict::Drop,
+            _ => XdpVerdict::Aborted,
+        });
+        let relay = self.core.borrow().index;
+        self.shared
+            .borrow_mut()
+            .journal
+            .stray(relay, (from, to), xdp, fate);
     }
 
     /// Runs the XDP program on the datagram (when it runs beside this relay), counts the
@@ -321,7 +416,9 @@ impl Side {
         Ok(run)
     }
 
-    /// What the userspace relay sends for the datagram, if anything (a refusal is traced).
+    /// What the userspace relay sends for the datagram, if anything (a refusal is traced), and
+    /// what became of the datagram. A drop must raise the drop counter of its reason by one
+    /// and no other counter; anything else is a broken invariant (an uncounted drop).
     fn relay_in_userspace(
         &mut self,
         name: &str,
@@ -329,25 +426,37 @@ impl Side {
         to: SocketAddr,
         payload: &[u8],
         now: Instant,
-    ) -> Option<Outgoing> {
-        let user = self
-            .core
-            .borrow_mut()
-            .relay
-            .handle_input(from, to, payload, now)
-            .map(|relayed| {
-                relayed.map(|relayed| Outgoing {
-                    src: relayed.src,
-                    dst: relayed.dst,
-                    payload: relayed.to_vec(),
-                    kind: match relayed.channel {
-                        Some(channel) => format!("ChannelData {channel:#06x}"),
-                        None => "UDP".to_owned(),
-                    },
-                })
-            });
+    ) -> (Option<Outgoing>, HostFate) {
+        let (user, miscounted) = {
+            let mut core = self.core.borrow_mut();
+            let before = core.relay.drop_counts().clone();
+            let user = core
+                .relay
+                .handle_input(from, to, payload, now)
+                .map(|relayed| {
+                    relayed.map(|relayed| Outgoing {
+                        src: relayed.src,
+                        dst: relayed.dst,
+                        payload: relayed.to_vec(),
+                        kind: match relayed.channel {
+                            Some(channel) => format!("ChannelData {channel:#06x}"),
+                            None => "UDP".to_owned(),
+                        },
+                    })
+                });
+            let miscounted =
+                counted_drop(&before, core.relay.drop_counts(), user.as_ref().err()).err();
+            (user, miscounted)
+        };
+        if let Some(problem) = miscounted {
+            self.error(format!(
+                "{name}: the relay's drop counters for {from} -> {to} ({} bytes): {problem}",
+                payload.len()
+            ));
+        }
         match user {
-            Ok(outgoing) => outgoing,
+            Ok(Some(outgoing)) => (Some(outgoing), HostFate::Relayed),
+            Ok(None) => (None, HostFate::RelayTook),
             Err(reason) => {
                 self.shared.borrow_mut().journal.trace(
                     name,
@@ -356,7 +465,7 @@ impl Side {
                         payload.len()
                     ),
                 );
-                None
+                (None, HostFate::RelayDropped(reason))
             }
         }
     }
@@ -515,5 +624,61 @@ fn tx_kind(why: u32, payload: &[u8]) -> String {
             format!("ChannelData {:#06x}", u16::from_be_bytes([*high, *low]))
         }
         _ => "UDP".to_owned(),
+    }
+}
+
+/// Whether the relay's drop counters moved as one input's result says: by one for the reason
+/// of a drop (`dropped`), not at all otherwise. `Err` says how they moved instead.
+fn counted_drop(
+    before: &BTreeMap<relay::Drop, u64>,
+    after: &BTreeMap<relay::Drop, u64>,
+    dropped: Option<&relay::Drop>,
+) -> Result<(), String> {
+    let moved: Vec<(relay::Drop, i128)> = relay::Drop::ALL
+        .iter()
+        .map(|reason| {
+            let count = |counts: &BTreeMap<relay::Drop, u64>| {
+                i128::from(counts.get(reason).copied().unwrap_or(0))
+            };
+            (*reason, count(after) - count(before))
+        })
+        .filter(|(_, delta)| *delta != 0)
+        .collect();
+    let expected: Vec<(relay::Drop, i128)> =
+        dropped.map(|reason| (*reason, 1)).into_iter().collect();
+    if moved == expected {
+        return Ok(());
+    }
+    let said = dropped.map_or("relayed or took it".to_owned(), |reason| {
+        format!("dropped it ({})", reason.as_str())
+    });
+    let moved: Vec<String> = moved
+        .iter()
+        .map(|(reason, delta)| format!("{} {delta:+}", reason.as_str()))
+        .collect();
+    Err(format!(
+        "the relay {said}, but its counters moved by [{}]",
+        moved.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drop_must_be_counted_once_under_its_reason() {
+        let none = BTreeMap::new();
+        let one = BTreeMap::from([(relay::Drop::NotStun, 1)]);
+        assert_eq!(counted_drop(&none, &none, None), Ok(()));
+        assert_eq!(
+            counted_drop(&none, &one, Some(&relay::Drop::NotStun)),
+            Ok(())
+        );
+        let uncounted = counted_drop(&none, &none, Some(&relay::Drop::NotStun)).unwrap_err();
+        assert!(uncounted.contains("dropped it (not-stun)"), "{uncounted}");
+        let wrong = counted_drop(&none, &one, Some(&relay::Drop::NoPermission)).unwrap_err();
+        assert!(wrong.contains("not-stun +1"), "{wrong}");
+        assert!(counted_drop(&none, &one, None).is_err());
     }
 }

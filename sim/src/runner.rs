@@ -8,12 +8,14 @@ use std::{
 };
 
 use scenario_format::{
-    Fault, PathMode, ResourceAddress, Scenario, Side, Step, Target,
+    Fault, PathMode, ResourceAddress, Scenario, Side, Step, StrayKind, Target,
     plan::{self, AddressPlan},
 };
 
 use crate::{
-    commands::{ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, ResourceAction},
+    commands::{
+        ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, ResourceAction, StraySend,
+    },
     faults::link_key,
     state::Shared,
     world::{gateway_socket, link_pairs},
@@ -248,8 +250,66 @@ impl<'a> Runner<'a> {
                 let gateway = self.gateway_index(gateway);
                 self.to_gateway(gateway, GatewayCommand::Restart);
             }
+            Step::Stray {
+                relay,
+                kind,
+                ipv6,
+                allocation,
+            } => self.stray(at_ms, relay, *kind, *ipv6, allocation.as_deref()),
             Step::Idle { .. } => {}
         }
+    }
+
+    /// The internet host sends a stray datagram of `kind` to the relay, in one family; to an
+    /// allocation's relayed address, the host's first allocation's (docs/harness.md).
+    fn stray(
+        &self,
+        at_ms: u64,
+        relay: &str,
+        kind: StrayKind,
+        ipv6: bool,
+        allocation: Option<&str>,
+    ) {
+        let Some(index) = self
+            .scenario
+            .topology
+            .relays
+            .iter()
+            .position(|r| r.name == relay)
+        else {
+            return;
+        };
+        let addresses = &self.plan.relays[index];
+        let ip = if ipv6 {
+            addresses.v6.map(IpAddr::V6)
+        } else {
+            addresses.v4.map(IpAddr::V4)
+        };
+        let relayed_port = allocation.map(|host| {
+            self.shared
+                .borrow()
+                .relayed
+                .first
+                .get(host)
+                .and_then(|relayed| relayed.iter().find(|a| a.is_ipv6() == ipv6))
+                .map(SocketAddr::port)
+        });
+        let (Some(ip), Some(port)) = (ip, relayed_port.unwrap_or(Some(0))) else {
+            self.shared.borrow_mut().journal.trace_at(
+                at_ms,
+                "runner",
+                format!(
+                    "stray {} to {relay} not sent: no address or allocation",
+                    kind.as_str()
+                ),
+            );
+            return;
+        };
+        self.inboxes.internet.push(StraySend {
+            src: kind.source(ip),
+            dst: SocketAddr::new(ip, kind.destination_port(port)),
+            payload: kind.payload(),
+        });
     }
 
     fn gateway_index(&self, name: &str) -> usize {

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, PacketDrop};
+use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, PacketDrop, StrayArrival};
 use proto::credentials;
 use scenario_format::{
     Scenario, Stack,
@@ -25,7 +25,7 @@ use crate::{
     dns_server,
     error_events::ErrorEvents,
     faults::Links,
-    gateway_host,
+    gateway_host, internet_host,
     journal::{Journal, TraceLine},
     relay_host::{self, XdpReasons},
     runner::Runner,
@@ -68,6 +68,9 @@ pub struct Outcome {
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened
     /// (frames still held at the end last, at the end's time).
     pub drops: Vec<PacketDrop>,
+    /// Every stray datagram (a `stray` step's) a relay host received, with the XDP verdict and
+    /// what became of it, in order of arrival.
+    pub strays: Vec<StrayArrival>,
     /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
     pub xdp_reasons: BTreeMap<&'static str, u64>,
     /// Datagrams that reached a relay on one of its timers' deadlines, per timer
@@ -117,6 +120,14 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
         seed: options.seed,
     };
     dns_server::add_dns_server(&mut sim, &world.shared);
+    // Only runs with stray steps have the internet host: it would only wake every tick.
+    if scenario
+        .steps
+        .iter()
+        .any(|step| matches!(step, scenario_format::Step::Stray { .. }))
+    {
+        internet_host::add_internet_host(&mut sim, &world.shared, &world.inboxes.internet);
+    }
     let relays = world.add_relays(&mut sim, options.datapath)?;
     world.add_gateways(&mut sim);
     world.add_clients(&mut sim);
@@ -202,7 +213,7 @@ impl World<'_> {
             let (reasons, ran) = relay_host::add_relay(
                 sim,
                 &self.shared,
-                relay.name.clone(),
+                (index as u32, relay.name.clone()),
                 &self.plan.relays[index],
                 seed,
                 datapath,
@@ -319,6 +330,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         deliveries: journal.deliveries,
         drops: journal.drops,
         relay_timer_boundaries: journal.relay_timer_boundaries,
+        strays: journal.strays,
         xdp_reasons: relays
             .xdp_reasons
             .iter()
@@ -331,7 +343,8 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
     }
 }
 
-/// The scenario's host name of every address of every host (the DNS server is `dns`).
+/// The scenario's host name of every address of every host (the DNS server is `dns`, the
+/// internet host `internet`).
 fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, String> {
     let topology = &scenario.topology;
     let named = topology
@@ -358,6 +371,9 @@ fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, Stri
     }
     hosts.insert(IpAddr::V4(plan::DNS_SERVER_V4), "dns".to_owned());
     hosts.insert(IpAddr::V6(plan::DNS_SERVER_V6), "dns".to_owned());
+    for ip in [IpAddr::V4(plan::INTERNET_V4), IpAddr::V6(plan::INTERNET_V6)] {
+        hosts.insert(ip, internet_host::NAME.to_owned());
+    }
     hosts
 }
 

@@ -13,13 +13,15 @@
 //! - [`gateway`]: the gateway's flows, the drops it decides, grants, revocations and restarts;
 //! - [`dns`]: the gateway's DNS NAT (proxy IP mappings, queries, answers, the packets queued
 //!   for them), the clients' stub resolver and the DNS server;
-//! - [`endpoints`]: the scripted clients and resource responders and their TCP conversations.
+//! - [`endpoints`]: the scripted clients and resource responders and their TCP conversations;
+//! - [`strays`]: datagrams that are not TURN at relays, and what the relay host does with them.
 
 pub mod coverage;
 mod dns;
 mod endpoints;
 mod gateway;
 mod network;
+mod strays;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -164,6 +166,7 @@ impl<'a> Engine<'a> {
                 deliveries: Vec::new(),
                 drops: Vec::new(),
                 coverage: coverage::ModelCoverage::default(),
+                strays: Vec::new(),
             },
             coverage: coverage::ModelCoverage::default(),
         })
@@ -315,6 +318,12 @@ impl Engine<'_> {
                 Ok(())
             }
             Step::GatewayRestart { gateway } => self.restart_gateway(&gateway, t),
+            Step::Stray {
+                relay,
+                kind,
+                ipv6,
+                allocation,
+            } => self.stray(&relay, kind, ipv6, allocation.as_deref(), (k, t)),
             Step::Idle { .. } => {
                 self.taint_faulted_relay_links();
                 Ok(())

@@ -175,6 +175,14 @@ impl Engine<'_> {
         }
     }
 
+    /// Whether a fault was active on the link between `host` and `relay` during an idle step
+    /// (its TURN refreshes, so its allocation, may have been lost).
+    pub(super) fn relay_link_tainted(&self, host: &str, relay: &str) -> bool {
+        self.links
+            .get(&link(host, relay))
+            .is_some_and(|state| state.tainted)
+    }
+
     /// At the end of the run, every frame still held is dropped.
     pub(super) fn drop_still_held(&mut self, t_end: u64) {
         for (link, state) in &mut self.links {

@@ -1,6 +1,7 @@
 //! What a batch of checked scenarios exercised: the XDP program's twelve rewriting paths
 //! (relay-to-self among them, in each family and across), flows to DNS resources, every close
-//! reason and every drop reason the model predicted and the run confirmed. The property test
+//! reason and every drop reason the model predicted and the run confirmed, and every kind of
+//! stray (non-TURN) datagram at relays with what XDP and the host did with it. The property test
 //! fails if a default run leaves a required counter at zero, so the generator cannot quietly
 //! stop reaching a case.
 
@@ -13,7 +14,7 @@ pub use behaviour::{Behaviour, REQUIRED_REUSE, REQUIRED_TCP};
 use model::{DropReason, GatewayDropReason};
 use proto::flow::CloseReason;
 use relay_xdp::reason;
-use scenario_format::{PathMode, Scenario, Step};
+use scenario_format::{PathMode, Scenario, Step, StrayKind};
 
 use crate::check::Checked;
 
@@ -88,6 +89,8 @@ pub struct Coverage {
     pub drop_reasons: BTreeMap<DropReason, u64>,
     /// Timer deadlines, TCP states, reuse and swarm profiles.
     pub behaviour: Behaviour,
+    /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
+    pub strays: BTreeMap<(StrayKind, String, String), u64>,
 }
 
 impl Coverage {
@@ -130,6 +133,27 @@ impl Coverage {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
         self.behaviour.add_model(&checked.prediction.coverage);
+        for stray in &checked.outcome.strays {
+            let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {
+                continue;
+            };
+            // The XDP program's reason, from the hop at the relay that received it.
+            let reason = checked
+                .outcome
+                .hops
+                .iter()
+                .find(|hop| {
+                    hop.direction == sim::Direction::Received
+                        && hop.at_ms == stray.at_ms
+                        && (hop.src, hop.dst) == (stray.from, stray.to)
+                })
+                .and_then(|hop| hop.xdp.as_ref())
+                .map_or("-".to_owned(), |note| note.reason.clone());
+            *self
+                .strays
+                .entry((*kind, reason, stray.fate.to_string()))
+                .or_default() += 1;
+        }
     }
 
     /// Counts the swarm profile of one scenario that passed its checks.
@@ -162,6 +186,11 @@ impl Coverage {
             }
         }
         missing.extend(self.behaviour.missing());
+        for kind in StrayKind::ALL {
+            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
+                missing.push(format!("stray datagram {}", kind.as_str()));
+            }
+        }
         missing
     }
 
@@ -233,6 +262,23 @@ impl Coverage {
             })
             .collect();
         let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
+        let _ = writeln!(
+            out,
+            "non-TURN datagrams at relays (kind, XDP verdict, then)"
+        );
+        for ((kind, reason, fate), count) in &self.strays {
+            let _ = writeln!(
+                out,
+                "  {:<22}{:<26}{fate:<46}{count:>6}",
+                kind.as_str(),
+                reason
+            );
+        }
+        for kind in StrayKind::ALL {
+            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
+                let _ = writeln!(out, "  {:<22}{:<26}{:<46}{:>6}", kind.as_str(), "-", "-", 0);
+            }
+        }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
             .iter()
             .filter_map(|reason| Some((reason.as_str(), tested_elsewhere(*reason)?)))
@@ -273,6 +319,21 @@ mod tests {
         ] {
             assert!(DROP_REASONS.contains(&link), "{link}");
         }
+    }
+
+    #[test]
+    fn every_stray_kind_is_required() {
+        let missing = Coverage::default().missing(false);
+        for kind in StrayKind::ALL {
+            let name = format!("stray datagram {}", kind.as_str());
+            assert!(missing.contains(&name), "{name} not required: {missing:?}");
+        }
+        let mut seen = Coverage::default();
+        for kind in StrayKind::ALL {
+            seen.strays
+                .insert((kind, "-".to_owned(), "x".to_owned()), 1);
+        }
+        assert!(!seen.missing(false).iter().any(|m| m.starts_with("stray")));
     }
 
     #[test]

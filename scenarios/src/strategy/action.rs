@@ -1,8 +1,8 @@
 //! The second draw of a scenario: the actions (traffic, path changes, roams, grants, DNS
-//! changes, faults, restarts, idle times), weighted so that the interesting ones are common.
+//! changes, faults, restarts, stray datagrams at relays, idle times), weighted so that the interesting ones are common.
 
 use proptest::prelude::*;
-use scenario_format::{PathMode, Side};
+use scenario_format::{PathMode, Side, StrayKind};
 
 use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
 
@@ -65,6 +65,15 @@ pub(super) enum Action {
         bytes: u16,
     },
     Restart,
+    /// A datagram that is not TURN to a relay from the internet host: `kind` indexes
+    /// `StrayKind::ALL`; to the allocation of host `host` (any index) for the kinds that go
+    /// to one.
+    Stray {
+        relay: usize,
+        kind: usize,
+        ipv6: bool,
+        host: usize,
+    },
     Idle {
         seconds: u64,
     },
@@ -157,6 +166,9 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
         arm(ActionKind::DnsChange, (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }).boxed()),
         arm(ActionKind::Fault, (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }).boxed()),
         arm(ActionKind::Restart, Just(Action::Restart).boxed()),
+        arm(ActionKind::Stray, (0usize..3, 0usize..StrayKind::ALL.len(), any::<bool>(), 0usize..5)
+            .prop_map(|(relay, kind, ipv6, host)| Action::Stray { relay, kind, ipv6, host })
+            .boxed()),
         arm(ActionKind::LateResourceData, (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }).boxed()),
         arm(ActionKind::Idle, idle_seconds.prop_map(|seconds| Action::Idle { seconds }).boxed()),
         arm(ActionKind::TimerBoundary, (any::<usize>(), -1i64..=1)

@@ -10,6 +10,7 @@ use super::shape::{Families, Shape};
 pub(super) struct Layout {
     pub(super) clients: Vec<ClientSpec>,
     pub(super) gateways: Vec<GatewaySpec>,
+    pub(super) relays: Vec<RelaySpec>,
     /// Resource indices into [`RESOURCES`] that exist (their gateway exists).
     pub(super) resources: Vec<usize>,
 }
@@ -120,6 +121,7 @@ pub(super) fn layout(shape: &Shape) -> (Layout, Vec<RelaySpec>) {
         Layout {
             clients,
             gateways,
+            relays: relays.clone(),
             resources,
         },
         relays,

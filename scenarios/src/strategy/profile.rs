@@ -34,12 +34,14 @@ pub enum ActionKind {
     Restart,
     LateResourceData,
     Idle,
-    /// Traffic that lands on a timer's deadline (`action::Boundary`).
+    /// Traffic that lands on a gateway timer's deadline (`Action::TimerBoundary`).
     TimerBoundary,
+    /// A datagram at a relay that is not TURN (`Action::Stray`).
+    Stray,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 12] = [
+    pub const ALL: [ActionKind; 13] = [
         ActionKind::Udp,
         ActionKind::Tcp,
         ActionKind::Path,
@@ -52,6 +54,7 @@ impl ActionKind {
         ActionKind::LateResourceData,
         ActionKind::Idle,
         ActionKind::TimerBoundary,
+        ActionKind::Stray,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl ActionKind {
             ActionKind::LateResourceData => "late-data",
             ActionKind::Idle => "idle",
             ActionKind::TimerBoundary => "timer",
+            ActionKind::Stray => "stray",
         }
     }
 
@@ -84,7 +88,8 @@ impl ActionKind {
             | ActionKind::Revoke
             | ActionKind::Grant
             | ActionKind::DnsChange
-            | ActionKind::Restart => 1,
+            | ActionKind::Restart
+            | ActionKind::Stray => 1,
         }
     }
 }
@@ -111,7 +116,7 @@ pub enum Reuse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// Per [`ActionKind::ALL`]: its weight (0 = left out).
-    pub weights: [u32; 12],
+    pub weights: [u32; 13],
     /// Weights of the fault kinds: partition, hold, drop-next.
     pub faults: [u32; 3],
     pub idles: IdleLengths,
@@ -145,7 +150,7 @@ impl Profile {
         if pick(4) == 0 {
             return Self::everything();
         }
-        let mut weights = [0; 12];
+        let mut weights = [0; 13];
         for (weight, kind) in weights.iter_mut().zip(ActionKind::ALL) {
             if kind == ActionKind::Path || pick(2) == 0 {
                 *weight = kind.base_weight() << pick(3);
@@ -298,7 +303,7 @@ mod tests {
     fn the_label_names_what_is_on() {
         let mut profile = Profile::everything();
         assert_eq!(profile.to_string(), "everything");
-        profile.weights = [0; 12];
+        profile.weights = [0; 13];
         profile.weights[1] = 10;
         profile.weights[7] = 2;
         profile.faults = [1, 0, 2];

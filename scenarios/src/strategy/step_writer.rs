@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use scenario_format::{Fault, Grant, PathMode, Side, Step, Target, Topology, plan::AddressPlan};
+use scenario_format::{
+    Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology, plan::AddressPlan,
+};
 
 use super::action::{Action, FaultKind, TcpEnd};
 use super::layout::Layout;
@@ -126,11 +128,74 @@ impl<'a> StepWriter<'a> {
             Action::Restart => self.steps.push(Step::GatewayRestart {
                 gateway: self.layout.gateways[0].name.clone(),
             }),
+            Action::Stray {
+                relay,
+                kind,
+                ipv6,
+                host,
+            } => self.write_stray(
+                relay,
+                StrayKind::ALL[kind % StrayKind::ALL.len()],
+                ipv6,
+                host,
+            ),
             Action::Idle { seconds } => self.steps.push(Step::Idle { seconds, ms: 0 }),
             Action::TimerBoundary { which, offset_ms } => {
                 self.write_timer_boundary(which, offset_ms);
             }
         }
+    }
+
+    /// A stray datagram to a relay, in a family it has. One to an allocation goes to a host
+    /// with a relay (a gateway, or a client that did not roam: the model knows only first
+    /// allocations), on that host's relay.
+    fn write_stray(&mut self, relay: usize, kind: StrayKind, ipv6: bool, host: usize) {
+        let (relay, allocation) = if kind.needs_allocation() {
+            let hosts: Vec<(&String, &String)> = self
+                .layout
+                .gateways
+                .iter()
+                .filter_map(|g| Some((&g.name, g.relay.as_ref()?)))
+                .chain(
+                    self.layout
+                        .clients
+                        .iter()
+                        .zip(&self.roamed)
+                        .filter(|(_, roamed)| !**roamed)
+                        .filter_map(|(c, _)| Some((&c.name, c.relay.as_ref()?))),
+                )
+                .collect();
+            let Some((name, relay)) = hosts.get(host % hosts.len().max(1)) else {
+                return;
+            };
+            ((*relay).clone(), Some((*name).clone()))
+        } else {
+            let relays = &self.layout.relays;
+            let Some(spec) = relays.get(relay % relays.len().max(1)) else {
+                return;
+            };
+            (spec.name.clone(), None)
+        };
+        let Some(stack) = self
+            .layout
+            .relays
+            .iter()
+            .find(|r| r.name == relay)
+            .map(|r| r.stack)
+        else {
+            return;
+        };
+        let ipv6 = match stack {
+            Stack::V4 => false,
+            Stack::V6 => true,
+            Stack::Dual => ipv6,
+        };
+        self.steps.push(Step::Stray {
+            relay,
+            kind,
+            ipv6,
+            allocation,
+        });
     }
 
     fn client_index(&self, client: usize) -> usize {
