@@ -65,6 +65,13 @@ pub fn utc(ms: u64) -> UtcTime {
     UtcTime::from_unix_secs(ORIGIN_UNIX_SECS).plus(Duration::from_millis(ms))
 }
 
+/// Sim milliseconds of a UTC time (the inverse of [`utc`]; 0 before the origin).
+pub fn ms_of(time: UtcTime) -> u64 {
+    time.unix_nanos()
+        .saturating_sub(ORIGIN_UNIX_SECS * 1_000_000_000)
+        / 1_000_000
+}
+
 /// A peer's TURN allocation: its relayed address in each family the relay gave it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RelayedAddresses {
@@ -127,7 +134,7 @@ impl Allocations {
 }
 
 /// Everything the model expects from a scenario.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Prediction {
     /// Every flow record of every gateway, in [`sort_flows`] order.
     pub flows: Vec<FlowRecord>,
@@ -166,12 +173,80 @@ pub fn predict_with(
         step: error.step,
         reason: format!("invalid scenario: {error}"),
     })?;
-    let mut prediction = engine::run(scenario, allocations)?;
-    sort_flows(&mut prediction.flows);
-    prediction.deliveries.sort();
-    prediction.drops.sort();
-    prediction.strays.sort();
+    let mut prediction =
+        engine::run(scenario, allocations).map_err(|(unpredictable, _)| unpredictable)?;
+    prediction.sort();
     Ok(prediction)
+}
+
+/// What the model still knows of a scenario it cannot predict to the end: everything that
+/// happened before the step where it lost track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPart {
+    /// The step where the model lost track; everything before it is known.
+    pub before_step: usize,
+    /// When that step starts (ms since the origin).
+    pub before_ms: u64,
+    /// The deliveries, drops and stray fates of the steps before it, and the flow records
+    /// that ended before it starts.
+    pub prediction: Prediction,
+}
+
+/// Predicts a scenario; where the model loses track at a step, says why and what happened
+/// before that step (nothing when it loses track in the setup or over the whole run).
+pub fn predict_known_part(
+    scenario: &Scenario,
+    allocations: &Allocations,
+) -> Result<Prediction, (Unpredictable, Option<KnownPart>)> {
+    scenario.validate().map_err(|error| {
+        let unpredictable = Unpredictable {
+            step: error.step,
+            reason: format!("invalid scenario: {error}"),
+        };
+        (unpredictable, None)
+    })?;
+    match engine::run(scenario, allocations) {
+        Ok(mut prediction) => {
+            prediction.sort();
+            Ok(prediction)
+        }
+        Err((unpredictable, mut known)) => {
+            if let Some(known) = known.as_mut() {
+                known.prediction.sort();
+            }
+            Err((unpredictable, known))
+        }
+    }
+}
+
+/// Keeps what a run observed before the step where the model lost track, as
+/// [`KnownPart`] keeps of the prediction: the deliveries, drops and strays of the steps before
+/// it, and the records written before it starts (under `topology`'s idle timeout).
+pub fn observed_before(
+    observed: &mut Prediction,
+    known: &KnownPart,
+    topology: &scenario_format::Topology,
+) {
+    let idle_ms = 1000
+        * topology
+            .idle_timeout_s
+            .unwrap_or(scenario_format::settings::DEFAULT_IDLE_TIMEOUT_S);
+    let k = known.before_step;
+    observed.deliveries.retain(|d| d.step < k);
+    observed.drops.retain(|d| d.step < k);
+    observed.strays.retain(|s| s.step < k);
+    observed
+        .flows
+        .retain(|record| engine::written_at(record, idle_ms) < known.before_ms);
+}
+
+impl Prediction {
+    fn sort(&mut self) {
+        sort_flows(&mut self.flows);
+        self.deliveries.sort();
+        self.drops.sort();
+        self.strays.sort();
+    }
 }
 
 /// The canonical order of flow records: `end`, then `start`, then client, resource, protocol,

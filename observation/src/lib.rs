@@ -17,14 +17,14 @@
 mod hop;
 mod outcome;
 mod packet;
-mod wire_check;
 mod stray;
+mod wire_check;
 
 pub use hop::{Direction, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};
-pub use wire_check::{check_datagram, check_ip_packet};
 pub use proto::flow::{
     ClientId, DropReason as GatewayDropReason, FlowRecord, OuterContext, Protocol,
 };
 pub use stray::{HostFate, RelayDropReason, StrayArrival, XdpVerdict};
+pub use wire_check::{check_datagram, check_ip_packet};

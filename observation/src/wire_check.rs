@@ -24,10 +24,14 @@ pub fn check_ip_packet(bytes: &[u8]) -> Result<(), String> {
         UDP => check_udp(src, dst, transport),
         TCP => check_tcp(src, dst, transport),
         ICMP if src.is_ipv4() => check_sum("ICMP", transport, 0),
-        ICMPV6 if src.is_ipv6() => {
-            check_sum("ICMPv6", transport, pseudo_header_sum(src, dst, ICMPV6, transport.len()))
-        }
-        other => Err(format!("transport protocol {other} in an IPv{version} packet")),
+        ICMPV6 if src.is_ipv6() => check_sum(
+            "ICMPv6",
+            transport,
+            pseudo_header_sum(src, dst, ICMPV6, transport.len()),
+        ),
+        other => Err(format!(
+            "transport protocol {other} in an IPv{version} packet"
+        )),
     }
 }
 
@@ -74,7 +78,9 @@ pub fn check_datagram(payload: &[u8]) -> Result<(), String> {
             }
             Ok(())
         }
-        _ => Err(format!("a datagram starting {first:#04x}: neither STUN, ChannelData nor a tunnel frame")),
+        _ => Err(format!(
+            "a datagram starting {first:#04x}: neither STUN, ChannelData nor a tunnel frame"
+        )),
     }
 }
 
@@ -88,15 +94,23 @@ fn check_ipv4_header(bytes: &[u8]) -> Result<Header<'_>, String> {
     }
     let header_len = usize::from(bytes[0] & 0x0f) * 4;
     if header_len < 20 || header_len > bytes.len() {
-        return Err(format!("IPv4 header length {header_len} in {} bytes", bytes.len()));
+        return Err(format!(
+            "IPv4 header length {header_len} in {} bytes",
+            bytes.len()
+        ));
     }
     let total = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
     if total != bytes.len() {
-        return Err(format!("IPv4 total length {total}, packet {} bytes", bytes.len()));
+        return Err(format!(
+            "IPv4 total length {total}, packet {} bytes",
+            bytes.len()
+        ));
     }
     let fragment = u16::from_be_bytes([bytes[6], bytes[7]]);
     if fragment & 0x3fff != 0 {
-        return Err(format!("an IPv4 fragment (flags and offset {fragment:#06x})"));
+        return Err(format!(
+            "an IPv4 fragment (flags and offset {fragment:#06x})"
+        ));
     }
     if bytes[8] == 0 {
         return Err("IPv4 TTL 0".to_owned());
@@ -113,7 +127,10 @@ fn check_ipv6_header(bytes: &[u8]) -> Result<Header<'_>, String> {
     }
     let payload = usize::from(u16::from_be_bytes([bytes[4], bytes[5]]));
     if payload + 40 != bytes.len() {
-        return Err(format!("IPv6 payload length {payload}, packet {} bytes", bytes.len()));
+        return Err(format!(
+            "IPv6 payload length {payload}, packet {} bytes",
+            bytes.len()
+        ));
     }
     if bytes[7] == 0 {
         return Err("IPv6 hop limit 0".to_owned());
@@ -152,7 +169,10 @@ fn check_tcp(src: IpAddr, dst: IpAddr, tcp: &[u8]) -> Result<(), String> {
     }
     let header_len = usize::from(tcp[12] >> 4) * 4;
     if header_len < 20 || header_len > tcp.len() {
-        return Err(format!("TCP data offset {header_len} in {} bytes", tcp.len()));
+        return Err(format!(
+            "TCP data offset {header_len} in {} bytes",
+            tcp.len()
+        ));
     }
     check_sum("TCP", tcp, pseudo_header_sum(src, dst, TCP, tcp.len()))
 }
@@ -173,7 +193,12 @@ fn pseudo_header_sum(src: IpAddr, dst: IpAddr, protocol: u8, length: usize) -> u
 fn words(bytes: &[u8]) -> u32 {
     bytes
         .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)])))
+        .map(|pair| {
+            u32::from(u16::from_be_bytes([
+                pair[0],
+                pair.get(1).copied().unwrap_or(0),
+            ]))
+        })
         .sum()
 }
 
@@ -232,7 +257,10 @@ mod tests {
             packet[at] ^= value;
             check_ip_packet(&packet).expect_err("broken")
         };
-        assert!(broken(12, 1).contains("IPv4 header checksum"), "source address");
+        assert!(
+            broken(12, 1).contains("IPv4 header checksum"),
+            "source address"
+        );
         assert!(broken(3, 1).contains("IPv4 total length"), "total length");
         assert!(broken(8, 64).contains("TTL 0"), "ttl");
         assert!(broken(6, 0x20).contains("fragment"), "more fragments");
@@ -254,13 +282,20 @@ mod tests {
         assert_eq!(check_datagram(&stun), Ok(()));
         let mut wrong_length = stun.clone();
         wrong_length[3] = 8;
-        assert!(check_datagram(&wrong_length).expect_err("broken").contains("STUN message length"));
+        assert!(
+            check_datagram(&wrong_length)
+                .expect_err("broken")
+                .contains("STUN message length")
+        );
         let mut no_cookie = stun.clone();
         no_cookie[4] = 0;
         assert!(check_datagram(&no_cookie).is_err());
         let channel_data = [0x40, 0x00, 0x00, 0x02, 9, 9, 0, 0];
         assert_eq!(check_datagram(&channel_data), Ok(()));
-        assert!(check_datagram(&channel_data[..5]).is_err(), "length past the end");
+        assert!(
+            check_datagram(&channel_data[..5]).is_err(),
+            "length past the end"
+        );
         let mut too_much_padding = channel_data.to_vec();
         too_much_padding.extend([0, 0]);
         assert!(check_datagram(&too_much_padding).is_err());
@@ -273,15 +308,16 @@ mod tests {
 
     #[test]
     fn packets_the_parser_builds_pass() {
-        let builder = etherparse::PacketBuilder::ipv6([0xfd; 16], [0x20; 16], 64).tcp(
-            30001, 443, 1000, 64000,
-        );
+        let builder = etherparse::PacketBuilder::ipv6([0xfd; 16], [0x20; 16], 64)
+            .tcp(30001, 443, 1000, 64000);
         let mut packet = Vec::new();
-        builder
-            .write(&mut packet, &[1, 2, 3])
-            .expect("writes");
+        builder.write(&mut packet, &[1, 2, 3]).expect("writes");
         assert_eq!(check_ip_packet(&packet), Ok(()));
         packet[45] ^= 0x10;
-        assert!(check_ip_packet(&packet).expect_err("broken").contains("TCP checksum"));
+        assert!(
+            check_ip_packet(&packet)
+                .expect_err("broken")
+                .contains("TCP checksum")
+        );
     }
 }

@@ -15,8 +15,13 @@ use sim::{Outcome, RunOptions, SimError};
 pub enum CheckError {
     #[error("the simulator cannot run this scenario: {0}")]
     Sim(#[from] SimError),
-    #[error("the model cannot predict this scenario: {0}")]
-    Model(Unpredictable),
+    /// The model lost track at a step; what happened before it matched the model
+    /// (`checked_before`: that step), or there was nothing before it to compare.
+    #[error("the model cannot predict this scenario: {unpredictable}")]
+    Model {
+        unpredictable: Unpredictable,
+        checked_before: Option<usize>,
+    },
     #[error("invariant broken: {0}")]
     Invariant(String),
     #[error("flow records differ from the model:\n{0}")]
@@ -82,34 +87,85 @@ pub fn check_outcome(scenario: &Scenario, outcome: Outcome) -> Result<Checked, C
         }
         return Err(CheckError::Invariant(text));
     }
-    let prediction = model::predict_with(scenario, &allocations(scenario, &outcome.relayed))
-        .map_err(CheckError::Model)?;
-    let mut observed = outcome.flows.clone();
-    model::sort_flows(&mut observed);
-    let differences = compare_flows(&prediction.flows, &observed);
-    if !differences.is_empty() {
-        return Err(CheckError::Flows(differences));
-    }
-    let differences = compare_deliveries(&prediction.deliveries, &outcome.deliveries);
-    if !differences.is_empty() {
-        return Err(CheckError::Deliveries(differences));
-    }
-    let differences = compare_drops(&prediction.drops, &outcome.drops);
-    if !differences.is_empty() {
-        return Err(CheckError::Drops(differences));
-    }
-    let differences = compare_strays(
-        &prediction.strays,
-        &outcome.strays,
+    let allocations = allocations(scenario, &outcome.relayed);
+    let prediction = match model::predict_known_part(scenario, &allocations) {
+        Ok(prediction) => prediction,
+        Err((unpredictable, known)) => {
+            // What happened before the step where the model lost track is still held to it.
+            let checked_before = known.as_ref().map(|known| known.before_step);
+            if let Some(known) = known {
+                let mut observed = observed_part(&outcome);
+                model::observed_before(&mut observed, &known, &scenario.topology);
+                compare(&known.prediction, &observed, outcome.datapath.runs_xdp())
+                    .map_err(|error| error.before_step(known.before_step, &unpredictable.reason))?;
+            }
+            return Err(CheckError::Model {
+                unpredictable,
+                checked_before,
+            });
+        }
+    };
+    compare(
+        &prediction,
+        &observed_part(&outcome),
         outcome.datapath.runs_xdp(),
-    );
-    if !differences.is_empty() {
-        return Err(CheckError::Strays(differences));
-    }
+    )?;
     Ok(Checked {
         outcome,
         prediction,
     })
+}
+
+/// What a run produced that the model predicts, in the model's terms.
+fn observed_part(outcome: &Outcome) -> Prediction {
+    Prediction {
+        flows: outcome.flows.clone(),
+        deliveries: outcome.deliveries.clone(),
+        drops: outcome.drops.clone(),
+        strays: outcome.strays.clone(),
+        coverage: model::coverage::ModelCoverage::default(),
+    }
+}
+
+/// Compares records, deliveries, drops and stray fates (XDP verdicts only if `xdp` ran).
+fn compare(expected: &Prediction, observed: &Prediction, xdp: bool) -> Result<(), CheckError> {
+    let mut flows = observed.flows.clone();
+    model::sort_flows(&mut flows);
+    let differences = compare_flows(&expected.flows, &flows);
+    if !differences.is_empty() {
+        return Err(CheckError::Flows(differences));
+    }
+    let differences = compare_deliveries(&expected.deliveries, &observed.deliveries);
+    if !differences.is_empty() {
+        return Err(CheckError::Deliveries(differences));
+    }
+    let differences = compare_drops(&expected.drops, &observed.drops);
+    if !differences.is_empty() {
+        return Err(CheckError::Drops(differences));
+    }
+    let differences = compare_strays(&expected.strays, &observed.strays, xdp);
+    if !differences.is_empty() {
+        return Err(CheckError::Strays(differences));
+    }
+    Ok(())
+}
+
+impl CheckError {
+    /// The same difference, said of the steps before `step`, where the model lost track.
+    fn before_step(self, step: usize, reason: &str) -> Self {
+        let prefix = |text: String| {
+            format!(
+                "  (compared before steps[{step}], where the model cannot predict: {reason})\n{text}"
+            )
+        };
+        match self {
+            CheckError::Flows(text) => CheckError::Flows(prefix(text)),
+            CheckError::Deliveries(text) => CheckError::Deliveries(prefix(text)),
+            CheckError::Drops(text) => CheckError::Drops(prefix(text)),
+            CheckError::Strays(text) => CheckError::Strays(prefix(text)),
+            other => other,
+        }
+    }
 }
 
 /// A readable field-by-field difference between expected and observed records (empty if equal).

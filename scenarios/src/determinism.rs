@@ -81,7 +81,11 @@ pub fn first_difference(first: &Outcome, second: &Outcome) -> Option<String> {
             )
         })
     })
-    .or_else(|| first_in("flow record", &first.flows, &second.flows, |r| format!("{r:?}")))
+    .or_else(|| {
+        first_in("flow record", &first.flows, &second.flows, |r| {
+            format!("{r:?}")
+        })
+    })
     .or_else(|| {
         first_in("delivery", &first.deliveries, &second.deliveries, |d| {
             format!("{d:?}")
@@ -97,7 +101,9 @@ pub fn first_difference(first: &Outcome, second: &Outcome) -> Option<String> {
         })
     })
     .or_else(|| {
-        first_in("invariant error", &first.errors, &second.errors, |e| e.clone())
+        first_in("invariant error", &first.errors, &second.errors, |e| {
+            e.clone()
+        })
     })
 }
 
@@ -236,7 +242,10 @@ mod tests {
         let shorter = ["a", "b"];
         let text = first_in("hop", &first, &shorter, |s| (*s).to_owned()).expect("differ");
         assert!(text.contains("hop 2 (of 3 and 2)"), "{text}");
-        assert!(text.contains("second run: (nothing: the list ends here)"), "{text}");
+        assert!(
+            text.contains("second run: (nothing: the list ends here)"),
+            "{text}"
+        );
         assert_eq!(first_in("hop", &first, &first, |s| (*s).to_owned()), None);
     }
 }

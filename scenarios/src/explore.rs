@@ -109,8 +109,11 @@ pub struct Report {
     /// Cases run twice and compared.
     pub determinism_checked: u64,
     pub coverage: Coverage,
-    /// Cases the model cannot predict, by reason: skipped, not failed.
+    /// Cases the model cannot predict to the end, by reason: skipped, not failed.
     pub skipped: BTreeMap<String, u64>,
+    /// Of those, cases checked against the model up to the step where it lost track (at least
+    /// one step).
+    pub skipped_checked_before: u64,
     pub steps: u64,
     pub seconds: f64,
     /// The datapath the relays really ran (userspace only if XDP could not load and was not
@@ -156,10 +159,19 @@ pub fn generated_case(case_seed: u64) -> Result<Scenario> {
 #[derive(Debug)]
 pub enum CaseResult {
     Passed(Box<Checked>),
-    /// The model cannot predict it (`Unpredictable`): why.
-    Skipped(String),
+    /// The model cannot predict it (`Unpredictable`): why. The run still held to every
+    /// invariant; what it reached of the relays' timers still counts.
+    Skipped {
+        reason: String,
+        relay_timers: RelayTimerCounts,
+        /// The model's prediction held for every step before this one.
+        checked_before: Option<usize>,
+    },
     Failed(String),
 }
+
+/// Datagrams on relay timers' deadlines, per timer (`sim::Outcome::relay_timer_boundaries`).
+pub type RelayTimerCounts = BTreeMap<&'static str, [u64; 3]>;
 
 /// Runs and checks one scenario with `seed`.
 pub fn check_case(scenario: &Scenario, seed: u64, datapath: Datapath) -> CaseResult {
@@ -177,19 +189,35 @@ fn check_case_with(
     let options = sim::RunOptions { seed, datapath };
     let run = match twin {
         Some(twin) => match twin.run_twice(scenario, &options) {
-            (_, Some(difference)) => return CaseResult::Failed(format!("not deterministic: {difference}")),
+            (_, Some(difference)) => {
+                return CaseResult::Failed(format!("not deterministic: {difference}"));
+            }
             (run, None) => run,
         },
         None => sim::run(scenario, &options),
     };
     let outcome = match run {
         Ok(outcome) => outcome,
-        Err(sim::SimError::Unsupported(reason)) => return CaseResult::Skipped(reason),
+        Err(sim::SimError::Unsupported(reason)) => {
+            return CaseResult::Skipped {
+                reason,
+                relay_timers: RelayTimerCounts::new(),
+                checked_before: None,
+            };
+        }
         Err(error) => return CaseResult::Failed(error.to_string()),
     };
+    let relay_timers = outcome.relay_timer_boundaries.clone();
     match check_outcome(scenario, outcome) {
         Ok(checked) => CaseResult::Passed(Box::new(checked)),
-        Err(CheckError::Model(unpredictable)) => CaseResult::Skipped(unpredictable.reason),
+        Err(CheckError::Model {
+            unpredictable,
+            checked_before,
+        }) => CaseResult::Skipped {
+            reason: unpredictable.reason,
+            relay_timers,
+            checked_before,
+        },
         Err(error) => CaseResult::Failed(error.to_string()),
     }
 }
@@ -236,8 +264,15 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
                     _ => checked.outcome.datapath,
                 });
             }
-            CaseResult::Skipped(reason) => {
+            CaseResult::Skipped {
+                reason,
+                relay_timers,
+                checked_before,
+            } => {
                 *report.skipped.entry(skip_kind(&reason)).or_default() += 1;
+                report.skipped_checked_before +=
+                    u64::from(checked_before.is_some_and(|step| step > 0));
+                report.coverage.behaviour.add_relay_timers(&relay_timers);
             }
             CaseResult::Failed(error) => {
                 progress.set_message("shrinking");
@@ -454,6 +489,10 @@ pub fn summary_table(report: &Report) -> String {
     row(
         "skipped (unpredictable)",
         report.skipped_total().to_string(),
+    );
+    row(
+        "  checked up to that step",
+        report.skipped_checked_before.to_string(),
     );
     row("steps", report.steps.to_string());
     row("datagrams (all hops)", coverage.datagrams.to_string());

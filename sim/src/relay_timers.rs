@@ -96,7 +96,10 @@ impl RelayTimers {
                 note(ALLOCATION, *deadline);
             }
             if let Some(port) = self.ports.get(&from) {
-                for ((_, _), expiry) in self.channels.range((*port, min_peer())..=(*port, max_peer())) {
+                for ((_, _), expiry) in self
+                    .channels
+                    .range((*port, min_peer())..=(*port, max_peer()))
+                {
                     note(CHANNEL, *expiry);
                     note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
                 }

@@ -145,7 +145,13 @@ impl<'a> Runner<'a> {
     }
 
     /// The client's address of connection `conn` (a validated scenario gives it a port).
-    fn tcp_src(&self, client: usize, conn: u32, chosen_port: Option<u16>, ipv6: bool) -> SocketAddr {
+    fn tcp_src(
+        &self,
+        client: usize,
+        conn: u32,
+        chosen_port: Option<u16>,
+        ipv6: bool,
+    ) -> SocketAddr {
         let port = AddressPlan::tcp_source_port(conn, chosen_port).unwrap_or_default();
         SocketAddr::new(self.tunnel_ip(client, ipv6), port)
     }

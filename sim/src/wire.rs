@@ -28,7 +28,11 @@ pub fn open_tunnel_frame(frame: &[u8]) -> Option<(usize, &[u8])> {
 /// Whether a datagram is a CreatePermission or ChannelBind request (RFC 8656 §16: methods
 /// 0x008 and 0x009, class request).
 pub(crate) fn is_binding_request(payload: &[u8]) -> bool {
-    payload.len() >= 20 && matches!(u16::from_be_bytes([payload[0], payload[1]]), 0x0008 | 0x0009)
+    payload.len() >= 20
+        && matches!(
+            u16::from_be_bytes([payload[0], payload[1]]),
+            0x0008 | 0x0009
+        )
 }
 
 /// Client `client`'s session key, as its gateways know it.

@@ -532,7 +532,8 @@ impl Engine<'_> {
                 Protocol::Tcp => coverage::FLOW_IDLE_TCP,
                 _ => continue,
             };
-            self.coverage.note_boundary(timer, t, flow.last + self.idle_ms);
+            self.coverage
+                .note_boundary(timer, t, flow.last + self.idle_ms);
         }
     }
 

@@ -32,7 +32,7 @@ use scenario_format::timing::Timeline;
 use scenario_format::{Scenario, Step};
 
 use crate::rules::{self, Rules};
-use crate::{Allocations, Packet, Prediction, Unpredictable};
+use crate::{Allocations, FlowRecord, KnownPart, Packet, Prediction, Unpredictable};
 
 use dns::Records;
 use endpoints::{ClientState, Conn};
@@ -108,14 +108,21 @@ struct Engine<'a> {
     coverage: coverage::ModelCoverage,
 }
 
-pub(crate) fn run(scenario: &Scenario, allocations: &Allocations) -> Result<Prediction> {
-    let mut engine = Engine::new(scenario, allocations)?;
+/// The prediction, or why the model lost track and, when that was at a step, what happened
+/// before it (`KnownPart`).
+pub(crate) fn run(
+    scenario: &Scenario,
+    allocations: &Allocations,
+) -> std::result::Result<Prediction, (Unpredictable, Option<KnownPart>)> {
+    let mut engine = Engine::new(scenario, allocations).map_err(|setup| (setup, None))?;
     for k in 0..scenario.steps.len() {
         let at = engine.timeline.step_start[k];
         engine.schedule_class(at, 0, Event::Step(k));
     }
-    engine.run_events()?;
-    engine.finish()?;
+    if let Err(unpredictable) = engine.run_events().and_then(|()| engine.finish()) {
+        let known = unpredictable.step.map(|step| engine.known_before(step));
+        return Err((unpredictable, known));
+    }
     engine.out.coverage = engine.coverage;
     Ok(engine.out)
 }
@@ -333,6 +340,29 @@ impl Engine<'_> {
 
     // ---------------------------------------------------------------- the end
 
+    /// What happened before step `k`: its deliveries, drops and strays, and the records the
+    /// gateways wrote before `t_k` (idle deadlines before `t_k` run first: the model runs them
+    /// lazily, a gateway on its timer).
+    fn known_before(&mut self, k: usize) -> KnownPart {
+        let before_ms = self.timeline.step_start[k];
+        for g in 0..self.gateways.len() {
+            self.expire(g, before_ms.saturating_sub(1));
+        }
+        let idle_ms = self.idle_ms;
+        let mut prediction = std::mem::take(&mut self.out);
+        prediction.deliveries.retain(|d| d.step < k);
+        prediction.drops.retain(|d| d.step < k);
+        prediction.strays.retain(|s| s.step < k);
+        prediction
+            .flows
+            .retain(|record| written_at(record, idle_ms) < before_ms);
+        KnownPart {
+            before_step: k,
+            before_ms,
+            prediction,
+        }
+    }
+
     fn finish(&mut self) -> Result<()> {
         let t_end = self.timeline.t_end;
         self.step = self.scenario.steps.len().checked_sub(1);
@@ -361,5 +391,15 @@ impl Engine<'_> {
             });
         }
         Ok(())
+    }
+}
+
+/// When a gateway writes a record, in ms since the origin: at its end, or for an idle timeout
+/// (whose end is the last packet) when the timeout runs out.
+pub(crate) fn written_at(record: &FlowRecord, idle_ms: u64) -> u64 {
+    let end = crate::ms_of(record.end);
+    match record.close_reason {
+        proto::flow::CloseReason::Idle => end + idle_ms,
+        _ => end,
     }
 }

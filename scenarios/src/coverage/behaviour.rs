@@ -28,8 +28,18 @@ pub const REQUIRED_TCP: [(&str, &str); 10] = [
 /// Ways an earlier flow ended before its 5-tuple was used again that the cases must reach.
 pub const REQUIRED_REUSE: [&str; 3] = ["after fin", "after rst", "after idle timeout"];
 
+/// Relay timers whose deadlines the generated cases must reach (the allocation lifetime is
+/// shown, not required: its deadline follows the TURN client's own refresh schedule).
+pub const REQUIRED_RELAY_TIMERS: [&str; 3] = [
+    sim::relay_timers::PERMISSION,
+    sim::relay_timers::CHANNEL,
+    sim::relay_timers::COOLDOWN,
+];
+
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {
+    /// Gateway timers (from the model) and relay timers (from the runs), per timer:
+    /// datagrams 1 ms before the deadline, on it, 1 ms after.
     pub timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
     pub tcp_state_events: BTreeMap<(&'static str, &'static str), u64>,
     pub reuse: BTreeMap<&'static str, u64>,
@@ -55,6 +65,16 @@ impl Behaviour {
         }
     }
 
+    /// Counts the datagrams a run saw on its relays' timers' deadlines (predicted or not).
+    pub fn add_relay_timers(&mut self, counts: &BTreeMap<&'static str, [u64; 3]>) {
+        for (timer, counts) in counts {
+            let sum = self.timer_boundaries.entry(timer).or_default();
+            for (total, count) in sum.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+    }
+
     pub fn add_profile(&mut self, profile: &Profile) {
         *self.profiles.entry(profile.to_string()).or_default() += 1;
         for kind in ActionKind::ALL {
@@ -67,8 +87,12 @@ impl Behaviour {
     /// Required counters still at zero, by name.
     pub fn missing(&self) -> Vec<String> {
         let mut missing = Vec::new();
-        for timer in TIMERS {
-            let counts = self.timer_boundaries.get(timer).copied().unwrap_or_default();
+        for timer in TIMERS.into_iter().chain(REQUIRED_RELAY_TIMERS) {
+            let counts = self
+                .timer_boundaries
+                .get(timer)
+                .copied()
+                .unwrap_or_default();
             for (count, when) in counts.iter().zip(["1 ms before", "on", "1 ms after"]) {
                 if *count == 0 {
                     missing.push(format!("traffic {when} the deadline of the {timer}"));
@@ -76,7 +100,13 @@ impl Behaviour {
             }
         }
         for (state, event) in REQUIRED_TCP {
-            if self.tcp_state_events.get(&(state, event)).copied().unwrap_or(0) == 0 {
+            if self
+                .tcp_state_events
+                .get(&(state, event))
+                .copied()
+                .unwrap_or(0)
+                == 0
+            {
                 missing.push(format!("a TCP {event} in state {state}"));
             }
         }
@@ -88,7 +118,10 @@ impl Behaviour {
         if self.profiles.len() < 2 {
             missing.push("more than one swarm profile".to_owned());
         }
-        for kind in ActionKind::ALL.into_iter().filter(|k| *k != ActionKind::Path) {
+        for kind in ActionKind::ALL
+            .into_iter()
+            .filter(|k| *k != ActionKind::Path)
+        {
             if self.left_out.get(&kind).copied().unwrap_or(0) == 0 {
                 missing.push(format!("a swarm profile without {}", kind.name()));
             }
@@ -98,8 +131,12 @@ impl Behaviour {
 
     pub fn grid(&self, out: &mut String) {
         let _ = writeln!(out, "timer deadlines (packets)   -1 ms     on  +1 ms");
-        for timer in TIMERS {
-            let [before, on, after] = self.timer_boundaries.get(timer).copied().unwrap_or_default();
+        for timer in TIMERS.into_iter().chain(sim::RELAY_TIMERS) {
+            let [before, on, after] = self
+                .timer_boundaries
+                .get(timer)
+                .copied()
+                .unwrap_or_default();
             let _ = writeln!(out, "  {timer:<25} {before:>6} {on:>6} {after:>6}");
         }
         let _ = writeln!(

@@ -133,6 +133,8 @@ impl Coverage {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
         self.behaviour.add_model(&checked.prediction.coverage);
+        self.behaviour
+            .add_relay_timers(&checked.outcome.relay_timer_boundaries);
         for stray in &checked.outcome.strays {
             let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {
                 continue;

@@ -85,6 +85,15 @@ pub(super) enum Action {
         which: usize,
         offset_ms: i64,
     },
+    /// A datagram from `client` that reaches the first gateway's relay `offset_ms` from the
+    /// deadline of one of the relay's timers for the gateway's fresh channel to the client
+    /// (`timer` picks the permission, the channel binding or its cooldown), while the gateway's
+    /// binding requests are dropped (`step_writer::StepWriter::write_relay_timer_boundary`).
+    RelayTimerBoundary {
+        client: usize,
+        timer: usize,
+        offset_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -136,49 +145,188 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
     let reuse_tcp = prop::bool::weighted(if reuse_often { 0.6 } else { 0.05 });
     let idle_seconds = match profile.idles {
         IdleLengths::Short => prop_oneof![Just(5u64), 1u64..30].boxed(),
-        IdleLengths::Long => {
-            prop_oneof![Just(119u64), Just(121), Just(130), Just(300), Just(590), Just(610)].boxed()
-        }
+        IdleLengths::Long => prop_oneof![
+            Just(119u64),
+            Just(121),
+            Just(130),
+            Just(300),
+            Just(590),
+            Just(610)
+        ]
+        .boxed(),
         IdleLengths::Any => prop_oneof![
-            Just(5u64), Just(60), Just(119), Just(121), Just(130), Just(300), Just(590), Just(610),
+            Just(5u64),
+            Just(60),
+            Just(119),
+            Just(121),
+            Just(130),
+            Just(300),
+            Just(590),
+            Just(610),
             1u64..200
         ]
         .boxed(),
     };
     let arm = |kind: ActionKind, strategy: BoxedStrategy<Action>| (profile.weight(kind), strategy);
     weighted(vec![
-        arm(ActionKind::Udp, (0usize..3, resource(), udp_port, 1u16..1200, prop::bool::weighted(0.3), 0usize..4)
-            .prop_map(|(client, resource, port, bytes, ipv6, domain)| Action::Udp { client, resource, port, bytes, ipv6, domain })
-            .boxed()),
-        arm(ActionKind::Tcp, (0usize..3, resource(), prop_oneof![Just(443u16), Just(22), Just(80)], prop::bool::weighted(0.3), 0usize..4,
-              prop::collection::vec((any::<bool>(), 1u16..1200), 0..3), tcp_end,
-              (prop::bool::weighted(0.2), prop::bool::weighted(0.2), reuse_tcp))
-            .prop_map(|(client, resource, port, ipv6, domain, data, end, (retransmit_syn, late_ack, reuse))| Action::Tcp {
-                client, resource, port, ipv6, domain, data, end, retransmit_syn, late_ack, reuse,
-            })
-            .boxed()),
-        arm(ActionKind::Path, (0usize..3, 0usize..2, mode)
-            .prop_map(|(client, gateway, mode)| Action::Path { client, gateway, mode })
-            .boxed()),
-        arm(ActionKind::Roam, (0usize..3).prop_map(|client| Action::Roam { client }).boxed()),
-        arm(ActionKind::Revoke, (0usize..3, resource()).prop_map(|(client, resource)| Action::Revoke { client, resource }).boxed()),
-        arm(ActionKind::Grant, (0usize..3, resource()).prop_map(|(client, resource)| Action::Grant { client, resource }).boxed()),
-        arm(ActionKind::DnsChange, (0usize..4, 1u8..250).prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet }).boxed()),
-        arm(ActionKind::Fault, (0usize..3, any::<bool>(), fault).prop_map(|(client, to_relay, kind)| Action::Fault { client, to_relay, kind }).boxed()),
+        arm(
+            ActionKind::Udp,
+            (
+                0usize..3,
+                resource(),
+                udp_port,
+                1u16..1200,
+                prop::bool::weighted(0.3),
+                0usize..4,
+            )
+                .prop_map(
+                    |(client, resource, port, bytes, ipv6, domain)| Action::Udp {
+                        client,
+                        resource,
+                        port,
+                        bytes,
+                        ipv6,
+                        domain,
+                    },
+                )
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Tcp,
+            (
+                0usize..3,
+                resource(),
+                prop_oneof![Just(443u16), Just(22), Just(80)],
+                prop::bool::weighted(0.3),
+                0usize..4,
+                prop::collection::vec((any::<bool>(), 1u16..1200), 0..3),
+                tcp_end,
+                (
+                    prop::bool::weighted(0.2),
+                    prop::bool::weighted(0.2),
+                    reuse_tcp,
+                ),
+            )
+                .prop_map(
+                    |(
+                        client,
+                        resource,
+                        port,
+                        ipv6,
+                        domain,
+                        data,
+                        end,
+                        (retransmit_syn, late_ack, reuse),
+                    )| Action::Tcp {
+                        client,
+                        resource,
+                        port,
+                        ipv6,
+                        domain,
+                        data,
+                        end,
+                        retransmit_syn,
+                        late_ack,
+                        reuse,
+                    },
+                )
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Path,
+            (0usize..3, 0usize..2, mode)
+                .prop_map(|(client, gateway, mode)| Action::Path {
+                    client,
+                    gateway,
+                    mode,
+                })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Roam,
+            (0usize..3)
+                .prop_map(|client| Action::Roam { client })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Revoke,
+            (0usize..3, resource())
+                .prop_map(|(client, resource)| Action::Revoke { client, resource })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Grant,
+            (0usize..3, resource())
+                .prop_map(|(client, resource)| Action::Grant { client, resource })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::DnsChange,
+            (0usize..4, 1u8..250)
+                .prop_map(|(domain, last_octet)| Action::DnsChange { domain, last_octet })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Fault,
+            (0usize..3, any::<bool>(), fault)
+                .prop_map(|(client, to_relay, kind)| Action::Fault {
+                    client,
+                    to_relay,
+                    kind,
+                })
+                .boxed(),
+        ),
         arm(ActionKind::Restart, Just(Action::Restart).boxed()),
-        arm(ActionKind::Stray, (0usize..3, 0usize..StrayKind::ALL.len(), any::<bool>(), 0usize..5)
-            .prop_map(|(relay, kind, ipv6, host)| Action::Stray { relay, kind, ipv6, host })
-            .boxed()),
-        arm(ActionKind::LateResourceData, (1u16..600).prop_map(|bytes| Action::LateResourceData { bytes }).boxed()),
-        arm(ActionKind::Idle, idle_seconds.prop_map(|seconds| Action::Idle { seconds }).boxed()),
-        arm(ActionKind::TimerBoundary, (any::<usize>(), -1i64..=1)
-            .prop_map(|(which, offset_ms)| Action::TimerBoundary { which, offset_ms })
-            .boxed()),
+        arm(
+            ActionKind::RelayTimerBoundary,
+            (0usize..3, 0usize..3, -1i64..=1)
+                .prop_map(|(client, timer, offset_ms)| Action::RelayTimerBoundary {
+                    client,
+                    timer,
+                    offset_ms,
+                })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Stray,
+            (
+                0usize..3,
+                0usize..StrayKind::ALL.len(),
+                any::<bool>(),
+                0usize..5,
+            )
+                .prop_map(|(relay, kind, ipv6, host)| Action::Stray {
+                    relay,
+                    kind,
+                    ipv6,
+                    host,
+                })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::LateResourceData,
+            (1u16..600)
+                .prop_map(|bytes| Action::LateResourceData { bytes })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Idle,
+            idle_seconds
+                .prop_map(|seconds| Action::Idle { seconds })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::TimerBoundary,
+            (any::<usize>(), -1i64..=1)
+                .prop_map(|(which, offset_ms)| Action::TimerBoundary { which, offset_ms })
+                .boxed(),
+        ),
     ])
 }
 
 /// A choice among the arms with a weight above zero (a profile leaves the others out).
 fn weighted<T: std::fmt::Debug + 'static>(arms: Vec<(u32, BoxedStrategy<T>)>) -> BoxedStrategy<T> {
-    let on: Vec<(u32, BoxedStrategy<T>)> = arms.into_iter().filter(|(weight, _)| *weight > 0).collect();
+    let on: Vec<(u32, BoxedStrategy<T>)> =
+        arms.into_iter().filter(|(weight, _)| *weight > 0).collect();
     prop::strategy::Union::new_weighted(on).boxed()
 }

@@ -17,6 +17,7 @@ mod action;
 mod layout;
 mod names;
 pub mod profile;
+mod relay_timer_boundary;
 mod shape;
 mod step_writer;
 mod timer_boundary;
@@ -35,7 +36,10 @@ use topology::topology;
 /// A generated scenario under a swarm profile; `prop_filter` drops the few that do not
 /// validate.
 pub fn scenario(profile: &Profile) -> impl Strategy<Value = Scenario> + use<> {
-    (shape(profile), prop::collection::vec(action(profile), 1..12))
+    (
+        shape(profile),
+        prop::collection::vec(action(profile), 1..12),
+    )
         .prop_map(|(shape, actions)| build(&shape, &actions))
         .prop_filter("the scenario must validate", |scenario| {
             scenario.validate().is_ok()

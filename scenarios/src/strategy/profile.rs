@@ -38,10 +38,12 @@ pub enum ActionKind {
     TimerBoundary,
     /// A datagram at a relay that is not TURN (`Action::Stray`).
     Stray,
+    /// Traffic that lands on a relay timer's deadline (`Action::RelayTimerBoundary`).
+    RelayTimerBoundary,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 13] = [
+    pub const ALL: [ActionKind; 14] = [
         ActionKind::Udp,
         ActionKind::Tcp,
         ActionKind::Path,
@@ -55,6 +57,7 @@ impl ActionKind {
         ActionKind::Idle,
         ActionKind::TimerBoundary,
         ActionKind::Stray,
+        ActionKind::RelayTimerBoundary,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +75,7 @@ impl ActionKind {
             ActionKind::Idle => "idle",
             ActionKind::TimerBoundary => "timer",
             ActionKind::Stray => "stray",
+            ActionKind::RelayTimerBoundary => "relay-timer",
         }
     }
 
@@ -89,7 +93,8 @@ impl ActionKind {
             | ActionKind::Grant
             | ActionKind::DnsChange
             | ActionKind::Restart
-            | ActionKind::Stray => 1,
+            | ActionKind::Stray
+            | ActionKind::RelayTimerBoundary => 1,
         }
     }
 }
@@ -116,7 +121,7 @@ pub enum Reuse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// Per [`ActionKind::ALL`]: its weight (0 = left out).
-    pub weights: [u32; 13],
+    pub weights: [u32; 14],
     /// Weights of the fault kinds: partition, hold, drop-next.
     pub faults: [u32; 3],
     pub idles: IdleLengths,
@@ -150,7 +155,7 @@ impl Profile {
         if pick(4) == 0 {
             return Self::everything();
         }
-        let mut weights = [0; 13];
+        let mut weights = [0; 14];
         for (weight, kind) in weights.iter_mut().zip(ActionKind::ALL) {
             if kind == ActionKind::Path || pick(2) == 0 {
                 *weight = kind.base_weight() << pick(3);
@@ -175,7 +180,11 @@ impl Profile {
             Some(Families::V6),
             Some(Families::Mixed),
         ][pick(5) as usize];
-        let reuse = if pick(2) == 0 { Reuse::Rare } else { Reuse::Often };
+        let reuse = if pick(2) == 0 {
+            Reuse::Rare
+        } else {
+            Reuse::Often
+        };
         let max_hosts = (
             1 + pick(3) as usize,
             1 + pick(2) as usize,
@@ -288,7 +297,10 @@ mod tests {
             if kind == ActionKind::Path {
                 assert_eq!(without, 0, "paths are always on");
             } else {
-                assert!(without >= 50, "{kind:?} is left out of only {without} of 200");
+                assert!(
+                    without >= 50,
+                    "{kind:?} is left out of only {without} of 200"
+                );
             }
         }
         for profile in &profiles {
@@ -303,7 +315,7 @@ mod tests {
     fn the_label_names_what_is_on() {
         let mut profile = Profile::everything();
         assert_eq!(profile.to_string(), "everything");
-        profile.weights = [0; 13];
+        profile.weights = [0; 14];
         profile.weights[1] = 10;
         profile.weights[7] = 2;
         profile.faults = [1, 0, 2];

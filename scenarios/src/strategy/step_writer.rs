@@ -1,7 +1,7 @@
 //! The step writer: turns actions into steps, keeping the state later actions depend on
 //! (roams, the connection left open, partitioned and held links).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use scenario_format::{
     Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology, plan::AddressPlan,
@@ -21,7 +21,12 @@ pub(super) struct StepWriter<'a> {
     pub(super) topology: &'a Topology,
     pub(super) steps: Vec<Step>,
     /// Per client: it roamed, so paths through its relay are no longer written.
-    roamed: Vec<bool>,
+    pub(super) roamed: Vec<bool>,
+    /// Per client: how often it roamed (each roam gives it a new address).
+    pub(super) roams: Vec<u32>,
+    /// (client, gateway, the client's roams then): the gateway bound a channel to that address
+    /// of the client on its relay (a `gateway-relayed` path), so a new such path binds nothing.
+    pub(super) gateway_bound: BTreeSet<(usize, usize, u32)>,
     next_conn: u32,
     /// The latest connection a TCP action left open.
     open_conn: Option<u32>,
@@ -43,6 +48,8 @@ impl<'a> StepWriter<'a> {
             udp_targets: Vec::new(),
             steps: Vec::new(),
             roamed: vec![false; layout.clients.len()],
+            roams: vec![0; layout.clients.len()],
+            gateway_bound: BTreeSet::new(),
             next_conn: 1,
             open_conn: None,
             partitioned: BTreeMap::new(),
@@ -143,6 +150,11 @@ impl<'a> StepWriter<'a> {
             Action::TimerBoundary { which, offset_ms } => {
                 self.write_timer_boundary(which, offset_ms);
             }
+            Action::RelayTimerBoundary {
+                client,
+                timer,
+                offset_ms,
+            } => self.write_relay_timer_boundary(client, timer, offset_ms),
         }
     }
 
@@ -198,7 +210,7 @@ impl<'a> StepWriter<'a> {
         });
     }
 
-    fn client_index(&self, client: usize) -> usize {
+    pub(super) fn client_index(&self, client: usize) -> usize {
         client % self.layout.clients.len()
     }
 
@@ -211,7 +223,7 @@ impl<'a> StepWriter<'a> {
         &RESOURCES[resources[resource % resources.len()]]
     }
 
-    fn target(
+    pub(super) fn target(
         &self,
         client: usize,
         resource: usize,
@@ -250,7 +262,11 @@ impl<'a> StepWriter<'a> {
         // A reused port takes the latest connection's whole 5-tuple (client and target too), so
         // the new SYN meets that connection's flow at the gateway: still open, or closed by FIN,
         // RST or an idle timeout. That connection is never used again.
-        let latest = self.conns.iter().next_back().map(|(c, (t, port, _))| (*c, t.clone(), *port));
+        let latest = self
+            .conns
+            .iter()
+            .next_back()
+            .map(|(c, (t, port, _))| (*c, t.clone(), *port));
         let src_port = match latest {
             Some((old, old_target, port)) if reuse => {
                 target = old_target;
@@ -311,6 +327,7 @@ impl<'a> StepWriter<'a> {
     fn write_roam(&mut self, client: usize) {
         let c = self.client_index(client);
         self.roamed[c] = true;
+        self.roams[c] += 1;
         self.steps.push(Step::Roam {
             client: self.client_name(client),
         });
@@ -335,7 +352,10 @@ impl<'a> StepWriter<'a> {
     }
 
     /// The path step of client `c` and gateway `g` (indices that exist).
-    fn push_path(&mut self, c: usize, g: usize, mode: PathMode) {
+    pub(super) fn push_path(&mut self, c: usize, g: usize, mode: PathMode) {
+        if mode == PathMode::GatewayRelayed {
+            self.gateway_bound.insert((c, g, self.roams[c]));
+        }
         self.steps.push(Step::Path {
             client: self.layout.clients[c].name.clone(),
             gateway: self.layout.gateways[g].name.clone(),

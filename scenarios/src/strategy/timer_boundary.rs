@@ -94,9 +94,7 @@ impl StepWriter<'_> {
         }
         let (domain, v6) = deadline.domain.as_ref()?;
         let target = self.udp_targets.iter().rev().find(|target| {
-            &target.client == client
-                && target.domain.as_ref() == Some(domain)
-                && target.ipv6 == *v6
+            &target.client == client && target.domain.as_ref() == Some(domain) && target.ipv6 == *v6
         })?;
         Some(Step::Udp {
             target: target.clone(),
