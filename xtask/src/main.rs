@@ -8,9 +8,11 @@
 //! - `promote`: setup, then a scenario file copied into the corpus (`vpnsim promote`).
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
+//! - `mutants`: setup, then a mutation score with cargo-mutants (installed when missing).
 //!
 //! Arguments after the task name go to the underlying command.
 
+mod mutants;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -34,6 +36,9 @@ tasks:
              scenarios/corpus/NAME.yaml: `vpnsim promote FILE NAME`
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
+  mutants    setup, then mutation testing of the relay, the gateway's flow, DNS and NAT
+             code and the XDP program (.cargo/mutants.toml) with cargo-mutants, installed
+             when missing; extra args go to it, e.g. --shard 1/8, --list, --file relay/src/lib.rs
 ";
 
 fn main() -> ExitCode {
@@ -56,6 +61,10 @@ fn run() -> Result<()> {
             setup::ensure_ebpf_toolchain()?;
             setup::report_bpf_availability();
             cargo(&["test", "--workspace"], &rest)
+        }
+        Some("mutants") => {
+            setup::ensure_ebpf_toolchain()?;
+            mutants::run(&rest)
         }
         Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
