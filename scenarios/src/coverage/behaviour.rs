@@ -144,7 +144,7 @@ impl Behaviour {
             "TCP segments by flow state  {}",
             TCP_EVENTS
                 .iter()
-                .map(|event| format!("{event:>7}"))
+                .map(|event| format!("{event:>8}"))
                 .collect::<String>()
         );
         for state in TCP_STATES {
@@ -152,7 +152,7 @@ impl Behaviour {
                 .iter()
                 .map(|event| {
                     let count = self.tcp_state_events.get(&(state, *event)).copied();
-                    format!("{:>7}", count.unwrap_or(0))
+                    format!("{:>8}", count.unwrap_or(0))
                 })
                 .collect();
             let _ = writeln!(out, "  {state:<25} {row}");
