@@ -288,9 +288,12 @@ pub enum Step {
         gateway: String,
         mode: PathMode,
     },
-    /// The client moves to a new outer address (new port).
+    /// The client moves to a new outer address (the next port), or with `back` to the address
+    /// it had before its last move (the port below).
     Roam {
         client: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        back: bool,
     },
     Grant(Grant),
     Revoke {

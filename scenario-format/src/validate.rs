@@ -477,7 +477,7 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             gateway,
             mode,
         } => check_path(names, client, gateway, *mode),
-        Step::Roam { client } => names.check_client(client),
+        Step::Roam { client, .. } => names.check_client(client),
         // Checked against the topology by `check_steps`.
         Step::Grant(_) => Ok(()),
         Step::Revoke { client, resource } => {

@@ -124,7 +124,7 @@ impl ClientHost {
                 target,
                 via_relay,
             } => self.set_path(gateway, target, via_relay, shared),
-            ClientCommand::Roam => self.roam(socket, shared).await?,
+            ClientCommand::Roam { back } => self.roam(socket, shared, back).await?,
         }
         Ok(())
     }
@@ -191,14 +191,21 @@ impl ClientHost {
         );
     }
 
-    /// Moves to the next port: a new socket, and with a relay a new allocation.
+    /// Moves to the next port (or `back` to the one below): a new socket, and with a relay a
+    /// new allocation.
     async fn roam(
         &mut self,
         socket: &mut UdpSocket,
         shared: &Rc<RefCell<Shared>>,
+        back: bool,
     ) -> std::io::Result<()> {
         let socket_addr = self.endpoint.socket();
-        let moved = SocketAddr::new(socket_addr.ip(), socket_addr.port() + 1);
+        let port = if back {
+            socket_addr.port().saturating_sub(1)
+        } else {
+            socket_addr.port() + 1
+        };
+        let moved = SocketAddr::new(socket_addr.ip(), port);
         *socket = UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
         self.roams += 1;
         match &self.turn {

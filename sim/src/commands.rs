@@ -141,7 +141,8 @@ pub(crate) enum ClientCommand {
         target: SocketAddr,
         via_relay: bool,
     },
-    Roam,
+    /// To the next port, or `back` to the one below.
+    Roam { back: bool },
 }
 
 #[derive(Debug, Clone, Copy)]

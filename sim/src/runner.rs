@@ -224,10 +224,15 @@ impl<'a> Runner<'a> {
                 gateway,
                 mode,
             } => self.path(at_ms, client, gateway, *mode),
-            Step::Roam { client } => {
+            Step::Roam { client, back } => {
                 let client = self.client_index(client);
-                self.roams[client] += 1;
-                self.to_client(client, ClientCommand::Roam);
+                // The client's socket index: its port is TUNNEL_PORT plus this.
+                self.roams[client] = if *back {
+                    self.roams[client].saturating_sub(1)
+                } else {
+                    self.roams[client] + 1
+                };
+                self.to_client(client, ClientCommand::Roam { back: *back });
             }
             Step::Grant(grant) => {
                 let resource = self.resource_index(&grant.resource);

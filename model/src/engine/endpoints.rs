@@ -16,7 +16,11 @@ use crate::{ClientId, Delivery, Packet, PacketKind, Receiver, TcpFlags};
 
 #[derive(Debug)]
 pub(super) struct ClientState {
+    /// The client's socket index (its port is the tunnel port plus this): up one per roam,
+    /// down one per roam back.
     pub(super) roams: u16,
+    /// It roamed at least once (its first allocation is left behind, even after a roam back).
+    pub(super) moved: bool,
     /// Path mode per gateway.
     pub(super) paths: Vec<PathMode>,
     /// Names the stub resolver handed proxy IPs for, lowercase, in order (index `n`).
@@ -28,6 +32,7 @@ impl ClientState {
     pub(super) fn new(gateways: usize) -> Self {
         ClientState {
             roams: 0,
+            moved: false,
             paths: vec![PathMode::Direct; gateways],
             domains: Vec::new(),
         }
@@ -148,10 +153,19 @@ impl Engine<'_> {
         self.send_from_client(c, g, traffic, t)
     }
 
-    /// A `roam` step: the client moves to its next port.
-    pub(super) fn roam(&mut self, client: &str) -> Result<()> {
+    /// A `roam` step: the client moves to its next port, or `back` to the one below.
+    pub(super) fn roam(&mut self, client: &str, back: bool) -> Result<()> {
         let c = self.client_index(client)?;
-        let roams = self.clients[c].roams + 1;
+        let state = &mut self.clients[c];
+        state.moved = true;
+        if back {
+            if state.roams == 0 {
+                return self.fail("a roam back from the client's first address");
+            }
+            state.roams -= 1;
+            return Ok(());
+        }
+        let roams = state.roams + 1;
         if u32::from(TUNNEL_PORT) + u32::from(roams) > u32::from(u16::MAX) {
             return self.fail("the client ran out of ports to roam to");
         }

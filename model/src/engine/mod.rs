@@ -313,7 +313,7 @@ impl Engine<'_> {
                 gateway,
                 mode,
             } => self.set_path(&client, &gateway, mode),
-            Step::Roam { client } => self.roam(&client),
+            Step::Roam { client, back } => self.roam(&client, back),
             Step::Grant(grant) => self.grant(&grant),
             Step::Revoke { client, resource } => self.revoke(&client, &resource, t),
             Step::DnsChange { name, addresses } => {

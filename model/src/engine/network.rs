@@ -314,7 +314,7 @@ impl Engine<'_> {
             mode,
             PathMode::ClientRelayed | PathMode::SameRelay | PathMode::DifferentRelays
         );
-        if uses_client_allocation && state.roams > 0 {
+        if uses_client_allocation && state.moved {
             return self.fail(
                 "a path through the client's own relay after roaming (the client must allocate \
                  again, at an address the model cannot know)",

@@ -74,7 +74,7 @@ impl Engine<'_> {
     fn first_relayed_port(&self, host: &str, relay: &str, ipv6: bool) -> Result<u16> {
         let topology = &self.scenario.topology;
         let relayed = if let Some(c) = topology.clients.iter().position(|spec| spec.name == host) {
-            if self.clients[c].roams > 0 {
+            if self.clients[c].moved {
                 return self.fail(format!(
                     "a stray to {host}'s first allocation after it roamed (left to expire)"
                 ));

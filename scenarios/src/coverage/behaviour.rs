@@ -25,8 +25,12 @@ pub const REQUIRED_TCP: [(&str, &str); 10] = [
     ("closed (fin or rst)", "ack"),
 ];
 
-/// Ways an earlier flow ended before its 5-tuple was used again that the cases must reach.
-pub const REQUIRED_REUSE: [&str; 3] = ["after fin", "after rst", "after idle timeout"];
+/// A client back at an address it had left (its gateways' channels to it bound again).
+pub const ROAM_BACK: &str = "client back at an earlier address";
+
+/// Ways an earlier flow ended before its 5-tuple was used again, and reuses of addresses, that
+/// the cases must reach.
+pub const REQUIRED_REUSE: [&str; 4] = ["after fin", "after rst", "after idle timeout", ROAM_BACK];
 
 /// Relay timers whose deadlines the generated cases must reach (the allocation lifetime is
 /// shown, not required: its deadline follows the TURN client's own refresh schedule).

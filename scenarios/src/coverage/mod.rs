@@ -133,6 +133,16 @@ impl Coverage {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
         self.behaviour.add_model(&checked.prediction.coverage);
+        let roams_back = scenario
+            .steps
+            .iter()
+            .filter(|step| matches!(step, Step::Roam { back: true, .. }))
+            .count() as u64;
+        *self
+            .behaviour
+            .reuse
+            .entry(behaviour::ROAM_BACK)
+            .or_default() += roams_back;
         self.behaviour
             .add_relay_timers(&checked.outcome.relay_timer_boundaries);
         for stray in &checked.outcome.strays {

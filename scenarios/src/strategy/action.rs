@@ -40,6 +40,8 @@ pub(super) enum Action {
     },
     Roam {
         client: usize,
+        /// Back to the address before the last roam (if the client roamed).
+        back: bool,
     },
     Revoke {
         client: usize,
@@ -244,8 +246,8 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
         ),
         arm(
             ActionKind::Roam,
-            (0usize..3)
-                .prop_map(|client| Action::Roam { client })
+            (0usize..3, prop::bool::weighted(0.4))
+                .prop_map(|(client, back)| Action::Roam { client, back })
                 .boxed(),
         ),
         arm(

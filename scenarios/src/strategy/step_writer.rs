@@ -22,7 +22,7 @@ pub(super) struct StepWriter<'a> {
     pub(super) steps: Vec<Step>,
     /// Per client: it roamed, so paths through its relay are no longer written.
     pub(super) roamed: Vec<bool>,
-    /// Per client: how often it roamed (each roam gives it a new address).
+    /// Per client: its address index (up one per roam, down one per roam back).
     pub(super) roams: Vec<u32>,
     /// (client, gateway, the client's roams then): the gateway bound a channel to that address
     /// of the client on its relay (a `gateway-relayed` path), so a new such path binds nothing.
@@ -112,7 +112,7 @@ impl<'a> StepWriter<'a> {
                 gateway,
                 mode,
             } => self.write_path(client, gateway, mode),
-            Action::Roam { client } => self.write_roam(client),
+            Action::Roam { client, back } => self.write_roam(client, back),
             Action::Revoke { client, resource } => self.steps.push(Step::Revoke {
                 client: self.client_name(client),
                 resource: self.resource(resource).name.to_owned(),
@@ -324,12 +324,20 @@ impl<'a> StepWriter<'a> {
         }
     }
 
-    fn write_roam(&mut self, client: usize) {
+    /// A roam to the next address, or back to the one before (the gateways then bind a
+    /// channel to an address they may have bound before).
+    fn write_roam(&mut self, client: usize, back: bool) {
         let c = self.client_index(client);
+        let back = back && self.roams[c] > 0;
         self.roamed[c] = true;
-        self.roams[c] += 1;
+        if back {
+            self.roams[c] -= 1;
+        } else {
+            self.roams[c] += 1;
+        }
         self.steps.push(Step::Roam {
             client: self.client_name(client),
+            back,
         });
         // Paths through the client's own relay end with the roam (it would need its new
         // allocation, which the model cannot know): move them.
