@@ -36,9 +36,9 @@ tasks:
              scenarios/corpus/NAME.yaml: `vpnsim promote FILE NAME`
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
-  mutants    setup, then mutation testing of the relay, the gateway's flow, DNS and NAT
-             code and the XDP program (.cargo/mutants.toml) with cargo-mutants, installed
-             when missing; extra args go to it, e.g. --shard 1/8, --list, --file relay/src/lib.rs
+  mutants    setup, then mutation testing of the relay and the gateway's flow, DNS and NAT
+             code (.cargo/mutants.toml) with cargo-mutants, installed when missing; extra
+             args go to it, e.g. --shard 1/8, --list, --file relay/src/lib.rs
 ";
 
 fn main() -> ExitCode {
