@@ -48,7 +48,10 @@ fn ensure_installed(binary: &str, version: Option<&str>) -> Result<()> {
     if !wanted {
         return Ok(());
     }
-    eprintln!("xtask mutants: installing {binary} {}", version.unwrap_or("(latest)"));
+    eprintln!(
+        "xtask mutants: installing {binary} {}",
+        version.unwrap_or("(latest)")
+    );
     let mut install = Command::new("cargo");
     install.args(["install", "--locked", binary]);
     if let Some(version) = version {

@@ -72,6 +72,17 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
     }
 }
 
+/// Whether a datagram is a STUN error response with code 438 (Stale Nonce).
+fn is_stale_nonce_answer(payload: &[u8]) -> bool {
+    use proto::stun::{self, Attribute, MessageClass};
+    stun::looks_like_stun(payload) && stun::decode(payload).is_ok_and(|message| {
+        message.class() == MessageClass::ErrorResponse
+            && message.attributes().any(
+                |attribute| matches!(attribute, Attribute::ErrorCode(error) if error.code() == 438),
+            )
+    })
+}
+
 /// Counters over many checked scenarios.
 #[derive(Debug, Default, Clone)]
 pub struct Coverage {
@@ -89,6 +100,8 @@ pub struct Coverage {
     pub drop_reasons: BTreeMap<DropReason, u64>,
     /// Timer deadlines, TCP states, reuse and swarm profiles.
     pub behaviour: Behaviour,
+    /// Requests a relay answered with 438 Stale Nonce (a nonce outlived its lifetime).
+    pub stale_nonces: u64,
     /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
     pub strays: BTreeMap<(StrayKind, String, String), u64>,
 }
@@ -133,6 +146,14 @@ impl Coverage {
             *self.drop_reasons.entry(drop.reason).or_default() += 1;
         }
         self.behaviour.add_model(&checked.prediction.coverage);
+        self.stale_nonces += checked
+            .outcome
+            .hops
+            .iter()
+            .filter(|hop| {
+                hop.direction == sim::Direction::Sent && is_stale_nonce_answer(&hop.payload)
+            })
+            .count() as u64;
         let roams_back = scenario
             .steps
             .iter()
@@ -198,6 +219,9 @@ impl Coverage {
             }
         }
         missing.extend(self.behaviour.missing());
+        if self.stale_nonces == 0 {
+            missing.push("a request with a nonce past its lifetime (438)".to_owned());
+        }
         for kind in StrayKind::ALL {
             if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
                 missing.push(format!("stray datagram {}", kind.as_str()));
@@ -304,6 +328,11 @@ impl Coverage {
             hostile.len()
         );
         self.behaviour.grid(&mut out);
+        let _ = writeln!(
+            out,
+            "nonce lifetime crossed    {:>8} requests answered 438 Stale Nonce",
+            self.stale_nonces
+        );
         out
     }
 }

@@ -147,13 +147,15 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
     let reuse_tcp = prop::bool::weighted(if reuse_often { 0.6 } else { 0.05 });
     let idle_seconds = match profile.idles {
         IdleLengths::Short => prop_oneof![Just(5u64), 1u64..30].boxed(),
+        // An hour crosses the relays' nonce lifetime (the next refresh meets a 438).
         IdleLengths::Long => prop_oneof![
             Just(119u64),
             Just(121),
             Just(130),
             Just(300),
             Just(590),
-            Just(610)
+            Just(610),
+            Just(3600)
         ]
         .boxed(),
         IdleLengths::Any => prop_oneof![
