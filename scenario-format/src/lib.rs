@@ -268,6 +268,11 @@ pub enum Step {
         conn: u32,
         by: Side,
     },
+    /// FIN from both sides at once (a simultaneous close): the FINs cross, each side
+    /// acknowledges the other's.
+    TcpSimultaneousClose {
+        conn: u32,
+    },
     /// RST from `by`.
     TcpReset {
         conn: u32,

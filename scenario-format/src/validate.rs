@@ -466,7 +466,9 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             connections.check_open(*conn)?;
             check_payload(*bytes, "a segment")
         }
-        Step::TcpClose { conn, .. } | Step::TcpReset { conn, .. } => connections.close(*conn),
+        Step::TcpClose { conn, .. }
+        | Step::TcpReset { conn, .. }
+        | Step::TcpSimultaneousClose { conn } => connections.close(*conn),
         Step::TcpLateAck { conn } => connections.check_closed(*conn),
         Step::DnsQuery { client, name } => {
             names.check_client(client)?;

@@ -212,6 +212,11 @@ impl<'a> Runner<'a> {
             Step::TcpClose { conn, by } => {
                 self.tcp_action(*conn, *by, ClientTcpAction::Close, ResourceAction::Close)
             }
+            Step::TcpSimultaneousClose { conn } => {
+                for by in [Side::Client, Side::Resource] {
+                    self.tcp_action(*conn, by, ClientTcpAction::Close, ResourceAction::Close);
+                }
+            }
             Step::TcpReset { conn, by } => {
                 self.tcp_action(*conn, *by, ClientTcpAction::Reset, ResourceAction::Reset)
             }

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use scenario_format::plan::AddressPlan;
 use scenario_format::settings::DEFAULT_IDLE_TIMEOUT_S;
 use scenario_format::timing::Timeline;
-use scenario_format::{Scenario, Step};
+use scenario_format::{Scenario, Side, Step};
 
 use crate::rules::{self, Rules};
 use crate::{Allocations, FlowRecord, KnownPart, Packet, Prediction, Unpredictable};
@@ -301,6 +301,10 @@ impl Engine<'_> {
             Step::TcpRetransmitSyn { conn } => self.client_syn(conn, k, t),
             Step::TcpData { conn, from, bytes } => self.tcp_data(conn, from, bytes, k, t),
             Step::TcpClose { conn, by } => self.tcp_close(conn, by, k, t),
+            Step::TcpSimultaneousClose { conn } => {
+                self.tcp_close(conn, Side::Client, k, t)?;
+                self.tcp_close(conn, Side::Resource, k, t)
+            }
             Step::TcpReset { conn, by } => self.tcp_reset(conn, by, k, t),
             Step::TcpLateAck { conn } => self.tcp_late_ack(conn, k, t),
             Step::DnsQuery { client, name } => {

@@ -75,12 +75,13 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
 /// Whether a datagram is a STUN error response with code 438 (Stale Nonce).
 fn is_stale_nonce_answer(payload: &[u8]) -> bool {
     use proto::stun::{self, Attribute, MessageClass};
-    stun::looks_like_stun(payload) && stun::decode(payload).is_ok_and(|message| {
-        message.class() == MessageClass::ErrorResponse
+    stun::looks_like_stun(payload)
+        && stun::decode(payload).is_ok_and(|message| {
+            message.class() == MessageClass::ErrorResponse
             && message.attributes().any(
                 |attribute| matches!(attribute, Attribute::ErrorCode(error) if error.code() == 438),
             )
-    })
+        })
 }
 
 /// Counters over many checked scenarios.
@@ -102,6 +103,8 @@ pub struct Coverage {
     pub behaviour: Behaviour,
     /// Requests a relay answered with 438 Stale Nonce (a nonce outlived its lifetime).
     pub stale_nonces: u64,
+    /// TCP connections both sides closed at once (their FINs crossed).
+    pub simultaneous_closes: u64,
     /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
     pub strays: BTreeMap<(StrayKind, String, String), u64>,
 }
@@ -153,6 +156,11 @@ impl Coverage {
             .filter(|hop| {
                 hop.direction == sim::Direction::Sent && is_stale_nonce_answer(&hop.payload)
             })
+            .count() as u64;
+        self.simultaneous_closes += scenario
+            .steps
+            .iter()
+            .filter(|step| matches!(step, Step::TcpSimultaneousClose { .. }))
             .count() as u64;
         let roams_back = scenario
             .steps
@@ -219,6 +227,9 @@ impl Coverage {
             }
         }
         missing.extend(self.behaviour.missing());
+        if self.simultaneous_closes == 0 {
+            missing.push("a simultaneous TCP close".to_owned());
+        }
         if self.stale_nonces == 0 {
             missing.push("a request with a nonce past its lifetime (438)".to_owned());
         }
@@ -332,6 +343,11 @@ impl Coverage {
             out,
             "nonce lifetime crossed    {:>8} requests answered 438 Stale Nonce",
             self.stale_nonces
+        );
+        let _ = writeln!(
+            out,
+            "simultaneous TCP closes   {:>8}",
+            self.simultaneous_closes
         );
         out
     }

@@ -101,6 +101,8 @@ pub(super) enum Action {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum TcpEnd {
     Fin(Side),
+    /// Both sides send their FIN at once.
+    SimultaneousFin,
     Rst(Side),
     Open,
 }
@@ -117,6 +119,7 @@ pub(super) enum FaultKind {
 pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<> {
     let tcp_end = prop_oneof![
         3 => any::<bool>().prop_map(|by_client| TcpEnd::Fin(if by_client { Side::Client } else { Side::Resource })),
+        1 => Just(TcpEnd::SimultaneousFin),
         1 => any::<bool>().prop_map(|by_client| TcpEnd::Rst(if by_client { Side::Client } else { Side::Resource })),
         1 => Just(TcpEnd::Open),
     ];

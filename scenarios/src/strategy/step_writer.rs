@@ -301,6 +301,7 @@ impl<'a> StepWriter<'a> {
         }
         match end {
             TcpEnd::Fin(by) => self.steps.push(Step::TcpClose { conn, by }),
+            TcpEnd::SimultaneousFin => self.steps.push(Step::TcpSimultaneousClose { conn }),
             TcpEnd::Rst(by) => self.steps.push(Step::TcpReset { conn, by }),
             TcpEnd::Open => self.open_conn = Some(conn),
         }
