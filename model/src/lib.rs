@@ -197,7 +197,7 @@ pub struct KnownPart {
 pub fn predict_known_part(
     scenario: &Scenario,
     allocations: &Allocations,
-) -> Result<Prediction, (Unpredictable, Option<KnownPart>)> {
+) -> Result<Prediction, (Unpredictable, Option<Box<KnownPart>>)> {
     scenario.validate().map_err(|error| {
         let unpredictable = Unpredictable {
             step: error.step,

@@ -113,14 +113,16 @@ struct Engine<'a> {
 pub(crate) fn run(
     scenario: &Scenario,
     allocations: &Allocations,
-) -> std::result::Result<Prediction, (Unpredictable, Option<KnownPart>)> {
+) -> std::result::Result<Prediction, (Unpredictable, Option<Box<KnownPart>>)> {
     let mut engine = Engine::new(scenario, allocations).map_err(|setup| (setup, None))?;
     for k in 0..scenario.steps.len() {
         let at = engine.timeline.step_start[k];
         engine.schedule_class(at, 0, Event::Step(k));
     }
     if let Err(unpredictable) = engine.run_events().and_then(|()| engine.finish()) {
-        let known = unpredictable.step.map(|step| engine.known_before(step));
+        let known = unpredictable
+            .step
+            .map(|step| Box::new(engine.known_before(step)));
         return Err((unpredictable, known));
     }
     engine.out.coverage = engine.coverage;

@@ -71,7 +71,7 @@ impl StepWriter<'_> {
                 *open && &target.client == client && *port == src_port && target.port == dst_port
             }) {
                 // Either side's data refreshes the flow: both get their turn.
-                let from = if which % 2 == 0 {
+                let from = if which.is_multiple_of(2) {
                     Side::Client
                 } else {
                     Side::Resource
