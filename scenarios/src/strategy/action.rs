@@ -6,23 +6,26 @@ use scenario_format::{PathMode, Side, StrayKind};
 
 use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
 
+/// Where traffic goes, by any indices (the step writer takes them modulo what exists): a
+/// client, a resource, a port, IPv6 inside the tunnel, and for DNS resources a name.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Destination {
+    pub(super) client: usize,
+    pub(super) resource: usize,
+    pub(super) port: u16,
+    pub(super) ipv6: bool,
+    pub(super) domain: usize,
+}
+
 /// One thing that happens, before it becomes steps (a TCP conversation is several steps).
 #[derive(Debug, Clone)]
 pub(super) enum Action {
     Udp {
-        client: usize,
-        resource: usize,
-        port: u16,
+        to: Destination,
         bytes: u16,
-        ipv6: bool,
-        domain: usize,
     },
     Tcp {
-        client: usize,
-        resource: usize,
-        port: u16,
-        ipv6: bool,
-        domain: usize,
+        to: Destination,
         data: Vec<(bool, u16)>,
         end: TcpEnd,
         /// The client sends its SYN again right after the handshake (a retransmission that
@@ -178,34 +181,14 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
     weighted(vec![
         arm(
             ActionKind::Udp,
-            (
-                0usize..3,
-                resource(),
-                udp_port,
-                1u16..1200,
-                prop::bool::weighted(0.3),
-                0usize..4,
-            )
-                .prop_map(
-                    |(client, resource, port, bytes, ipv6, domain)| Action::Udp {
-                        client,
-                        resource,
-                        port,
-                        bytes,
-                        ipv6,
-                        domain,
-                    },
-                )
+            (destination(udp_port), 1u16..1200)
+                .prop_map(|(to, bytes)| Action::Udp { to, bytes })
                 .boxed(),
         ),
         arm(
             ActionKind::Tcp,
             (
-                0usize..3,
-                resource(),
-                prop_oneof![Just(443u16), Just(22), Just(80)],
-                prop::bool::weighted(0.3),
-                0usize..4,
+                destination(prop_oneof![Just(443u16), Just(22), Just(80)].boxed()),
                 prop::collection::vec((any::<bool>(), 1u16..1200), 0..3),
                 tcp_end,
                 (
@@ -215,21 +198,8 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
                 ),
             )
                 .prop_map(
-                    |(
-                        client,
-                        resource,
-                        port,
-                        ipv6,
-                        domain,
-                        data,
-                        end,
-                        (retransmit_syn, late_ack, reuse),
-                    )| Action::Tcp {
-                        client,
-                        resource,
-                        port,
-                        ipv6,
-                        domain,
+                    |(to, data, end, (retransmit_syn, late_ack, reuse))| Action::Tcp {
+                        to,
                         data,
                         end,
                         retransmit_syn,
@@ -329,6 +299,27 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
                 .boxed(),
         ),
     ])
+}
+
+/// A destination: any client, a resource (DNS resources, 1 and 4, come up most), a port from
+/// `ports`, IPv6 inside the tunnel three times in ten, any name.
+fn destination(ports: BoxedStrategy<u16>) -> impl Strategy<Value = Destination> {
+    let resource =
+        prop_oneof![2 => Just(0usize), 4 => Just(1), 1 => Just(2), 1 => Just(3), 2 => Just(4)];
+    (
+        0usize..3,
+        resource,
+        ports,
+        prop::bool::weighted(0.3),
+        0usize..4,
+    )
+        .prop_map(|(client, resource, port, ipv6, domain)| Destination {
+            client,
+            resource,
+            port,
+            ipv6,
+            domain,
+        })
 }
 
 /// A choice among the arms with a weight above zero (a profile leaves the others out).

@@ -15,6 +15,7 @@
 use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 use scenario_format::{Fault, PathMode, Scenario, Step, timing::Timeline};
 
+use super::action::Destination;
 use super::step_writer::StepWriter;
 
 /// The relay timers a boundary action aims at, by `timer % 3`, in ms after the bind.
@@ -68,7 +69,13 @@ impl StepWriter<'_> {
                 ms: idle % 1000,
             });
             // To the first resource, which is the first gateway's.
-            let target = self.target(client, 0, 53, false, 0);
+            let target = self.target(Destination {
+                client,
+                resource: 0,
+                port: 53,
+                ipv6: false,
+                domain: 0,
+            });
             self.steps.push(Step::Udp { target, bytes: 1 });
         }
         self.steps.push(Step::Fault {

@@ -7,7 +7,7 @@ use scenario_format::{
     Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology, plan::AddressPlan,
 };
 
-use super::action::{Action, FaultKind, TcpEnd};
+use super::action::{Action, Destination, FaultKind, TcpEnd};
 use super::layout::Layout;
 use super::names::{DOMAINS, RESOURCES, ResourceChoice};
 
@@ -75,31 +75,20 @@ impl<'a> StepWriter<'a> {
 
     pub(super) fn write(&mut self, action: Action) {
         match action {
-            Action::Udp {
-                client,
-                resource,
-                port,
-                bytes,
-                ipv6,
-                domain,
-            } => {
-                let target = self.target(client, resource, port, ipv6, domain);
+            Action::Udp { to, bytes } => {
+                let target = self.target(to);
                 self.udp_targets.push(target.clone());
                 self.steps.push(Step::Udp { target, bytes });
             }
             Action::Tcp {
-                client,
-                resource,
-                port,
-                ipv6,
-                domain,
+                to,
                 data,
                 end,
                 retransmit_syn,
                 late_ack,
                 reuse,
             } => {
-                let target = self.target(client, resource, port, ipv6, domain);
+                let target = self.target(to);
                 let opening = Opening {
                     target,
                     reuse,
@@ -223,14 +212,14 @@ impl<'a> StepWriter<'a> {
         &RESOURCES[resources[resource % resources.len()]]
     }
 
-    pub(super) fn target(
-        &self,
-        client: usize,
-        resource: usize,
-        port: u16,
-        ipv6: bool,
-        domain: usize,
-    ) -> Target {
+    pub(super) fn target(&self, to: Destination) -> Target {
+        let Destination {
+            client,
+            resource,
+            port,
+            ipv6,
+            domain,
+        } = to;
         let choice = self.resource(resource);
         Target {
             client: self.client_name(client),
