@@ -93,13 +93,23 @@ impl StepWriter<'_> {
             });
         }
         let (domain, v6) = deadline.domain.as_ref()?;
-        let target = self.udp_targets.iter().rev().find(|target| {
-            &target.client == client && target.domain.as_ref() == Some(domain) && target.ipv6 == *v6
-        })?;
-        Some(Step::Udp {
-            target: target.clone(),
-            bytes,
-        })
+        let mut target = self
+            .udp_targets
+            .iter()
+            .rev()
+            .find(|target| {
+                &target.client == client
+                    && target.domain.as_ref() == Some(domain)
+                    && target.ipv6 == *v6
+            })?
+            .clone();
+        // Half the time the same flow meets the expiry; the other half a new flow (a new
+        // source port, within the filtered grants' 5000-5999) starts on it, and takes
+        // whatever answer the name has then.
+        if which.is_multiple_of(2) {
+            target.port = 5000 + (which % 1000) as u16;
+        }
+        Some(Step::Udp { target, bytes })
     }
 
     /// How long after its step starts the probe's packet reaches the gateway, by the model:
