@@ -17,7 +17,7 @@ use std::{
 use observation::{HostFate, XdpVerdict};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
-use crate::relay_timers::RelayTimers;
+use crate::relay_timers::{self, RelayTimers};
 use relay_xdp::{Verdict, reason};
 use scenario_format::{
     plan::{self, HostAddresses, RELAY_HOST_DNS_PORT, RELAY_HOST_NTP_PORT},
@@ -295,7 +295,15 @@ impl Side {
             self.note_stray((from, to), xdp_run.as_ref(), HostFate::XdpTook);
             return;
         }
+        let permission = self
+            .core
+            .borrow()
+            .timers
+            .permission_live(to.port(), from.ip(), now_ms);
         let (outgoing, fate) = self.relay_in_userspace(name, from, to, payload, now);
+        if let Err(wrong) = relay_timers::permission_kept(permission, &fate) {
+            self.error(format!("{name}: data from {from} to port {}: {wrong}", to.port()));
+        }
         if datapath == Datapath::Differential
             && let Some(run) = &xdp_run
         {

@@ -6,6 +6,8 @@
 
 use std::{collections::BTreeMap, net::IpAddr, net::SocketAddr, time::Instant};
 
+use observation::HostFate;
+use proto::relay_drop::RelayDropReason;
 use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, Event, PERMISSION_LIFETIME, TURN_PORT};
 
 /// Timer names in the coverage grid.
@@ -113,6 +115,35 @@ impl RelayTimers {
             note(CHANNEL, *expiry);
             note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
         }
+    }
+}
+
+impl RelayTimers {
+    /// Whether the permission for `peer_ip` on allocation `port` lives at `now_ms` by RFC 8656
+    /// §9 (300 s from the ChannelBind or refresh the relay announced); `None` when no event
+    /// announced one.
+    pub(crate) fn permission_live(&self, port: u16, peer_ip: IpAddr, now_ms: u64) -> Option<bool> {
+        self.permissions
+            .get(&(port, peer_ip))
+            .map(|deadline| now_ms < *deadline)
+    }
+}
+
+/// Whether what the relay did with a peer's data agrees with the permission's lifetime: data
+/// under a live permission is not refused for want of one, and data after the permission ran
+/// out is never relayed.
+pub(crate) fn permission_kept(live: Option<bool>, fate: &HostFate) -> Result<(), String> {
+    match (live, fate) {
+        (Some(true), HostFate::RelayDropped(RelayDropReason::NoPermission)) => Err(
+            "the relay refused it for want of a permission that lives for another 300 s from \
+             its last ChannelBind"
+                .to_owned(),
+        ),
+        (Some(false), HostFate::Relayed) => Err(
+            "the relay relayed it after its permission ran out (300 s after its last ChannelBind)"
+                .to_owned(),
+        ),
+        _ => Ok(()),
     }
 }
 
