@@ -31,6 +31,7 @@ use crate::{
     check::{CheckError, Checked, check_outcome},
     coverage::Coverage,
     determinism::{Determinism, TwinRunner},
+    watchdog::Watchdog,
     strategy::{self, profile::Profile},
 };
 
@@ -175,7 +176,29 @@ pub type RelayTimerCounts = BTreeMap<&'static str, [u64; 3]>;
 
 /// Runs and checks one scenario with `seed`.
 pub fn check_case(scenario: &Scenario, seed: u64, datapath: Datapath) -> CaseResult {
-    check_case_with(scenario, seed, datapath, None)
+    Checker {
+        datapath,
+        twin: None,
+        watchdog: None,
+    }
+    .check(scenario, seed)
+}
+
+/// How explore runs a case: the datapath, the twin that runs it a second time (if it does),
+/// and the watchdog that reports a case that never ends.
+struct Checker<'a> {
+    datapath: Datapath,
+    twin: Option<&'a TwinRunner>,
+    watchdog: Option<&'a Watchdog>,
+}
+
+impl Checker<'_> {
+    fn check(&self, scenario: &Scenario, seed: u64) -> CaseResult {
+        if let Some(watchdog) = self.watchdog {
+            watchdog.case(seed, scenario);
+        }
+        check_case_with(scenario, seed, self.datapath, self.twin)
+    }
 }
 
 /// Runs and checks one scenario with `seed`; with a twin, runs it a second time at once and
@@ -241,6 +264,7 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
         ..Report::default()
     };
     let twin = (options.determinism != Determinism::Off).then(TwinRunner::start);
+    let watchdog = Watchdog::start(hung_case_report);
     for index in 0.. {
         if options.count.is_some_and(|count| index >= count)
             || options
@@ -254,7 +278,12 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
         let scenario = tree.current();
         let twice = twin.as_ref().filter(|_| options.determinism.checks(index));
         report.determinism_checked += u64::from(twice.is_some());
-        match check_case_with(&scenario, seed, options.datapath, twice) {
+        let checker = Checker {
+            datapath: options.datapath,
+            twin: twice,
+            watchdog: Some(&watchdog),
+        };
+        match checker.check(&scenario, seed) {
             CaseResult::Passed(checked) => {
                 report.steps += scenario.steps.len() as u64;
                 report.coverage.add(&scenario, &checked);
@@ -276,7 +305,7 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
             }
             CaseResult::Failed(error) => {
                 progress.set_message("shrinking");
-                let mut failure = shrink(&mut tree, seed, options.datapath, twice, scenario, error);
+                let mut failure = shrink(&mut tree, seed, &checker, scenario, error);
                 failure.exploration_seed = options.seed;
                 report.failure = Some(failure);
                 break;
@@ -331,8 +360,7 @@ fn skip_kind(reason: &str) -> String {
 fn shrink(
     tree: &mut impl ValueTree<Value = Scenario>,
     seed: u64,
-    datapath: Datapath,
-    twin: Option<&TwinRunner>,
+    checker: &Checker<'_>,
     original: Scenario,
     error: String,
 ) -> Failure {
@@ -355,7 +383,7 @@ fn shrink(
         budget -= 1;
         let candidate = tree.current();
         let still_fails = if candidate.validate().is_ok() {
-            match check_case_with(&candidate, seed, datapath, twin) {
+            match checker.check(&candidate, seed) {
                 CaseResult::Failed(error) => Some(error),
                 _ => None,
             }
@@ -375,14 +403,14 @@ fn shrink(
             break;
         }
     }
-    prune_topology(&mut failure, seed, datapath, twin);
+    prune_topology(&mut failure, seed, checker);
     failure
 }
 
 /// After the steps are shrunk, drops what the topology no longer needs (resources, grants,
 /// DNS records, link latencies, relays, clients), one at a time, as long as the case still
 /// validates and fails: the written case names only what matters.
-fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath, twin: Option<&TwinRunner>) {
+fn prune_topology(failure: &mut Failure, seed: u64, checker: &Checker<'_>) {
     let mut budget = 200;
     'again: while budget > 0 {
         for candidate in topology_removals(&failure.shrunk) {
@@ -393,7 +421,7 @@ fn prune_topology(failure: &mut Failure, seed: u64, datapath: Datapath, twin: Op
             if candidate.validate().is_err() {
                 continue;
             }
-            if let CaseResult::Failed(error) = check_case_with(&candidate, seed, datapath, twin) {
+            if let CaseResult::Failed(error) = checker.check(&candidate, seed) {
                 failure.shrunk = candidate;
                 failure.error = error;
                 failure.shrink_steps += 1;
@@ -445,6 +473,35 @@ fn topology_removals(scenario: &Scenario) -> Vec<Scenario> {
         });
     }
     out
+}
+
+/// Writes a case that never ended where a person can replay it, and says how.
+fn hung_case_report(seed: u64, scenario: &Scenario) -> String {
+    let root = failure_dir();
+    let stamp = (0..)
+        .find(|n| !root.join(format!("failure-{n}")).exists())
+        .unwrap_or(0);
+    let mut named = scenario.clone();
+    named.name = format!("failure-{stamp}");
+    named.description = format!("A case that never ended (case seed {seed}).");
+    let failure = format!(
+        "the case ran for {} s without ending: a system under test hangs",
+        crate::watchdog::CASE_TIME_LIMIT.as_secs()
+    );
+    match crate::artifacts::write_artifacts(
+        &root.join(format!("failure-{stamp}")),
+        &named,
+        seed,
+        None,
+        &failure,
+    ) {
+        Ok(written) => format!(
+            "written to {}\nreplay it (it will hang again; a debugger shows where) with:\n  {}",
+            crate::artifacts::shown(&written.scenario).display(),
+            crate::artifacts::replay_command(&written.scenario)
+        ),
+        Err(error) => format!("could not write it ({error:#}); regenerate it with: cargo xtask replay --case {seed}"),
+    }
 }
 
 /// Writes a failing case where a person can replay it, under `target/vpnsim/failures/failure-N/`:

@@ -15,5 +15,6 @@ pub mod replay;
 pub mod routing;
 pub mod show;
 pub mod strategy;
+pub mod watchdog;
 pub mod xdp_bench;
 pub mod xdp_table;
