@@ -31,8 +31,8 @@ use crate::{
     check::{CheckError, Checked, check_outcome},
     coverage::Coverage,
     determinism::{Determinism, TwinRunner},
-    watchdog::Watchdog,
     strategy::{self, profile::Profile},
+    watchdog::Watchdog,
 };
 
 /// Where failures are written.
@@ -500,7 +500,9 @@ fn hung_case_report(seed: u64, scenario: &Scenario) -> String {
             crate::artifacts::shown(&written.scenario).display(),
             crate::artifacts::replay_command(&written.scenario)
         ),
-        Err(error) => format!("could not write it ({error:#}); regenerate it with: cargo xtask replay --case {seed}"),
+        Err(error) => format!(
+            "could not write it ({error:#}); regenerate it with: cargo xtask replay --case {seed}"
+        ),
     }
 }
 

@@ -302,7 +302,10 @@ impl Side {
             .permission_live(to.port(), from.ip(), now_ms);
         let (outgoing, fate) = self.relay_in_userspace(name, from, to, payload, now);
         if let Err(wrong) = relay_timers::permission_kept(permission, &fate) {
-            self.error(format!("{name}: data from {from} to port {}: {wrong}", to.port()));
+            self.error(format!(
+                "{name}: data from {from} to port {}: {wrong}",
+                to.port()
+            ));
         }
         if datapath == Datapath::Differential
             && let Some(run) = &xdp_run

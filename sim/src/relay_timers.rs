@@ -155,3 +155,61 @@ fn min_peer() -> SocketAddr {
 fn max_peer() -> SocketAddr {
     SocketAddr::from(([0xffff; 8], u16::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(port: u16, peer: SocketAddr) -> relay::ChannelBinding {
+        relay::ChannelBinding {
+            client: SocketAddr::from(([203, 0, 113, 100], 51820)),
+            channel: 0x4000,
+            allocation_port: port,
+            peer,
+        }
+    }
+
+    #[test]
+    fn a_bind_sets_the_permission_channel_and_cooldown_deadlines_from_the_rfc_lifetimes() {
+        let origin = Instant::now();
+        let peer = SocketAddr::from(([203, 0, 113, 10], 51820));
+        let mut timers = RelayTimers::default();
+        timers.follow(&Event::ChannelBound(binding(50000, peer)), origin, 2_000);
+        assert_eq!(
+            timers.permission_live(50000, peer.ip(), 301_999),
+            Some(true)
+        );
+        assert_eq!(
+            timers.permission_live(50000, peer.ip(), 302_000),
+            Some(false)
+        );
+        assert_eq!(timers.permission_live(50001, peer.ip(), 2_000), None);
+        let mut counts = BTreeMap::new();
+        for at in [301_999, 302_000, 302_001, 602_000, 902_001, 500_000] {
+            timers.note_arrival(peer, 50000, at, &mut counts);
+        }
+        assert_eq!(counts.get(PERMISSION), Some(&[1, 1, 1]));
+        assert_eq!(counts.get(CHANNEL), Some(&[0, 1, 0]));
+        assert_eq!(counts.get(COOLDOWN), Some(&[0, 0, 1]));
+        // A refresh moves them on.
+        timers.follow(
+            &Event::ChannelRefreshed(binding(50000, peer)),
+            origin,
+            200_000,
+        );
+        assert_eq!(
+            timers.permission_live(50000, peer.ip(), 302_000),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn data_is_held_to_the_permission_lifetime_either_way() {
+        let dropped = HostFate::RelayDropped(RelayDropReason::NoPermission);
+        assert!(permission_kept(Some(true), &dropped).is_err());
+        assert!(permission_kept(Some(false), &HostFate::Relayed).is_err());
+        assert!(permission_kept(Some(true), &HostFate::Relayed).is_ok());
+        assert!(permission_kept(Some(false), &dropped).is_ok());
+        assert!(permission_kept(None, &HostFate::Relayed).is_ok());
+    }
+}
