@@ -15,6 +15,7 @@ pub mod replay;
 pub mod routing;
 pub mod show;
 pub mod strategy;
+pub mod summary;
 pub mod watchdog;
 pub mod xdp_bench;
 pub mod xdp_table;
