@@ -273,6 +273,13 @@ pub enum Step {
     TcpSimultaneousClose {
         conn: u32,
     },
+    /// FIN from `by`, acknowledged by the other side with a bare ACK: the connection is half
+    /// closed, and the other side may still send data, close (its FIN gets the final ACK) or
+    /// reset.
+    TcpHalfClose {
+        conn: u32,
+        by: Side,
+    },
     /// RST from `by`.
     TcpReset {
         conn: u32,

@@ -461,7 +461,9 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             }
             connections.open(*conn)
         }
-        Step::TcpRetransmitSyn { conn } => connections.check_open(*conn),
+        Step::TcpRetransmitSyn { conn } | Step::TcpHalfClose { conn, .. } => {
+            connections.check_open(*conn)
+        }
         Step::TcpData { conn, bytes, .. } => {
             connections.check_open(*conn)?;
             check_payload(*bytes, "a segment")

@@ -148,6 +148,10 @@ impl ClientHost {
             ClientTcpAction::Close => side.fin(),
             ClientTcpAction::Reset => side.rst(),
             ClientTcpAction::LateAck => side.ack(),
+            ClientTcpAction::KeepOpen => {
+                side.keep_open();
+                return;
+            }
         };
         self.send_inner(
             socket,

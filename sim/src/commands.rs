@@ -116,6 +116,8 @@ pub(crate) enum ResourceAction {
     /// A new connection opens from this client address: the resource's side of an earlier
     /// one there is gone (it gets a side of the new one when the new SYN arrives).
     Forget,
+    /// Answer the client's coming FIN with a bare ACK (it half-closes); nothing is sent.
+    KeepOpen,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +154,8 @@ pub(crate) enum ClientTcpAction {
     Close,
     Reset,
     LateAck,
+    /// Answer the resource's coming FIN with a bare ACK (it half-closes); nothing is sent.
+    KeepOpen,
 }
 
 /// One stray datagram for the internet host to send.

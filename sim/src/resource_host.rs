@@ -101,6 +101,10 @@ impl ResourceSide {
             ResourceAction::Data(bytes) => side.data(bytes),
             ResourceAction::Close => side.fin(),
             ResourceAction::Reset => side.rst(),
+            ResourceAction::KeepOpen => {
+                side.keep_open();
+                return;
+            }
             ResourceAction::Forget => return,
         };
         let packet = packets::tcp(*resource, client, segment, 0x5A);

@@ -212,6 +212,24 @@ impl<'a> Runner<'a> {
             Step::TcpClose { conn, by } => {
                 self.tcp_action(*conn, *by, ClientTcpAction::Close, ResourceAction::Close)
             }
+            Step::TcpHalfClose { conn, by } => {
+                // The other side first learns to keep its half open, then `by` sends its FIN.
+                match by {
+                    Side::Client => self.tcp_action(
+                        *conn,
+                        Side::Resource,
+                        ClientTcpAction::KeepOpen,
+                        ResourceAction::KeepOpen,
+                    ),
+                    Side::Resource => self.tcp_action(
+                        *conn,
+                        Side::Client,
+                        ClientTcpAction::KeepOpen,
+                        ResourceAction::KeepOpen,
+                    ),
+                }
+                self.tcp_action(*conn, *by, ClientTcpAction::Close, ResourceAction::Close);
+            }
             Step::TcpSimultaneousClose { conn } => {
                 for by in [Side::Client, Side::Resource] {
                     self.tcp_action(*conn, by, ClientTcpAction::Close, ResourceAction::Close);

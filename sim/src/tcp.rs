@@ -22,6 +22,8 @@ pub struct TcpSide {
     /// Next sequence number expected from the other side (none before anything arrived).
     ack: Option<u32>,
     fin_sent: bool,
+    /// The other side half-closes: its FIN gets a bare ACK, not this side's FIN.
+    keeps_open: bool,
 }
 
 impl TcpSide {
@@ -41,6 +43,7 @@ impl TcpSide {
             seq: initial_seq,
             ack: None,
             fin_sent: false,
+            keeps_open: false,
         }
     }
 
@@ -109,6 +112,11 @@ impl TcpSide {
         }
     }
 
+    /// The other side is about to half-close: answer its FIN with a bare ACK.
+    pub fn keep_open(&mut self) {
+        self.keeps_open = true;
+    }
+
     /// A pure ACK of everything received.
     pub fn ack(&self) -> Segment {
         Segment {
@@ -154,7 +162,7 @@ impl TcpSide {
             return Some(self.ack());
         }
         if flags.fin {
-            return Some(if self.fin_sent {
+            return Some(if self.fin_sent || self.keeps_open {
                 self.ack()
             } else {
                 self.fin()

@@ -45,6 +45,8 @@ struct TcpEnd {
     snd_nxt: u32,
     rcv_nxt: Option<u32>,
     fin_sent: bool,
+    /// The other end half-closes: its FIN gets a bare ACK.
+    keeps_open: bool,
 }
 
 #[derive(Debug)]
@@ -339,6 +341,19 @@ impl Engine<'_> {
         })
     }
 
+    /// A `tcp-half-close` step: the other end will answer with a bare ACK, then a FIN from
+    /// `by`.
+    pub(super) fn tcp_half_close(&mut self, conn: u32, by: Side, k: usize, t: u64) -> Result<()> {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return self.never_opened(conn);
+        };
+        match by {
+            Side::Client => state.resource_end.keeps_open = true,
+            Side::Resource => state.client_end.keeps_open = true,
+        }
+        self.tcp_close(conn, by, k, t)
+    }
+
     /// A `tcp-reset` step: an RST from `by`.
     pub(super) fn tcp_reset(&mut self, conn: u32, by: Side, k: usize, t: u64) -> Result<()> {
         self.initiate(conn, by, TcpFlags::RST_ACK, 0, k, t, |_, _| {})
@@ -445,7 +460,7 @@ fn respond(end: &mut TcpEnd, segment: &Packet, isn: Option<u32>) -> Option<Packe
         return reply(TcpFlags::ACK, end.snd_nxt);
     }
     if flags.fin {
-        if end.fin_sent {
+        if end.fin_sent || end.keeps_open {
             return reply(TcpFlags::ACK, end.snd_nxt);
         }
         let seq = end.snd_nxt;

@@ -303,6 +303,7 @@ impl Engine<'_> {
             Step::TcpRetransmitSyn { conn } => self.client_syn(conn, k, t),
             Step::TcpData { conn, from, bytes } => self.tcp_data(conn, from, bytes, k, t),
             Step::TcpClose { conn, by } => self.tcp_close(conn, by, k, t),
+            Step::TcpHalfClose { conn, by } => self.tcp_half_close(conn, by, k, t),
             Step::TcpSimultaneousClose { conn } => {
                 self.tcp_close(conn, Side::Client, k, t)?;
                 self.tcp_close(conn, Side::Resource, k, t)

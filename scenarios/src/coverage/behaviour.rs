@@ -12,7 +12,7 @@ use crate::strategy::profile::{ActionKind, Profile};
 /// TCP segments by flow state the generated cases must reach: every way a connection starts,
 /// carries data and ends, a SYN on a flow that is open and on one that closed, and a late
 /// segment after the close.
-pub const REQUIRED_TCP: [(&str, &str); 10] = [
+pub const REQUIRED_TCP: [(&str, &str); 12] = [
     ("no flow", "syn"),
     ("open", "syn-ack"),
     ("open", "syn"),
@@ -20,6 +20,8 @@ pub const REQUIRED_TCP: [(&str, &str); 10] = [
     ("open", "fin"),
     ("open", "rst"),
     ("fin one way", "fin"),
+    ("fin one way", "data"),
+    ("fin one way", "rst"),
     ("fin both ways", "ack"),
     ("closed (fin or rst)", "syn"),
     ("closed (fin or rst)", "ack"),

@@ -106,6 +106,12 @@ pub(super) enum TcpEnd {
     Fin(Side),
     /// Both sides send their FIN at once.
     SimultaneousFin,
+    /// `by` half-closes; the other side sends `bytes`, then ends with a FIN or a RST.
+    HalfClose {
+        by: Side,
+        bytes: u16,
+        then_reset: bool,
+    },
     Rst(Side),
     Open,
 }
@@ -123,6 +129,11 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
     let tcp_end = prop_oneof![
         3 => any::<bool>().prop_map(|by_client| TcpEnd::Fin(if by_client { Side::Client } else { Side::Resource })),
         1 => Just(TcpEnd::SimultaneousFin),
+        1 => (any::<bool>(), 1u16..1200, prop::bool::weighted(0.3)).prop_map(|(by_client, bytes, then_reset)| TcpEnd::HalfClose {
+            by: if by_client { Side::Client } else { Side::Resource },
+            bytes,
+            then_reset,
+        }),
         1 => any::<bool>().prop_map(|by_client| TcpEnd::Rst(if by_client { Side::Client } else { Side::Resource })),
         1 => Just(TcpEnd::Open),
     ];

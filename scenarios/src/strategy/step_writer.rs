@@ -291,6 +291,27 @@ impl<'a> StepWriter<'a> {
         match end {
             TcpEnd::Fin(by) => self.steps.push(Step::TcpClose { conn, by }),
             TcpEnd::SimultaneousFin => self.steps.push(Step::TcpSimultaneousClose { conn }),
+            TcpEnd::HalfClose {
+                by,
+                bytes,
+                then_reset,
+            } => {
+                let other = match by {
+                    Side::Client => Side::Resource,
+                    Side::Resource => Side::Client,
+                };
+                self.steps.push(Step::TcpHalfClose { conn, by });
+                self.steps.push(Step::TcpData {
+                    conn,
+                    from: other,
+                    bytes,
+                });
+                self.steps.push(if then_reset {
+                    Step::TcpReset { conn, by: other }
+                } else {
+                    Step::TcpClose { conn, by: other }
+                });
+            }
             TcpEnd::Rst(by) => self.steps.push(Step::TcpReset { conn, by }),
             TcpEnd::Open => self.open_conn = Some(conn),
         }
