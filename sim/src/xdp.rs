@@ -6,10 +6,13 @@
 //! Loading and verifying the program costs milliseconds, so loaded programs are kept per thread
 //! and handed to the next run with their maps emptied and reconfigured.
 
-use std::{cell::RefCell, io::Write as _, net::SocketAddr};
+use std::{cell::RefCell, collections::BTreeSet, io::Write as _, net::SocketAddr};
 
 use etherparse::{SlicedPacket, TransportSlice};
-use relay_xdp::{ReasonCounters, Verdict, XdpRelay, reason};
+use relay_xdp::{
+    AllocationPeer, ChannelBinding, ChannelRoute, ClientChannel, ReasonCounters, Verdict, XdpRelay,
+    reason,
+};
 
 /// How relay hosts move data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +81,10 @@ pub(crate) struct XdpBeside {
     counters: ReasonCounters,
     /// Runs per reason in this simulation.
     pub(crate) reasons: std::collections::BTreeMap<u32, u64>,
+    /// Every binding an event of this run named: the loader writes the maps at these keys
+    /// only, so checking them checks every entry the maps can hold, with two lookups each
+    /// (a walk of a map visits all of its 65,536 buckets).
+    touched: BTreeSet<ChannelBinding>,
 }
 
 impl std::fmt::Debug for XdpBeside {
@@ -93,12 +100,13 @@ impl XdpBeside {
     /// `config`: its addresses, no binding.
     pub(crate) fn acquire(config: &relay::RelayConfig) -> Result<Self, String> {
         let pooled = POOL.with(|pool| pool.borrow_mut().pop());
+        // Pooled programs come back with empty binding maps (see `Drop`), as fresh ones load.
         let mut program = match pooled {
             Some(program) => program,
             None => XdpRelay::load().map_err(|error| error.to_string())?,
         };
         program
-            .configure_for(config)
+            .set_relay_addresses(config.public_v4, config.public_v6)
             .map_err(|error| format!("configuring the XDP maps: {error}"))?;
         let counters = program
             .reason_counters()
@@ -107,6 +115,7 @@ impl XdpBeside {
             program: Some(program),
             counters,
             reasons: std::collections::BTreeMap::new(),
+            touched: BTreeSet::new(),
         })
     }
 
@@ -116,6 +125,12 @@ impl XdpBeside {
 
     /// Mirrors one of the relay's events into the maps.
     pub(crate) fn apply(&mut self, event: &relay::Event) -> Result<(), String> {
+        if let relay::Event::ChannelBound(binding)
+        | relay::Event::ChannelRefreshed(binding)
+        | relay::Event::ChannelUnbound(binding) = event
+        {
+            self.touched.insert(relay_xdp::binding_from_relay(binding));
+        }
         self.program
             .as_mut()
             .expect("held until drop")
@@ -123,21 +138,35 @@ impl XdpBeside {
             .map_err(|error| error.to_string())
     }
 
-    /// Whether the maps hold exactly the relay's channel table; the difference if not.
+    /// Whether the maps hold exactly the relay's channel table, relay-to-self routes included;
+    /// the differences if not. Reads every key an event named and every key of the table.
     pub(crate) fn maps_match(&self, relay: &relay::Relay) -> Result<(), String> {
-        let mut maps = self
-            .program()
-            .channel_bindings()
-            .map_err(|error| error.to_string())?;
-        maps.sort_unstable();
         let table = relay_xdp::relay_table(relay);
-        if maps == table {
+        let keys: BTreeSet<&ChannelBinding> = self.touched.iter().chain(&table).collect();
+        let mut differences = Vec::new();
+        for binding in keys {
+            let (route, allocation) = self
+                .program()
+                .entries_at(binding)
+                .map_err(|error| error.to_string())?;
+            let (expected_route, expected_allocation) = expected_entries(&table, binding);
+            if route != expected_route {
+                differences.push(format!(
+                    "CHANNELS at the (client, channel) of {binding:?} holds {route:?}, the table says {expected_route:?}"
+                ));
+            }
+            if allocation != expected_allocation {
+                differences.push(format!(
+                    "ALLOCATIONS at the (allocation, peer) of {binding:?} holds {allocation:?}, the table says {expected_allocation:?}"
+                ));
+            }
+        }
+        if differences.is_empty() {
             return Ok(());
         }
-        let missing: Vec<_> = table.iter().filter(|b| !maps.contains(b)).collect();
-        let extra: Vec<_> = maps.iter().filter(|b| !table.contains(b)).collect();
         Err(format!(
-            "the XDP maps differ from the relay's channel table: missing {missing:?}, extra {extra:?}"
+            "the XDP maps differ from the relay's channel table: {}",
+            differences.join("; ")
         ))
     }
 
@@ -195,13 +224,39 @@ impl XdpBeside {
 
 impl Drop for XdpBeside {
     fn drop(&mut self) {
+        // Only a program whose maps are empty again goes back to the pool.
         if let Some(mut program) = self.program.take()
-            && program.clear_channels().is_ok()
+            && program.clear_channels_of(&self.touched).is_ok()
+            && program.bindings_are_empty().unwrap_or(false)
         {
             // At thread exit the pool may be gone already: then the program is just unloaded.
             let _ = POOL.try_with(|pool| pool.borrow_mut().push(program));
         }
     }
+}
+
+/// The entries the maps must hold at the keys of `binding` when they mirror `table`: the
+/// route of the table's binding on the same (client, channel), with its relay-to-self
+/// destination resolved, and the (client, channel) of the table's binding on the same
+/// (allocation, peer).
+fn expected_entries(
+    table: &[ChannelBinding],
+    binding: &ChannelBinding,
+) -> (Option<ChannelRoute>, Option<ClientChannel>) {
+    let client_channel_at = |key: AllocationPeer| {
+        table
+            .iter()
+            .find(|bound| bound.allocation_peer() == key)
+            .map(ChannelBinding::client_channel)
+    };
+    let route = table
+        .iter()
+        .find(|bound| bound.client_channel() == binding.client_channel())
+        .map(|bound| ChannelRoute {
+            binding: bound.allocation_peer(),
+            relay_to_self: client_channel_at(bound.allocation_peer().reverse()).unwrap_or_default(),
+        });
+    (route, client_channel_at(binding.allocation_peer()))
 }
 
 /// The source, destination and payload of a frame the program sent back out.

@@ -185,6 +185,41 @@ impl XdpRelay {
         Ok(count)
     }
 
+    /// What the maps hold at the two keys of `binding`: the `CHANNELS` route at its
+    /// (client, channel) and the `ALLOCATIONS` entry at its (allocation port, peer). Two
+    /// lookups, where reading a whole map walks all of its buckets.
+    pub fn entries_at(
+        &self,
+        binding: &ChannelBinding,
+    ) -> Result<(Option<ChannelRoute>, Option<ClientChannel>), BindingError> {
+        let route = lookup(self.channels.get(&binding.client_channel(), 0))?;
+        let allocation = lookup(self.allocations.get(&binding.allocation_peer(), 0))?;
+        Ok((route, allocation))
+    }
+
+    /// Removes the entries at the keys of `bindings` from both maps (missing ones are no
+    /// error) and forgets every route this loader resolved. When `bindings` holds every
+    /// binding installed since the maps were last empty, the maps are empty afterwards
+    /// (see [`XdpRelay::bindings_are_empty`]) without walking them.
+    pub fn clear_channels_of<'b>(
+        &mut self,
+        bindings: impl IntoIterator<Item = &'b ChannelBinding>,
+    ) -> Result<(), BindingError> {
+        for binding in bindings {
+            ignore_missing(self.channels.remove(&binding.client_channel()))?;
+            ignore_missing(self.allocations.remove(&binding.allocation_peer()))?;
+        }
+        self.channels_by_binding.clear();
+        Ok(())
+    }
+
+    /// Whether both binding maps are empty (one walk of each map's buckets).
+    pub fn bindings_are_empty(&self) -> Result<bool, BindingError> {
+        let no_channel = self.channels.keys().next().transpose()?.is_none();
+        let no_allocation = self.allocations.keys().next().transpose()?.is_none();
+        Ok(no_channel && no_allocation)
+    }
+
     /// Removes every binding from both maps.
     pub fn clear_channels(&mut self) -> Result<(), BindingError> {
         let channels = self.channels.keys().collect::<Result<Vec<_>, _>>()?;
@@ -212,6 +247,18 @@ impl XdpRelay {
             self.install_channel(binding)?;
         }
         Ok(())
+    }
+}
+
+/// A map removal that found no entry (the kernel's `ENOENT`) is no error.
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::SyscallError(error))
+            if error.io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        other => other,
     }
 }
 
