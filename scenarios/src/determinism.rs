@@ -178,31 +178,46 @@ impl TwinRunner {
         }
     }
 
-    /// Runs `scenario` here and on the twin thread at once; returns this run's result and the
-    /// difference between the two, if any. Without a twin thread (it could not start) both
-    /// runs happen here, one after the other.
-    pub fn run_twice(
-        &self,
-        scenario: &Scenario,
-        options: &RunOptions,
-    ) -> (Result<Outcome, SimError>, Option<String>) {
+    /// Hands `scenario` to the twin thread, which runs it while the caller runs and checks its
+    /// own run; [`TwinRunner::difference_from`] then compares the two.
+    pub fn start_second_run(&self, scenario: &Scenario, options: &RunOptions) -> SecondRun {
         let sent = self
             .jobs
             .as_ref()
             .is_some_and(|jobs| jobs.send((scenario.clone(), options.clone())).is_ok());
-        let first = sim::run(scenario, options);
-        let second = if sent {
-            self.results.recv().unwrap_or_else(|_| {
+        if sent {
+            SecondRun::OnTwin
+        } else {
+            // Without a twin thread (it could not start) both runs happen here.
+            SecondRun::Here(scenario.clone(), options.clone())
+        }
+    }
+
+    /// The difference between `first` and the second run started by
+    /// [`TwinRunner::start_second_run`], if any (waits for the second run).
+    pub fn difference_from(
+        &self,
+        second: SecondRun,
+        first: &Result<Outcome, SimError>,
+    ) -> Option<String> {
+        let second = match second {
+            SecondRun::OnTwin => self.results.recv().unwrap_or_else(|_| {
                 Err(SimError::Turmoil(
                     "the determinism twin thread stopped".to_owned(),
                 ))
-            })
-        } else {
-            sim::run(scenario, options)
+            }),
+            SecondRun::Here(scenario, options) => sim::run(&scenario, &options),
         };
-        let difference = first_difference_of_results(&first, &second);
-        (first, difference)
+        first_difference_of_results(first, &second)
     }
+}
+
+/// A second run of a case, under way (`OnTwin`) or still to run here.
+#[derive(Debug)]
+#[must_use = "a second run started must be compared, or the next one gets its result"]
+pub enum SecondRun {
+    OnTwin,
+    Here(Scenario, RunOptions),
 }
 
 impl Drop for TwinRunner {

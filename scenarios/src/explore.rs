@@ -212,15 +212,24 @@ fn check_case_with(
     twin: Option<&TwinRunner>,
 ) -> CaseResult {
     let options = sim::RunOptions { seed, datapath };
-    let run = match twin {
-        Some(twin) => match twin.run_twice(scenario, &options) {
-            (_, Some(difference)) => {
-                return CaseResult::Failed(format!("not deterministic: {difference}"));
-            }
-            (run, None) => run,
-        },
-        None => sim::run(scenario, &options),
+    let Some(twin) = twin else {
+        return judge(scenario, sim::run(scenario, &options));
     };
+    // The twin's run goes on while this thread runs and checks its own; a difference between
+    // the two outweighs what the check found.
+    let second = twin.start_second_run(scenario, &options);
+    let first = sim::run(scenario, &options);
+    let kept = first.clone();
+    let result = judge(scenario, first);
+    match twin.difference_from(second, &kept) {
+        Some(difference) => CaseResult::Failed(format!("not deterministic: {difference}")),
+        None => result,
+    }
+}
+
+/// What one run of `scenario` says: passed, skipped where the model cannot predict it, or
+/// failed.
+fn judge(scenario: &Scenario, run: Result<sim::Outcome, sim::SimError>) -> CaseResult {
     let outcome = match run {
         Ok(outcome) => outcome,
         Err(sim::SimError::Unsupported(reason)) => {

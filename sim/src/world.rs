@@ -81,7 +81,7 @@ pub struct Outcome {
     pub datapath: Datapath,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SimError {
     #[error("the simulator does not run this yet: {0}")]
     Unsupported(String),

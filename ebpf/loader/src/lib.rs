@@ -25,10 +25,10 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
 };
 pub use bindings::{BindingError, binding_from_relay, relay_table};
-use relay_xdp_common::{FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig, maps};
 pub use relay_xdp_common::{
     AllocationPeer, ChannelBinding, ChannelRoute, ClientChannel, action, channel, ports, reason,
 };
+use relay_xdp_common::{FLOOR_PROGRAM_NAME, PROGRAM_NAME, RelayConfig, maps};
 
 /// The compiled XDP object, built by `build.rs` for `bpfel-unknown-none`.
 static PROGRAM_OBJECT: &[u8] =
