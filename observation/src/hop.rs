@@ -33,3 +33,20 @@ pub struct Hop {
     /// Set on datagrams a relay received while its XDP program ran beside it.
     pub xdp: Option<XdpNote>,
 }
+
+/// A frame that is not UDP at a relay host (an ICMP error from the internet host), which the
+/// wire of UDP datagrams does not carry: recorded beside the hops, with the XDP program's note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameArrival {
+    /// Sim time, in ms since the scenario's origin.
+    pub at_ms: u64,
+    /// The relay host that received it.
+    pub host: String,
+    /// What it is (the stray kind, e.g. `icmp-port-unreachable`).
+    pub kind: String,
+    /// The source and destination of the datagram it quotes.
+    pub about: (SocketAddr, SocketAddr),
+    /// Its length, Ethernet header included.
+    pub len: usize,
+    pub xdp: Option<XdpNote>,
+}

@@ -20,7 +20,7 @@ mod packet;
 mod stray;
 mod wire_check;
 
-pub use hop::{Direction, Hop, XdpNote};
+pub use hop::{Direction, FrameArrival, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};
 pub use proto::flow::{

@@ -32,16 +32,25 @@ pub enum StrayKind {
     TruncatedStun,
     /// Data to an existing allocation's relayed address from a peer without a permission.
     UnpermittedPeer,
+    /// An ICMP port unreachable (ICMPv4 type 3 code 3, ICMPv6 type 1 code 4) from the internet
+    /// host about a datagram from an allocation's relayed address to its port 40000: what a
+    /// peer's host sends when nothing listens there any more.
+    IcmpPortUnreachable,
+    /// The same datagram reported too big for a link with MTU 1280 (ICMPv4 fragmentation
+    /// needed, ICMPv6 Packet Too Big): path MTU discovery.
+    IcmpTooBig,
 }
 
 impl StrayKind {
-    pub const ALL: [StrayKind; 6] = [
+    pub const ALL: [StrayKind; 8] = [
         StrayKind::DnsReply,
         StrayKind::NtpReply,
         StrayKind::TurnPortGarbage,
         StrayKind::BadChannelNumber,
         StrayKind::TruncatedStun,
         StrayKind::UnpermittedPeer,
+        StrayKind::IcmpPortUnreachable,
+        StrayKind::IcmpTooBig,
     ];
 
     /// The kind as the scenario file writes it.
@@ -53,15 +62,29 @@ impl StrayKind {
             StrayKind::BadChannelNumber => "bad-channel-number",
             StrayKind::TruncatedStun => "truncated-stun",
             StrayKind::UnpermittedPeer => "unpermitted-peer",
+            StrayKind::IcmpPortUnreachable => "icmp-port-unreachable",
+            StrayKind::IcmpTooBig => "icmp-too-big",
         }
     }
 
-    /// Whether the datagram goes to an allocation's relayed address (the step names whose).
+    /// Whether it goes to (or, for an ICMP error, is about) an allocation's relayed address
+    /// (the step names whose).
     pub fn needs_allocation(self) -> bool {
-        self == StrayKind::UnpermittedPeer
+        matches!(
+            self,
+            StrayKind::UnpermittedPeer | StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig
+        )
     }
 
-    /// The internet host's address and port it comes from, in the family of `relay_ip`.
+    /// Whether it is an ICMP error, not a UDP datagram: it comes from the internet host's
+    /// address, about the datagram [`StrayKind::destination_port`] -> [`StrayKind::source`]
+    /// whose payload is [`StrayKind::payload`].
+    pub fn is_icmp(self) -> bool {
+        matches!(self, StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig)
+    }
+
+    /// The internet host's address and port it comes from, in the family of `relay_ip` (for an
+    /// ICMP error, the quoted datagram's destination).
     pub fn source(self, relay_ip: IpAddr) -> SocketAddr {
         let port = match self {
             StrayKind::DnsReply => 53,
@@ -80,11 +103,13 @@ impl StrayKind {
             StrayKind::TurnPortGarbage | StrayKind::BadChannelNumber | StrayKind::TruncatedStun => {
                 TURN_PORT
             }
-            StrayKind::UnpermittedPeer => relayed_port,
+            StrayKind::UnpermittedPeer | StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig => {
+                relayed_port
+            }
         }
     }
 
-    /// The datagram's payload.
+    /// The datagram's payload (for an ICMP error, the quoted datagram's).
     pub fn payload(self) -> Vec<u8> {
         match self {
             // DNS header: id 0x1d4c, a response (QR, RD, RA), no records.
@@ -105,6 +130,7 @@ impl StrayKind {
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 0xde, 0xad, 0xbe, 0xef,
             ],
             StrayKind::UnpermittedPeer => vec![0xa5; 32],
+            StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig => vec![0x5a; 64],
         }
     }
 }

@@ -507,8 +507,9 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
     }
 }
 
-/// A stray datagram goes to a relay of the family asked for; `unpermitted-peer` to the
-/// allocation of a client or gateway that names that relay, and only it names one.
+/// A stray datagram goes to a relay of the family asked for; `unpermitted-peer` and the ICMP
+/// errors to (or about) the allocation of a client or gateway that names that relay, and only
+/// they name one.
 fn check_stray(
     names: &Names<'_>,
     relay: &str,

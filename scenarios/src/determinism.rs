@@ -82,6 +82,11 @@ pub fn first_difference(first: &Outcome, second: &Outcome) -> Option<String> {
         })
     })
     .or_else(|| {
+        first_in("non-UDP frame", &first.frames, &second.frames, |f| {
+            format!("{f:?}")
+        })
+    })
+    .or_else(|| {
         first_in("flow record", &first.flows, &second.flows, |r| {
             format!("{r:?}")
         })
@@ -189,7 +194,7 @@ impl TwinRunner {
             SecondRun::OnTwin
         } else {
             // Without a twin thread (it could not start) both runs happen here.
-            SecondRun::Here(scenario.clone(), options.clone())
+            SecondRun::Here(Box::new((scenario.clone(), options.clone())))
         }
     }
 
@@ -206,7 +211,7 @@ impl TwinRunner {
                     "the determinism twin thread stopped".to_owned(),
                 ))
             }),
-            SecondRun::Here(scenario, options) => sim::run(&scenario, &options),
+            SecondRun::Here(run) => sim::run(&run.0, &run.1),
         };
         first_difference_of_results(first, &second)
     }
@@ -217,7 +222,7 @@ impl TwinRunner {
 #[must_use = "a second run started must be compared, or the next one gets its result"]
 pub enum SecondRun {
     OnTwin,
-    Here(Scenario, RunOptions),
+    Here(Box<(Scenario, RunOptions)>),
 }
 
 impl Drop for TwinRunner {

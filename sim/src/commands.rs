@@ -35,6 +35,9 @@ pub(crate) struct Inboxes {
     pub(crate) clients: Vec<Inbox<ClientCommand>>,
     /// The internet host's (both families share it; each takes its own).
     pub(crate) internet: Inbox<StraySend>,
+    /// Frames that are not UDP (turmoil carries only UDP and TCP), handed to the relay host
+    /// they go to on the millisecond they arrive.
+    pub(crate) relay_frames: Inbox<RelayFrame>,
 }
 
 impl Inboxes {
@@ -43,6 +46,7 @@ impl Inboxes {
             gateways: (0..gateways).map(|_| Inbox::default()).collect(),
             clients: (0..clients).map(|_| Inbox::default()).collect(),
             internet: Inbox::default(),
+            relay_frames: Inbox::default(),
         }
     }
 
@@ -51,6 +55,7 @@ impl Inboxes {
         self.gateways.iter().any(|inbox| !inbox.is_empty())
             || self.clients.iter().any(|inbox| !inbox.is_empty())
             || !self.internet.is_empty()
+            || !self.relay_frames.is_empty()
     }
 }
 
@@ -156,6 +161,21 @@ pub(crate) enum ClientTcpAction {
     LateAck,
     /// Answer the resource's coming FIN with a bare ACK (it half-closes); nothing is sent.
     KeepOpen,
+}
+
+/// A frame that is not UDP, arriving at a relay host at `at_ms`: an ICMP error from the internet
+/// host about the datagram `about.0` -> `about.1`.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayFrame {
+    pub(crate) at_ms: u64,
+    /// The relay address it goes to (the side of that family takes it).
+    pub(crate) to: IpAddr,
+    /// The quoted datagram's source (the relay's address) and destination.
+    pub(crate) about: (SocketAddr, SocketAddr),
+    /// What it is, in words (for the trace and the coverage grid).
+    pub(crate) kind: &'static str,
+    /// The Ethernet frame.
+    pub(crate) frame: Vec<u8>,
 }
 
 /// One stray datagram for the internet host to send.

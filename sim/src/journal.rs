@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use observation::{
-    Delivery, DropPlace, DropReason, FlowRecord, Hop, HostFate, Packet, PacketDrop, Receiver,
-    StrayArrival, XdpVerdict,
+    Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, HostFate, Packet, PacketDrop,
+    Receiver, StrayArrival, XdpVerdict,
 };
 use scenario_format::timing::Timeline;
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ pub(crate) struct Journal {
     /// Things that must never happen (a control-plane call refused, an unexpected drop).
     pub(crate) errors: Vec<String>,
     pub(crate) hops: Vec<Hop>,
+    /// Frames that are not UDP at relay hosts (ICMP errors), in order of arrival.
+    pub(crate) frames: Vec<FrameArrival>,
     /// Every inner packet that reached a client or a resource responder, in order of arrival.
     pub(crate) deliveries: Vec<Delivery>,
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened.

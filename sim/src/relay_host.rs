@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use observation::{HostFate, XdpVerdict};
+use observation::{FrameArrival, HostFate, XdpVerdict};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
 use crate::relay_timers::{self, RelayTimers};
@@ -28,6 +28,7 @@ use turmoil::net::UdpSocket;
 
 use crate::{
     clock::{deadline_ms, end_turn, now_ms},
+    commands::{Inbox, RelayFrame},
     endpoint_io::unspecified,
     state::Shared,
     wire::{self, XdpNote},
@@ -109,6 +110,7 @@ pub(crate) fn add_relay(
     addresses: &HostAddresses,
     seed: u64,
     datapath: Datapath,
+    frames: &Inbox<RelayFrame>,
 ) -> Result<(XdpReasons, Datapath), SimError> {
     let config = relay_config(addresses, seed);
     let origin = shared.borrow().origin;
@@ -150,6 +152,7 @@ pub(crate) fn add_relay(
         let shared = shared.clone();
         let core = core.clone();
         let reasons = reasons.clone();
+        let frames = frames.clone();
         sim.host(ip, move || {
             let side = Side {
                 ip,
@@ -157,6 +160,7 @@ pub(crate) fn add_relay(
                 shared: shared.clone(),
                 core: core.clone(),
                 reasons: reasons.clone(),
+                frames: frames.clone(),
                 sockets: BTreeMap::new(),
                 host_sockets: BTreeMap::new(),
             };
@@ -173,6 +177,8 @@ struct Side {
     shared: Rc<RefCell<Shared>>,
     core: Rc<RefCell<RelayCore>>,
     reasons: XdpReasons,
+    /// Frames that are not UDP, for the side of their address once they are due.
+    frames: Inbox<RelayFrame>,
     /// The relay's: the TURN port and the open allocation ports.
     sockets: BTreeMap<u16, UdpSocket>,
     /// The host's own (`HOST_STACK_PORTS`).
@@ -229,6 +235,12 @@ impl Side {
                     let to = SocketAddr::new(self.ip, port);
                     self.handle_host_datagram(&name, from, to, &buf[..len]);
                 }
+            }
+            let due = self
+                .frames
+                .take_where(|frame| frame.to == self.ip && frame.at_ms <= now_ms);
+            for frame in due {
+                self.handle_frame(&name, &frame);
             }
             loop {
                 let transmit = self.core.borrow_mut().relay.poll_transmit();
@@ -368,6 +380,69 @@ impl Side {
             );
         }
         self.note_stray((from, to), xdp_run.as_ref(), fate);
+    }
+
+    /// A frame that is not UDP (an ICMP error about `frame.about`): the XDP program must pass
+    /// it unchanged to the host stack, which takes it; the relay's UDP sockets never see it.
+    fn handle_frame(&mut self, name: &str, frame: &RelayFrame) {
+        let run = {
+            let mut core = self.core.borrow_mut();
+            core.xdp.as_mut().map(|xdp| xdp.run_frame(&frame.frame))
+        };
+        let run = match run {
+            Some(Ok(run)) => Some(run),
+            Some(Err(error)) => {
+                self.error(format!(
+                    "{name}: XDP run of a {} frame failed: {error}",
+                    frame.kind
+                ));
+                return;
+            }
+            None => None,
+        };
+        let datapath = self.core.borrow().datapath;
+        let mut fate = HostFate::HostStack;
+        if let Some(run) = &run {
+            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
+            if datapath == Datapath::XdpFirst && run.verdict == Verdict::Tx {
+                fate = HostFate::XdpTook;
+            }
+            if datapath == Datapath::Differential
+                && let Err(disagreement) = agree(run, None)
+            {
+                self.error(format!(
+                    "{name}: XDP and the host stack disagree on a {} frame about {} -> {}: \
+                     {disagreement}",
+                    frame.kind, frame.about.0, frame.about.1
+                ));
+            }
+        }
+        let (about, to) = frame.about;
+        {
+            let mut shared = self.shared.borrow_mut();
+            shared.journal.frames.push(FrameArrival {
+                at_ms: now_ms(),
+                host: name.to_owned(),
+                kind: frame.kind.to_owned(),
+                about: frame.about,
+                len: frame.frame.len(),
+                xdp: run.as_ref().map(|run| XdpNote {
+                    verdict: run.verdict.name().to_owned(),
+                    reason: reason::name(run.reason).to_owned(),
+                }),
+            });
+            if fate == HostFate::HostStack {
+                shared.journal.trace(
+                    name,
+                    format!(
+                        "host stack took an ICMP {} about {about} -> {to}",
+                        frame.kind
+                    ),
+                );
+            }
+        }
+        // A stray from the internet host, about the datagram relay -> internet host.
+        self.note_stray((to, about), run.as_ref(), fate);
     }
 
     /// Records what became of a datagram from the internet host (a stray); others are not

@@ -11,10 +11,12 @@ use scenario_format::{
     Fault, PathMode, ResourceAddress, Scenario, Side, Step, StrayKind, Target,
     plan::{self, AddressPlan},
 };
+use xdp_fixtures::frame::IcmpError;
 
 use crate::{
     commands::{
-        ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, ResourceAction, StraySend,
+        ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, RelayFrame, ResourceAction,
+        StraySend,
     },
     faults::link_key,
     state::Shared,
@@ -339,9 +341,29 @@ impl<'a> Runner<'a> {
             );
             return;
         };
+        let (src, dst) = (
+            kind.source(ip),
+            SocketAddr::new(ip, kind.destination_port(port)),
+        );
+        if kind.is_icmp() {
+            // From the internet host, about the datagram dst -> src: it arrives after the
+            // internet host's link latency, as its datagrams do.
+            let error = match kind {
+                StrayKind::IcmpTooBig => IcmpError::TooBig { mtu: 1280 },
+                _ => IcmpError::PortUnreachable,
+            };
+            self.inboxes.relay_frames.push(RelayFrame {
+                at_ms: at_ms + u64::from(self.scenario.topology.latency.default_ms),
+                to: ip,
+                about: (dst, src),
+                kind: kind.as_str(),
+                frame: xdp_fixtures::frame::icmp_error(error, src.ip(), dst, src, &kind.payload()),
+            });
+            return;
+        }
         self.inboxes.internet.push(StraySend {
-            src: kind.source(ip),
-            dst: SocketAddr::new(ip, kind.destination_port(port)),
+            src,
+            dst,
             payload: kind.payload(),
         });
     }

@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use observation::{Delivery, DropPlace, DropReason, FlowRecord, Hop, PacketDrop, StrayArrival};
+use observation::{
+    Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, PacketDrop, StrayArrival,
+};
 use proto::credentials;
 use scenario_format::{
     Scenario, Stack,
@@ -63,6 +65,8 @@ pub struct Outcome {
     pub relayed: BTreeMap<String, Vec<SocketAddr>>,
     /// Every datagram every host sent and received, in order.
     pub hops: Vec<Hop>,
+    /// Frames that are not UDP (ICMP errors) at relay hosts, in order of arrival.
+    pub frames: Vec<FrameArrival>,
     /// Every inner packet that reached a client or a resource responder, in order of arrival.
     pub deliveries: Vec<Delivery>,
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened
@@ -217,6 +221,7 @@ impl World<'_> {
                 &self.plan.relays[index],
                 seed,
                 datapath,
+                &self.inboxes.relay_frames,
             )?;
             relays.xdp_reasons.push(reasons);
             if ran == Datapath::Userspace {
@@ -327,6 +332,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         errors: journal.errors,
         relayed: std::mem::take(&mut shared.relayed.first),
         hops: journal.hops,
+        frames: journal.frames,
         deliveries: journal.deliveries,
         drops: journal.drops,
         relay_timer_boundaries: journal.relay_timer_boundaries,

@@ -177,10 +177,14 @@ impl XdpBeside {
         to: SocketAddr,
         payload: &[u8],
     ) -> Result<XdpRun, String> {
-        let frame = xdp_fixtures::frame::udp(from, to, payload);
+        self.run_frame(&xdp_fixtures::frame::udp(from, to, payload))
+    }
+
+    /// Runs one Ethernet frame through the program.
+    pub(crate) fn run_frame(&mut self, frame: &[u8]) -> Result<XdpRun, String> {
         let outcome = self
             .program()
-            .run(&frame)
+            .run(frame)
             .map_err(|error| error.to_string())?;
         let after = self
             .program()
@@ -216,7 +220,7 @@ impl XdpBeside {
             verdict: outcome.verdict,
             reason: why,
             output,
-            frame_changed: outcome.verdict != Verdict::Tx && outcome.frame_out != frame,
+            frame_changed: outcome.verdict != Verdict::Tx && outcome.frame_out != *frame,
             checksum_error,
         })
     }

@@ -25,6 +25,9 @@ pub(crate) fn fate(kind: StrayKind) -> HostFate {
         }
         // The internet host is no one's peer.
         StrayKind::UnpermittedPeer => HostFate::RelayDropped(RelayDropReason::NoPermission),
+        // Not UDP: the host stack takes ICMP errors; the relay's unconnected UDP sockets never
+        // hear of them.
+        StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig => HostFate::HostStack,
     }
 }
 
@@ -103,11 +106,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_replies_to_the_host_reach_the_host_stack_and_the_rest_is_dropped_by_the_relay() {
+    fn replies_to_the_host_and_icmp_reach_the_host_stack_and_the_rest_is_dropped_by_the_relay() {
         for kind in StrayKind::ALL {
             let fate = fate(kind);
             match kind {
                 StrayKind::DnsReply | StrayKind::NtpReply => assert_eq!(fate, HostFate::HostStack),
+                kind if kind.is_icmp() => assert_eq!(fate, HostFate::HostStack),
                 _ => assert!(
                     matches!(fate, HostFate::RelayDropped(_)),
                     "{kind:?}: {fate:?}"

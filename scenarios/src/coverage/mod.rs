@@ -178,18 +178,36 @@ impl Coverage {
             let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {
                 continue;
             };
-            // The XDP program's reason, from the hop at the relay that received it.
-            let reason = checked
-                .outcome
-                .hops
-                .iter()
-                .find(|hop| {
-                    hop.direction == sim::Direction::Received
-                        && hop.at_ms == stray.at_ms
-                        && (hop.src, hop.dst) == (stray.from, stray.to)
-                })
-                .and_then(|hop| hop.xdp.as_ref())
-                .map_or("-".to_owned(), |note| note.reason.clone());
+            // The XDP program's reason, from the hop (or the non-UDP frame) at the relay that
+            // received it.
+            let hop_note = || {
+                checked
+                    .outcome
+                    .hops
+                    .iter()
+                    .find(|hop| {
+                        hop.direction == sim::Direction::Received
+                            && hop.at_ms == stray.at_ms
+                            && (hop.src, hop.dst) == (stray.from, stray.to)
+                    })
+                    .and_then(|hop| hop.xdp.as_ref())
+            };
+            let frame_note = || {
+                checked
+                    .outcome
+                    .frames
+                    .iter()
+                    .find(|frame| {
+                        frame.at_ms == stray.at_ms && frame.about == (stray.to, stray.from)
+                    })
+                    .and_then(|frame| frame.xdp.as_ref())
+            };
+            let note = if kind.is_icmp() {
+                frame_note()
+            } else {
+                hop_note()
+            };
+            let reason = note.map_or("-".to_owned(), |note| note.reason.clone());
             *self
                 .strays
                 .entry((*kind, reason, stray.fate.to_string()))
