@@ -228,10 +228,12 @@ impl XdpBeside {
 
 impl Drop for XdpBeside {
     fn drop(&mut self) {
-        // Only a program whose maps are empty again goes back to the pool.
+        // Only a program whose maps are empty again goes back to the pool. Removing the keys of
+        // every binding an event named empties them (the loader writes no other key); debug
+        // builds, which the test suite runs, also walk both maps to be sure.
         if let Some(mut program) = self.program.take()
             && program.clear_channels_of(&self.touched).is_ok()
-            && program.bindings_are_empty().unwrap_or(false)
+            && (!cfg!(debug_assertions) || program.bindings_are_empty().unwrap_or(false))
         {
             // At thread exit the pool may be gone already: then the program is just unloaded.
             let _ = POOL.try_with(|pool| pool.borrow_mut().push(program));
