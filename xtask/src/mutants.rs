@@ -1,5 +1,5 @@
-//! `cargo xtask mutants`: a mutation score for the relay and the gateway's flow, DNS and NAT
-//! code. cargo-mutants (pinned, installed here when missing) changes one thing
+//! `cargo xtask mutants`: a mutation score for the relay, the gateway's flow, DNS and NAT
+//! code, and the XDP program. cargo-mutants (pinned, installed here when missing) changes one thing
 //! at a time (a `<` for a `<=`, a function body for a default value) and runs the oracle
 //! `.cargo/mutants.toml` names: the crates' own tests and 256 generated cases. A mutant that
 //! no test notices is a survivor: a blind spot of the harness, or a change that means nothing.
