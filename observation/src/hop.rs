@@ -38,7 +38,9 @@ pub struct Hop {
 /// wire of UDP datagrams does not carry: recorded beside the hops, with the XDP program's note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameArrival {
-    /// Sim time, in ms since the scenario's origin.
+    /// When the internet host sent it, in ms since the scenario's origin.
+    pub sent_ms: u64,
+    /// When it arrived, in ms since the scenario's origin.
     pub at_ms: u64,
     /// The relay host that received it.
     pub host: String,

@@ -73,8 +73,40 @@ pub enum Arrival {
     NotReceived,
 }
 
-/// Every datagram of the run as a [`Route`], in the order the hosts sent them.
+/// Every datagram of the run as a [`Route`], in the order the hosts sent them, and every frame
+/// that is not UDP (an ICMP error to a relay), shown with the ports of the datagram it quotes.
 pub fn routes(scenario: &Scenario, outcome: &Outcome) -> Vec<Route> {
+    let mut routes = datagram_routes(scenario, outcome);
+    routes.extend(outcome.frames.iter().map(|frame| {
+        let (quoted_src, quoted_dst) = frame.about;
+        Route {
+            at_ms: frame.sent_ms,
+            host: sim::INTERNET_HOST.to_owned(),
+            src: quoted_dst,
+            dst: quoted_src,
+            kind: format!(
+                "ICMP {} quoting {quoted_src} > {quoted_dst}",
+                frame
+                    .kind
+                    .strip_prefix("icmp-")
+                    .unwrap_or(&frame.kind)
+                    .replace('-', " ")
+            ),
+            arrival: match &frame.xdp {
+                Some(note) => Arrival::Xdp {
+                    relay: frame.host.clone(),
+                    note: note.clone(),
+                },
+                None => Arrival::Received,
+            },
+        }
+    }));
+    // Stable: datagrams sent in the same millisecond keep their order.
+    routes.sort_by_key(|route| route.at_ms);
+    routes
+}
+
+fn datagram_routes(scenario: &Scenario, outcome: &Outcome) -> Vec<Route> {
     let arrivals = arrivals(&outcome.hops);
     outcome
         .hops

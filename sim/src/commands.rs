@@ -167,6 +167,7 @@ pub(crate) enum ClientTcpAction {
 /// host about the datagram `about.0` -> `about.1`.
 #[derive(Debug, Clone)]
 pub(crate) struct RelayFrame {
+    pub(crate) sent_ms: u64,
     pub(crate) at_ms: u64,
     /// The relay address it goes to (the side of that family takes it).
     pub(crate) to: IpAddr,

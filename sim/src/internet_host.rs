@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The host name in hops and traces.
-pub(crate) const NAME: &str = "internet";
+pub const NAME: &str = "internet";
 
 /// The internet host's source ports: DNS and NTP servers, and one for everything else.
 const PORTS: [u16; 3] = [53, 123, INTERNET_PORT];

@@ -40,6 +40,7 @@ pub mod wire;
 mod world;
 pub mod xdp;
 
+pub use internet_host::NAME as INTERNET_HOST;
 pub use journal::TraceLine;
 pub use observation;
 pub use relay_timers::RELAY_TIMERS;

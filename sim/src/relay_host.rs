@@ -421,6 +421,7 @@ impl Side {
         {
             let mut shared = self.shared.borrow_mut();
             shared.journal.frames.push(FrameArrival {
+                sent_ms: frame.sent_ms,
                 at_ms: now_ms(),
                 host: name.to_owned(),
                 kind: frame.kind.to_owned(),

@@ -353,6 +353,7 @@ impl<'a> Runner<'a> {
                 _ => IcmpError::PortUnreachable,
             };
             self.inboxes.relay_frames.push(RelayFrame {
+                sent_ms: at_ms,
                 at_ms: at_ms + u64::from(self.scenario.topology.latency.default_ms),
                 to: ip,
                 about: (dst, src),
