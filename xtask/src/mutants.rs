@@ -17,7 +17,10 @@ pub fn run(extra: &[String]) -> Result<()> {
     ensure_installed("cargo-mutants", Some(CARGO_MUTANTS_VERSION))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)
-        .args(["mutants", "--output", "target/mutants"])
+        // The XDP program's crate is a workspace member but not a default one (it builds for
+        // the host only as a stub), so the whole workspace is named; the globs in
+        // `.cargo/mutants.toml` pick the files.
+        .args(["mutants", "--workspace", "--output", "target/mutants"])
         .args(extra)
         .env("VPNSIM_CASES", CASES_PER_MUTANT)
         .status()
