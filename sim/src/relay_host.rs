@@ -635,6 +635,9 @@ impl Side {
         let mut problems = Vec::new();
         let now_ms = now_ms();
         while let Some(event) = core.relay.poll_event() {
+            if let Err(wrong) = core.timers.allocation_kept(&event, now_ms) {
+                problems.push(format!("{name}: {wrong}"));
+            }
             core.timers.follow(&event, self.origin, now_ms);
             match &event {
                 Event::AllocationCreated { port, relayed, .. } => {

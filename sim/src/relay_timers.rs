@@ -30,6 +30,9 @@ pub(crate) struct RelayTimers {
     channels: BTreeMap<(u16, SocketAddr), u64>,
     /// Allocation ports by client address (to find a client's channels).
     ports: BTreeMap<SocketAddr, u16>,
+    /// The deadlines of allocations the relay freed, by client address: a Refresh that comes
+    /// on the deadline or after it still lands on it.
+    freed: BTreeMap<SocketAddr, u64>,
 }
 
 fn ms(duration: std::time::Duration) -> u64 {
@@ -46,6 +49,7 @@ impl RelayTimers {
                 expires_at,
                 ..
             } => {
+                self.freed.remove(client);
                 self.ports.insert(*client, *port);
                 self.allocations
                     .insert(*client, ms(expires_at.saturating_duration_since(origin)));
@@ -57,7 +61,9 @@ impl RelayTimers {
                     .insert(*client, ms(expires_at.saturating_duration_since(origin)));
             }
             Event::AllocationFreed { client, port, .. } => {
-                self.allocations.remove(client);
+                if let Some(deadline) = self.allocations.remove(client) {
+                    self.freed.insert(*client, deadline);
+                }
                 self.ports.remove(client);
                 self.permissions.retain(|(p, _), _| p != port);
                 self.channels.retain(|(p, _), _| p != port);
@@ -94,7 +100,7 @@ impl RelayTimers {
             counts.entry(timer).or_default()[slot] += 1;
         };
         if to_port == TURN_PORT {
-            if let Some(deadline) = self.allocations.get(&from) {
+            if let Some(deadline) = self.allocations.get(&from).or(self.freed.get(&from)) {
                 note(ALLOCATION, *deadline);
             }
             if let Some(port) = self.ports.get(&from) {
@@ -108,6 +114,15 @@ impl RelayTimers {
             }
             return;
         }
+        // A peer's datagram to an allocation's relayed port.
+        if let Some(deadline) = self
+            .ports
+            .iter()
+            .find(|(_, port)| **port == to_port)
+            .and_then(|(client, _)| self.allocations.get(client))
+        {
+            note(ALLOCATION, *deadline);
+        }
         if let Some(deadline) = self.permissions.get(&(to_port, from.ip())) {
             note(PERMISSION, *deadline);
         }
@@ -119,6 +134,38 @@ impl RelayTimers {
 }
 
 impl RelayTimers {
+    /// Whether an allocation event at `now_ms` keeps the lifetime the relay announced for it
+    /// (RFC 8656 §7): an allocation whose lifetime runs out is freed on its deadline's
+    /// millisecond (its `poll_timeout`), not before and not after; a Refresh on the deadline
+    /// or later finds it gone and does not bring it back. Checked before [`Self::follow`].
+    pub(crate) fn allocation_kept(&self, event: &Event, now_ms: u64) -> Result<(), String> {
+        match event {
+            Event::AllocationFreed {
+                client,
+                reason: relay::FreeReason::Expired,
+                ..
+            } => match self.allocations.get(client) {
+                Some(deadline) if *deadline != now_ms => Err(format!(
+                    "the allocation of {client} expired at {now_ms} ms, its deadline was \
+                     {deadline} ms"
+                )),
+                _ => Ok(()),
+            },
+            Event::AllocationRefreshed { client, .. } => match self.allocations.get(client) {
+                Some(deadline) if *deadline <= now_ms => Err(format!(
+                    "the allocation of {client} was refreshed at {now_ms} ms, on or after its \
+                     deadline at {deadline} ms"
+                )),
+                None => Err(format!(
+                    "the allocation of {client} was refreshed at {now_ms} ms, but it was freed \
+                     (or never announced)"
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the permission for `peer_ip` on allocation `port` lives at `now_ms` by RFC 8656
     /// §9 (300 s from the ChannelBind or refresh the relay announced); `None` when no event
     /// announced one.

@@ -34,13 +34,8 @@ pub const ROAM_BACK: &str = "client back at an earlier address";
 /// the cases must reach.
 pub const REQUIRED_REUSE: [&str; 4] = ["after fin", "after rst", "after idle timeout", ROAM_BACK];
 
-/// Relay timers whose deadlines the generated cases must reach (the allocation lifetime is
-/// shown, not required: its deadline follows the TURN client's own refresh schedule).
-pub const REQUIRED_RELAY_TIMERS: [&str; 3] = [
-    sim::relay_timers::PERMISSION,
-    sim::relay_timers::CHANNEL,
-    sim::relay_timers::COOLDOWN,
-];
+/// Relay timers whose deadlines the generated cases must reach.
+pub const REQUIRED_RELAY_TIMERS: [&str; 4] = sim::RELAY_TIMERS;
 
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {

@@ -92,8 +92,9 @@ pub(super) enum Action {
     },
     /// A datagram from `client` that reaches the first gateway's relay `offset_ms` from the
     /// deadline of one of the relay's timers for the gateway's fresh channel to the client
-    /// (`timer` picks the permission, the channel binding or its cooldown), while the gateway's
-    /// binding requests are dropped (`step_writer::StepWriter::write_relay_timer_boundary`).
+    /// (`timer` picks the permission, the channel binding or its cooldown, while the gateway's
+    /// binding requests are dropped; or the gateway's allocation, hit by a peer's datagram or by
+    /// its held Refresh) (`relay_timer_boundary`).
     RelayTimerBoundary {
         client: usize,
         timer: usize,
@@ -267,7 +268,7 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
         arm(ActionKind::Restart, Just(Action::Restart).boxed()),
         arm(
             ActionKind::RelayTimerBoundary,
-            (0usize..3, 0usize..3, -1i64..=1)
+            (0usize..3, 0usize..5, -1i64..=1)
                 .prop_map(|(client, timer, offset_ms)| Action::RelayTimerBoundary {
                     client,
                     timer,

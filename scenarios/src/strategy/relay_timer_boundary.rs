@@ -8,19 +8,36 @@
 //! deadlines, on it, or 1 ms after; the link then heals. The lifetimes are the relay's own
 //! constants, the arrival times the topology's latencies (docs/harness.md).
 //!
+//! The allocation's own lifetime is aimed at the same way, through a held link: the gateway
+//! allocates during the setup (an Allocate, the 401, the authenticated Allocate: it reaches the
+//! relay after three one-way latencies), and its TURN client sends the Refresh
+//! `ALLOCATION_REFRESH_MARGIN` before the lifetime ends. The link between the gateway and its
+//! relay is held from just before that Refresh leaves (after the bindings' last refresh, so the
+//! permission outlives the allocation); then either a datagram from the client reaches the
+//! gateway's relayed address 1 ms before the allocation's deadline, on it or 1 ms after, or the
+//! link is released so that the held Refresh reaches the relay then (late, exactly on time or
+//! early by 1 ms).
+//!
 //! The model does not predict what follows a fault on a relay link across an idle, so such a
 //! case is held to the invariants only: the XDP program against the userspace relay on the
 //! deadline, the XDP maps against the relay's table as the binding expires, the byte checks.
 
-use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, DEFAULT_ALLOCATION_LIFETIME, PERMISSION_LIFETIME};
 use scenario_format::{Fault, PathMode, Scenario, Step, timing::Timeline};
+use turn_client::{ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL};
 
 use super::action::Destination;
 use super::step_writer::StepWriter;
 
-/// The relay timers a boundary action aims at, by `timer % 3`, in ms after the bind.
+/// The relay timers a boundary action aims at, by `timer % TIMERS`: the binding's (ms after
+/// the bind), then the allocation's, by a peer's datagram or by the held Refresh.
+const TIMERS: usize = 5;
+
+fn ms(duration: std::time::Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
 fn lifetime_ms(timer: usize) -> u64 {
-    let ms = |duration: std::time::Duration| duration.as_millis() as u64;
     match timer % 3 {
         0 => ms(PERMISSION_LIFETIME),
         1 => ms(CHANNEL_LIFETIME),
@@ -35,6 +52,11 @@ impl StepWriter<'_> {
         timer: usize,
         offset_ms: i64,
     ) {
+        match timer % TIMERS {
+            3 => return self.write_allocation_boundary(client, offset_ms, false),
+            4 => return self.write_allocation_boundary(client, offset_ms, true),
+            _ => {}
+        }
         let c = self.client_index(client);
         let g = 0;
         let gateway = &self.layout.gateways[g];
@@ -81,6 +103,83 @@ impl StepWriter<'_> {
         self.steps.push(Step::Fault {
             between: [gateway_name, relay],
             fault: Fault::Heal,
+        });
+    }
+
+    /// A datagram from the client at the first gateway's relayed address (or, with `refresh`,
+    /// the gateway's held Refresh) reaching the relay `offset_ms` from the gateway's
+    /// allocation's deadline. Nothing is written when the case is past the point where that
+    /// can be arranged, or the gateway restarted or its relay link had a fault before.
+    fn write_allocation_boundary(&mut self, client: usize, offset_ms: i64, refresh: bool) {
+        let c = self.client_index(client);
+        let g = 0;
+        let gateway = &self.layout.gateways[g];
+        let Some(relay) = gateway.relay.clone() else {
+            return;
+        };
+        let gateway_name = gateway.name.clone();
+        let client_name = self.layout.clients[c].name.clone();
+        let link_touched = self.steps.iter().any(|step| match step {
+            Step::GatewayRestart { .. } => true,
+            Step::Fault { between, .. } => {
+                between.contains(&gateway_name) && between.contains(&relay)
+            }
+            _ => false,
+        });
+        let path = self
+            .layout
+            .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
+        if link_touched || path != Some(PathMode::GatewayRelayed) {
+            return;
+        }
+        let latency = &self.topology.latency;
+        let to_relay = latency.between(&gateway_name, &relay);
+        let allocated_at = 3 * to_relay;
+        let deadline = allocated_at + ms(DEFAULT_ALLOCATION_LIFETIME);
+        // The TURN client counts the lifetime from the success response's arrival.
+        let refresh_sent = allocated_at + to_relay + ms(DEFAULT_ALLOCATION_LIFETIME)
+            - ms(ALLOCATION_REFRESH_MARGIN);
+        let hold_at = refresh_sent - 1000;
+        // The bindings' refreshes every BINDING_REFRESH_INTERVAL from the path step on: the last
+        // one before the hold must pass, so that the permission outlives the allocation.
+        let path_at = self.now();
+        if path_at + 2 * ms(BINDING_REFRESH_INTERVAL) + to_relay >= hold_at {
+            return;
+        }
+        self.push_path(c, g, PathMode::GatewayRelayed);
+        let idle_to = |writer: &mut Self, at: u64| {
+            let idle = at.saturating_sub(writer.now());
+            if idle > 0 {
+                writer.steps.push(Step::Idle {
+                    seconds: idle / 1000,
+                    ms: idle % 1000,
+                });
+            }
+        };
+        idle_to(self, hold_at);
+        self.steps.push(Step::Fault {
+            between: [gateway_name.clone(), relay.clone()],
+            fault: Fault::Hold,
+        });
+        let arrival = deadline.cast_signed() + offset_ms;
+        if refresh {
+            // turmoil delivers what a link held the moment it is released.
+            idle_to(self, arrival.cast_unsigned());
+        } else {
+            let sent_at = arrival - latency.between(&client_name, &relay).cast_signed();
+            idle_to(self, sent_at.cast_unsigned());
+            let target = self.target(Destination {
+                client,
+                resource: 0,
+                port: 53,
+                ipv6: false,
+                domain: 0,
+            });
+            self.steps.push(Step::Udp { target, bytes: 1 });
+        }
+        self.steps.push(Step::Fault {
+            between: [gateway_name, relay],
+            fault: Fault::Release,
         });
     }
 
