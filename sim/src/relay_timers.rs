@@ -251,6 +251,52 @@ mod tests {
     }
 
     #[test]
+    fn an_allocation_is_freed_on_its_deadline_and_not_refreshed_on_or_after_it() {
+        let origin = Instant::now();
+        let client = SocketAddr::from(([203, 0, 113, 10], 51820));
+        let at = |ms: u64| origin + std::time::Duration::from_millis(ms);
+        let mut timers = RelayTimers::default();
+        timers.follow(
+            &Event::AllocationCreated {
+                client,
+                port: 50000,
+                relayed: Vec::new(),
+                expires_at: at(600_030),
+            },
+            origin,
+            30,
+        );
+        let refreshed = Event::AllocationRefreshed {
+            client,
+            port: 50000,
+            expires_at: at(1_200_029),
+        };
+        assert!(timers.allocation_kept(&refreshed, 600_029).is_ok());
+        assert!(timers.allocation_kept(&refreshed, 600_030).is_err());
+        let expired = Event::AllocationFreed {
+            client,
+            port: 50000,
+            reason: relay::FreeReason::Expired,
+        };
+        assert!(timers.allocation_kept(&expired, 600_030).is_ok());
+        assert!(timers.allocation_kept(&expired, 600_029).is_err());
+        assert!(timers.allocation_kept(&expired, 600_031).is_err());
+        // A LIFETIME 0 Refresh frees it whenever it comes.
+        let deleted = Event::AllocationFreed {
+            client,
+            port: 50000,
+            reason: relay::FreeReason::Deleted,
+        };
+        assert!(timers.allocation_kept(&deleted, 10_000).is_ok());
+        // Once freed, it cannot be refreshed; a Refresh that comes late still lands on it.
+        timers.follow(&expired, origin, 600_030);
+        assert!(timers.allocation_kept(&refreshed, 600_031).is_err());
+        let mut counts = BTreeMap::new();
+        timers.note_arrival(client, TURN_PORT, 600_031, &mut counts);
+        assert_eq!(counts.get(ALLOCATION), Some(&[0, 0, 1]));
+    }
+
+    #[test]
     fn data_is_held_to_the_permission_lifetime_either_way() {
         let dropped = HostFate::RelayDropped(RelayDropReason::NoPermission);
         assert!(permission_kept(Some(true), &dropped).is_err());
