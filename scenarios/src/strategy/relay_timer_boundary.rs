@@ -139,6 +139,8 @@ impl StepWriter<'_> {
         // The TURN client counts the lifetime from the success response's arrival.
         let refresh_sent = allocated_at + to_relay + ms(DEFAULT_ALLOCATION_LIFETIME)
             - ms(ALLOCATION_REFRESH_MARGIN);
+        // The hold starts a second before the Refresh leaves (a fault step takes effect at its
+        // start), so the Refresh and its retransmissions are all held.
         let hold_at = refresh_sent - 1000;
         // The bindings' refreshes every BINDING_REFRESH_INTERVAL from the path step on: the last
         // one before the hold must pass, so that the permission outlives the allocation.
