@@ -355,21 +355,12 @@ impl Side {
         let Ok(xdp_run) = self.run_xdp(name, from, to, payload) else {
             return;
         };
-        let mut fate = HostFate::HostStack;
-        if let Some(run) = &xdp_run {
-            if datapath == Datapath::XdpFirst && run.verdict == Verdict::Tx {
-                fate = HostFate::XdpTook;
-            }
-            if datapath == Datapath::Differential
-                && let Err(disagreement) = agree(run, None)
-            {
-                self.error(format!(
-                    "{name}: XDP and the host stack disagree on {from} -> {to} ({} bytes): \
-                     {disagreement}",
-                    payload.len()
-                ));
-            }
-        }
+        let fate = self.host_stack_fate(xdp_run.as_ref(), datapath, || {
+            format!(
+                "{name}: XDP and the host stack disagree on {from} -> {to} ({} bytes)",
+                payload.len()
+            )
+        });
         if fate == HostFate::HostStack {
             self.shared.borrow_mut().journal.trace(
                 name,
@@ -380,6 +371,31 @@ impl Side {
             );
         }
         self.note_stray((from, to), xdp_run.as_ref(), fate);
+    }
+
+    /// What becomes of something for the host stack after the XDP program ran on it (`run`):
+    /// the host stack takes it unless the program sent it back out in `xdp-first` mode. In
+    /// differential mode the program must have passed it unchanged; `what` names it in the
+    /// broken invariant.
+    fn host_stack_fate(
+        &self,
+        run: Option<&XdpRun>,
+        datapath: Datapath,
+        what: impl FnOnce() -> String,
+    ) -> HostFate {
+        let Some(run) = run else {
+            return HostFate::HostStack;
+        };
+        if datapath == Datapath::Differential
+            && let Err(disagreement) = agree(run, None)
+        {
+            self.error(format!("{}: {disagreement}", what()));
+        }
+        if datapath == Datapath::XdpFirst && run.verdict == Verdict::Tx {
+            HostFate::XdpTook
+        } else {
+            HostFate::HostStack
+        }
     }
 
     /// A frame that is not UDP (an ICMP error about `frame.about`): the XDP program must pass
@@ -401,22 +417,15 @@ impl Side {
             None => None,
         };
         let datapath = self.core.borrow().datapath;
-        let mut fate = HostFate::HostStack;
         if let Some(run) = &run {
             *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
-            if datapath == Datapath::XdpFirst && run.verdict == Verdict::Tx {
-                fate = HostFate::XdpTook;
-            }
-            if datapath == Datapath::Differential
-                && let Err(disagreement) = agree(run, None)
-            {
-                self.error(format!(
-                    "{name}: XDP and the host stack disagree on a {} frame about {} -> {}: \
-                     {disagreement}",
-                    frame.kind, frame.about.0, frame.about.1
-                ));
-            }
         }
+        let fate = self.host_stack_fate(run.as_ref(), datapath, || {
+            format!(
+                "{name}: XDP and the host stack disagree on a {} frame about {} -> {}",
+                frame.kind, frame.about.0, frame.about.1
+            )
+        });
         let (about, to) = frame.about;
         {
             let mut shared = self.shared.borrow_mut();

@@ -90,15 +90,7 @@ impl StepWriter<'_> {
                 seconds: idle / 1000,
                 ms: idle % 1000,
             });
-            // To the first resource, which is the first gateway's.
-            let target = self.target(Destination {
-                client,
-                resource: 0,
-                port: 53,
-                ipv6: false,
-                domain: 0,
-            });
-            self.steps.push(Step::Udp { target, bytes: 1 });
+            self.push_datagram_to_first_gateway(client);
         }
         self.steps.push(Step::Fault {
             between: [gateway_name, relay],
@@ -170,19 +162,24 @@ impl StepWriter<'_> {
         } else {
             let sent_at = arrival - latency.between(&client_name, &relay).cast_signed();
             idle_to(self, sent_at.cast_unsigned());
-            let target = self.target(Destination {
-                client,
-                resource: 0,
-                port: 53,
-                ipv6: false,
-                domain: 0,
-            });
-            self.steps.push(Step::Udp { target, bytes: 1 });
+            self.push_datagram_to_first_gateway(client);
         }
         self.steps.push(Step::Fault {
             between: [gateway_name, relay],
             fault: Fault::Release,
         });
+    }
+
+    /// A one-byte datagram from `client` to the first resource, which is the first gateway's.
+    fn push_datagram_to_first_gateway(&mut self, client: usize) {
+        let target = self.target(Destination {
+            client,
+            resource: 0,
+            port: 53,
+            ipv6: false,
+            domain: 0,
+        });
+        self.steps.push(Step::Udp { target, bytes: 1 });
     }
 
     /// When the next step starts.
