@@ -174,3 +174,58 @@ fn an_unbound_event_for_a_binding_not_installed_is_an_error() {
         .expect("remove");
     assert_eq!(xdp.channel_bindings().expect("read"), vec![]);
 }
+
+#[test]
+fn lookups_at_the_bindings_keys_read_what_a_walk_reads_and_clearing_them_empties_the_maps() {
+    let Some(mut xdp) = load_or_skip(
+        "lookups_at_the_bindings_keys_read_what_a_walk_reads_and_clearing_them_empties_the_maps",
+    ) else {
+        return;
+    };
+    let mut world = world_with_clients(11);
+    xdp.configure_for(world.relay.config()).expect("configure");
+    perform(&mut world, Op::Allocate(0));
+    perform(&mut world, Op::Allocate(1));
+    perform(
+        &mut world,
+        Op::Bind {
+            client: 0,
+            peer: PeerRef::External(2),
+        },
+    );
+    perform(
+        &mut world,
+        Op::BindPair {
+            a: 0,
+            b: 1,
+            v6: false,
+        },
+    );
+    mirror_and_check(&mut world, &mut xdp).expect("mirrored");
+    let table = relay_table(&world.relay);
+    assert_eq!(xdp.channel_bindings().expect("walk"), table);
+    assert_eq!(table.len(), 3);
+    let mut relay_to_self = 0;
+    for binding in &table {
+        let (route, allocation) = xdp.entries_at(binding).expect("lookups");
+        let route = route.expect("a CHANNELS entry at every bound (client, channel)");
+        assert_eq!(route.binding, binding.allocation_peer());
+        assert_eq!(allocation, Some(binding.client_channel()));
+        // A relay-to-self binding's route names the client bound back to it.
+        let back = table
+            .iter()
+            .find(|other| other.allocation_peer() == binding.allocation_peer().reverse());
+        assert_eq!(
+            route.relay_to_self,
+            back.map(|other| other.client_channel()).unwrap_or_default()
+        );
+        relay_to_self += usize::from(back.is_some());
+    }
+    assert_eq!(relay_to_self, 2, "the pair binds both ways");
+    assert!(!xdp.bindings_are_empty().expect("walk"));
+    xdp.clear_channels_of(&table).expect("clear");
+    assert!(xdp.bindings_are_empty().expect("walk"));
+    assert_eq!(xdp.entries_at(&table[0]).expect("lookups"), (None, None));
+    // Keys with nothing there are no error.
+    xdp.clear_channels_of(&table).expect("clear again");
+}
