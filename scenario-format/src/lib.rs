@@ -201,6 +201,16 @@ pub enum Side {
     Resource,
 }
 
+impl Side {
+    /// The other end of the connection.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Resource,
+            Side::Resource => Side::Client,
+        }
+    }
+}
+
 /// A link fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -31,7 +31,7 @@ use crate::{
     commands::{Inbox, RelayFrame},
     endpoint_io::unspecified,
     state::Shared,
-    wire::{self, XdpNote},
+    wire,
     world::SimError,
     xdp::{Datagram, Datapath, XdpBeside, XdpRun, agree, warn_skipped},
 };
@@ -401,25 +401,11 @@ impl Side {
     /// A frame that is not UDP (an ICMP error about `frame.about`): the XDP program must pass
     /// it unchanged to the host stack, which takes it; the relay's UDP sockets never see it.
     fn handle_frame(&mut self, name: &str, frame: &RelayFrame) {
-        let run = {
-            let mut core = self.core.borrow_mut();
-            core.xdp.as_mut().map(|xdp| xdp.run_frame(&frame.frame))
-        };
-        let run = match run {
-            Some(Ok(run)) => Some(run),
-            Some(Err(error)) => {
-                self.error(format!(
-                    "{name}: XDP run of a {} frame failed: {error}",
-                    frame.kind
-                ));
-                return;
-            }
-            None => None,
+        let what = || format!("a {} frame", frame.kind);
+        let Ok(run) = self.run_xdp_frame(name, what, &frame.frame) else {
+            return;
         };
         let datapath = self.core.borrow().datapath;
-        if let Some(run) = &run {
-            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
-        }
         let fate = self.host_stack_fate(run.as_ref(), datapath, || {
             format!(
                 "{name}: XDP and the host stack disagree on a {} frame about {} -> {}",
@@ -436,10 +422,7 @@ impl Side {
                 kind: frame.kind.to_owned(),
                 about: frame.about,
                 len: frame.frame.len(),
-                xdp: run.as_ref().map(|run| XdpNote {
-                    verdict: run.verdict.name().to_owned(),
-                    reason: reason::name(run.reason).to_owned(),
-                }),
+                xdp: run.as_ref().map(XdpRun::note),
             });
             if fate == HostFate::HostStack {
                 shared.journal.trace(
@@ -489,27 +472,37 @@ impl Side {
         to: SocketAddr,
         payload: &[u8],
     ) -> Result<Option<XdpRun>, ()> {
-        let run = {
-            let mut core = self.core.borrow_mut();
-            core.xdp.as_mut().map(|xdp| xdp.run(from, to, payload))
-        };
-        let run = match run {
-            Some(Ok(run)) => Some(run),
-            Some(Err(error)) => {
-                self.error(format!("{name}: XDP run of {from} -> {to} failed: {error}"));
-                return Err(());
-            }
-            None => None,
-        };
-        if let Some(run) = &run {
-            *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
-        }
-        let note = run.as_ref().map(|run| XdpNote {
-            verdict: run.verdict.name().to_owned(),
-            reason: reason::name(run.reason).to_owned(),
-        });
+        let frame = xdp_fixtures::frame::udp(from, to, payload);
+        let run = self.run_xdp_frame(name, || format!("{from} -> {to}"), &frame)?;
+        let note = run.as_ref().map(XdpRun::note);
         wire::received(&self.shared, name, from, to, payload, note);
         Ok(run)
+    }
+
+    /// Runs one Ethernet frame through the XDP program (when it runs beside this relay) and
+    /// counts the reason. `Err` when the run itself failed (said as a broken invariant about
+    /// `what`, worded only then).
+    fn run_xdp_frame(
+        &mut self,
+        name: &str,
+        what: impl FnOnce() -> String,
+        frame: &[u8],
+    ) -> Result<Option<XdpRun>, ()> {
+        let run = {
+            let mut core = self.core.borrow_mut();
+            core.xdp.as_mut().map(|xdp| xdp.run_frame(frame))
+        };
+        match run {
+            Some(Ok(run)) => {
+                *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
+                Ok(Some(run))
+            }
+            Some(Err(error)) => {
+                self.error(format!("{name}: XDP run of {} failed: {error}", what()));
+                Err(())
+            }
+            None => Ok(None),
+        }
     }
 
     /// What the userspace relay sends for the datagram, if anything (a refusal is traced), and

@@ -216,20 +216,12 @@ impl<'a> Runner<'a> {
             }
             Step::TcpHalfClose { conn, by } => {
                 // The other side first learns to keep its half open, then `by` sends its FIN.
-                match by {
-                    Side::Client => self.tcp_action(
-                        *conn,
-                        Side::Resource,
-                        ClientTcpAction::KeepOpen,
-                        ResourceAction::KeepOpen,
-                    ),
-                    Side::Resource => self.tcp_action(
-                        *conn,
-                        Side::Client,
-                        ClientTcpAction::KeepOpen,
-                        ResourceAction::KeepOpen,
-                    ),
-                }
+                self.tcp_action(
+                    *conn,
+                    by.other(),
+                    ClientTcpAction::KeepOpen,
+                    ResourceAction::KeepOpen,
+                );
                 self.tcp_action(*conn, *by, ClientTcpAction::Close, ResourceAction::Close);
             }
             Step::TcpSimultaneousClose { conn } => {

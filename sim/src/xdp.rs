@@ -170,16 +170,6 @@ impl XdpBeside {
         ))
     }
 
-    /// Runs the datagram `from` -> `to` through the program as an Ethernet frame.
-    pub(crate) fn run(
-        &mut self,
-        from: SocketAddr,
-        to: SocketAddr,
-        payload: &[u8],
-    ) -> Result<XdpRun, String> {
-        self.run_frame(&xdp_fixtures::frame::udp(from, to, payload))
-    }
-
     /// Runs one Ethernet frame through the program.
     pub(crate) fn run_frame(&mut self, frame: &[u8]) -> Result<XdpRun, String> {
         let outcome = self
@@ -223,6 +213,16 @@ impl XdpBeside {
             frame_changed: outcome.verdict != Verdict::Tx && outcome.frame_out != *frame,
             checksum_error,
         })
+    }
+}
+
+impl XdpRun {
+    /// The verdict and reason, as hops and frames record them.
+    pub(crate) fn note(&self) -> observation::XdpNote {
+        observation::XdpNote {
+            verdict: self.verdict.name().to_owned(),
+            reason: reason::name(self.reason).to_owned(),
+        }
     }
 }
 

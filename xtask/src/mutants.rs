@@ -60,11 +60,5 @@ fn ensure_installed(binary: &str, version: Option<&str>) -> Result<()> {
     if let Some(version) = version {
         install.args(["--version", version]);
     }
-    let status = install
-        .status()
-        .with_context(|| format!("cannot install {binary}"))?;
-    if !status.success() {
-        bail!("installing {binary} failed ({status})");
-    }
-    Ok(())
+    crate::setup::run(&mut install)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proptest::{prelude::*, test_runner::RngSeed};
 use relay_xdp::{XdpRelay, load_or_skip, relay_table};
-use support::{CLIENTS, Op, PEERS, PeerRef, mirror_and_check, perform, world_with_clients};
+use support::{CLIENTS, Op, PEERS, PeerRef, World, mirror_and_check, perform, world_with_clients};
 
 fn peer_ref() -> impl Strategy<Value = PeerRef> {
     prop_oneof![
@@ -82,12 +82,10 @@ fn the_maps_mirror_the_relays_channel_table_after_every_operation() {
     );
 }
 
-#[test]
-fn events_install_refresh_and_remove_bindings() {
-    let Some(mut xdp) = load_or_skip("events_install_refresh_and_remove_bindings") else {
-        return;
-    };
-    let mut world = world_with_clients(7);
+/// Clients 0 and 1 allocate; client 0 binds a channel to external peer `peer`, and the two
+/// bind to each other's relayed address (relay-to-self, IPv4): three bindings, mirrored.
+fn three_bindings(seed: u64, peer: usize, xdp: &mut XdpRelay) -> World {
+    let mut world = world_with_clients(seed);
     xdp.configure_for(world.relay.config()).expect("configure");
     perform(&mut world, Op::Allocate(0));
     perform(&mut world, Op::Allocate(1));
@@ -95,7 +93,7 @@ fn events_install_refresh_and_remove_bindings() {
         &mut world,
         Op::Bind {
             client: 0,
-            peer: PeerRef::External(4),
+            peer: PeerRef::External(peer),
         },
     );
     perform(
@@ -106,7 +104,16 @@ fn events_install_refresh_and_remove_bindings() {
             v6: false,
         },
     );
-    mirror_and_check(&mut world, &mut xdp).expect("mirrored");
+    mirror_and_check(&mut world, xdp).expect("mirrored");
+    world
+}
+
+#[test]
+fn events_install_refresh_and_remove_bindings() {
+    let Some(mut xdp) = load_or_skip("events_install_refresh_and_remove_bindings") else {
+        return;
+    };
+    let mut world = three_bindings(7, 4, &mut xdp);
     assert_eq!(xdp.channel_bindings().expect("read").len(), 3);
 
     // The clients refresh their channels every 240 s: the relay announces ChannelRefreshed,
@@ -182,26 +189,7 @@ fn lookups_at_the_bindings_keys_read_what_a_walk_reads_and_clearing_them_empties
     ) else {
         return;
     };
-    let mut world = world_with_clients(11);
-    xdp.configure_for(world.relay.config()).expect("configure");
-    perform(&mut world, Op::Allocate(0));
-    perform(&mut world, Op::Allocate(1));
-    perform(
-        &mut world,
-        Op::Bind {
-            client: 0,
-            peer: PeerRef::External(2),
-        },
-    );
-    perform(
-        &mut world,
-        Op::BindPair {
-            a: 0,
-            b: 1,
-            v6: false,
-        },
-    );
-    mirror_and_check(&mut world, &mut xdp).expect("mirrored");
+    let world = three_bindings(11, 2, &mut xdp);
     let table = relay_table(&world.relay);
     assert_eq!(xdp.channel_bindings().expect("walk"), table);
     assert_eq!(table.len(), 3);

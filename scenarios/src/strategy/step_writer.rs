@@ -296,10 +296,7 @@ impl<'a> StepWriter<'a> {
                 bytes,
                 then_reset,
             } => {
-                let other = match by {
-                    Side::Client => Side::Resource,
-                    Side::Resource => Side::Client,
-                };
+                let other = by.other();
                 self.steps.push(Step::TcpHalfClose { conn, by });
                 self.steps.push(Step::TcpData {
                     conn,
