@@ -36,8 +36,24 @@ use crate::{
     xdp::{Datagram, Datapath, XdpBeside, XdpRun, agree, warn_skipped},
 };
 
-/// Runs of a relay's XDP program per reason, shared by its sides and read at the end.
-pub(crate) type XdpReasons = Rc<RefCell<BTreeMap<u32, u64>>>;
+/// A relay's XDP program as the world sees it at the end of the run.
+pub(crate) struct RelayXdp(Rc<RefCell<RelayCore>>);
+
+impl RelayXdp {
+    /// Runs per reason, and what is wrong with the reason counters if a run raised more than
+    /// its own. Empty when no program ran beside the relay.
+    pub(crate) fn finish(&self) -> (BTreeMap<u32, u64>, Option<String>) {
+        let core = self.0.borrow();
+        let Some(xdp) = core.xdp.as_ref() else {
+            return (BTreeMap::new(), None);
+        };
+        let problem = xdp
+            .counters_agree()
+            .err()
+            .map(|error| format!("{}: {error}", core.name));
+        (xdp.reasons.clone(), problem)
+    }
+}
 
 /// One datagram the relay sends.
 #[derive(Debug)]
@@ -111,7 +127,7 @@ pub(crate) fn add_relay(
     seed: u64,
     datapath: Datapath,
     frames: &Inbox<RelayFrame>,
-) -> Result<(XdpReasons, Datapath), SimError> {
+) -> Result<(RelayXdp, Datapath), SimError> {
     let config = relay_config(addresses, seed);
     let origin = shared.borrow().origin;
     let relay = Relay::new(config.clone(), origin)
@@ -133,7 +149,6 @@ pub(crate) fn add_relay(
     } else {
         (None, Datapath::Userspace)
     };
-    let reasons = Rc::new(RefCell::new(BTreeMap::new()));
     let core = Rc::new(RefCell::new(RelayCore {
         name,
         index,
@@ -151,7 +166,6 @@ pub(crate) fn add_relay(
     {
         let shared = shared.clone();
         let core = core.clone();
-        let reasons = reasons.clone();
         let frames = frames.clone();
         sim.host(ip, move || {
             let side = Side {
@@ -159,7 +173,6 @@ pub(crate) fn add_relay(
                 origin,
                 shared: shared.clone(),
                 core: core.clone(),
-                reasons: reasons.clone(),
                 frames: frames.clone(),
                 sockets: BTreeMap::new(),
                 host_sockets: BTreeMap::new(),
@@ -167,7 +180,7 @@ pub(crate) fn add_relay(
             async move { side.run().await.map_err(Into::into) }
         });
     }
-    Ok((reasons, datapath))
+    Ok((RelayXdp(core), datapath))
 }
 
 /// One address family's side of a relay: its sockets.
@@ -176,7 +189,6 @@ struct Side {
     origin: Instant,
     shared: Rc<RefCell<Shared>>,
     core: Rc<RefCell<RelayCore>>,
-    reasons: XdpReasons,
     /// Frames that are not UDP, for the side of their address once they are due.
     frames: Inbox<RelayFrame>,
     /// The relay's: the TURN port and the open allocation ports.
@@ -493,10 +505,7 @@ impl Side {
             core.xdp.as_mut().map(|xdp| xdp.run_frame(frame))
         };
         match run {
-            Some(Ok(run)) => {
-                *self.reasons.borrow_mut().entry(run.reason).or_default() += 1;
-                Ok(Some(run))
-            }
+            Some(Ok(run)) => Ok(Some(run)),
             Some(Err(error)) => {
                 self.error(format!("{name}: XDP run of {} failed: {error}", what()));
                 Err(())

@@ -29,7 +29,7 @@ use crate::{
     faults::Links,
     gateway_host, internet_host,
     journal::{Journal, TraceLine},
-    relay_host::{self, XdpReasons},
+    relay_host::{self, RelayXdp},
     runner::Runner,
     state::{Relayed, Shared},
     xdp::Datapath,
@@ -198,7 +198,7 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
 
 /// The relays' hosts, with what their XDP programs counted and the datapath they really ran.
 struct Relays {
-    xdp_reasons: Vec<XdpReasons>,
+    xdp: Vec<RelayXdp>,
     datapath: Datapath,
 }
 
@@ -209,12 +209,12 @@ impl World<'_> {
         datapath: Datapath,
     ) -> Result<Relays, SimError> {
         let mut relays = Relays {
-            xdp_reasons: Vec::new(),
+            xdp: Vec::new(),
             datapath,
         };
         for (index, relay) in self.scenario.topology.relays.iter().enumerate() {
             let seed = self.seed.wrapping_add(index as u64 + 1);
-            let (reasons, ran) = relay_host::add_relay(
+            let (xdp, ran) = relay_host::add_relay(
                 sim,
                 &self.shared,
                 (index as u32, relay.name.clone()),
@@ -223,7 +223,7 @@ impl World<'_> {
                 datapath,
                 &self.inboxes.relay_frames,
             )?;
-            relays.xdp_reasons.push(reasons);
+            relays.xdp.push(xdp);
             if ran == Datapath::Userspace {
                 relays.datapath = Datapath::Userspace;
             }
@@ -325,6 +325,16 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
                 .dropped(end_ms, place, DropReason::StillHeld, packet);
         }
     }
+    let mut xdp_reasons = BTreeMap::new();
+    for relay in &relays.xdp {
+        let (reasons, problem) = relay.finish();
+        for (why, runs) in reasons {
+            *xdp_reasons.entry(relay_xdp::reason::name(why)).or_default() += runs;
+        }
+        if let Some(problem) = problem {
+            shared.journal.errors.push(problem);
+        }
+    }
     let journal = std::mem::take(&mut shared.journal);
     Outcome {
         flows: journal.flows,
@@ -337,14 +347,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         drops: journal.drops,
         relay_timer_boundaries: journal.relay_timer_boundaries,
         strays: journal.strays,
-        xdp_reasons: relays
-            .xdp_reasons
-            .iter()
-            .flat_map(|reasons| reasons.borrow().clone())
-            .fold(BTreeMap::new(), |mut total, (why, runs)| {
-                *total.entry(relay_xdp::reason::name(why)).or_default() += runs;
-                total
-            }),
+        xdp_reasons,
         datapath: relays.datapath,
     }
 }

@@ -203,14 +203,19 @@ impl XdpRelay {
         })
     }
 
-    /// Runs per verdict reason since load, summed over CPUs, indexed by `reason::*`.
+    /// Runs per verdict reason since load, summed over CPUs, indexed by `reason::*`. One
+    /// lookup per slot; [`Self::reason_counter`] reads one.
     pub fn reason_counters(&self) -> Result<ReasonCounters, RunError> {
         let mut counts = [0u64; reason::COUNT as usize];
         for (index, count) in counts.iter_mut().enumerate() {
-            let per_cpu = self.counters.get(&(index as u32), 0)?;
-            *count = per_cpu.iter().sum();
+            *count = self.reason_counter(index as u32)?;
         }
         Ok(ReasonCounters(counts))
+    }
+
+    /// Runs of one verdict reason since load, summed over CPUs.
+    pub fn reason_counter(&self, reason: u32) -> Result<u64, RunError> {
+        Ok(self.counters.get(&reason, 0)?.iter().sum())
     }
 }
 
