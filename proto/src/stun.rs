@@ -136,7 +136,18 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
         ));
     }
     match MessageDecoder::<Attribute>::new().decode_from_bytes(datagram) {
-        Ok(Ok(message)) => Ok(message),
+        Ok(Ok(message)) => match integrity_end(datagram) {
+            // RFC 8489 §14.5: attributes after MESSAGE-INTEGRITY are ignored, FINGERPRINT
+            // aside (already verified above). They are outside what the MAC covers, so an
+            // on-path attacker could append them to a signed request.
+            Some(end) if !only_fingerprint_follows(&datagram[end..]) => {
+                let mut signed = datagram[..end].to_vec();
+                let length = u16::try_from(end - HEADER_LEN).unwrap_or(u16::MAX);
+                signed[2..4].copy_from_slice(&length.to_be_bytes());
+                decode(&signed)
+            }
+            _ => Ok(message),
+        },
         Ok(Err(broken)) => Err(DecodeError::Broken {
             class: broken.class(),
             method: broken.method(),
@@ -145,6 +156,49 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
         }),
         Err(error) => Err(DecodeError::NotStun(error.to_string())),
     }
+}
+
+const HEADER_LEN: usize = 20;
+const MESSAGE_INTEGRITY_TYPE: u16 = 0x0008;
+const FINGERPRINT_TYPE: u16 = 0x8028;
+
+/// The raw attributes of a decoded message: (type, start, end including padding).
+fn raw_attributes(datagram: &[u8]) -> impl Iterator<Item = (u16, usize, usize)> + '_ {
+    let mut offset = HEADER_LEN;
+    std::iter::from_fn(move || {
+        let header = datagram.get(offset..offset + 4)?;
+        let kind = u16::from_be_bytes([header[0], header[1]]);
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let start = offset;
+        offset += 4 + len.div_ceil(4) * 4;
+        (offset <= datagram.len()).then_some((kind, start, offset))
+    })
+}
+
+/// Where the first MESSAGE-INTEGRITY attribute ends, if there is one.
+fn integrity_end(datagram: &[u8]) -> Option<usize> {
+    raw_attributes(datagram)
+        .find(|(kind, _, _)| *kind == MESSAGE_INTEGRITY_TYPE)
+        .map(|(_, _, end)| end)
+}
+
+/// Whether `rest` (what follows MESSAGE-INTEGRITY) is empty or one FINGERPRINT attribute.
+fn only_fingerprint_follows(rest: &[u8]) -> bool {
+    rest.is_empty()
+        || (rest.len() == 8 && u16::from_be_bytes([rest[0], rest[1]]) == FINGERPRINT_TYPE)
+}
+
+/// `datagram` (an encoded message) with the attributes of `extra` appended at its end and the
+/// header's length fixed: what an on-path attacker makes of a signed request. For tests and
+/// the simulator's attacker; [`decode`] ignores what follows MESSAGE-INTEGRITY.
+pub fn append_attributes(datagram: &[u8], extra: Message) -> Result<Vec<u8>, EncodeError> {
+    let encoded = encode(extra)?;
+    let mut out = datagram.to_vec();
+    out.extend_from_slice(encoded.get(HEADER_LEN..).unwrap_or_default());
+    let length = u16::try_from(out.len() - HEADER_LEN)
+        .map_err(|_| EncodeError("the message grew past 64 KiB".to_owned()))?;
+    out[2..4].copy_from_slice(&length.to_be_bytes());
+    Ok(out)
 }
 
 /// Encodes a message.

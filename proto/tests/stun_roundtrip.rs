@@ -61,3 +61,45 @@ proptest! {
         let _ = stun::decode(&bytes);
     }
 }
+
+/// RFC 8489 §14.5: what follows MESSAGE-INTEGRITY (FINGERPRINT aside) is not covered by the
+/// MAC, so decoding ignores it: a peer appended to a signed CreatePermission is not seen.
+#[test]
+fn attributes_appended_after_message_integrity_are_ignored() {
+    let key = LongTermKey::new("1800000000:client", "vpnsim.test", "secret").expect("key");
+    let signed_peer: SocketAddr = "198.51.100.7:1".parse().unwrap();
+    let appended_peer: SocketAddr = "127.0.0.1:22".parse().unwrap();
+    let mut request = Message::new(
+        MessageClass::Request,
+        methods::CREATE_PERMISSION,
+        TransactionId::new([7; 12]),
+    );
+    request.add_attribute(XorPeerAddress::new(signed_peer));
+    let sealed = stun::seal(request, Some(&key)).expect("seals");
+    // Without FINGERPRINT: cut it off (the last 8 bytes), then append.
+    let mut without_fingerprint = sealed[..sealed.len() - 8].to_vec();
+    let length = u16::try_from(without_fingerprint.len() - 20).unwrap();
+    without_fingerprint[2..4].copy_from_slice(&length.to_be_bytes());
+    let mut extra = Message::new(
+        MessageClass::Request,
+        methods::CREATE_PERMISSION,
+        TransactionId::new([7; 12]),
+    );
+    extra.add_attribute(XorPeerAddress::new(appended_peer));
+    for base in [sealed.clone(), without_fingerprint] {
+        let tampered = stun::append_attributes(&base, extra.clone()).expect("appends");
+        assert!(tampered.len() > base.len());
+        let decoded = stun::decode(&tampered).expect("still decodes");
+        let peers: Vec<SocketAddr> = decoded
+            .attributes()
+            .filter_map(|attribute| match attribute {
+                Attribute::XorPeerAddress(peer) => Some(peer.address()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(peers, vec![signed_peer], "the appended peer is ignored");
+        assert!(key.verifies(&decoded), "what is left still verifies");
+    }
+    let untouched = stun::decode(&sealed).expect("decodes");
+    assert!(key.verifies(&untouched));
+}

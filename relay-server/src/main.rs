@@ -55,6 +55,19 @@ struct Args {
     /// Allocations one username may hold at once.
     #[arg(long, value_name = "N", default_value_t = 10)]
     allocation_quota: usize,
+    /// Peer IPs one allocation may hold permissions for at once (508 beyond).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    max_permissions: usize,
+    /// Channels one allocation may hold at once (508 beyond).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_channels: usize,
+    /// Peer range refused with 403, beside loopback, unspecified, multicast and link-local,
+    /// which are always refused (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    denied_peer_ip: Vec<ipnet::IpNet>,
+    /// Peer range allowed even when denied (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    allowed_peer_ip: Vec<ipnet::IpNet>,
     /// Seeds port choice, nonces and transaction ids [default: from the start time].
     #[arg(long)]
     seed: Option<u64>,
@@ -103,6 +116,12 @@ fn serve(args: Args) -> anyhow::Result<()> {
         relay.public_v6 = args.public_v6;
         relay.port_range = args.port_range;
         relay.allocation_quota = args.allocation_quota;
+        relay.max_permissions = args.max_permissions;
+        relay.max_channels = args.max_channels;
+        relay.peer_policy = relay::PeerPolicy {
+            denied: args.denied_peer_ip,
+            allowed: args.allowed_peer_ip,
+        };
         relay.unix_time_at_start = since_epoch.as_secs();
         relay.seed = args.seed.unwrap_or_else(|| {
             (since_epoch.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)

@@ -38,6 +38,11 @@ impl TestRelay {
         relay.port_range = ports;
         relay.unix_time_at_start = START_UNIX;
         relay.seed = 7;
+        // Peers here live on loopback, which the relay refuses unless an operator allows it.
+        relay
+            .peer_policy
+            .allowed
+            .push("127.0.0.0/8".parse().expect("a CIDR"));
         let server = Server::bind(ServerConfig {
             relay,
             listen_v4: Some(LOCALHOST),

@@ -112,6 +112,41 @@ impl Allocation {
             .is_some_and(|&expires_at| now < expires_at)
     }
 
+    /// How many of `peers` have no live permission yet (each counted once).
+    pub fn new_permissions(&self, peers: &[IpAddr], now: Instant) -> usize {
+        let mut fresh: Vec<IpAddr> = peers
+            .iter()
+            .copied()
+            .filter(|&peer| !self.has_permission(peer, now))
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        fresh.len()
+    }
+
+    /// Peers with a live permission.
+    pub fn live_permissions(&self, now: Instant) -> usize {
+        self.permissions
+            .values()
+            .filter(|&&expires_at| now < expires_at)
+            .count()
+    }
+
+    /// Whether `number` is bound or cooling down.
+    pub fn holds_channel(&self, number: u16, now: Instant) -> bool {
+        self.channels
+            .get(&number)
+            .is_some_and(|channel| now < channel.reserved_until())
+    }
+
+    /// Channels bound or cooling down.
+    pub fn held_channels(&self, now: Instant) -> usize {
+        self.channels
+            .values()
+            .filter(|channel| now < channel.reserved_until())
+            .count()
+    }
+
     pub fn install_permission(&mut self, ip: IpAddr, now: Instant) {
         self.permissions.insert(ip, now + PERMISSION_LIFETIME);
     }

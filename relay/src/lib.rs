@@ -20,6 +20,7 @@
 
 mod allocation;
 mod auth;
+mod peer_policy;
 mod requests;
 mod types;
 
@@ -32,6 +33,7 @@ use std::{
 
 use allocation::{ActiveChannel, Allocation};
 pub use allocation::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+pub use peer_policy::PeerPolicy;
 use proto::{
     channel_data::{self, ChannelData},
     rng::SplitMix64,
@@ -48,6 +50,9 @@ pub const DEFAULT_ALLOCATION_LIFETIME: Duration = Duration::from_secs(600);
 pub const MAX_ALLOCATION_LIFETIME: Duration = Duration::from_secs(3600);
 /// The allocation port range of RFC 8656 (the IANA dynamic range).
 pub const ALLOCATION_PORTS: RangeInclusive<u16> = 49152..=65535;
+/// The shortest shared secret a relay accepts: TURN REST passwords are HMACs under it, so a
+/// short one can be guessed offline from one captured request.
+pub const MIN_SHARED_SECRET_LEN: usize = 16;
 
 /// How a relay is set up.
 #[derive(Debug, Clone)]
@@ -65,6 +70,13 @@ pub struct RelayConfig {
     pub allocation_quota: usize,
     /// How long a nonce stays fresh (438 after).
     pub nonce_lifetime: Duration,
+    /// Peer IPs one allocation may hold permissions for at once (508 beyond): every request
+    /// and every timer walks them.
+    pub max_permissions: usize,
+    /// Channels one allocation may hold at once, bound or cooling down (508 beyond).
+    pub max_channels: usize,
+    /// Which peer addresses allocations may reach (403 for the others).
+    pub peer_policy: PeerPolicy,
     /// Unix time (seconds) at the `now` given to [`Relay::new`]; usernames expire against it.
     pub unix_time_at_start: u64,
     /// Seeds port choice, nonces and transaction ids.
@@ -81,6 +93,9 @@ impl RelayConfig {
             port_range: ALLOCATION_PORTS,
             allocation_quota: 10,
             nonce_lifetime: Duration::from_secs(3600),
+            max_permissions: 128,
+            max_channels: 64,
+            peer_policy: PeerPolicy::default(),
             unix_time_at_start: 0,
             seed: 0,
         }
@@ -95,6 +110,8 @@ pub enum ConfigError {
     BadPortRange { start: u16, end: u16 },
     #[error("the realm must not be empty")]
     EmptyRealm,
+    #[error("the shared secret has {len} bytes; at least {MIN_SHARED_SECRET_LEN} are needed")]
+    WeakSecret { len: usize },
 }
 
 /// A route's key: an address (IPv4 as IPv4-mapped IPv6: the same host either way) and a 16-bit
@@ -156,6 +173,8 @@ pub struct Relay {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     drops: BTreeMap<Drop, u64>,
+    /// Error responses sent, by error code.
+    rejections: BTreeMap<u16, u64>,
     next_deadline: Option<Instant>,
 }
 
@@ -171,6 +190,11 @@ impl Relay {
         if config.realm.is_empty() {
             return Err(ConfigError::EmptyRealm);
         }
+        if config.shared_secret.len() < MIN_SHARED_SECRET_LEN {
+            return Err(ConfigError::WeakSecret {
+                len: config.shared_secret.len(),
+            });
+        }
         Ok(Self {
             nonces: auth::NonceKey::new(config.seed, &config.shared_secret, config.nonce_lifetime),
             rng: SplitMix64::new(config.seed),
@@ -184,6 +208,7 @@ impl Relay {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             drops: BTreeMap::new(),
+            rejections: BTreeMap::new(),
             next_deadline: None,
         })
     }
@@ -294,6 +319,12 @@ impl Relay {
     /// Dropped datagrams by reason.
     pub fn drop_counts(&self) -> &BTreeMap<Drop, u64> {
         &self.drops
+    }
+
+    /// Requests refused, by the error code of the response that refused them (401 and 438
+    /// challenges included).
+    pub fn rejection_counts(&self) -> &BTreeMap<u16, u64> {
+        &self.rejections
     }
 
     /// Whether `ip` is one of the relay's own public addresses.

@@ -69,8 +69,18 @@ impl Relay {
     }
 
     fn reply(&mut self, path: ReplyPath, response: Message, key: Option<&LongTermKey>) {
+        self.count_rejection(&response);
         if let Some(payload) = seal(response, key) {
             self.send_reply(path, payload);
+        }
+    }
+
+    /// Counts an error response by its code.
+    fn count_rejection(&mut self, response: &Message) {
+        if response.class() == MessageClass::ErrorResponse {
+            let code = stun::error_code(response).unwrap_or(0);
+            *self.rejections.entry(code).or_default() += 1;
+            tracing::debug!(code, method = ?response.method(), "refused a request");
         }
     }
 
@@ -85,7 +95,9 @@ impl Relay {
     /// An error response carrying REALM and a fresh NONCE (401 and 438).
     fn challenge(&mut self, path: ReplyPath, request: &Message, code: u16, now: Instant) {
         let mut response = stun::error_response(request.method(), request.transaction_id(), code);
-        let nonce = self.nonces.issue(self.seconds_since_start(now));
+        let nonce = self
+            .nonces
+            .issue(self.seconds_since_start(now), path.client, path.server);
         if let (Ok(realm), Ok(nonce)) = (Realm::new(self.config.realm.clone()), Nonce::new(nonce)) {
             response.add_attribute(realm);
             response.add_attribute(nonce);
@@ -133,7 +145,7 @@ impl Relay {
             request,
             &self.config.realm,
             &self.config.shared_secret,
-            &self.nonces,
+            (&self.nonces, path.client, path.server),
             self.seconds_since_start(now),
             self.unix_time(now),
         ) {
@@ -181,6 +193,7 @@ impl Relay {
     /// Signs and sends the response to a TURN request. The success response to an Allocate is
     /// also kept with the allocation, to answer retransmissions of that request with.
     fn reply_to_turn_request(&mut self, path: ReplyPath, response: Message, key: &LongTermKey) {
+        self.count_rejection(&response);
         let is_allocate_success = response.method() == methods::ALLOCATE
             && response.class() == MessageClass::SuccessResponse;
         let Some(payload) = seal(response, Some(key)) else {
@@ -388,6 +401,18 @@ impl Relay {
         {
             return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
         }
+        if peers
+            .iter()
+            .any(|peer| !self.config.peer_policy.permits(peer.ip()))
+        {
+            return Err(codes::FORBIDDEN);
+        }
+        let ips: Vec<_> = peers.iter().map(SocketAddr::ip).collect();
+        if allocation.live_permissions(now) + allocation.new_permissions(&ips, now)
+            > self.config.max_permissions
+        {
+            return Err(codes::INSUFFICIENT_CAPACITY);
+        }
         for peer in &peers {
             allocation.install_permission(peer.ip(), now);
         }
@@ -421,9 +446,19 @@ impl Relay {
         if !allocation.families.contains(peer.ip()) {
             return Err(codes::PEER_ADDRESS_FAMILY_MISMATCH);
         }
+        if !self.config.peer_policy.permits(peer.ip()) {
+            return Err(codes::FORBIDDEN);
+        }
         allocation
             .check_bind(number, peer, now)
             .map_err(|_| codes::BAD_REQUEST)?;
+        let grows = !allocation.holds_channel(number, now);
+        if grows && allocation.held_channels(now) >= self.config.max_channels
+            || allocation.live_permissions(now) + allocation.new_permissions(&[peer.ip()], now)
+                > self.config.max_permissions
+        {
+            return Err(codes::INSUFFICIENT_CAPACITY);
+        }
         allocation.bind(number, peer, now);
         self.sync_channels(port, now);
         Ok(success(request))

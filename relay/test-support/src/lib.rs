@@ -8,6 +8,8 @@
 //! from a real relay. It is a dev-dependency of both and never a dependency of a system under
 //! test.
 
+pub mod hostile;
+
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
