@@ -9,9 +9,11 @@
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
 //! - `mutants`: setup, then a mutation score with cargo-mutants (installed when missing).
+//! - `fuzz`: cargo-fuzz (installed when missing) on every parser and both state machines.
 //!
 //! Arguments after the task name go to the underlying command.
 
+mod fuzz;
 mod mutants;
 mod setup;
 
@@ -39,6 +41,11 @@ tasks:
   mutants    setup, then mutation testing of the relay and the gateway's flow, DNS and NAT
              code (.cargo/mutants.toml) with cargo-mutants, installed when missing; extra
              args go to it, e.g. --shard 1/8, --list, --file relay/src/lib.rs
+  fuzz       fuzz the parsers (STUN, ChannelData, tunnel frames, IP packets, DNS answers) and
+             the relay and gateway state machines with cargo-fuzz, installed when missing
+             (and a nightly toolchain): `fuzz [TARGET] [--seconds N]` (default: every
+             target, 60 s each); seeds the corpora from the corpus stories' pcaps and prints
+             executions, exec/s and crashes per target
 ";
 
 fn main() -> ExitCode {
@@ -66,6 +73,7 @@ fn run() -> Result<()> {
             setup::ensure_ebpf_toolchain()?;
             mutants::run(&rest)
         }
+        Some("fuzz") => fuzz::run(&rest),
         Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
             vpnsim(task, &rest)

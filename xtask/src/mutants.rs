@@ -35,7 +35,7 @@ pub fn run(extra: &[String]) -> Result<()> {
 }
 
 /// Installs a cargo subcommand (at `version`, if given) unless it is there already.
-fn ensure_installed(binary: &str, version: Option<&str>) -> Result<()> {
+pub(crate) fn ensure_installed(binary: &str, version: Option<&str>) -> Result<()> {
     let subcommand = binary.trim_start_matches("cargo-");
     let installed = Command::new(binary)
         .args([subcommand, "--version"])
@@ -52,7 +52,7 @@ fn ensure_installed(binary: &str, version: Option<&str>) -> Result<()> {
         return Ok(());
     }
     eprintln!(
-        "xtask mutants: installing {binary} {}",
+        "xtask: installing {binary} {}",
         version.unwrap_or("(latest)")
     );
     let mut install = Command::new("cargo");
