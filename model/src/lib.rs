@@ -51,8 +51,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use observation::{
-    Delivery, DropPlace, DropReason, GatewayDropReason, HostFate, Packet, PacketDrop, PacketKind,
-    Receiver, RelayDropReason, StrayArrival, TcpFlags, XdpVerdict,
+    AttackOutcome, Delivery, DropPlace, DropReason, GatewayDropReason, HostFate, Packet,
+    PacketDrop, PacketKind, Receiver, RelayDropReason, StrayArrival, TcpFlags, XdpVerdict,
 };
 pub use proto::flow::{
     ClientId, CloseReason, FlowRecord, OuterContext, Protocol, ResourceId, UtcTime,
@@ -148,6 +148,8 @@ pub struct Prediction {
     pub coverage: coverage::ModelCoverage,
     /// What every relay host does with every stray datagram (a `stray` step's), sorted.
     pub strays: Vec<StrayArrival>,
+    /// What the attacker host gets back from every attack (an `attack` step's), in step order.
+    pub attacks: Vec<AttackOutcome>,
 }
 
 /// The model cannot (or does not yet) say what happens at this step.
@@ -235,6 +237,7 @@ pub fn observed_before(
     observed.deliveries.retain(|d| d.step < k);
     observed.drops.retain(|d| d.step < k);
     observed.strays.retain(|s| s.step < k);
+    observed.attacks.retain(|a| a.step < k);
     observed
         .flows
         .retain(|record| engine::written_at(record, idle_ms) < known.before_ms);
@@ -246,6 +249,7 @@ impl Prediction {
         self.deliveries.sort();
         self.drops.sort();
         self.strays.sort();
+        self.attacks.sort();
     }
 }
 

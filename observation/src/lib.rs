@@ -14,12 +14,14 @@
 //!
 //! Clients, resources and gateways are named by their index in the scenario's topology.
 
+mod attack;
 mod hop;
 mod outcome;
 mod packet;
 mod stray;
 mod wire_check;
 
+pub use attack::{AttackOutcome, TurnAnswer};
 pub use hop::{Direction, FrameArrival, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};

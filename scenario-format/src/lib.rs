@@ -8,6 +8,7 @@
 //! time grid of the steps ([`timing`]) and the settings every host runs with ([`settings`]). It depends on no
 //! system under test, so the model can use it without seeing the code it judges.
 
+pub mod attack;
 pub mod plan;
 pub mod settings;
 pub mod stray;
@@ -16,6 +17,7 @@ mod validate;
 
 use std::{fmt, net::IpAddr, path::Path};
 
+pub use attack::AttackKind;
 use serde::{Deserialize, Serialize};
 pub use stray::StrayKind;
 pub use validate::ValidationError;
@@ -346,6 +348,13 @@ pub enum Step {
         ipv6: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         allocation: Option<String>,
+    },
+    /// The attacker host attacks `relay` (`attack::AttackKind` says how), over IPv6 if `ipv6`.
+    Attack {
+        relay: String,
+        kind: AttackKind,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ipv6: bool,
     },
     /// Nothing happens for `seconds` plus `ms` milliseconds (either may be left out).
     Idle {

@@ -33,6 +33,15 @@ pub const TURN_PORT: u16 = 3478;
 /// it).
 pub const INTERNET_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const INTERNET_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// The attacker host of `attack` steps (`crate::attack`): on no TURN path, at the default
+/// latency from every relay, with credentials of its own.
+pub const ATTACKER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
+pub const ATTACKER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x66);
+/// Whether `ip` is the attacker host's.
+pub fn is_attacker(ip: IpAddr) -> bool {
+    ip == IpAddr::V4(ATTACKER_V4) || ip == IpAddr::V6(ATTACKER_V6)
+}
+
 /// The relay host's own resolver socket and NTP client socket: ephemeral ports (Linux takes
 /// them from 32768-60999) below the relays' allocation range (49152-65535), open all run.
 pub const RELAY_HOST_DNS_PORT: u16 = 33053;

@@ -17,3 +17,11 @@ pub const RESOURCE_ISN: u32 = 5000;
 pub const RELAY_SECRET: &[u8] = b"vpnsim relay secret";
 /// The realm every relay of the simulation uses.
 pub const RELAY_REALM: &str = "vpnsim";
+/// Allocations one username may hold on a relay at once (486 beyond).
+pub const RELAY_ALLOCATION_QUOTA: usize = 10;
+/// Peers one allocation may hold permissions for at once (508 beyond).
+pub const RELAY_MAX_PERMISSIONS: usize = 128;
+/// Channels one allocation may hold at once (508 beyond).
+pub const RELAY_MAX_CHANNELS: usize = 64;
+/// The id in the attacker's TURN REST username: credentials of its own, valid all run.
+pub const ATTACKER_ID: &str = "mallory";

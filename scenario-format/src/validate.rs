@@ -8,8 +8,8 @@ use std::{
 };
 
 use crate::{
-    DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step, StrayKind,
-    Target, plan,
+    AttackKind, DnsRecord, Latency, PathMode, ResourceAddress, ResourceSpec, Scenario, Stack, Step,
+    StrayKind, Target, plan,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -433,8 +433,25 @@ fn check_steps(scenario: &Scenario, names: &Names<'_>) -> Result<(), ValidationE
             })?;
         } else {
             check_step(names, &mut connections, step)
+                .and_then(|()| check_attack_fits(scenario, step))
                 .map_err(|message| ValidationError::step(index, message))?;
         }
+    }
+    Ok(())
+}
+
+/// An attack's rounds all end inside its step at the topology's default latency.
+fn check_attack_fits(scenario: &Scenario, step: &Step) -> Result<(), String> {
+    let Step::Attack { kind, .. } = step else {
+        return Ok(());
+    };
+    let latency = scenario.topology.latency.default_ms;
+    let needed = kind.rounds() as u64 * AttackKind::round_ms(latency);
+    if needed >= crate::timing::STEP_MS {
+        return Err(format!(
+            "attack {} takes {needed} ms at {latency} ms latency, more than a step",
+            kind.as_str()
+        ));
     }
     Ok(())
 }
@@ -497,6 +514,7 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             ipv6,
             allocation,
         } => check_stray(names, relay, *kind, *ipv6, allocation.as_deref()),
+        Step::Attack { relay, ipv6, .. } => check_relay_family(names, relay, *ipv6),
         Step::Idle { seconds, ms } => {
             let total = seconds.saturating_mul(1000).saturating_add(*ms);
             if total == 0 || total > 3_600_000 {
@@ -505,6 +523,21 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             Ok(())
         }
     }
+}
+
+/// The relay exists and has an address of the family asked for.
+fn check_relay_family(names: &Names<'_>, relay: &str, ipv6: bool) -> Result<(), String> {
+    let stack = *names
+        .relays
+        .get(relay)
+        .ok_or_else(|| format!("no relay named `{relay}`"))?;
+    if !(if ipv6 { stack.has_v6() } else { stack.has_v4() }) {
+        return Err(format!(
+            "relay `{relay}` has no IPv{} address",
+            if ipv6 { 6 } else { 4 }
+        ));
+    }
+    Ok(())
 }
 
 /// A stray datagram goes to a relay of the family asked for; `unpermitted-peer` and the ICMP
@@ -517,16 +550,7 @@ fn check_stray(
     ipv6: bool,
     allocation: Option<&str>,
 ) -> Result<(), String> {
-    let stack = *names
-        .relays
-        .get(relay)
-        .ok_or_else(|| format!("no relay named `{relay}`"))?;
-    if !(if ipv6 { stack.has_v6() } else { stack.has_v4() }) {
-        return Err(format!(
-            "relay `{relay}` has no IPv{} address",
-            if ipv6 { 6 } else { 4 }
-        ));
-    }
+    check_relay_family(names, relay, ipv6)?;
     match (kind.needs_allocation(), allocation) {
         (true, Some(host)) => {
             let on = names

@@ -32,6 +32,10 @@ pub enum CheckError {
     Drops(String),
     #[error("stray datagrams at relays differ from the model:\n{0}")]
     Strays(String),
+    /// What an attacker got back differs from what a relay that holds answers: an accepted
+    /// forgery, a missing refusal, a refusal with the wrong code.
+    #[error("attacks on relays got other answers than the model's:\n{0}")]
+    Attacks(String),
 }
 
 /// A run that passed every check.
@@ -123,6 +127,7 @@ fn observed_part(outcome: &Outcome) -> Prediction {
         deliveries: outcome.deliveries.clone(),
         drops: outcome.drops.clone(),
         strays: outcome.strays.clone(),
+        attacks: outcome.attacks.clone(),
         coverage: model::coverage::ModelCoverage::default(),
     }
 }
@@ -147,6 +152,16 @@ fn compare(expected: &Prediction, observed: &Prediction, xdp: bool) -> Result<()
     if !differences.is_empty() {
         return Err(CheckError::Strays(differences));
     }
+    let differences = difference(
+        "attacks",
+        &expected.attacks,
+        &observed.attacks,
+        Ord::cmp,
+        ToString::to_string,
+    );
+    if !differences.is_empty() {
+        return Err(CheckError::Attacks(differences));
+    }
     Ok(())
 }
 
@@ -163,6 +178,7 @@ impl CheckError {
             CheckError::Deliveries(text) => CheckError::Deliveries(prefix(text)),
             CheckError::Drops(text) => CheckError::Drops(prefix(text)),
             CheckError::Strays(text) => CheckError::Strays(prefix(text)),
+            CheckError::Attacks(text) => CheckError::Attacks(prefix(text)),
             other => other,
         }
     }

@@ -35,6 +35,8 @@ pub(crate) struct Inboxes {
     pub(crate) clients: Vec<Inbox<ClientCommand>>,
     /// The internet host's (both families share it; each takes its own).
     pub(crate) internet: Inbox<StraySend>,
+    /// The attacker host's (both families share it; each takes the attacks of its own).
+    pub(crate) attacker: Inbox<AttackOrder>,
     /// Frames that are not UDP (turmoil carries only UDP and TCP), handed to the relay host
     /// they go to on the millisecond they arrive.
     pub(crate) relay_frames: Inbox<RelayFrame>,
@@ -46,6 +48,7 @@ impl Inboxes {
             gateways: (0..gateways).map(|_| Inbox::default()).collect(),
             clients: (0..clients).map(|_| Inbox::default()).collect(),
             internet: Inbox::default(),
+            attacker: Inbox::default(),
             relay_frames: Inbox::default(),
         }
     }
@@ -55,6 +58,7 @@ impl Inboxes {
         self.gateways.iter().any(|inbox| !inbox.is_empty())
             || self.clients.iter().any(|inbox| !inbox.is_empty())
             || !self.internet.is_empty()
+            || !self.attacker.is_empty()
             || !self.relay_frames.is_empty()
     }
 }
@@ -185,4 +189,15 @@ pub(crate) struct StraySend {
     pub(crate) src: SocketAddr,
     pub(crate) dst: SocketAddr,
     pub(crate) payload: Vec<u8>,
+}
+
+/// One attack for the attacker host to play on the relay whose TURN address is `server` (in
+/// the family the attack uses).
+#[derive(Debug, Clone)]
+pub(crate) struct AttackOrder {
+    pub(crate) step: usize,
+    /// The relay's index in the topology.
+    pub(crate) relay: u32,
+    pub(crate) kind: scenario_format::AttackKind,
+    pub(crate) server: SocketAddr,
 }

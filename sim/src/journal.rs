@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use observation::{
-    Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, HostFate, Packet, PacketDrop,
-    Receiver, StrayArrival, XdpVerdict,
+    AttackOutcome, Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, HostFate,
+    Packet, PacketDrop, Receiver, StrayArrival, XdpVerdict,
 };
 use scenario_format::timing::Timeline;
 use std::net::SocketAddr;
@@ -55,6 +55,8 @@ pub(crate) struct Journal {
     /// Every stray datagram (from the internet host) a relay host took off a socket, with what
     /// became of it, in order of arrival.
     pub(crate) strays: Vec<StrayArrival>,
+    /// Every attack the attacker host played, with what came back, in order.
+    pub(crate) attacks: Vec<AttackOutcome>,
 }
 
 impl Journal {

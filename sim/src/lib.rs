@@ -19,6 +19,7 @@
 //! published timers, `state` and `journal` what the hosts share and record, `faults` the link
 //! faults, and one module per kind of host (docs/architecture.md has the table).
 
+mod attacker_host;
 mod client_host;
 mod clock;
 mod commands;

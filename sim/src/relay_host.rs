@@ -14,14 +14,17 @@ use std::{
     time::Instant,
 };
 
-use observation::{FrameArrival, HostFate, XdpVerdict};
+use observation::{FrameArrival, HostFate, TurnAnswer, XdpVerdict};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
 use crate::relay_timers::{self, RelayTimers};
 use relay_xdp::{Verdict, reason};
 use scenario_format::{
     plan::{self, HostAddresses, RELAY_HOST_DNS_PORT, RELAY_HOST_NTP_PORT},
-    settings::{RELAY_REALM, RELAY_SECRET},
+    settings::{
+        RELAY_ALLOCATION_QUOTA, RELAY_MAX_CHANNELS, RELAY_MAX_PERMISSIONS, RELAY_REALM,
+        RELAY_SECRET,
+    },
     timing::ORIGIN_UNIX_SECS,
 };
 use turmoil::net::UdpSocket;
@@ -36,22 +39,31 @@ use crate::{
     xdp::{Datagram, Datapath, XdpBeside, XdpRun, agree, warn_skipped},
 };
 
-/// A relay's XDP program as the world sees it at the end of the run.
-pub(crate) struct RelayXdp(Rc<RefCell<RelayCore>>);
+/// A relay as the world sees it at the end of the run.
+pub(crate) struct RelayAtEnd(Rc<RefCell<RelayCore>>);
 
-impl RelayXdp {
-    /// Runs per reason, and what is wrong with the reason counters if a run raised more than
-    /// its own. Empty when no program ran beside the relay.
-    pub(crate) fn finish(&self) -> (BTreeMap<u32, u64>, Option<String>) {
+impl RelayAtEnd {
+    /// Runs of its XDP program per reason (empty when none ran beside it), and what is wrong
+    /// with its counters: a run that raised more than its own reason, or error responses on
+    /// the wire that the relay's rejection counters do not account for, code by code.
+    pub(crate) fn finish(&self) -> (BTreeMap<u32, u64>, Vec<String>) {
         let core = self.0.borrow();
+        let mut problems = Vec::new();
+        if core.relay.rejection_counts() != &core.sent_rejections {
+            problems.push(format!(
+                "{}: the relay counted rejections {:?} but sent error responses {:?} (by code)",
+                core.name,
+                core.relay.rejection_counts(),
+                core.sent_rejections
+            ));
+        }
         let Some(xdp) = core.xdp.as_ref() else {
-            return (BTreeMap::new(), None);
+            return (BTreeMap::new(), problems);
         };
-        let problem = xdp
-            .counters_agree()
-            .err()
-            .map(|error| format!("{}: {error}", core.name));
-        (xdp.reasons.clone(), problem)
+        if let Err(error) = xdp.counters_agree() {
+            problems.push(format!("{}: {error}", core.name));
+        }
+        (xdp.reasons.clone(), problems)
     }
 }
 
@@ -83,6 +95,8 @@ struct RelayCore {
     sequence: u64,
     /// The relay's timers, for the coverage of their deadlines.
     timers: RelayTimers,
+    /// Error responses it put on the wire, by code.
+    sent_rejections: BTreeMap<u16, u64>,
 }
 
 impl RelayCore {
@@ -113,6 +127,9 @@ fn relay_config(addresses: &HostAddresses, seed: u64) -> RelayConfig {
     config.public_v6 = addresses.v6;
     config.unix_time_at_start = ORIGIN_UNIX_SECS;
     config.seed = seed;
+    config.allocation_quota = RELAY_ALLOCATION_QUOTA;
+    config.max_permissions = RELAY_MAX_PERMISSIONS;
+    config.max_channels = RELAY_MAX_CHANNELS;
     config
 }
 
@@ -127,7 +144,7 @@ pub(crate) fn add_relay(
     seed: u64,
     datapath: Datapath,
     frames: &Inbox<RelayFrame>,
-) -> Result<(RelayXdp, Datapath), SimError> {
+) -> Result<(RelayAtEnd, Datapath), SimError> {
     let config = relay_config(addresses, seed);
     let origin = shared.borrow().origin;
     let relay = Relay::new(config.clone(), origin)
@@ -159,6 +176,7 @@ pub(crate) fn add_relay(
         crossing: BTreeMap::new(),
         sequence: 0,
         timers: RelayTimers::default(),
+        sent_rejections: BTreeMap::new(),
     }));
     for ip in [addresses.v4.map(IpAddr::V4), addresses.v6.map(IpAddr::V6)]
         .into_iter()
@@ -180,7 +198,7 @@ pub(crate) fn add_relay(
             async move { side.run().await.map_err(Into::into) }
         });
     }
-    Ok((RelayXdp(core), datapath))
+    Ok((RelayAtEnd(core), datapath))
 }
 
 /// One address family's side of a relay: its sockets.
@@ -635,6 +653,14 @@ impl Side {
             name,
             format!("{kind} {src} -> {dst} ({} bytes)", payload.len()),
         );
+        if let TurnAnswer::Error(code) = TurnAnswer::of(payload) {
+            *self
+                .core
+                .borrow_mut()
+                .sent_rejections
+                .entry(code)
+                .or_default() += 1;
+        }
         wire::send(socket, &self.shared, name, *src, *dst, payload);
     }
 

@@ -8,15 +8,15 @@ use std::{
 };
 
 use scenario_format::{
-    Fault, PathMode, ResourceAddress, Scenario, Side, Step, StrayKind, Target,
-    plan::{self, AddressPlan},
+    AttackKind, Fault, PathMode, ResourceAddress, Scenario, Side, Step, StrayKind, Target,
+    plan::{self, AddressPlan, TURN_PORT},
 };
 use xdp_fixtures::frame::IcmpError;
 
 use crate::{
     commands::{
-        ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, RelayFrame, ResourceAction,
-        StraySend,
+        AttackOrder, ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, RelayFrame,
+        ResourceAction, StraySend,
     },
     faults::link_key,
     state::Shared,
@@ -284,6 +284,7 @@ impl<'a> Runner<'a> {
                 ipv6,
                 allocation,
             } => self.stray(at_ms, relay, *kind, *ipv6, allocation.as_deref()),
+            Step::Attack { relay, kind, ipv6 } => self.attack(index, relay, *kind, *ipv6),
             Step::Idle { .. } => {}
         }
     }
@@ -359,6 +360,33 @@ impl<'a> Runner<'a> {
             dst,
             payload: kind.payload(),
         });
+    }
+
+    /// The attacker host plays an attack on the relay's TURN address of one family.
+    fn attack(&self, step: usize, relay: &str, kind: AttackKind, ipv6: bool) {
+        let Some(index) = self
+            .scenario
+            .topology
+            .relays
+            .iter()
+            .position(|r| r.name == relay)
+        else {
+            return;
+        };
+        let addresses = &self.plan.relays[index];
+        let ip = if ipv6 {
+            addresses.v6.map(IpAddr::V6)
+        } else {
+            addresses.v4.map(IpAddr::V4)
+        };
+        if let Some(ip) = ip {
+            self.inboxes.attacker.push(AttackOrder {
+                step,
+                relay: index as u32,
+                kind,
+                server: SocketAddr::new(ip, TURN_PORT),
+            });
+        }
     }
 
     fn gateway_index(&self, name: &str) -> usize {

@@ -52,8 +52,9 @@ pub(crate) fn send(
     payload: &[u8],
 ) {
     let mut shared = shared.borrow_mut();
-    // The DNS server's traffic is DNS; the internet host sends what is not TURN on purpose.
-    let checked = host != crate::internet_host::NAME
+    // The DNS server's traffic is DNS; the internet host and the attacker send what is not
+    // well-formed TURN on purpose.
+    let checked = ![crate::internet_host::NAME, crate::attacker_host::NAME].contains(&host)
         && ![src, dst]
             .iter()
             .any(|end| plan::dns_server(end.ip()) == *end);

@@ -9,7 +9,8 @@ use std::{
 };
 
 use observation::{
-    Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, PacketDrop, StrayArrival,
+    AttackOutcome, Delivery, DropPlace, DropReason, FlowRecord, FrameArrival, Hop, PacketDrop,
+    StrayArrival,
 };
 use proto::credentials;
 use scenario_format::{
@@ -21,7 +22,7 @@ use scenario_format::{
 use turn_client::{Families, TurnClientConfig};
 
 use crate::{
-    client_host,
+    attacker_host, client_host,
     clock::{Timers, run_until},
     commands::{GatewayCommand, Inboxes},
     dns_server,
@@ -29,7 +30,7 @@ use crate::{
     faults::Links,
     gateway_host, internet_host,
     journal::{Journal, TraceLine},
-    relay_host::{self, RelayXdp},
+    relay_host::{self, RelayAtEnd},
     runner::Runner,
     state::{Relayed, Shared},
     xdp::Datapath,
@@ -75,6 +76,8 @@ pub struct Outcome {
     /// Every stray datagram (a `stray` step's) a relay host received, with the XDP verdict and
     /// what became of it, in order of arrival.
     pub strays: Vec<StrayArrival>,
+    /// Every attack of an `attack` step, with what the attacker got back.
+    pub attacks: Vec<AttackOutcome>,
     /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
     pub xdp_reasons: BTreeMap<&'static str, u64>,
     /// Datagrams that reached a relay on one of its timers' deadlines, per timer
@@ -131,6 +134,19 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
         .any(|step| matches!(step, scenario_format::Step::Stray { .. }))
     {
         internet_host::add_internet_host(&mut sim, &world.shared, &world.inboxes.internet);
+    }
+    // Likewise the attacker host, only with attack steps.
+    if scenario
+        .steps
+        .iter()
+        .any(|step| matches!(step, scenario_format::Step::Attack { .. }))
+    {
+        attacker_host::add_attacker_host(
+            &mut sim,
+            &world.shared,
+            &world.inboxes.attacker,
+            scenario.topology.latency.default_ms,
+        );
     }
     let relays = world.add_relays(&mut sim, options.datapath)?;
     world.add_gateways(&mut sim);
@@ -198,7 +214,7 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
 
 /// The relays' hosts, with what their XDP programs counted and the datapath they really ran.
 struct Relays {
-    xdp: Vec<RelayXdp>,
+    at_end: Vec<RelayAtEnd>,
     datapath: Datapath,
 }
 
@@ -209,7 +225,7 @@ impl World<'_> {
         datapath: Datapath,
     ) -> Result<Relays, SimError> {
         let mut relays = Relays {
-            xdp: Vec::new(),
+            at_end: Vec::new(),
             datapath,
         };
         for (index, relay) in self.scenario.topology.relays.iter().enumerate() {
@@ -223,7 +239,7 @@ impl World<'_> {
                 datapath,
                 &self.inboxes.relay_frames,
             )?;
-            relays.xdp.push(xdp);
+            relays.at_end.push(xdp);
             if ran == Datapath::Userspace {
                 relays.datapath = Datapath::Userspace;
             }
@@ -326,14 +342,12 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         }
     }
     let mut xdp_reasons = BTreeMap::new();
-    for relay in &relays.xdp {
-        let (reasons, problem) = relay.finish();
+    for relay in &relays.at_end {
+        let (reasons, problems) = relay.finish();
         for (why, runs) in reasons {
             *xdp_reasons.entry(relay_xdp::reason::name(why)).or_default() += runs;
         }
-        if let Some(problem) = problem {
-            shared.journal.errors.push(problem);
-        }
+        shared.journal.errors.extend(problems);
     }
     let journal = std::mem::take(&mut shared.journal);
     Outcome {
@@ -347,6 +361,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         drops: journal.drops,
         relay_timer_boundaries: journal.relay_timer_boundaries,
         strays: journal.strays,
+        attacks: journal.attacks,
         xdp_reasons,
         datapath: relays.datapath,
     }
@@ -380,6 +395,9 @@ fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, Stri
     }
     hosts.insert(IpAddr::V4(plan::DNS_SERVER_V4), "dns".to_owned());
     hosts.insert(IpAddr::V6(plan::DNS_SERVER_V6), "dns".to_owned());
+    for ip in [IpAddr::V4(plan::ATTACKER_V4), IpAddr::V6(plan::ATTACKER_V6)] {
+        hosts.insert(ip, attacker_host::NAME.to_owned());
+    }
     for ip in [IpAddr::V4(plan::INTERNET_V4), IpAddr::V6(plan::INTERNET_V6)] {
         hosts.insert(ip, internet_host::NAME.to_owned());
     }

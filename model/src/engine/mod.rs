@@ -16,6 +16,7 @@
 //! - [`endpoints`]: the scripted clients and resource responders and their TCP conversations;
 //! - [`strays`]: datagrams that are not TURN at relays, and what the relay host does with them.
 
+mod attacks;
 pub mod coverage;
 mod dns;
 mod endpoints;
@@ -176,6 +177,7 @@ impl<'a> Engine<'a> {
                 drops: Vec::new(),
                 coverage: coverage::ModelCoverage::default(),
                 strays: Vec::new(),
+                attacks: Vec::new(),
             },
             coverage: coverage::ModelCoverage::default(),
         })
@@ -338,6 +340,7 @@ impl Engine<'_> {
                 ipv6,
                 allocation,
             } => self.stray(&relay, kind, ipv6, allocation.as_deref(), (k, t)),
+            Step::Attack { relay, kind, .. } => self.attack(&relay, kind, k),
             Step::Idle { .. } => {
                 self.taint_faulted_relay_links();
                 Ok(())
@@ -360,6 +363,7 @@ impl Engine<'_> {
         prediction.deliveries.retain(|d| d.step < k);
         prediction.drops.retain(|d| d.step < k);
         prediction.strays.retain(|s| s.step < k);
+        prediction.attacks.retain(|a| a.step < k);
         prediction
             .flows
             .retain(|record| written_at(record, idle_ms) < before_ms);

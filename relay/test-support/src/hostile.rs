@@ -9,39 +9,11 @@ use proto::{
     stun::{
         self, AddressFamily, Attribute, ChannelNumber, Lifetime, LongTermKey, Message,
         MessageClass, Method, Nonce, Realm, RequestedAddressFamily, RequestedTransport,
-        TransactionId, Username, XorPeerAddress, methods,
+        TransactionId, Username, XorPeerAddress, XorRelayAddress, methods,
     },
 };
 
-/// What came back for one request (or one datagram).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Answer {
-    /// A success response.
-    Success,
-    /// An error response with this code.
-    Error(u16),
-    /// A Data indication (the relay relayed something to the sender).
-    DataIndication,
-    /// Anything else that decodes as STUN or not at all.
-    Other,
-}
-
-impl Answer {
-    /// What `datagram` (sent by the relay) answers.
-    pub fn of(datagram: &[u8]) -> Self {
-        let Ok(message) = stun::decode(datagram) else {
-            return Answer::Other;
-        };
-        match message.class() {
-            MessageClass::SuccessResponse => Answer::Success,
-            MessageClass::ErrorResponse => {
-                stun::error_code(&message).map_or(Answer::Other, Answer::Error)
-            }
-            MessageClass::Indication if message.method() == methods::DATA => Answer::DataIndication,
-            _ => Answer::Other,
-        }
-    }
-}
+pub use observation::TurnAnswer as Answer;
 
 /// The NONCE and REALM of a challenge (401 or 438).
 pub fn challenge_of(datagram: &[u8]) -> Option<(String, String)> {
@@ -49,6 +21,14 @@ pub fn challenge_of(datagram: &[u8]) -> Option<(String, String)> {
     let nonce = message.get_attribute::<Nonce>()?.value().to_owned();
     let realm = message.get_attribute::<Realm>()?.text().to_owned();
     Some((nonce, realm))
+}
+
+/// The XOR-RELAYED-ADDRESS of an Allocate's success response (the first, if dual-stack).
+pub fn relayed_address_of(datagram: &[u8]) -> Option<SocketAddr> {
+    let message = stun::decode(datagram).ok()?;
+    message
+        .get_attribute::<XorRelayAddress>()
+        .map(XorRelayAddress::address)
 }
 
 /// A request of `method` with a transaction id made from `id`.

@@ -12,9 +12,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 pub use behaviour::{Behaviour, REQUIRED_REUSE, REQUIRED_TCP};
 
 use model::{DropReason, GatewayDropReason};
+use observation::TurnAnswer;
 use proto::flow::CloseReason;
 use relay_xdp::reason;
-use scenario_format::{PathMode, Scenario, Step, StrayKind};
+use scenario_format::{AttackKind, PathMode, Scenario, Step, StrayKind, plan};
 
 use crate::check::Checked;
 
@@ -107,6 +108,9 @@ pub struct Coverage {
     pub simultaneous_closes: u64,
     /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
     pub strays: BTreeMap<(StrayKind, String, String), u64>,
+    /// Attacks on relays by kind and the refusals they met: the error codes (each the relay's
+    /// rejection counter it raised) and `nothing` for data that got nothing through.
+    pub attacks: BTreeMap<(AttackKind, String), u64>,
 }
 
 impl Coverage {
@@ -154,7 +158,11 @@ impl Coverage {
             .hops
             .iter()
             .filter(|hop| {
-                hop.direction == sim::Direction::Sent && is_stale_nonce_answer(&hop.payload)
+                // The attacker's 438s are for nonces it forged, not ones that outlived their
+                // lifetime.
+                hop.direction == sim::Direction::Sent
+                    && !plan::is_attacker(hop.dst.ip())
+                    && is_stale_nonce_answer(&hop.payload)
             })
             .count() as u64;
         self.simultaneous_closes += scenario
@@ -174,6 +182,7 @@ impl Coverage {
             .or_default() += roams_back;
         self.behaviour
             .add_relay_timers(&checked.outcome.relay_timer_boundaries);
+        self.add_attacks(scenario, checked);
         for stray in &checked.outcome.strays {
             let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {
                 continue;
@@ -212,6 +221,33 @@ impl Coverage {
                 .strays
                 .entry((*kind, reason, stray.fate.to_string()))
                 .or_default() += 1;
+        }
+    }
+
+    /// Counts the attacks of one scenario that passed its checks, by what refused them.
+    fn add_attacks(&mut self, scenario: &Scenario, checked: &Checked) {
+        for attack in &checked.outcome.attacks {
+            let Some(Step::Attack { kind, .. }) = scenario.steps.get(attack.step) else {
+                continue;
+            };
+            let mut refusals: Vec<(TurnAnswer, usize)> = Vec::new();
+            for answer in attack.rounds.iter().flatten() {
+                if !matches!(answer, TurnAnswer::Error(_) | TurnAnswer::Nothing) {
+                    continue;
+                }
+                match refusals.last_mut() {
+                    Some((last, times)) if last == answer => *times += 1,
+                    _ => refusals.push((*answer, 1)),
+                }
+            }
+            let refusals: Vec<String> = refusals
+                .into_iter()
+                .map(|(answer, times)| match times {
+                    1 => answer.to_string(),
+                    _ => format!("{answer} x{times}"),
+                })
+                .collect();
+            *self.attacks.entry((*kind, refusals.join(" "))).or_default() += 1;
         }
     }
 
@@ -254,6 +290,11 @@ impl Coverage {
         for kind in StrayKind::ALL {
             if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
                 missing.push(format!("stray datagram {}", kind.as_str()));
+            }
+        }
+        for kind in AttackKind::ALL {
+            if !self.attacks.keys().any(|(seen, _)| *seen == kind) {
+                missing.push(format!("attack {}", kind.as_str()));
             }
         }
         missing
@@ -344,6 +385,15 @@ impl Coverage {
                 let _ = writeln!(out, "  {:<22}{:<26}{:<46}{:>6}", kind.as_str(), "-", "-", 0);
             }
         }
+        let _ = writeln!(out, "attacks on relays (kind, refused with)");
+        for ((kind, refusals), count) in &self.attacks {
+            let _ = writeln!(out, "  {:<22}{refusals:<26}{count:>6}", kind.as_str());
+        }
+        for kind in AttackKind::ALL {
+            if !self.attacks.keys().any(|(seen, _)| *seen == kind) {
+                let _ = writeln!(out, "  {:<22}{:<26}{:>6}", kind.as_str(), "-", 0);
+            }
+        }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
             .iter()
             .filter_map(|reason| Some((reason.as_str(), tested_elsewhere(*reason)?)))
@@ -409,6 +459,20 @@ mod tests {
                 .insert((kind, "-".to_owned(), "x".to_owned()), 1);
         }
         assert!(!seen.missing(false).iter().any(|m| m.starts_with("stray")));
+    }
+
+    #[test]
+    fn every_attack_kind_is_required() {
+        let missing = Coverage::default().missing(false);
+        for kind in AttackKind::ALL {
+            let name = format!("attack {}", kind.as_str());
+            assert!(missing.contains(&name), "{name} not required: {missing:?}");
+        }
+        let mut seen = Coverage::default();
+        for kind in AttackKind::ALL {
+            seen.attacks.insert((kind, "401".to_owned()), 1);
+        }
+        assert!(!seen.missing(false).iter().any(|m| m.starts_with("attack")));
     }
 
     #[test]

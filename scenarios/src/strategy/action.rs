@@ -2,7 +2,7 @@
 //! changes, faults, restarts, stray datagrams at relays, idle times), weighted so that the interesting ones are common.
 
 use proptest::prelude::*;
-use scenario_format::{PathMode, Side, StrayKind};
+use scenario_format::{AttackKind, PathMode, Side, StrayKind};
 
 use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
 
@@ -81,6 +81,12 @@ pub(super) enum Action {
     },
     Idle {
         seconds: u64,
+    },
+    /// The attacker host attacks a relay: `kind` indexes `AttackKind::ALL`.
+    Attack {
+        relay: usize,
+        kind: usize,
+        ipv6: bool,
     },
     /// Traffic that reaches a gateway `offset_ms` from the deadline of one of its pending
     /// timers (a flow's idle timeout, a DNS answer's TTL): the `which`-th of those the traffic
@@ -290,6 +296,12 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
                     ipv6,
                     host,
                 })
+                .boxed(),
+        ),
+        arm(
+            ActionKind::Attack,
+            (0usize..3, 0usize..AttackKind::ALL.len(), any::<bool>())
+                .prop_map(|(relay, kind, ipv6)| Action::Attack { relay, kind, ipv6 })
                 .boxed(),
         ),
         arm(

@@ -40,10 +40,12 @@ pub enum ActionKind {
     Stray,
     /// Traffic that lands on a relay timer's deadline (`Action::RelayTimerBoundary`).
     RelayTimerBoundary,
+    /// The attacker host attacks a relay (`Action::Attack`).
+    Attack,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 14] = [
+    pub const ALL: [ActionKind; 15] = [
         ActionKind::Udp,
         ActionKind::Tcp,
         ActionKind::Path,
@@ -58,6 +60,7 @@ impl ActionKind {
         ActionKind::TimerBoundary,
         ActionKind::Stray,
         ActionKind::RelayTimerBoundary,
+        ActionKind::Attack,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +79,7 @@ impl ActionKind {
             ActionKind::TimerBoundary => "timer",
             ActionKind::Stray => "stray",
             ActionKind::RelayTimerBoundary => "relay-timer",
+            ActionKind::Attack => "attack",
         }
     }
 
@@ -94,7 +98,8 @@ impl ActionKind {
             | ActionKind::DnsChange
             | ActionKind::Restart
             | ActionKind::Stray
-            | ActionKind::RelayTimerBoundary => 1,
+            | ActionKind::RelayTimerBoundary
+            | ActionKind::Attack => 1,
         }
     }
 }
@@ -121,7 +126,7 @@ pub enum Reuse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     /// Per [`ActionKind::ALL`]: its weight (0 = left out).
-    pub weights: [u32; 14],
+    pub weights: [u32; ActionKind::ALL.len()],
     /// Weights of the fault kinds: partition, hold, drop-next.
     pub faults: [u32; 3],
     pub idles: IdleLengths,
@@ -155,7 +160,7 @@ impl Profile {
         if pick(4) == 0 {
             return Self::everything();
         }
-        let mut weights = [0; 14];
+        let mut weights = [0; ActionKind::ALL.len()];
         for (weight, kind) in weights.iter_mut().zip(ActionKind::ALL) {
             if kind == ActionKind::Path || pick(2) == 0 {
                 *weight = kind.base_weight() << pick(3);
@@ -315,7 +320,7 @@ mod tests {
     fn the_label_names_what_is_on() {
         let mut profile = Profile::everything();
         assert_eq!(profile.to_string(), "everything");
-        profile.weights = [0; 14];
+        profile.weights = [0; ActionKind::ALL.len()];
         profile.weights[1] = 10;
         profile.weights[7] = 2;
         profile.faults = [1, 0, 2];

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use scenario_format::{
-    Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology, plan::AddressPlan,
+    AttackKind, Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology,
+    plan::AddressPlan,
 };
 
 use super::action::{Action, Destination, FaultKind, TcpEnd};
@@ -136,6 +137,9 @@ impl<'a> StepWriter<'a> {
                 host,
             ),
             Action::Idle { seconds } => self.steps.push(Step::Idle { seconds, ms: 0 }),
+            Action::Attack { relay, kind, ipv6 } => {
+                self.write_attack(relay, AttackKind::ALL[kind % AttackKind::ALL.len()], ipv6);
+            }
             Action::TimerBoundary { which, offset_ms } => {
                 self.write_timer_boundary(which, offset_ms);
             }
@@ -196,6 +200,24 @@ impl<'a> StepWriter<'a> {
             kind,
             ipv6,
             allocation,
+        });
+    }
+
+    /// An attack on the relay `relay` (any index), in the family asked for if it has it.
+    fn write_attack(&mut self, relay: usize, kind: AttackKind, ipv6: bool) {
+        let relays = &self.layout.relays;
+        let Some(spec) = relays.get(relay % relays.len().max(1)) else {
+            return;
+        };
+        let ipv6 = match spec.stack {
+            Stack::V4 => false,
+            Stack::V6 => true,
+            Stack::Dual => ipv6,
+        };
+        self.steps.push(Step::Attack {
+            relay: spec.name.clone(),
+            kind,
+            ipv6,
         });
     }
 
