@@ -35,6 +35,15 @@ pub struct GatewayConfig {
     /// Answers with a smaller TTL are kept this long (default 1 s), so a TTL of 0 does not make
     /// the gateway query in a loop.
     pub dns_min_ttl: Duration,
+    /// Answers with a larger TTL are kept only this long (default one day), so a forged or
+    /// misconfigured answer cannot pin a mapping for years.
+    pub dns_max_ttl: Duration,
+    /// Open flows at most, over all clients (default 1,000,000); a packet that would start
+    /// one more is dropped (`flow-table-full`).
+    pub max_flows: usize,
+    /// Open flows one client may hold (default 65,536), so one client cannot take the whole
+    /// table.
+    pub max_flows_per_client: usize,
 }
 
 impl GatewayConfig {
@@ -51,6 +60,9 @@ impl GatewayConfig {
             dns_query_timeout: Duration::from_secs(2),
             dns_query_attempts: 3,
             dns_min_ttl: Duration::from_secs(1),
+            dns_max_ttl: Duration::from_secs(86_400),
+            max_flows: 1_000_000,
+            max_flows_per_client: 65_536,
         }
     }
 }

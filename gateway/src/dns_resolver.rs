@@ -11,6 +11,7 @@
 //! [`shutdown`](DnsResolver::shutdown)), then drains [`DnsResolver::poll_action`] and carries
 //! out each [`DnsAction`] in order: send a query, route held packets again, or drop them.
 
+use proto::rng::SplitMix64;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -149,7 +150,11 @@ struct Settings {
     query_timeout: Nanos,
     attempts: u8,
     min_ttl: Duration,
+    max_ttl: Duration,
 }
+
+/// Mixed into the hash seed to seed the query ids, so they differ from the flow table's hash.
+const QUERY_ID_SEED: u64 = 0x646e_735f_6964_735f;
 
 /// Every DNS mapping of every client, the queries in flight and the held packets.
 #[derive(Debug)]
@@ -159,7 +164,9 @@ pub(crate) struct DnsResolver {
     mappings: BTreeMap<(ClientId, IpAddr), Mapping>,
     /// Query id -> the mapping that sent it.
     pending: BTreeMap<u16, (ClientId, IpAddr)>,
-    next_query_id: u16,
+    /// Draws query ids: an off-path attacker who cannot see the queries must guess 16 bits
+    /// per forged answer, not read the next id off a counter.
+    query_ids: SplitMix64,
     /// Earliest deadline (query timeout or answer expiry), recomputed on every change.
     next_deadline: Option<Nanos>,
     /// What the gateway must do next; drained by the gateway after every call.
@@ -174,10 +181,11 @@ impl DnsResolver {
                 query_timeout: nanos_of(config.dns_query_timeout),
                 attempts: config.dns_query_attempts,
                 min_ttl: config.dns_min_ttl,
+                max_ttl: config.dns_max_ttl.max(config.dns_min_ttl),
             },
             mappings: BTreeMap::new(),
             pending: BTreeMap::new(),
-            next_query_id: 1,
+            query_ids: SplitMix64::new(config.hash_seed ^ QUERY_ID_SEED),
             next_deadline: None,
             actions: VecDeque::new(),
         }
@@ -307,7 +315,8 @@ impl DnsResolver {
             self.fail(key);
             return Ok(());
         };
-        let ttl = Duration::from_secs(u64::from(answer.ttl)).max(self.settings.min_ttl);
+        let ttl = Duration::from_secs(u64::from(answer.ttl))
+            .clamp(self.settings.min_ttl, self.settings.max_ttl);
         let Some(mapping) = self.mappings.get_mut(&key) else {
             return Ok(());
         };
@@ -404,12 +413,12 @@ impl DnsResolver {
         self.recompute_deadline();
     }
 
-    /// The next query id: a counter (skipping 0 and ids still pending).
+    /// A query id drawn from the seeded generator (skipping 0 and ids still pending; at most
+    /// a few hundred are pending, so a free one comes up at once).
     fn allocate_query_id(&mut self) -> u16 {
         loop {
-            let id = self.next_query_id;
-            self.next_query_id = self.next_query_id.wrapping_add(1).max(1);
-            if !self.pending.contains_key(&id) {
+            let id = self.query_ids.next_u64() as u16;
+            if id != 0 && !self.pending.contains_key(&id) {
                 return id;
             }
         }

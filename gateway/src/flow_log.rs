@@ -34,6 +34,29 @@ impl OuterInterner {
     pub(crate) fn get(&self, i: u32) -> OuterContext {
         self.list[i as usize]
     }
+
+    /// Interned contexts, live or not.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Keeps only the contexts at `live` (old indexes, in the order given; repeats allowed)
+    /// and returns the new index of each kept old index.
+    pub(crate) fn compact(
+        &mut self,
+        live: impl IntoIterator<Item = u32>,
+    ) -> HashMap<u32, u32, FixedState> {
+        let old = std::mem::take(&mut self.list);
+        self.index.clear();
+        let mut renumbered = HashMap::with_hasher(FixedState::default());
+        for i in live {
+            if let Some(&outer) = old.get(i as usize) {
+                let new = self.intern(outer);
+                renumbered.insert(i, new);
+            }
+        }
+        renumbered
+    }
 }
 
 pub(crate) fn utc(origin: &TimeOrigin, t: Nanos) -> UtcTime {

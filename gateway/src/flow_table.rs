@@ -5,7 +5,7 @@
 //! flow's real deadline).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -229,6 +229,8 @@ pub(crate) struct FlowTable {
     deadlines: BinaryHeap<Reverse<(Nanos, u32, u32)>>,
     next_generation: u32,
     idle_timeout: Nanos,
+    /// Open flows per client, for the per-client cap.
+    per_client: BTreeMap<ClientId, usize>,
 }
 
 impl FlowTable {
@@ -242,6 +244,7 @@ impl FlowTable {
             deadlines: BinaryHeap::new(),
             next_generation: 0,
             idle_timeout,
+            per_client: BTreeMap::new(),
         }
     }
 
@@ -285,6 +288,7 @@ impl FlowTable {
         let generation = flow.generation;
         let client_hash = self.hash(&flow.client_side_key());
         let resource_hash = self.hash(&flow.resource_side_key());
+        *self.per_client.entry(flow.client).or_default() += 1;
         let idx = match self.free.pop() {
             Some(idx) => {
                 self.slots[idx as usize] = Some(flow);
@@ -323,6 +327,12 @@ impl FlowTable {
     /// Removes a flow from the table and its indexes.
     pub(crate) fn remove(&mut self, idx: u32) -> Option<Flow> {
         let flow = self.slots.get_mut(idx as usize)?.take()?;
+        if let Some(open) = self.per_client.get_mut(&flow.client) {
+            *open -= 1;
+            if *open == 0 {
+                self.per_client.remove(&flow.client);
+            }
+        }
         let client_hash = self.hash(&flow.client_side_key());
         let resource_hash = self.hash(&flow.resource_side_key());
         if let Ok(e) = self.by_client_side.find_entry(client_hash, |&i| i == idx) {
@@ -374,6 +384,23 @@ impl FlowTable {
     }
 
     /// How many flows are open.
+    /// Open flows of `client`.
+    pub(crate) fn open_of(&self, client: ClientId) -> usize {
+        self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Renumbers every flow's outer contexts with `map` (the interner was compacted).
+    pub(crate) fn remap_outers(&mut self, map: impl Fn(u32) -> u32) {
+        for flow in self.slots.iter_mut().flatten() {
+            flow.outer_first = map(flow.outer_first);
+            if let Some(more) = flow.outer_more.as_mut() {
+                for outer in more.iter_mut() {
+                    *outer = map(*outer);
+                }
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
     }

@@ -184,6 +184,11 @@ impl Gateway {
         self.flows.len()
     }
 
+    /// Outer contexts the gateway remembers, live or not yet pruned (for the bounds tests).
+    pub fn interned_outer_contexts(&self) -> usize {
+        self.outers.len()
+    }
+
     /// Where replies to `client` go now.
     pub fn client_outer_context(&self, client: ClientId) -> Option<OuterContext> {
         self.clients.get(&client).and_then(|c| c.outer)

@@ -318,6 +318,18 @@ fn every_reason_yields_exactly_one_event(fam: Fam) {
         ip(&colliding),
     );
 
+    // A full flow table (its cap here is the flows open now): a new 5-tuple is refused.
+    let mut full = Harness::with_config(fam, |config| config.max_flows = 0);
+    let one_too_many = udp_from_client(fam, 5008, fam.resource_ip(7), 53);
+    expect_drop(
+        &mut full,
+        s,
+        |h| h.send(&one_too_many),
+        DropReason::FlowTableFull,
+        me,
+        ip(&one_too_many),
+    );
+
     // Packets held for an answer: the queue is full at 2; a failed resolution drops both.
     let query = map(&mut h, 3, "three.example.com");
     let held: Vec<_> = (0..3)

@@ -75,6 +75,9 @@ drop_reasons! {
     DnsResolutionFailed => "dns-resolution-failed",
     /// A datagram from the DNS server that answers no pending query or does not parse.
     DnsUnexpectedAnswer => "dns-unexpected-answer",
+    /// A packet that would start a flow while the flow table, or the client's share of it, is
+    /// at its cap (docs/flows.md, "Bounds"). Open flows keep going and keep their records.
+    FlowTableFull => "flow-table-full",
     /// Input after `shutdown`.
     ShutDown => "shut-down",
 }

@@ -219,6 +219,11 @@ impl Gateway {
         if self.flows.find_resource_side(&resource_key).is_some() {
             return Err(DropReason::NatCollision);
         }
+        if self.flows.len() >= self.config.max_flows
+            || self.flows.open_of(client_id) >= self.config.max_flows_per_client
+        {
+            return Err(DropReason::FlowTableFull);
+        }
         let outer_idx = known_outer.unwrap_or_else(|| self.outers.intern(*outer));
         let flow = Flow::new(
             client_id,

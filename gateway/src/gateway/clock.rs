@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use proto::flow::CloseReason;
+use proto::flow::{CloseReason, MAX_OUTER_CONTEXTS};
 
 use super::Gateway;
 use crate::flow_table::{Nanos, nanos_of};
@@ -57,6 +57,39 @@ impl Gateway {
             self.dns.handle_timeout(t);
             self.run_dns_actions(t);
         }
+        self.prune_outers();
         t
     }
+
+    /// Forgets the outer contexts no open flow and no client refers to any more, once they
+    /// outnumber the live ones twice over (so the cost is amortised over the closes that made
+    /// them dead). Runs only here, at the start of an entry point, before any interned index
+    /// is held in a local.
+    fn prune_outers(&mut self) {
+        let live_bound = self.flows.len() * MAX_OUTER_CONTEXTS + self.clients.len();
+        if self.outers.len() <= 2 * live_bound + PRUNE_SLACK {
+            return;
+        }
+        let flows = self
+            .flows
+            .open_slots()
+            .into_iter()
+            .filter_map(|idx| self.flows.get(idx))
+            .flat_map(|flow| flow.outers().collect::<Vec<_>>());
+        let clients = self
+            .clients
+            .values()
+            .filter(|client| client.outer.is_some())
+            .map(|client| client.outer_idx);
+        let live: Vec<u32> = flows.chain(clients).collect();
+        let renumbered = self.outers.compact(live);
+        let map = |old: u32| renumbered.get(&old).copied().unwrap_or(0);
+        self.flows.remap_outers(map);
+        for client in self.clients.values_mut() {
+            client.outer_idx = map(client.outer_idx);
+        }
+    }
 }
+
+/// Dead outer contexts tolerated before pruning, beside twice the live ones.
+const PRUNE_SLACK: usize = 1024;

@@ -67,6 +67,9 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
         DnsQueueFull => {
             Some("needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs")
         }
+        FlowTableFull => {
+            Some("needs 65,536 open flows of one client: gateway/tests/bounds.rs, with a small cap")
+        }
         NotTunnelFrame | MalformedFrame | UnknownSession | BadMac | Replay | MalformedPacket
         | Fragment | UnsupportedProtocol | ForgedSource | IcmpNotAllowed | UnknownDestination
         | NatCollision | DnsUnexpectedAnswer | ShutDown => Some(HOSTILE_INPUT_TESTED),
