@@ -136,6 +136,7 @@ fn forward(c: &mut Criterion, name: &str, dst: Ipv4Addr, dns: bool, recycle: boo
                         counter += 1;
                         tunnel::seal(
                             &key(),
+                            tunnel::Direction::ToGateway,
                             FrameHeader {
                                 session_id: SESSION,
                                 counter,
@@ -170,6 +171,7 @@ fn mac_only(c: &mut Criterion) {
     let inner = udp_packet(REAL, 5000);
     let frame = tunnel::seal(
         &key(),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: SESSION,
             counter: 1,
@@ -178,7 +180,9 @@ fn mac_only(c: &mut Criterion) {
     );
     let k = key();
     c.bench_function("tunnel_open_mac_only_64B", |b| {
-        b.iter(|| black_box(tunnel::open(&k, black_box(&frame)).is_ok()))
+        b.iter(|| {
+            black_box(tunnel::open(&k, tunnel::Direction::ToGateway, black_box(&frame)).is_ok())
+        })
     });
 }
 
@@ -235,6 +239,7 @@ fn memory_per_open_flow() {
             };
             let frame = tunnel::seal(
                 &key(),
+                tunnel::Direction::ToGateway,
                 FrameHeader {
                     session_id: SESSION,
                     counter: u64::from(i),

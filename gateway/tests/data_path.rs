@@ -42,6 +42,7 @@ fn forged_or_broken_frames_change_nothing(fam: Fam) {
     // Wrong key.
     let f = tunnel::seal(
         &SessionKey::new([7; 32]),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: SESSION,
             counter: 99,
@@ -52,6 +53,7 @@ fn forged_or_broken_frames_change_nothing(fam: Fam) {
     // Unknown session.
     let f = tunnel::seal(
         &key(),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: 1,
             counter: 99,
@@ -86,6 +88,7 @@ fn replayed_frame_is_dropped(fam: Fam) {
     // An old counter inside the window that was never used still passes.
     let old = tunnel::seal(
         &key(),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: SESSION,
             counter: 0,

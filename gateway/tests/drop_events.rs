@@ -153,6 +153,7 @@ fn every_reason_yields_exactly_one_event(fam: Fam) {
     );
     let unknown = tunnel::seal(
         &key(),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: 1,
             counter: 1,

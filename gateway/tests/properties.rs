@@ -416,7 +416,7 @@ proptest! {
         prop_assert_eq!(h.gw.open_flow_count(), 0);
         // Replays of an accepted frame count once.
         h.grant(res, vec![]);
-        let frame = tunnel::seal(&key(), FrameHeader { session_id: SESSION, counter: 10_000 }, &good);
+        let frame = tunnel::seal(&key(), tunnel::Direction::ToGateway, FrameHeader { session_id: SESSION, counter: 10_000 }, &good);
         prop_assert!(checked(&mut h, |h| h.send_frame(&frame))?.0.is_ok());
         let (result, drops) = checked(&mut h, |h| h.send_frame(&frame))?;
         prop_assert_eq!(result, Err(DropReason::Replay));

@@ -28,9 +28,12 @@
 //!
 //! The MAC is SipHash-2-4 with 128-bit output (the reference implementation's `siphash` with
 //! `cROUNDS = 2`, `dROUNDS = 4`, 16 output bytes in its byte order) over every byte before the
-//! MAC (header and inner packet). Its 128-bit key is derived once per session, when the
-//! [`SessionKey`] is made, from the session's 32-byte key with BLAKE3's key-derivation mode:
-//! the first 16 bytes of `blake3::derive_key(`[`MAC_KEY_CONTEXT`]`, session key)`.
+//! MAC (header and inner packet). Each direction has its own 128-bit key, derived once per
+//! session, when the [`SessionKey`] is made, from the session's 32-byte key with BLAKE3's
+//! key-derivation mode: the first 16 bytes of `blake3::derive_key(context, session key)`, with
+//! [`MAC_KEY_CONTEXT_TO_GATEWAY`] for frames a client sends and [`MAC_KEY_CONTEXT_TO_CLIENT`]
+//! for frames the gateway sends. So a frame reflected back to its sender does not verify: the
+//! receiver checks it under the other direction's key.
 //!
 //! Why SipHash and not BLAKE3's keyed mode (which the first version used): SipHash is a PRF
 //! designed for authenticating short messages under a 128-bit secret key, and a typical frame
@@ -57,8 +60,21 @@ pub const MIN_FRAME_LEN: usize = HEADER_LEN + MAC_LEN;
 /// Bytes in a session key.
 pub const KEY_LEN: usize = 32;
 
-/// BLAKE3 key-derivation context of the 128-bit SipHash key (see the module docs).
-pub const MAC_KEY_CONTEXT: &str = "vpnsim 2025-01-01 tunnel frame MAC key, SipHash-2-4-128";
+/// BLAKE3 key-derivation context of the MAC key of frames from a client to its gateway.
+pub const MAC_KEY_CONTEXT_TO_GATEWAY: &str =
+    "vpnsim 2026-12-01 tunnel frame MAC key, client to gateway, SipHash-2-4-128";
+/// BLAKE3 key-derivation context of the MAC key of frames from a gateway to a client.
+pub const MAC_KEY_CONTEXT_TO_CLIENT: &str =
+    "vpnsim 2026-12-01 tunnel frame MAC key, gateway to client, SipHash-2-4-128";
+
+/// Which way a frame goes: each way has its own MAC key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From a client to its gateway.
+    ToGateway,
+    /// From the gateway to a client.
+    ToClient,
+}
 
 /// A per-session key, handed to both ends by the control plane, with the MAC key derived from
 /// it (once, here, so no packet pays for the derivation). Its `Debug` output never shows the
@@ -66,19 +82,26 @@ pub const MAC_KEY_CONTEXT: &str = "vpnsim 2025-01-01 tunnel frame MAC key, SipHa
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionKey {
     bytes: [u8; KEY_LEN],
-    /// The SipHash key, as the two little-endian 64-bit words `k0`, `k1`.
-    mac_key: (u64, u64),
+    /// The SipHash keys as the two little-endian 64-bit words `k0`, `k1`: to the gateway, to
+    /// the client.
+    mac_keys: [(u64, u64); 2],
 }
 
 impl SessionKey {
-    /// Wraps 32 key bytes and derives the MAC key from them.
+    /// Wraps 32 key bytes and derives the MAC keys from them.
     pub fn new(bytes: [u8; KEY_LEN]) -> Self {
-        let derived = blake3::derive_key(MAC_KEY_CONTEXT, &bytes);
-        let mut mac_key = [0u8; 16];
-        mac_key.copy_from_slice(&derived[..16]);
+        let derive = |context: &str| {
+            let derived = blake3::derive_key(context, &bytes);
+            let mut mac_key = [0u8; 16];
+            mac_key.copy_from_slice(&derived[..16]);
+            sip_key_words(&mac_key)
+        };
         Self {
             bytes,
-            mac_key: sip_key_words(&mac_key),
+            mac_keys: [
+                derive(MAC_KEY_CONTEXT_TO_GATEWAY),
+                derive(MAC_KEY_CONTEXT_TO_CLIENT),
+            ],
         }
     }
 
@@ -87,8 +110,8 @@ impl SessionKey {
         &self.bytes
     }
 
-    fn mac(&self, data: &[u8]) -> [u8; MAC_LEN] {
-        siphash24_128(self.mac_key, data)
+    fn mac(&self, direction: Direction, data: &[u8]) -> [u8; MAC_LEN] {
+        siphash24_128(self.mac_keys[direction as usize], data)
     }
 }
 
@@ -192,21 +215,30 @@ pub fn peek_header(frame: &[u8]) -> Result<FrameHeader, TunnelError> {
     })
 }
 
-/// Checks the header and the MAC under `key`, and returns the header and the inner packet.
-pub fn open<'a>(key: &SessionKey, frame: &'a [u8]) -> Result<(FrameHeader, &'a [u8]), TunnelError> {
+/// Checks the header and the MAC under `key` for a frame going `direction`, and returns the
+/// header and the inner packet.
+pub fn open<'a>(
+    key: &SessionKey,
+    direction: Direction,
+    frame: &'a [u8],
+) -> Result<(FrameHeader, &'a [u8]), TunnelError> {
     let header = peek_header(frame)?;
-    Ok((header, verify(key, frame)?))
+    Ok((header, verify(key, direction, frame)?))
 }
 
 /// Checks the MAC under `key` of a frame whose header [`peek_header`] already accepted (so the
 /// header is not parsed twice), and returns the inner packet. A frame shorter than
 /// [`MIN_FRAME_LEN`] is refused here too.
-pub fn verify<'a>(key: &SessionKey, frame: &'a [u8]) -> Result<&'a [u8], TunnelError> {
+pub fn verify<'a>(
+    key: &SessionKey,
+    direction: Direction,
+    frame: &'a [u8],
+) -> Result<&'a [u8], TunnelError> {
     if frame.len() < MIN_FRAME_LEN {
         return Err(TunnelError::TooShort { len: frame.len() });
     }
     let (authenticated, mac) = frame.split_at(frame.len() - MAC_LEN);
-    let expected = key.mac(authenticated);
+    let expected = key.mac(direction, authenticated);
     // Constant-time comparison: fold the differences instead of returning at the first one.
     let diff = expected
         .iter()
@@ -218,15 +250,21 @@ pub fn verify<'a>(key: &SessionKey, frame: &'a [u8]) -> Result<&'a [u8], TunnelE
     Ok(&authenticated[HEADER_LEN..])
 }
 
-/// Appends a complete frame carrying `inner` to `out`.
-pub fn seal_into(key: &SessionKey, header: FrameHeader, inner: &[u8], out: &mut Vec<u8>) {
+/// Appends a complete frame carrying `inner`, going `direction`, to `out`.
+pub fn seal_into(
+    key: &SessionKey,
+    direction: Direction,
+    header: FrameHeader,
+    inner: &[u8],
+    out: &mut Vec<u8>,
+) {
     let start = out.len();
     out.reserve(HEADER_LEN + inner.len() + MAC_LEN);
     out.extend_from_slice(&[FRAME_TYPE, 0, 0, 0]);
     out.extend_from_slice(&header.session_id.to_be_bytes());
     out.extend_from_slice(&header.counter.to_be_bytes());
     out.extend_from_slice(inner);
-    let mac = key.mac(&out[start..]);
+    let mac = key.mac(direction, &out[start..]);
     out.extend_from_slice(&mac);
 }
 
@@ -237,18 +275,23 @@ pub fn seal_into(key: &SessionKey, header: FrameHeader, inner: &[u8], out: &mut 
 /// # Panics
 ///
 /// If `frame` is shorter than [`HEADER_LEN`].
-pub fn seal_in_place(key: &SessionKey, header: FrameHeader, frame: &mut Vec<u8>) {
+pub fn seal_in_place(
+    key: &SessionKey,
+    direction: Direction,
+    header: FrameHeader,
+    frame: &mut Vec<u8>,
+) {
     frame[..4].copy_from_slice(&[FRAME_TYPE, 0, 0, 0]);
     frame[4..8].copy_from_slice(&header.session_id.to_be_bytes());
     frame[8..HEADER_LEN].copy_from_slice(&header.counter.to_be_bytes());
-    let mac = key.mac(frame);
+    let mac = key.mac(direction, frame);
     frame.extend_from_slice(&mac);
 }
 
-/// A complete frame carrying `inner`, in a new buffer.
-pub fn seal(key: &SessionKey, header: FrameHeader, inner: &[u8]) -> Vec<u8> {
+/// A complete frame carrying `inner`, going `direction`, in a new buffer.
+pub fn seal(key: &SessionKey, direction: Direction, header: FrameHeader, inner: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + inner.len() + MAC_LEN);
-    seal_into(key, header, inner, &mut out);
+    seal_into(key, direction, header, inner, &mut out);
     out
 }
 
@@ -260,6 +303,8 @@ mod tests {
         SessionKey::new([b; KEY_LEN])
     }
 
+    const UP: Direction = Direction::ToGateway;
+
     const HDR: FrameHeader = FrameHeader {
         session_id: 0x0102_0304,
         counter: 0x0506_0708_090a_0b0c,
@@ -267,12 +312,12 @@ mod tests {
 
     #[test]
     fn seal_then_open_round_trips() {
-        let frame = seal(&key(7), HDR, b"inner packet");
+        let frame = seal(&key(7), UP, HDR, b"inner packet");
         assert_eq!(frame.len(), HEADER_LEN + 12 + MAC_LEN);
         assert_eq!(&frame[..4], &[0xF1, 0, 0, 0]);
         assert_eq!(&frame[4..8], &[1, 2, 3, 4]);
         assert_eq!(&frame[8..16], &[5, 6, 7, 8, 9, 10, 11, 12]);
-        let (header, inner) = open(&key(7), &frame).unwrap();
+        let (header, inner) = open(&key(7), UP, &frame).unwrap();
         assert_eq!(header, HDR);
         assert_eq!(inner, b"inner packet");
     }
@@ -281,24 +326,40 @@ mod tests {
     fn seal_in_place_equals_seal() {
         let mut frame = vec![0xEE; HEADER_LEN];
         frame.extend_from_slice(b"inner packet");
-        seal_in_place(&key(3), HDR, &mut frame);
-        assert_eq!(frame, seal(&key(3), HDR, b"inner packet"));
+        seal_in_place(&key(3), UP, HDR, &mut frame);
+        assert_eq!(frame, seal(&key(3), UP, HDR, b"inner packet"));
+    }
+
+    #[test]
+    fn a_frame_reflected_back_to_its_sender_fails_the_mac() {
+        let to_gateway = seal(&key(7), Direction::ToGateway, HDR, b"inner packet");
+        let to_client = seal(&key(7), Direction::ToClient, HDR, b"inner packet");
+        assert_ne!(to_gateway, to_client, "each direction has its own key");
+        assert_eq!(
+            open(&key(7), Direction::ToClient, &to_gateway),
+            Err(TunnelError::BadMac)
+        );
+        assert_eq!(
+            open(&key(7), Direction::ToGateway, &to_client),
+            Err(TunnelError::BadMac)
+        );
+        assert!(open(&key(7), Direction::ToClient, &to_client).is_ok());
     }
 
     #[test]
     fn wrong_key_fails_the_mac() {
-        let frame = seal(&key(7), HDR, b"x");
-        assert_eq!(open(&key(8), &frame), Err(TunnelError::BadMac));
+        let frame = seal(&key(7), UP, HDR, b"x");
+        assert_eq!(open(&key(8), UP, &frame), Err(TunnelError::BadMac));
     }
 
     #[test]
     fn every_flipped_bit_fails() {
-        let frame = seal(&key(1), HDR, b"abc");
+        let frame = seal(&key(1), UP, HDR, b"abc");
         for i in 0..frame.len() {
             for bit in 0..8 {
                 let mut f = frame.clone();
                 f[i] ^= 1 << bit;
-                assert!(open(&key(1), &f).is_err(), "byte {i} bit {bit}");
+                assert!(open(&key(1), UP, &f).is_err(), "byte {i} bit {bit}");
             }
         }
     }
@@ -309,7 +370,7 @@ mod tests {
             peek_header(&[0xF1; 31]),
             Err(TunnelError::TooShort { len: 31 })
         );
-        let mut frame = seal(&key(1), HDR, b"");
+        let mut frame = seal(&key(1), UP, HDR, b"");
         frame[0] = 0x40;
         assert_eq!(
             peek_header(&frame),
@@ -351,23 +412,28 @@ mod tests {
     }
 
     #[test]
-    fn mac_is_siphash_under_the_derived_key() {
-        let frame = seal(&key(9), HDR, b"payload");
-        let derived = blake3::derive_key(MAC_KEY_CONTEXT, &[9; KEY_LEN]);
-        let mut k = [0u8; 16];
-        k.copy_from_slice(&derived[..16]);
-        let (body, mac) = frame.split_at(frame.len() - MAC_LEN);
-        assert_eq!(mac, siphash24_128(sip_key_words(&k), body));
+    fn mac_is_siphash_under_the_key_derived_for_its_direction() {
+        for (direction, context) in [
+            (Direction::ToGateway, MAC_KEY_CONTEXT_TO_GATEWAY),
+            (Direction::ToClient, MAC_KEY_CONTEXT_TO_CLIENT),
+        ] {
+            let frame = seal(&key(9), direction, HDR, b"payload");
+            let derived = blake3::derive_key(context, &[9; KEY_LEN]);
+            let mut k = [0u8; 16];
+            k.copy_from_slice(&derived[..16]);
+            let (body, mac) = frame.split_at(frame.len() - MAC_LEN);
+            assert_eq!(mac, siphash24_128(sip_key_words(&k), body));
+        }
     }
 
     #[test]
     fn verify_refuses_short_frames_and_returns_the_inner_packet() {
         assert_eq!(
-            verify(&key(1), &[0xF1; 31]),
+            verify(&key(1), UP, &[0xF1; 31]),
             Err(TunnelError::TooShort { len: 31 })
         );
-        let frame = seal(&key(1), HDR, b"abc");
-        assert_eq!(verify(&key(1), &frame), Ok(&b"abc"[..]));
+        let frame = seal(&key(1), UP, HDR, b"abc");
+        assert_eq!(verify(&key(1), UP, &frame), Ok(&b"abc"[..]));
     }
 
     #[test]

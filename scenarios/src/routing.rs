@@ -245,6 +245,13 @@ pub fn render(scenario: &Scenario, outcome: &Outcome) -> String {
 /// What a datagram from `src` to `dst` is, in words.
 pub fn describe(scenario: &Scenario, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> String {
     let len = payload.len();
+    // DNS first, by port: a query id is random, and one whose first bits are 0b01 would
+    // look like ChannelData.
+    if (src.port() == DNS_PORT || dst.port() == DNS_PORT)
+        && let Some(dns) = dns_line(payload)
+    {
+        return dns;
+    }
     if tunnel::is_tunnel_frame(payload) {
         return format!("UDP ({len} bytes), {}", frame(scenario, payload));
     }
@@ -263,11 +270,6 @@ pub fn describe(scenario: &Scenario, src: SocketAddr, dst: SocketAddr, payload: 
             Ok(message) => stun_line(scenario, &message),
             Err(error) => format!("malformed STUN ({len} bytes): {error}"),
         };
-    }
-    if (src.port() == DNS_PORT || dst.port() == DNS_PORT)
-        && let Some(dns) = dns_line(payload)
-    {
-        return dns;
     }
     format!("UDP ({len} bytes)")
 }
@@ -450,6 +452,7 @@ mod tests {
         let key = tunnel::SessionKey::new([1; 32]);
         let frame = tunnel::seal(
             &key,
+            tunnel::Direction::ToGateway,
             tunnel::FrameHeader {
                 session_id: 1000,
                 counter: 3,
@@ -486,6 +489,7 @@ mod tests {
         );
         let wrong_key = tunnel::seal(
             &tunnel::SessionKey::new([9; 32]),
+            tunnel::Direction::ToGateway,
             tunnel::FrameHeader {
                 session_id: 1000,
                 counter: 3,

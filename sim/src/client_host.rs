@@ -79,6 +79,7 @@ impl ClientHost {
         self.counter += 1;
         let frame = tunnel::seal(
             &wire::session_key(self.index),
+            tunnel::Direction::ToGateway,
             FrameHeader {
                 session_id: AddressPlan::session(self.index).id,
                 counter: self.counter,
@@ -257,7 +258,11 @@ impl ClientHost {
         };
         let (remote, local, payload) =
             (arrival.remote, arrival.local, arrival.payload.into_owned());
-        let Ok((_, inner)) = tunnel::open(&wire::session_key(self.index), &payload) else {
+        let Ok((_, inner)) = tunnel::open(
+            &wire::session_key(self.index),
+            tunnel::Direction::ToClient,
+            &payload,
+        ) else {
             shared.borrow_mut().journal.errors.push(format!(
                 "{name}: a datagram from {remote} is not a frame for us"
             ));

@@ -21,7 +21,10 @@ use crate::{clock::now_ms, state::Shared};
 pub fn open_tunnel_frame(frame: &[u8]) -> Option<(usize, &[u8])> {
     let header = tunnel::peek_header(frame).ok()?;
     let client = AddressPlan::client_of_session(header.session_id)?;
-    let (_, inner) = tunnel::open(&session_key(client), frame).ok()?;
+    let key = session_key(client);
+    let (_, inner) = tunnel::open(&key, tunnel::Direction::ToGateway, frame)
+        .or_else(|_| tunnel::open(&key, tunnel::Direction::ToClient, frame))
+        .ok()?;
     Some((client, inner))
 }
 

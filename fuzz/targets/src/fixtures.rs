@@ -273,7 +273,13 @@ pub fn gateway_config(now: Instant) -> GatewayConfig {
 /// A gateway with one client granted (without filters) a CIDR resource of both families and a
 /// DNS resource, whose proxy IPs of both families are mapped to [`DNS_NAME`].
 pub fn gateway(now: Instant) -> Gateway {
-    let mut gateway = Gateway::new(gateway_config(now));
+    gateway_with(gateway_config(now))
+}
+
+/// [`gateway`] with a configuration of the caller's (from [`gateway_config`]).
+pub fn gateway_with(config: GatewayConfig) -> Gateway {
+    let now = config.time_origin.instant;
+    let mut gateway = Gateway::new(config);
     gateway
         .add_client(ClientConfig {
             id: GATEWAY_CLIENT,
@@ -316,6 +322,7 @@ pub fn gateway(now: Instant) -> Gateway {
 pub fn client_frame(counter: u64, inner: &[u8]) -> Vec<u8> {
     tunnel::seal(
         &session_key(),
+        tunnel::Direction::ToGateway,
         FrameHeader {
             session_id: SESSION_ID,
             counter,

@@ -92,8 +92,8 @@ impl Gateway {
             .clients
             .get(&client_id)
             .ok_or(unopened(DropReason::UnknownSession))?;
-        let inner =
-            tunnel::verify(&client.config.key, frame).map_err(|_| unopened(DropReason::BadMac))?;
+        let inner = tunnel::verify(&client.config.key, tunnel::Direction::ToGateway, frame)
+            .map_err(|_| unopened(DropReason::BadMac))?;
         let opened = |reason| FrameDrop {
             reason,
             opened: Some((client_id, inner)),

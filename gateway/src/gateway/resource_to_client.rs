@@ -111,7 +111,12 @@ impl Gateway {
         };
         client.tx_counter += 1;
         let mut payload = frame;
-        tunnel::seal_in_place(&client.config.key, header, &mut payload);
+        tunnel::seal_in_place(
+            &client.config.key,
+            tunnel::Direction::ToClient,
+            header,
+            &mut payload,
+        );
         self.transmits.push_back(Transmit::Udp {
             src: outer.local,
             dst: outer.remote,

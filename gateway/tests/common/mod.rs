@@ -438,6 +438,7 @@ impl Harness {
     pub fn frame(&mut self, inner: &[u8]) -> Vec<u8> {
         let f = tunnel::seal(
             &key(),
+            tunnel::Direction::ToGateway,
             FrameHeader {
                 session_id: SESSION,
                 counter: self.counter,
@@ -475,8 +476,8 @@ impl Harness {
                     out.dns.push(payload)
                 }
                 Transmit::Udp { src, dst, payload } => {
-                    let (h, inner) =
-                        tunnel::open(&key(), &payload).expect("frame to client verifies");
+                    let (h, inner) = tunnel::open(&key(), tunnel::Direction::ToClient, &payload)
+                        .expect("frame to client verifies");
                     assert_eq!(h.session_id, SESSION);
                     assert!(self.last_tx_counter.is_none_or(|c| h.counter > c));
                     self.last_tx_counter = Some(h.counter);

@@ -7,8 +7,8 @@
 //! accounting ([`super::gateway_call`]); an answer that hickory reads as a response to the
 //! query (id, one question of the queried name and type) is accepted, anything else is
 //! refused as `dns-unexpected-answer`; an accepted answer resolves the mapping to the first
-//! address of the queried family in it (with the smallest of their TTLs, at least the
-//! configured floor) and releases the held packet to that address with valid checksums, or
+//! address of the queried family in it (with the smallest of their TTLs, within the
+//! configured floor and cap) and releases the held packet to that address with valid checksums, or
 //! fails the resolution (no address, or an error code) and drops the held packet; and the same
 //! answer a second time is unexpected.
 
@@ -90,7 +90,8 @@ pub fn dns_answer(data: &[u8]) {
             match expected {
                 Some((addr, ttl)) => {
                     let floor = gateway.config().dns_min_ttl;
-                    assert_eq!(resolved, vec![(addr, ttl.max(floor))]);
+                    let cap = gateway.config().dns_max_ttl.max(floor);
+                    assert_eq!(resolved, vec![(addr, ttl.clamp(floor, cap))]);
                     assert_eq!(failed, 0);
                     let released: Vec<&[u8]> = tun_packets(&outcome.transmits).collect();
                     for out in &released {

@@ -104,8 +104,12 @@ impl Sent {
                 }
                 Transmit::Udp { src, dst, payload } if *dst == fixtures::CLIENT_OUTER => {
                     assert_eq!(*src, GATEWAY_ADDR);
-                    let (header, inner) = tunnel::open(&fixtures::session_key(), payload)
-                        .expect("a frame to the client opens under its key");
+                    let (header, inner) = tunnel::open(
+                        &fixtures::session_key(),
+                        tunnel::Direction::ToClient,
+                        payload,
+                    )
+                    .expect("a frame to the client opens under its key");
                     assert_eq!(header.session_id, fixtures::SESSION_ID);
                     assert!(
                         self.last_received.is_none_or(|last| header.counter > last),

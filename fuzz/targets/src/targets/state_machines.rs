@@ -33,7 +33,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use gateway::{Event as GatewayEvent, Filter, Gateway, PortRange, Transmit as GwTransmit};
+use gateway::{
+    Event as GatewayEvent, Filter, Gateway, GatewayConfig, PortRange, Transmit as GwTransmit,
+};
 use hickory_proto::op::{Message as DnsMessage, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -52,6 +54,8 @@ use crate::fixtures::{self, GATEWAY_ADDR, GATEWAY_CLIENT, TurnClient};
 
 /// At most this many operations per input (keeps one execution short).
 const MAX_OPS: usize = 32;
+/// The gateway's flow-table cap for the client, low enough for the operations to fill it.
+const MAX_FLOWS: usize = 6;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -241,7 +245,11 @@ impl World {
             ],
             shadows: (0..3).map(|_| Shadow::default()).collect(),
             announced: BTreeSet::new(),
-            gateway: fixtures::gateway(now),
+            gateway: fixtures::gateway_with(GatewayConfig {
+                // small enough for the operations to reach it
+                max_flows_per_client: MAX_FLOWS,
+                ..fixtures::gateway_config(now)
+            }),
             frame_counter: 0,
             last_frame_to_client: None,
             sent_packets: Vec::new(),
@@ -884,8 +892,12 @@ impl World {
                 continue;
             }
             assert_eq!(*dst, fixtures::CLIENT_OUTER, "a datagram to a stranger");
-            let (header, inner) = tunnel::open(&fixtures::session_key(), payload)
-                .expect("a frame to the client opens under its key");
+            let (header, inner) = tunnel::open(
+                &fixtures::session_key(),
+                tunnel::Direction::ToClient,
+                payload,
+            )
+            .expect("a frame to the client opens under its key");
             assert!(
                 self.last_frame_to_client
                     .is_none_or(|last| header.counter > last),
@@ -944,6 +956,15 @@ impl World {
             self.announced.iter().copied().collect::<Vec<_>>(),
             "the announced channels are not the relay's"
         );
+        let max_channels = self.relay.config().max_channels;
+        for allocation in self.shadows.iter().filter_map(|s| s.allocation.as_ref()) {
+            let port = allocation.port;
+            let count = bindings
+                .iter()
+                .filter(|b| b.allocation_port == port)
+                .count();
+            assert!(count <= max_channels, "{count} channels on one allocation");
+        }
         let mut channels = BTreeSet::new();
         let mut peers = BTreeSet::new();
         for binding in &bindings {

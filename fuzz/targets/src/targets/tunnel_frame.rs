@@ -9,6 +9,9 @@
 
 use proto::tunnel::{self, FrameHeader, TunnelError};
 
+/// Frames the target opens go from a client to its gateway.
+const UP: tunnel::Direction = tunnel::Direction::ToGateway;
+
 use crate::fixtures;
 
 pub fn tunnel_frame(data: &[u8]) {
@@ -27,7 +30,7 @@ pub fn tunnel_frame(data: &[u8]) {
         Err(TunnelError::ReservedNotZero) => assert_ne!(data[1..4], [0, 0, 0]),
         Err(TunnelError::BadMac) => panic!("peek_header checked a MAC"),
     }
-    match tunnel::open(&key, data) {
+    match tunnel::open(&key, UP, data) {
         Ok((header, inner)) => {
             assert_eq!(peeked, Ok(header));
             assert_eq!(
@@ -35,7 +38,7 @@ pub fn tunnel_frame(data: &[u8]) {
                 &data[tunnel::HEADER_LEN..data.len() - tunnel::MAC_LEN]
             );
             assert_eq!(
-                tunnel::seal(&key, header, inner),
+                tunnel::seal(&key, UP, header, inner),
                 data,
                 "opened but not sealed so"
             );
@@ -57,19 +60,24 @@ pub fn tunnel_frame(data: &[u8]) {
             fields[11],
         ]),
     };
-    let mut frame = tunnel::seal(&key, header, inner);
+    let mut frame = tunnel::seal(&key, UP, header, inner);
     assert_eq!(frame.len(), inner.len() + tunnel::MIN_FRAME_LEN);
-    assert_eq!(tunnel::open(&key, &frame), Ok((header, inner)));
+    assert_eq!(tunnel::open(&key, UP, &frame), Ok((header, inner)));
+    assert_eq!(
+        tunnel::open(&key, tunnel::Direction::ToClient, &frame),
+        Err(TunnelError::BadMac),
+        "a frame verifies in the other direction"
+    );
     assert_eq!(tunnel::peek_header(&frame), Ok(header));
     let mut in_place = vec![0; tunnel::HEADER_LEN];
     in_place.extend_from_slice(inner);
-    tunnel::seal_in_place(&key, header, &mut in_place);
+    tunnel::seal_in_place(&key, UP, header, &mut in_place);
     assert_eq!(in_place, frame, "seal_in_place and seal differ");
 
     let at = usize::from(fields[11]) * 257 % frame.len();
     frame[at] ^= fields[10] | 1;
     assert!(
-        tunnel::open(&key, &frame).is_err(),
+        tunnel::open(&key, UP, &frame).is_err(),
         "a frame with byte {at} changed still opens"
     );
 }
