@@ -1,15 +1,19 @@
-//! What an attack on a relay got back (an `attack` step's, `scenario_format::attack`): per
-//! round, the answer to each of the attacker's datagrams.
+//! What an attack got back (an `attack` step's, `scenario_format::attack`): per round, the
+//! answer to each of the attacker's datagrams. A relay answers (or relays); a gateway answers
+//! nothing, so its answer is what it did with the datagram.
 
 use std::fmt;
 
-use proto::stun::{self, MessageClass, methods};
+use proto::{
+    flow::DropReason as GatewayDropReason,
+    stun::{self, MessageClass, methods},
+};
 use serde::Serialize;
 
-/// What came back to one datagram of the attacker.
+/// What came back to (or became of) one datagram of the attacker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TurnAnswer {
+pub enum AttackAnswer {
     /// A success response: the relay did what was asked.
     Success,
     /// An error response with this code.
@@ -20,35 +24,41 @@ pub enum TurnAnswer {
     Nothing,
     /// Anything else.
     Other,
+    /// A gateway dropped it, counting this reason.
+    GatewayDropped(GatewayDropReason),
+    /// A gateway took it: a forgery accepted.
+    GatewayAccepted,
 }
 
-impl TurnAnswer {
+impl AttackAnswer {
     /// What `datagram`, sent by a relay, is.
     pub fn of(datagram: &[u8]) -> Self {
         let Ok(message) = stun::decode(datagram) else {
-            return TurnAnswer::Other;
+            return AttackAnswer::Other;
         };
         match message.class() {
-            MessageClass::SuccessResponse => TurnAnswer::Success,
+            MessageClass::SuccessResponse => AttackAnswer::Success,
             MessageClass::ErrorResponse => {
-                stun::error_code(&message).map_or(TurnAnswer::Other, TurnAnswer::Error)
+                stun::error_code(&message).map_or(AttackAnswer::Other, AttackAnswer::Error)
             }
             MessageClass::Indication if message.method() == methods::DATA => {
-                TurnAnswer::DataIndication
+                AttackAnswer::DataIndication
             }
-            _ => TurnAnswer::Other,
+            _ => AttackAnswer::Other,
         }
     }
 }
 
-impl fmt::Display for TurnAnswer {
+impl fmt::Display for AttackAnswer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TurnAnswer::Success => f.write_str("success"),
-            TurnAnswer::Error(code) => write!(f, "{code}"),
-            TurnAnswer::DataIndication => f.write_str("data-indication"),
-            TurnAnswer::Nothing => f.write_str("nothing"),
-            TurnAnswer::Other => f.write_str("other"),
+            AttackAnswer::Success => f.write_str("success"),
+            AttackAnswer::Error(code) => write!(f, "{code}"),
+            AttackAnswer::DataIndication => f.write_str("data-indication"),
+            AttackAnswer::Nothing => f.write_str("nothing"),
+            AttackAnswer::Other => f.write_str("other"),
+            AttackAnswer::GatewayDropped(reason) => write!(f, "dropped {reason}"),
+            AttackAnswer::GatewayAccepted => f.write_str("accepted"),
         }
     }
 }
@@ -57,20 +67,16 @@ impl fmt::Display for TurnAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct AttackOutcome {
     pub step: usize,
-    /// The relay's index in `topology.relays`.
-    pub relay: u32,
+    /// The target: `relay <name>` or `gateway <name>`.
+    pub target: String,
     /// The attack kind as the scenario writes it.
     pub kind: String,
-    pub rounds: Vec<Vec<TurnAnswer>>,
+    pub rounds: Vec<Vec<AttackAnswer>>,
 }
 
 impl fmt::Display for AttackOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "step {}: {} on relay {}:",
-            self.step, self.kind, self.relay
-        )?;
+        write!(f, "step {}: {} on {}:", self.step, self.kind, self.target)?;
         for (index, round) in self.rounds.iter().enumerate() {
             let answers: Vec<String> = round.iter().map(ToString::to_string).collect();
             write!(f, " round {} [{}]", index + 1, answers.join(", "))?;

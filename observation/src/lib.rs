@@ -21,7 +21,7 @@ mod packet;
 mod stray;
 mod wire_check;
 
-pub use attack::{AttackOutcome, TurnAnswer};
+pub use attack::{AttackAnswer, AttackOutcome};
 pub use hop::{Direction, FrameArrival, Hop, XdpNote};
 pub use outcome::{Delivery, DropPlace, DropReason, PacketDrop, Receiver};
 pub use packet::{Packet, PacketKind, TcpFlags, ip_addresses, seq_ge};

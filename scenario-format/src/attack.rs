@@ -107,6 +107,47 @@ impl AttackKind {
     }
 }
 
+/// What an attack on a gateway sends it: one datagram to the gateway's outer socket, from the
+/// attacker's own address, about client `client`'s session. A gateway answers nothing; what
+/// counts is that it drops the datagram and which counter rises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayAttackKind {
+    /// A frame of the client's session whose MAC was made without the key (bad-mac).
+    ForgedMac,
+    /// A frame of a session nobody has (unknown-session).
+    UnknownSession,
+    /// A frame the gateway sent the client, sent back to it (bad-mac: the MAC is bound to the
+    /// direction). The attacker seals it as the gateway would: what an on-path attacker
+    /// captures.
+    ReflectedFrame,
+    /// The last frame of the client's session the gateway took, sent again from the
+    /// attacker's address (replay).
+    ReplayedFrame,
+}
+
+impl GatewayAttackKind {
+    pub const ALL: [GatewayAttackKind; 4] = [
+        GatewayAttackKind::ForgedMac,
+        GatewayAttackKind::UnknownSession,
+        GatewayAttackKind::ReflectedFrame,
+        GatewayAttackKind::ReplayedFrame,
+    ];
+
+    /// The kind as the scenario file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayAttackKind::ForgedMac => "forged-mac",
+            GatewayAttackKind::UnknownSession => "unknown-session",
+            GatewayAttackKind::ReflectedFrame => "reflected-frame",
+            GatewayAttackKind::ReplayedFrame => "replayed-frame",
+        }
+    }
+}
+
+/// A session id no client of a scenario has.
+pub const UNKNOWN_SESSION: u32 = 0x5eed_dead;
+
 /// The attacker's address in the family of `other`, at port `ATTACKER_PORT + offset`.
 pub fn attacker(other: IpAddr, offset: u16) -> SocketAddr {
     let ip = match other {

@@ -17,7 +17,7 @@ mod validate;
 
 use std::{fmt, net::IpAddr, path::Path};
 
-pub use attack::AttackKind;
+pub use attack::{AttackKind, GatewayAttackKind};
 use serde::{Deserialize, Serialize};
 pub use stray::StrayKind;
 pub use validate::ValidationError;
@@ -355,6 +355,13 @@ pub enum Step {
         kind: AttackKind,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         ipv6: bool,
+    },
+    /// The attacker host sends `gateway` one hostile datagram about `client`'s session
+    /// (`attack::GatewayAttackKind` says which).
+    GatewayAttack {
+        gateway: String,
+        client: String,
+        kind: GatewayAttackKind,
     },
     /// Nothing happens for `seconds` plus `ms` milliseconds (either may be left out).
     Idle {

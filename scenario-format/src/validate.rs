@@ -515,6 +515,12 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             allocation,
         } => check_stray(names, relay, *kind, *ipv6, allocation.as_deref()),
         Step::Attack { relay, ipv6, .. } => check_relay_family(names, relay, *ipv6),
+        Step::GatewayAttack {
+            gateway, client, ..
+        } => {
+            names.check_gateway(gateway)?;
+            names.check_client(client)
+        }
         Step::Idle { seconds, ms } => {
             let total = seconds.saturating_mul(1000).saturating_add(*ms);
             if total == 0 || total > 3_600_000 {

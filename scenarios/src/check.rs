@@ -34,7 +34,7 @@ pub enum CheckError {
     Strays(String),
     /// What an attacker got back differs from what a relay that holds answers: an accepted
     /// forgery, a missing refusal, a refusal with the wrong code.
-    #[error("attacks on relays got other answers than the model's:\n{0}")]
+    #[error("attacks got other answers than the model's:\n{0}")]
     Attacks(String),
 }
 

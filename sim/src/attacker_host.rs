@@ -11,7 +11,7 @@ use std::{
     rc::Rc,
 };
 
-use observation::{AttackOutcome, TurnAnswer};
+use observation::{AttackAnswer, AttackOutcome};
 use proto::{credentials::Credentials, stun::XorPeerAddress};
 use relay_test_support::hostile;
 use scenario_format::{
@@ -25,7 +25,7 @@ use turmoil::net::UdpSocket;
 
 use crate::{
     clock::{end_turn, now_ms},
-    commands::{AttackOrder, Inbox},
+    commands::{AttackOrder, AttackPlan, Inbox},
     endpoint_io::unspecified,
     state::Shared,
     wire,
@@ -78,6 +78,20 @@ async fn run(
                 }
             }
         }
+        // What gateways did with this host's datagrams.
+        if let Some((script, _)) = playing.as_mut() {
+            let verdicts: Vec<_> = {
+                let mut shared = shared.borrow_mut();
+                let (mine, others) = std::mem::take(&mut shared.gateway_verdicts)
+                    .into_iter()
+                    .partition(|(from, _)| from.ip() == ip);
+                shared.gateway_verdicts = others;
+                mine
+            };
+            for (from, answer) in verdicts {
+                script.take_verdict(from.port() - attack::ATTACKER_PORT, answer);
+            }
+        }
         let now = now_ms();
         if let Some((script, round_ends)) = playing.as_mut()
             && now >= *round_ends
@@ -93,7 +107,7 @@ async fn run(
         }
         if playing.is_none()
             && let Some(order) = inbox
-                .take_where(|order| order.server.is_ipv6() == ip.is_ipv6())
+                .take_where(|order| order.destination().is_ipv6() == ip.is_ipv6())
                 .into_iter()
                 .next()
         {
@@ -138,13 +152,13 @@ struct Script {
     round: usize,
     /// The probes of the round under way, and what came back on each port during it.
     sent: Vec<u16>,
-    arrived: BTreeMap<u16, Vec<TurnAnswer>>,
+    arrived: BTreeMap<u16, Vec<AttackAnswer>>,
     /// The nonce and realm of the last challenge on each port.
     challenges: BTreeMap<u16, (String, String)>,
     /// Ports whose Allocate succeeded, and the main port's relayed address.
     allocated: Vec<u16>,
     relayed: Option<SocketAddr>,
-    rounds: Vec<Vec<TurnAnswer>>,
+    rounds: Vec<Vec<AttackAnswer>>,
     next_id: u64,
 }
 
@@ -165,25 +179,25 @@ impl Script {
     }
 
     fn finished(&self) -> bool {
-        self.rounds.len() >= self.order.kind.rounds()
+        self.rounds.len() >= self.order.rounds()
     }
 
     fn outcome(&self) -> AttackOutcome {
         AttackOutcome {
             step: self.order.step,
-            relay: self.order.relay,
-            kind: self.order.kind.as_str().to_owned(),
+            target: self.order.target.clone(),
+            kind: self.order.kind_name().to_owned(),
             rounds: self.rounds.clone(),
         }
     }
 
     /// Learns what an answer teaches (a nonce, a relayed address) and keeps it for the round.
     fn take_answer(&mut self, port: u16, datagram: &[u8]) {
-        let answer = TurnAnswer::of(datagram);
+        let answer = AttackAnswer::of(datagram);
         if let Some(challenge) = hostile::challenge_of(datagram) {
             self.challenges.insert(port, challenge);
         }
-        if answer == TurnAnswer::Success
+        if answer == AttackAnswer::Success
             && let Some(relayed) = hostile::relayed_address_of(datagram)
         {
             self.allocated.push(port);
@@ -194,6 +208,11 @@ impl Script {
         self.arrived.entry(port).or_default().push(answer);
     }
 
+    /// What a gateway did with the datagram from `port`.
+    fn take_verdict(&mut self, port: u16, answer: AttackAnswer) {
+        self.arrived.entry(port).or_default().push(answer);
+    }
+
     /// Closes the round: each probe's answer is the next one that came back on its port
     /// (nothing if none did); whatever else came back follows, port by port.
     fn end_round(&mut self) {
@@ -201,7 +220,7 @@ impl Script {
         for port in std::mem::take(&mut self.sent) {
             let queue = self.arrived.entry(port).or_default();
             answers.push(if queue.is_empty() {
-                TurnAnswer::Nothing
+                AttackAnswer::Nothing
             } else {
                 queue.remove(0)
             });
@@ -218,11 +237,11 @@ impl Script {
         self.next_id
     }
 
-    /// A probe from `port` to the relay's TURN address.
+    /// A probe from `port` to the attack's destination (a relay's TURN address).
     fn to_relay(&self, port: u16, payload: Vec<u8>) -> Probe {
         Probe {
             port,
-            to: Some(self.order.server),
+            to: Some(self.order.destination()),
             payload,
         }
     }
@@ -256,7 +275,7 @@ impl Script {
     }
 
     fn ipv6(&self) -> bool {
-        self.order.server.is_ipv6()
+        self.order.destination().is_ipv6()
     }
 
     /// A peer address of the attack's family that nobody uses, numbered `n`.
@@ -293,7 +312,15 @@ impl Script {
 
     fn round_probes(&mut self) -> Vec<Probe> {
         use AttackKind as K;
-        let kind = self.order.kind;
+        let kind = match &self.order.plan {
+            AttackPlan::Relay { kind, .. } => *kind,
+            AttackPlan::Gateway { payload, .. } => {
+                return payload
+                    .iter()
+                    .map(|payload| self.to_relay(0, payload.clone()))
+                    .collect();
+            }
+        };
         let round = self.round;
         // Every attack but the flood starts with the challenge of an unsigned Allocate, and
         // the ones that hold an allocation take it in round 2 and delete it in the last.
@@ -367,7 +394,7 @@ impl Script {
             }
             (K::SmuggledPeer, 2) => {
                 let signed = self.signed(hostile::create_permission(id, &[self.peer(1)]));
-                let smuggled = attack::attacker(self.order.server.ip(), 1);
+                let smuggled = attack::attacker(self.order.destination().ip(), 1);
                 let payload =
                     hostile::with_appended(&signed.payload, [XorPeerAddress::new(smuggled).into()]);
                 vec![self.to_relay(0, payload)]

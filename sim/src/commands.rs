@@ -191,13 +191,50 @@ pub(crate) struct StraySend {
     pub(crate) payload: Vec<u8>,
 }
 
-/// One attack for the attacker host to play on the relay whose TURN address is `server` (in
-/// the family the attack uses).
+/// One attack for the attacker host to play.
 #[derive(Debug, Clone)]
 pub(crate) struct AttackOrder {
     pub(crate) step: usize,
-    /// The relay's index in the topology.
-    pub(crate) relay: u32,
-    pub(crate) kind: scenario_format::AttackKind,
-    pub(crate) server: SocketAddr,
+    /// `relay <name>` or `gateway <name>`.
+    pub(crate) target: String,
+    pub(crate) plan: AttackPlan,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum AttackPlan {
+    /// On the relay whose TURN address is `server` (in the family the attack uses).
+    Relay {
+        kind: scenario_format::AttackKind,
+        server: SocketAddr,
+    },
+    /// One datagram to a gateway's outer socket `to` (none when there is nothing to replay).
+    Gateway {
+        kind: scenario_format::GatewayAttackKind,
+        to: SocketAddr,
+        payload: Option<Vec<u8>>,
+    },
+}
+
+impl AttackOrder {
+    /// The address the attack goes to (its family is the attacker's).
+    pub(crate) fn destination(&self) -> SocketAddr {
+        match &self.plan {
+            AttackPlan::Relay { server, .. } => *server,
+            AttackPlan::Gateway { to, .. } => *to,
+        }
+    }
+
+    pub(crate) fn kind_name(&self) -> &'static str {
+        match &self.plan {
+            AttackPlan::Relay { kind, .. } => kind.as_str(),
+            AttackPlan::Gateway { kind, .. } => kind.as_str(),
+        }
+    }
+
+    pub(crate) fn rounds(&self) -> usize {
+        match &self.plan {
+            AttackPlan::Relay { kind, .. } => kind.rounds(),
+            AttackPlan::Gateway { .. } => 1,
+        }
+    }
 }

@@ -13,7 +13,7 @@ use gateway::{
     ClientConfig, DomainPattern, DropReason, DroppedPacket, Event, Filter, Gateway, GatewayConfig,
     IpCidr, PortRange, Resource, ResourceAddress as GatewayResourceAddress, Transmit,
 };
-use observation::{DropPlace, Packet};
+use observation::{AttackAnswer, DropPlace, Packet};
 use proto::flow::{ClientId, OuterContext, ResourceId, TimeOrigin, UtcTime};
 use scenario_format::{
     ResourceAddress, Scenario,
@@ -166,6 +166,9 @@ struct GatewayHost {
     control_log: Vec<GatewayCommand>,
     resource: ResourceSide,
     endpoint: Endpoint,
+    /// While the gateway takes one of the attacker's datagrams: its drops are the attack's
+    /// answer (`Shared::gateway_verdicts`), not drops of the traffic the model predicts.
+    from_attacker: bool,
 }
 
 impl GatewayHost {
@@ -194,6 +197,9 @@ impl GatewayHost {
                         gateway: self.index as u32,
                         client,
                     };
+                    if self.from_attacker {
+                        continue;
+                    }
                     shared.journal.dropped(
                         now_ms(),
                         place,
@@ -366,6 +372,20 @@ impl GatewayHost {
     ) {
         let local = context.local;
         wire::received(shared, &self.name, from, local, datagram, None);
+        if plan::is_attacker(from.ip()) {
+            // Straight to the gateway (the endpoint would take it for a direct frame too).
+            self.from_attacker = true;
+            let result = self.call(shared, |gateway| {
+                gateway.handle_input(from, local, datagram, now)
+            });
+            self.from_attacker = false;
+            let answer = match result {
+                Ok(()) => AttackAnswer::GatewayAccepted,
+                Err(reason) => AttackAnswer::GatewayDropped(reason),
+            };
+            shared.borrow_mut().gateway_verdicts.push((from, answer));
+            return;
+        }
         if from == context.dns_server {
             let _ = self.call(shared, |gateway| {
                 gateway.handle_input(from, local, datagram, now)
@@ -515,6 +535,7 @@ pub(crate) fn add_gateway(
                 control_log: Vec::new(),
                 resource: ResourceSide::new(&context.scenario.topology.gateways[index].name, index),
                 endpoint: Endpoint::new(context.local, turn),
+                from_attacker: false,
             };
             let mut buf = vec![0u8; 65536];
             loop {

@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use observation::{FrameArrival, HostFate, TurnAnswer, XdpVerdict};
+use observation::{AttackAnswer, FrameArrival, HostFate, XdpVerdict};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
 use crate::relay_timers::{self, RelayTimers};
@@ -653,7 +653,7 @@ impl Side {
             name,
             format!("{kind} {src} -> {dst} ({} bytes)", payload.len()),
         );
-        if let TurnAnswer::Error(code) = TurnAnswer::of(payload) {
+        if let AttackAnswer::Error(code) = AttackAnswer::of(payload) {
             *self
                 .core
                 .borrow_mut()

@@ -7,19 +7,23 @@ use std::{
     rc::Rc,
 };
 
+use proto::tunnel;
 use scenario_format::{
-    AttackKind, Fault, PathMode, ResourceAddress, Scenario, Side, Step, StrayKind, Target,
+    AttackKind, Fault, GatewayAttackKind, PathMode, ResourceAddress, Scenario, Side, Step,
+    StrayKind, Target, attack,
     plan::{self, AddressPlan, TURN_PORT},
 };
 use xdp_fixtures::frame::IcmpError;
 
 use crate::{
     commands::{
-        AttackOrder, ClientCommand, ClientTcpAction, GatewayCommand, Inboxes, RelayFrame,
-        ResourceAction, StraySend,
+        AttackOrder, AttackPlan, ClientCommand, ClientTcpAction, GatewayCommand, Inboxes,
+        RelayFrame, ResourceAction, StraySend,
     },
     faults::link_key,
+    packets,
     state::Shared,
+    wire,
     world::{gateway_socket, link_pairs},
 };
 
@@ -285,6 +289,11 @@ impl<'a> Runner<'a> {
                 allocation,
             } => self.stray(at_ms, relay, *kind, *ipv6, allocation.as_deref()),
             Step::Attack { relay, kind, ipv6 } => self.attack(index, relay, *kind, *ipv6),
+            Step::GatewayAttack {
+                gateway,
+                client,
+                kind,
+            } => self.gateway_attack(index, gateway, client, *kind),
             Step::Idle { .. } => {}
         }
     }
@@ -382,11 +391,86 @@ impl<'a> Runner<'a> {
         if let Some(ip) = ip {
             self.inboxes.attacker.push(AttackOrder {
                 step,
-                relay: index as u32,
-                kind,
-                server: SocketAddr::new(ip, TURN_PORT),
+                target: format!("relay {relay}"),
+                plan: AttackPlan::Relay {
+                    kind,
+                    server: SocketAddr::new(ip, TURN_PORT),
+                },
             });
         }
+    }
+
+    /// The attacker host sends a gateway one hostile datagram about a client's session, built
+    /// here: the harness holds the session keys, and sees the wire (for a frame to replay).
+    fn gateway_attack(&self, step: usize, gateway: &str, client: &str, kind: GatewayAttackKind) {
+        let g = self.gateway_index(gateway);
+        let c = self.client_index(client);
+        let to = gateway_socket(self.plan, g);
+        let session = AddressPlan::session(c);
+        let key = wire::session_key(c);
+        let tunnel_ip = IpAddr::V4(self.plan.tunnel_v4[c]);
+        let resource = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 9);
+        let header = |session_id, counter| tunnel::FrameHeader {
+            session_id,
+            counter,
+        };
+        let payload = match kind {
+            GatewayAttackKind::ForgedMac => {
+                let inner = packets::udp(SocketAddr::new(tunnel_ip, 4444), resource, b"forged");
+                let mut frame = tunnel::seal(
+                    &key,
+                    tunnel::Direction::ToGateway,
+                    header(session.id, 1 << 40),
+                    &inner,
+                );
+                if let Some(last) = frame.last_mut() {
+                    *last ^= 0x5a;
+                }
+                Some(frame)
+            }
+            GatewayAttackKind::UnknownSession => {
+                let inner = packets::udp(SocketAddr::new(tunnel_ip, 4444), resource, b"stranger");
+                Some(tunnel::seal(
+                    &tunnel::SessionKey::new([0xee; 32]),
+                    tunnel::Direction::ToGateway,
+                    header(attack::UNKNOWN_SESSION, 1),
+                    &inner,
+                ))
+            }
+            GatewayAttackKind::ReflectedFrame => {
+                let inner = packets::udp(resource, SocketAddr::new(tunnel_ip, 4444), b"reflected");
+                Some(tunnel::seal(
+                    &key,
+                    tunnel::Direction::ToClient,
+                    header(session.id, 1),
+                    &inner,
+                ))
+            }
+            GatewayAttackKind::ReplayedFrame => self.last_frame_taken(gateway, session.id),
+        };
+        self.inboxes.attacker.push(AttackOrder {
+            step,
+            target: format!("gateway {gateway}"),
+            plan: AttackPlan::Gateway { kind, to, payload },
+        });
+    }
+
+    /// The last tunnel frame of session `session_id` that gateway `gateway`'s host took off
+    /// its socket (directly or inside ChannelData) from anyone but the attacker, as it was on
+    /// the wire.
+    fn last_frame_taken(&self, gateway: &str, session_id: u32) -> Option<Vec<u8>> {
+        let shared = self.shared.borrow();
+        shared.journal.hops.iter().rev().find_map(|hop| {
+            if hop.host != gateway
+                || hop.direction != wire::Direction::Received
+                || plan::is_attacker(hop.src.ip())
+            {
+                return None;
+            }
+            let frame = wire::tunnel_frame_in(&hop.payload)?;
+            let header = tunnel::peek_header(&frame).ok()?;
+            (header.session_id == session_id).then_some(frame)
+        })
     }
 
     fn gateway_index(&self, name: &str) -> usize {

@@ -21,6 +21,9 @@ pub(crate) struct Shared {
     pub(crate) relayed: Relayed,
     /// The DNS server's records: name (lower case) -> (addresses, TTL in seconds).
     pub(crate) dns_records: BTreeMap<String, (Vec<IpAddr>, u32)>,
+    /// What gateways did with the attacker's datagrams, by the attacker's address they came
+    /// from, for the attacker host to collect at the end of its round.
+    pub(crate) gateway_verdicts: Vec<(SocketAddr, observation::AttackAnswer)>,
 }
 
 /// The relayed addresses the hosts' TURN clients reported, by host name.

@@ -136,11 +136,12 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
         internet_host::add_internet_host(&mut sim, &world.shared, &world.inboxes.internet);
     }
     // Likewise the attacker host, only with attack steps.
-    if scenario
-        .steps
-        .iter()
-        .any(|step| matches!(step, scenario_format::Step::Attack { .. }))
-    {
+    if scenario.steps.iter().any(|step| {
+        matches!(
+            step,
+            scenario_format::Step::Attack { .. } | scenario_format::Step::GatewayAttack { .. }
+        )
+    }) {
         attacker_host::add_attacker_host(
             &mut sim,
             &world.shared,
@@ -198,6 +199,7 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
         },
         timers: Timers::default(),
         relayed: Relayed::default(),
+        gateway_verdicts: Vec::new(),
         dns_records: scenario
             .topology
             .dns_records

@@ -175,6 +175,13 @@ pub(super) struct GatewayState {
     pub(super) mappings: Vec<Mapping>,
 }
 
+impl GatewayState {
+    /// Whether this gateway (since its last start) took a frame of client `c`.
+    pub(super) fn took_frame_of(&self, c: usize) -> bool {
+        self.contexts.contains_key(&c)
+    }
+}
+
 /// Whether a client packet may open a flow: anything but TCP, and of TCP only a bare SYN.
 fn may_open_flow(packet: &Packet) -> bool {
     match packet.kind {

@@ -341,6 +341,11 @@ impl Engine<'_> {
                 allocation,
             } => self.stray(&relay, kind, ipv6, allocation.as_deref(), (k, t)),
             Step::Attack { relay, kind, .. } => self.attack(&relay, kind, k),
+            Step::GatewayAttack {
+                gateway,
+                client,
+                kind,
+            } => self.gateway_attack(&gateway, &client, kind, k),
             Step::Idle { .. } => {
                 self.taint_faulted_relay_links();
                 Ok(())

@@ -12,10 +12,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 pub use behaviour::{Behaviour, REQUIRED_REUSE, REQUIRED_TCP};
 
 use model::{DropReason, GatewayDropReason};
-use observation::TurnAnswer;
+use observation::AttackAnswer;
 use proto::flow::CloseReason;
 use relay_xdp::reason;
-use scenario_format::{AttackKind, PathMode, Scenario, Step, StrayKind, plan};
+use scenario_format::{AttackKind, GatewayAttackKind, PathMode, Scenario, Step, StrayKind, plan};
 
 use crate::check::Checked;
 
@@ -76,6 +76,14 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
     }
 }
 
+/// Every attack kind, relay kinds first, as the scenario writes them.
+fn attack_kinds() -> impl Iterator<Item = &'static str> {
+    AttackKind::ALL
+        .iter()
+        .map(|kind| kind.as_str())
+        .chain(GatewayAttackKind::ALL.iter().map(|kind| kind.as_str()))
+}
+
 /// Whether a datagram is a STUN error response with code 438 (Stale Nonce).
 fn is_stale_nonce_answer(payload: &[u8]) -> bool {
     use proto::stun::{self, Attribute, MessageClass};
@@ -111,9 +119,10 @@ pub struct Coverage {
     pub simultaneous_closes: u64,
     /// Stray datagrams at relays by kind, XDP reason (`-` without the program) and fate.
     pub strays: BTreeMap<(StrayKind, String, String), u64>,
-    /// Attacks on relays by kind and the refusals they met: the error codes (each the relay's
-    /// rejection counter it raised) and `nothing` for data that got nothing through.
-    pub attacks: BTreeMap<(AttackKind, String), u64>,
+    /// Attacks by kind and the refusals they met: a relay's error codes (each the rejection
+    /// counter it raised), `nothing` for data that got nothing through, and a gateway's drop
+    /// reasons (each the drop counter it raised).
+    pub attacks: BTreeMap<(&'static str, String), u64>,
 }
 
 impl Coverage {
@@ -230,12 +239,19 @@ impl Coverage {
     /// Counts the attacks of one scenario that passed its checks, by what refused them.
     fn add_attacks(&mut self, scenario: &Scenario, checked: &Checked) {
         for attack in &checked.outcome.attacks {
-            let Some(Step::Attack { kind, .. }) = scenario.steps.get(attack.step) else {
-                continue;
+            let kind = match scenario.steps.get(attack.step) {
+                Some(Step::Attack { kind, .. }) => kind.as_str(),
+                Some(Step::GatewayAttack { kind, .. }) => kind.as_str(),
+                _ => continue,
             };
-            let mut refusals: Vec<(TurnAnswer, usize)> = Vec::new();
+            let mut refusals: Vec<(AttackAnswer, usize)> = Vec::new();
             for answer in attack.rounds.iter().flatten() {
-                if !matches!(answer, TurnAnswer::Error(_) | TurnAnswer::Nothing) {
+                if !matches!(
+                    answer,
+                    AttackAnswer::Error(_)
+                        | AttackAnswer::Nothing
+                        | AttackAnswer::GatewayDropped(_)
+                ) {
                     continue;
                 }
                 match refusals.last_mut() {
@@ -250,7 +266,7 @@ impl Coverage {
                     _ => format!("{answer} x{times}"),
                 })
                 .collect();
-            *self.attacks.entry((*kind, refusals.join(" "))).or_default() += 1;
+            *self.attacks.entry((kind, refusals.join(" "))).or_default() += 1;
         }
     }
 
@@ -295,9 +311,9 @@ impl Coverage {
                 missing.push(format!("stray datagram {}", kind.as_str()));
             }
         }
-        for kind in AttackKind::ALL {
+        for kind in attack_kinds() {
             if !self.attacks.keys().any(|(seen, _)| *seen == kind) {
-                missing.push(format!("attack {}", kind.as_str()));
+                missing.push(format!("attack {kind}"));
             }
         }
         missing
@@ -388,13 +404,15 @@ impl Coverage {
                 let _ = writeln!(out, "  {:<22}{:<26}{:<46}{:>6}", kind.as_str(), "-", "-", 0);
             }
         }
-        let _ = writeln!(out, "attacks on relays (kind, refused with)");
-        for ((kind, refusals), count) in &self.attacks {
-            let _ = writeln!(out, "  {:<22}{refusals:<26}{count:>6}", kind.as_str());
-        }
-        for kind in AttackKind::ALL {
-            if !self.attacks.keys().any(|(seen, _)| *seen == kind) {
-                let _ = writeln!(out, "  {:<22}{:<26}{:>6}", kind.as_str(), "-", 0);
+        let _ = writeln!(out, "attacks on relays and gateways (kind, refused with)");
+        for kind in attack_kinds() {
+            let mut seen = false;
+            for ((_, refusals), count) in self.attacks.iter().filter(|((k, _), _)| *k == kind) {
+                let _ = writeln!(out, "  {kind:<22}{refusals:<34}{count:>6}");
+                seen = true;
+            }
+            if !seen {
+                let _ = writeln!(out, "  {kind:<22}{:<34}{:>6}", "-", 0);
             }
         }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
@@ -467,12 +485,16 @@ mod tests {
     #[test]
     fn every_attack_kind_is_required() {
         let missing = Coverage::default().missing(false);
-        for kind in AttackKind::ALL {
-            let name = format!("attack {}", kind.as_str());
+        for kind in attack_kinds() {
+            let name = format!("attack {kind}");
             assert!(missing.contains(&name), "{name} not required: {missing:?}");
         }
+        assert_eq!(
+            attack_kinds().count(),
+            AttackKind::ALL.len() + GatewayAttackKind::ALL.len()
+        );
         let mut seen = Coverage::default();
-        for kind in AttackKind::ALL {
+        for kind in attack_kinds() {
             seen.attacks.insert((kind, "401".to_owned()), 1);
         }
         assert!(!seen.missing(false).iter().any(|m| m.starts_with("attack")));

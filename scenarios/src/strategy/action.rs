@@ -2,7 +2,7 @@
 //! changes, faults, restarts, stray datagrams at relays, idle times), weighted so that the interesting ones are common.
 
 use proptest::prelude::*;
-use scenario_format::{AttackKind, PathMode, Side, StrayKind};
+use scenario_format::{AttackKind, GatewayAttackKind, PathMode, Side, StrayKind};
 
 use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
 
@@ -82,11 +82,14 @@ pub(super) enum Action {
     Idle {
         seconds: u64,
     },
-    /// The attacker host attacks a relay: `kind` indexes `AttackKind::ALL`.
+    /// The attacker host attacks a relay or a gateway: `kind` indexes `AttackKind::ALL` then
+    /// `GatewayAttackKind::ALL`; `target` picks the relay or the gateway and `client` whose
+    /// session a gateway attack is about (any index).
     Attack {
-        relay: usize,
+        target: usize,
         kind: usize,
         ipv6: bool,
+        client: usize,
     },
     /// Traffic that reaches a gateway `offset_ms` from the deadline of one of its pending
     /// timers (a flow's idle timeout, a DNS answer's TTL): the `which`-th of those the traffic
@@ -300,8 +303,18 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
         ),
         arm(
             ActionKind::Attack,
-            (0usize..3, 0usize..AttackKind::ALL.len(), any::<bool>())
-                .prop_map(|(relay, kind, ipv6)| Action::Attack { relay, kind, ipv6 })
+            (
+                0usize..3,
+                0usize..AttackKind::ALL.len() + GatewayAttackKind::ALL.len(),
+                any::<bool>(),
+                0usize..3,
+            )
+                .prop_map(|(target, kind, ipv6, client)| Action::Attack {
+                    target,
+                    kind,
+                    ipv6,
+                    client,
+                })
                 .boxed(),
         ),
         arm(

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use scenario_format::{
-    AttackKind, Fault, Grant, PathMode, Side, Stack, Step, StrayKind, Target, Topology,
-    plan::AddressPlan,
+    AttackKind, Fault, GatewayAttackKind, Grant, PathMode, Side, Stack, Step, StrayKind, Target,
+    Topology, plan::AddressPlan,
 };
 
 use super::action::{Action, Destination, FaultKind, TcpEnd};
@@ -137,9 +137,19 @@ impl<'a> StepWriter<'a> {
                 host,
             ),
             Action::Idle { seconds } => self.steps.push(Step::Idle { seconds, ms: 0 }),
-            Action::Attack { relay, kind, ipv6 } => {
-                self.write_attack(relay, AttackKind::ALL[kind % AttackKind::ALL.len()], ipv6);
-            }
+            Action::Attack {
+                target,
+                kind,
+                ipv6,
+                client,
+            } => match AttackKind::ALL.get(kind) {
+                Some(kind) => self.write_attack(target, *kind, ipv6),
+                None => {
+                    let kinds = GatewayAttackKind::ALL;
+                    let kind = kinds[(kind - AttackKind::ALL.len()) % kinds.len()];
+                    self.write_gateway_attack(target, kind, client);
+                }
+            },
             Action::TimerBoundary { which, offset_ms } => {
                 self.write_timer_boundary(which, offset_ms);
             }
@@ -218,6 +228,21 @@ impl<'a> StepWriter<'a> {
             relay: spec.name.clone(),
             kind,
             ipv6,
+        });
+    }
+
+    /// An attack on gateway `gateway` (any index) about client `client`'s session (any index).
+    fn write_gateway_attack(&mut self, gateway: usize, kind: GatewayAttackKind, client: usize) {
+        let gateways = &self.layout.gateways;
+        let Some(spec) = gateways.get(gateway % gateways.len().max(1)) else {
+            return;
+        };
+        let gateway = spec.name.clone();
+        let client = self.client_name(client);
+        self.steps.push(Step::GatewayAttack {
+            gateway,
+            client,
+            kind,
         });
     }
 
