@@ -13,7 +13,7 @@ use proto::{
     },
 };
 
-pub use observation::TurnAnswer as Answer;
+pub use observation::AttackAnswer as Answer;
 
 /// The NONCE and REALM of a challenge (401 or 438).
 pub fn challenge_of(datagram: &[u8]) -> Option<(String, String)> {
