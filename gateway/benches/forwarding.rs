@@ -48,15 +48,17 @@ fn outer() -> OuterContext {
 }
 
 fn setup(t0: Instant) -> Gateway {
+    setup_with(t0, |_| {})
+}
+
+fn setup_with(t0: Instant, tweak: impl FnOnce(&mut GatewayConfig)) -> Gateway {
     let origin = TimeOrigin {
         instant: t0,
         unix: UtcTime::from_unix_secs(1_735_689_600),
     };
-    let mut gw = Gateway::new(GatewayConfig::new(
-        origin,
-        dns_server(),
-        "203.0.113.1:5300".parse().unwrap(),
-    ));
+    let mut config = GatewayConfig::new(origin, dns_server(), "203.0.113.1:5300".parse().unwrap());
+    tweak(&mut config);
+    let mut gw = Gateway::new(config);
     gw.add_client(ClientConfig {
         id: ClientId(1),
         session_id: SESSION,
@@ -199,7 +201,8 @@ fn memory_per_open_flow() {
     const FLOWS: u32 = 100_000;
     for dns in [false, true] {
         let t0 = Instant::now();
-        let mut gw = setup(t0);
+        // One client holds them all here: past the default per-client cap.
+        let mut gw = setup_with(t0, |config| config.max_flows_per_client = FLOWS as usize);
         if dns {
             resolve(&mut gw, t0);
         }
@@ -263,10 +266,74 @@ fn memory_per_open_flow() {
     }
 }
 
+/// A client's frame starting flow `n` (a distinct 5-tuple per `n` below 255 * 65,535).
+fn new_flow_frame(n: u32, counter: u64) -> Vec<u8> {
+    let dst = Ipv4Addr::from(u32::from(REAL) & 0xffff_ff00 | n / 65_535);
+    let inner = udp_packet(dst, 1 + (n % 65_535) as u16);
+    tunnel::seal(
+        &key(),
+        tunnel::Direction::ToGateway,
+        FrameHeader {
+            session_id: SESSION,
+            counter,
+        },
+        &inner,
+    )
+}
+
+/// A flood of 10^6 new 5-tuples from one client against the default caps: the flows stop at
+/// the per-client cap, every packet past it is refused and counted, memory stays where the
+/// cap puts it, and the cost per refused packet is printed beside a forwarded one's.
+fn flood_of_new_flows() {
+    const ATTEMPTS: u32 = 1_000_000;
+    let t0 = Instant::now();
+    let mut gw = setup(t0);
+    let cap = gw.config().max_flows_per_client;
+    let o = outer();
+    let before = ALLOCATOR.allocated();
+    let mut refused_time = Duration::ZERO;
+    let mut peak = 0usize;
+    let mut counter = 0u64;
+    for chunk in (0..ATTEMPTS).collect::<Vec<_>>().chunks(4096) {
+        let frames: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|&n| {
+                counter += 1;
+                new_flow_frame(n, counter)
+            })
+            .collect();
+        let start = Instant::now();
+        for frame in &frames {
+            let _ = gw.handle_input(o.remote, o.local, frame, t0);
+            while gw.poll_transmit().is_some() {}
+            while gw.poll_event().is_some() {}
+        }
+        if chunk[0] as usize >= cap {
+            refused_time += start.elapsed();
+        }
+        peak = peak.max(ALLOCATOR.allocated().saturating_sub(before));
+    }
+    let refused = gw.drop_counters().get(gateway::DropReason::FlowTableFull);
+    assert_eq!(gw.open_flow_count(), cap);
+    assert_eq!(refused, u64::from(ATTEMPTS) - cap as u64);
+    let measured = (ATTEMPTS as usize - cap.next_multiple_of(4096)) as u32;
+    println!(
+        "flood of {ATTEMPTS} new flows from one client: {} open (the per-client cap), {refused} \
+         refused as flow-table-full; peak heap {} bytes ({} per open flow); {:.0} ns per \
+         refused packet",
+        gw.open_flow_count(),
+        peak,
+        peak / cap,
+        refused_time.as_nanos() as f64 / f64::from(measured)
+    );
+    black_box(&gw);
+}
+
 criterion_group!(benches, forwarding);
 
 fn main() {
     memory_per_open_flow();
+    flood_of_new_flows();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
