@@ -268,7 +268,7 @@ fn memory_per_open_flow() {
 
 /// A client's frame starting flow `n` (a distinct 5-tuple per `n` below 255 * 65,535).
 fn new_flow_frame(n: u32, counter: u64) -> Vec<u8> {
-    let dst = Ipv4Addr::from(u32::from(REAL) & 0xffff_ff00 | n / 65_535);
+    let dst = Ipv4Addr::from((u32::from(REAL) & 0xffff_ff00) | (n / 65_535));
     let inner = udp_packet(dst, 1 + (n % 65_535) as u16);
     tunnel::seal(
         &key(),

@@ -172,7 +172,7 @@ fn allocation_with_permissions(
     let client = addr("198.51.100.10:40000");
     let server = addr("203.0.113.1:3478");
     let credentials = credentials::rest_api_credentials(SECRET, 1_900_000_000, "bench");
-    let mut ask = |relay: &mut Relay, payload: Vec<u8>| {
+    let ask = |relay: &mut Relay, payload: Vec<u8>| {
         let _ = relay.handle_input(client, server, &payload, now);
         relay.poll_transmit().expect("an answer").payload
     };
