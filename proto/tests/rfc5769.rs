@@ -146,6 +146,14 @@ fn sample_request_with_long_term_authentication() {
     assert!(key.verifies(&message));
     let wrong = LongTermKey::new(username, "example.org", "TheMatrix").expect("key");
     assert!(!wrong.verifies(&message));
+    // The same vector, checked over its bytes in constant time.
+    let bytes = hex(SAMPLE_LONG_TERM_REQUEST);
+    assert!(key.verifies_datagram(&bytes));
+    assert!(!wrong.verifies_datagram(&bytes));
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1; // inside the MAC
+    assert!(!key.verifies_datagram(&flipped));
     assert!(message.get_attribute::<Fingerprint>().is_none());
 }
 

@@ -53,6 +53,9 @@ proptest! {
             prop_assert_eq!(format!("{ours:?}"), format!("{theirs:?}"));
         }
         prop_assert!(key.verifies(&decoded));
+        prop_assert!(key.verifies_datagram(&bytes), "the byte-level check agrees");
+        let wrong = LongTermKey::new("1800000000:client", "vpnsim.test", "secreT").expect("key");
+        prop_assert!(!wrong.verifies_datagram(&bytes));
         prop_assert_eq!(stun::encode(decoded).expect("re-encode"), bytes);
     }
 

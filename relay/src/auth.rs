@@ -101,7 +101,7 @@ pub(crate) enum AuthFailure {
 
 /// Checks the long-term credentials of `request`, returning the key to sign the response with.
 pub(crate) fn authenticate(
-    request: &Message,
+    (request, datagram): (&Message, &[u8]),
     realm: &str,
     shared_secret: &[u8],
     (nonces, client, server): (&NonceKey, SocketAddr, SocketAddr),
@@ -134,7 +134,7 @@ pub(crate) fn authenticate(
         realm: request_realm.clone(),
         password,
     };
-    if !key.verifies(request) {
+    if !key.verifies_datagram(datagram) {
         return Err(AuthFailure::BadCredentials(format!(
             "MESSAGE-INTEGRITY does not match the password of `{}`",
             username.name()

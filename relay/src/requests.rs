@@ -58,7 +58,7 @@ impl Relay {
         };
         match message.class() {
             MessageClass::Request => {
-                self.request(path, message, now);
+                self.request(path, message, payload, now);
                 Ok(())
             }
             MessageClass::Indication if message.method() == methods::SEND => {
@@ -105,14 +105,14 @@ impl Relay {
         self.reply(path, response, None);
     }
 
-    fn request(&mut self, path: ReplyPath, request: Message, now: Instant) {
+    fn request(&mut self, path: ReplyPath, request: Message, datagram: &[u8], now: Instant) {
         if request.method() == methods::BINDING {
             return self.answer_binding(path, &request);
         }
         if let Some(rejection) = unserved_request(&request) {
             return self.reply(path, rejection, None);
         }
-        let Some(key) = self.authenticate(path, &request, now) else {
+        let Some(key) = self.authenticate(path, (&request, datagram), now) else {
             return;
         };
         if request.method() == methods::ALLOCATE
@@ -138,11 +138,11 @@ impl Relay {
     fn authenticate(
         &mut self,
         path: ReplyPath,
-        request: &Message,
+        (request, datagram): (&Message, &[u8]),
         now: Instant,
     ) -> Option<LongTermKey> {
         let failure = match auth::authenticate(
-            request,
+            (request, datagram),
             &self.config.realm,
             &self.config.shared_secret,
             (&self.nonces, path.client, path.server),
