@@ -255,6 +255,14 @@ pub enum Step {
         target: Target,
         bytes: u16,
     },
+    /// `flows` UDP datagrams from the client in one go, to `port` from source ports
+    /// `plan::FLOOD_FIRST_PORT`, `+ 1`, ...: each starts a flow of its own (a flood of new
+    /// 5-tuples); the resource echoes each.
+    UdpFlood {
+        #[serde(flatten)]
+        target: Target,
+        flows: u16,
+    },
     /// Opens TCP connection `conn` (a number the later TCP steps refer to): SYN, SYN-ACK, ACK.
     TcpOpen {
         conn: u32,

@@ -37,6 +37,10 @@ pub const INTERNET_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 
 /// latency from every relay, with credentials of its own.
 pub const ATTACKER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 66);
 pub const ATTACKER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x66);
+/// The client's first source port of a `udp-flood` step: below the TCP (30000 + conn) and UDP
+/// (40000 + port) source ports, so a flood never reuses another step's 5-tuple.
+pub const FLOOD_FIRST_PORT: u16 = 20_000;
+
 /// Whether `ip` is the attacker host's.
 pub fn is_attacker(ip: IpAddr) -> bool {
     ip == IpAddr::V4(ATTACKER_V4) || ip == IpAddr::V6(ATTACKER_V6)
@@ -138,6 +142,10 @@ impl AddressPlan {
     }
 
     /// The client's source port of a UDP datagram to `dst_port`: `40000 + dst_port % 20000`.
+    pub fn flood_source_port(index: u16) -> u16 {
+        FLOOD_FIRST_PORT + index
+    }
+
     pub fn udp_source_port(dst_port: u16) -> u16 {
         40000 + dst_port % 20000
     }

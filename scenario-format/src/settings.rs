@@ -7,6 +7,13 @@
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 120;
 /// A DNS answer is kept at least this long.
 pub const DNS_MIN_TTL_S: u64 = 1;
+/// A DNS answer is kept at most this long (the gateway's `dns_max_ttl`).
+pub const DNS_MAX_TTL_S: u64 = 86_400;
+/// Open flows one client may hold at a gateway (`flow-table-full` beyond): small enough that
+/// a `udp-flood` step reaches it.
+pub const GATEWAY_MAX_FLOWS_PER_CLIENT: usize = 48;
+/// Payload bytes of each datagram of a `udp-flood` step.
+pub const FLOOD_DATAGRAM_BYTES: u16 = 16;
 /// Client packets a gateway queues per proxy IP while its domain resolves.
 pub const DNS_QUEUE_LIMIT: usize = 32;
 /// Client TCP initial sequence number (the SYN's `seq`).

@@ -464,6 +464,13 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             check_target(names, target)?;
             check_payload(*bytes, "a datagram")
         }
+        Step::UdpFlood { target, flows } => {
+            check_target(names, target)?;
+            if *flows == 0 || *flows > 512 {
+                return Err(format!("a flood of 1 to 512 flows, not {flows}"));
+            }
+            Ok(())
+        }
         Step::TcpOpen {
             conn,
             target,

@@ -18,7 +18,10 @@ use proto::flow::{ClientId, OuterContext, ResourceId, TimeOrigin, UtcTime};
 use scenario_format::{
     ResourceAddress, Scenario,
     plan::{self, AddressPlan, TUNNEL_PORT},
-    settings::{DEFAULT_IDLE_TIMEOUT_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT},
+    settings::{
+        DEFAULT_IDLE_TIMEOUT_S, DNS_MAX_TTL_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT,
+        GATEWAY_MAX_FLOWS_PER_CLIENT,
+    },
     timing::ORIGIN_UNIX_SECS,
 };
 use turmoil::net::UdpSocket;
@@ -85,7 +88,9 @@ fn gateway_config(
             .unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
     );
     config.dns_min_ttl = Duration::from_secs(DNS_MIN_TTL_S);
+    config.dns_max_ttl = Duration::from_secs(DNS_MAX_TTL_S);
     config.dns_queue_limit = DNS_QUEUE_LIMIT;
+    config.max_flows_per_client = GATEWAY_MAX_FLOWS_PER_CLIENT;
     config
 }
 

@@ -8,6 +8,7 @@ use std::{
 };
 
 use proto::tunnel;
+use scenario_format::settings::FLOOD_DATAGRAM_BYTES;
 use scenario_format::{
     AttackKind, Fault, GatewayAttackKind, PathMode, ResourceAddress, Scenario, Side, Step,
     StrayKind, Target, attack,
@@ -28,6 +29,8 @@ use crate::{
 };
 
 /// Turns steps into commands for the hosts, at the step's start time.
+///
+/// (A `udp-flood` datagram carries `scenario_format::settings::FLOOD_DATAGRAM_BYTES`.)
 pub(crate) struct Runner<'a> {
     scenario: &'a Scenario,
     plan: &'a AddressPlan,
@@ -200,6 +203,12 @@ impl<'a> Runner<'a> {
         );
         match step {
             Step::Udp { target, bytes } => self.udp(index, target, *bytes),
+            Step::UdpFlood { target, flows } => {
+                for flow in 0..*flows {
+                    let src_port = AddressPlan::flood_source_port(flow);
+                    self.udp_from(index, target, src_port, FLOOD_DATAGRAM_BYTES);
+                }
+            }
             Step::TcpOpen {
                 conn,
                 target,
@@ -485,13 +494,15 @@ impl<'a> Runner<'a> {
     /// The client sends a UDP datagram of `bytes` bytes (each the step's index) to the target,
     /// from a source port the destination port fixes.
     fn udp(&mut self, index: usize, target: &Target, bytes: u16) {
+        let src_port = AddressPlan::udp_source_port(target.port);
+        self.udp_from(index, target, src_port, bytes);
+    }
+
+    fn udp_from(&mut self, index: usize, target: &Target, src_port: u16, bytes: u16) {
         let client = self.client_index(&target.client);
         let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
         let dst = SocketAddr::new(self.destination(target), target.port);
-        let src = SocketAddr::new(
-            self.tunnel_ip(client, target.ipv6),
-            AddressPlan::udp_source_port(target.port),
-        );
+        let src = SocketAddr::new(self.tunnel_ip(client, target.ipv6), src_port);
         self.to_client(
             client,
             ClientCommand::Udp {

@@ -11,7 +11,7 @@ use scenario_format::plan::AddressPlan;
 use super::coverage;
 use super::gateway::{Authorised, Inbound};
 use super::{Engine, Event, Result};
-use scenario_format::settings::{DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
+use scenario_format::settings::{DNS_MAX_TTL_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT};
 
 use crate::{GatewayDropReason, Packet};
 
@@ -164,10 +164,12 @@ impl Engine<'_> {
             self.records
                 .get(&m.domain.to_ascii_lowercase())
                 .and_then(|(addresses, ttl)| {
-                    addresses
-                        .iter()
-                        .find(|a| a.is_ipv6() == m.v6)
-                        .map(|a| (*a, u64::from(*ttl).max(DNS_MIN_TTL_S) * 1000))
+                    addresses.iter().find(|a| a.is_ipv6() == m.v6).map(|a| {
+                        (
+                            *a,
+                            u64::from(*ttl).clamp(DNS_MIN_TTL_S, DNS_MAX_TTL_S) * 1000,
+                        )
+                    })
                 });
         self.schedule(
             at + self.dns_ms,

@@ -140,8 +140,20 @@ impl Engine<'_> {
 
     /// A `udp` step: one datagram of `bytes` from the client.
     pub(super) fn send_udp(&mut self, target: &Target, bytes: u16, k: usize, t: u64) -> Result<()> {
-        let (c, g, dst) = self.target(target, t)?;
         let src_port = AddressPlan::udp_source_port(target.port);
+        self.send_udp_from(target, src_port, bytes, k, t)
+    }
+
+    /// One UDP datagram from the client's `src_port`.
+    pub(super) fn send_udp_from(
+        &mut self,
+        target: &Target,
+        src_port: u16,
+        bytes: u16,
+        k: usize,
+        t: u64,
+    ) -> Result<()> {
+        let (c, g, dst) = self.target(target, t)?;
         let packet = Packet {
             src: SocketAddr::new(self.tunnel_ip(c, target.ipv6), src_port),
             dst,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use scenario_format::Grant;
+use scenario_format::settings::GATEWAY_MAX_FLOWS_PER_CLIENT;
 use scenario_format::timing::TUN_LATENCY_MS;
 
 use super::coverage;
@@ -311,6 +312,15 @@ impl Engine<'_> {
                 }
             },
         };
+        let open_of_client = self.gateways[g]
+            .flows
+            .iter()
+            .filter(|f| f.client == c)
+            .count();
+        if open_of_client >= GATEWAY_MAX_FLOWS_PER_CLIENT {
+            self.drop_client_packet(g, c, GatewayDropReason::FlowTableFull, &inbound, t);
+            return Ok(());
+        }
         let flow = OpenFlow::new(c, resource, &packet, destination, inbound.traffic.conn, t);
         let index = self.open_flow(g, flow)?;
         self.forward_tx(g, index, inbound, t)

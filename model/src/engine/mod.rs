@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use scenario_format::plan::AddressPlan;
-use scenario_format::settings::DEFAULT_IDLE_TIMEOUT_S;
+use scenario_format::settings::{DEFAULT_IDLE_TIMEOUT_S, FLOOD_DATAGRAM_BYTES};
 use scenario_format::timing::Timeline;
 use scenario_format::{Scenario, Side, Step};
 
@@ -297,6 +297,13 @@ impl Engine<'_> {
         let step = self.scenario.steps[k].clone();
         match step {
             Step::Udp { target, bytes } => self.send_udp(&target, bytes, k, t),
+            Step::UdpFlood { target, flows } => {
+                for flow in 0..flows {
+                    let src_port = AddressPlan::flood_source_port(flow);
+                    self.send_udp_from(&target, src_port, FLOOD_DATAGRAM_BYTES, k, t)?;
+                }
+                Ok(())
+            }
             Step::TcpOpen {
                 conn,
                 target,

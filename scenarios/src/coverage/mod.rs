@@ -35,12 +35,13 @@ pub const CLOSE_REASONS: [CloseReason; 5] = [
 ];
 
 /// The drop reasons generated scenarios must reach.
-pub const DROP_REASONS: [DropReason; 8] = [
+pub const DROP_REASONS: [DropReason; 9] = [
     DropReason::Gateway(GatewayDropReason::NotGranted),
     DropReason::Gateway(GatewayDropReason::FilterDenied),
     DropReason::Gateway(GatewayDropReason::TcpWithoutSyn),
     DropReason::Gateway(GatewayDropReason::NoOpenFlow),
     DropReason::Gateway(GatewayDropReason::DnsResolutionFailed),
+    DropReason::Gateway(GatewayDropReason::FlowTableFull),
     DropReason::Partition,
     DropReason::DropNext,
     DropReason::StillHeld,
@@ -56,7 +57,8 @@ const HOSTILE_INPUT_TESTED: &str =
 pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
     use GatewayDropReason::*;
     match reason {
-        NotGranted | FilterDenied | TcpWithoutSyn | NoOpenFlow | DnsResolutionFailed => None,
+        NotGranted | FilterDenied | TcpWithoutSyn | NoOpenFlow | DnsResolutionFailed
+        | FlowTableFull => None,
         NoResource => Some(
             "a scenario names resources, so traffic to an address outside every resource needs \
              a hand-written packet: gateway/tests/flow_rules.rs",
@@ -66,9 +68,6 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
         }
         DnsQueueFull => {
             Some("needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs")
-        }
-        FlowTableFull => {
-            Some("needs 65,536 open flows of one client: gateway/tests/bounds.rs, with a small cap")
         }
         NotTunnelFrame | MalformedFrame | UnknownSession | BadMac | Replay | MalformedPacket
         | Fragment | UnsupportedProtocol | ForgedSource | IcmpNotAllowed | UnknownDestination

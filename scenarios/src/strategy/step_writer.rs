@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use scenario_format::{
     AttackKind, Fault, GatewayAttackKind, Grant, PathMode, Side, Stack, Step, StrayKind, Target,
-    Topology, plan::AddressPlan,
+    Topology, plan::AddressPlan, settings::GATEWAY_MAX_FLOWS_PER_CLIENT,
 };
 
 use super::action::{Action, Destination, FaultKind, TcpEnd};
@@ -144,11 +144,10 @@ impl<'a> StepWriter<'a> {
                 client,
             } => match AttackKind::ALL.get(kind) {
                 Some(kind) => self.write_attack(target, *kind, ipv6),
-                None => {
-                    let kinds = GatewayAttackKind::ALL;
-                    let kind = kinds[(kind - AttackKind::ALL.len()) % kinds.len()];
-                    self.write_gateway_attack(target, kind, client);
-                }
+                None => match GatewayAttackKind::ALL.get(kind - AttackKind::ALL.len()) {
+                    Some(kind) => self.write_gateway_attack(target, *kind, client),
+                    None => self.write_flood(),
+                },
             },
             Action::TimerBoundary { which, offset_ms } => {
                 self.write_timer_boundary(which, offset_ms);
@@ -229,6 +228,16 @@ impl<'a> StepWriter<'a> {
             kind,
             ipv6,
         });
+    }
+
+    /// A flood of new flows from the client of the latest UDP step to its target, from new
+    /// source ports, past the gateway's per-client cap (nothing without an earlier UDP step).
+    fn write_flood(&mut self) {
+        let Some(target) = self.udp_targets.last().cloned() else {
+            return;
+        };
+        let flows = GATEWAY_MAX_FLOWS_PER_CLIENT as u16 + 8;
+        self.steps.push(Step::UdpFlood { target, flows });
     }
 
     /// An attack on gateway `gateway` (any index) about client `client`'s session (any index).
