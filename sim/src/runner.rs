@@ -307,6 +307,22 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Relay `relay`'s address of one family, if it has one.
+    fn relay_ip(&self, relay: &str, ipv6: bool) -> Option<IpAddr> {
+        let index = self
+            .scenario
+            .topology
+            .relays
+            .iter()
+            .position(|r| r.name == relay)?;
+        let addresses = &self.plan.relays[index];
+        if ipv6 {
+            addresses.v6.map(IpAddr::V6)
+        } else {
+            addresses.v4.map(IpAddr::V4)
+        }
+    }
+
     /// The internet host sends a stray datagram of `kind` to the relay, in one family; to an
     /// allocation's relayed address, the host's first allocation's (docs/harness.md).
     fn stray(
@@ -317,21 +333,7 @@ impl<'a> Runner<'a> {
         ipv6: bool,
         allocation: Option<&str>,
     ) {
-        let Some(index) = self
-            .scenario
-            .topology
-            .relays
-            .iter()
-            .position(|r| r.name == relay)
-        else {
-            return;
-        };
-        let addresses = &self.plan.relays[index];
-        let ip = if ipv6 {
-            addresses.v6.map(IpAddr::V6)
-        } else {
-            addresses.v4.map(IpAddr::V4)
-        };
+        let ip = self.relay_ip(relay, ipv6);
         let relayed_port = allocation.map(|host| {
             self.shared
                 .borrow()
@@ -382,21 +384,7 @@ impl<'a> Runner<'a> {
 
     /// The attacker host plays an attack on the relay's TURN address of one family.
     fn attack(&self, step: usize, relay: &str, kind: AttackKind, ipv6: bool) {
-        let Some(index) = self
-            .scenario
-            .topology
-            .relays
-            .iter()
-            .position(|r| r.name == relay)
-        else {
-            return;
-        };
-        let addresses = &self.plan.relays[index];
-        let ip = if ipv6 {
-            addresses.v6.map(IpAddr::V6)
-        } else {
-            addresses.v4.map(IpAddr::V4)
-        };
+        let ip = self.relay_ip(relay, ipv6);
         if let Some(ip) = ip {
             self.inboxes.attacker.push(AttackOrder {
                 step,
