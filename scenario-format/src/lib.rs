@@ -263,6 +263,13 @@ pub enum Step {
         target: Target,
         flows: u16,
     },
+    /// One UDP datagram from the client (a compromised one) whose inner source is not its
+    /// tunnel IP (`plan::forged_tunnel_ip`), in a valid frame of its session: the gateway
+    /// drops it (`forged-source`) without taking the frame.
+    ForgedSource {
+        #[serde(flatten)]
+        target: Target,
+    },
     /// Opens TCP connection `conn` (a number the later TCP steps refer to): SYN, SYN-ACK, ACK.
     TcpOpen {
         conn: u32,

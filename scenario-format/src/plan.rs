@@ -41,6 +41,16 @@ pub const ATTACKER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 
 /// (40000 + port) source ports, so a flood never reuses another step's 5-tuple.
 pub const FLOOD_FIRST_PORT: u16 = 20_000;
 
+/// The inner source of a `forged-source` step: inside the tunnel ranges, but no client's
+/// tunnel IP (scenarios have at most 3 clients, at .2-.4 and ::2-::4).
+pub fn forged_tunnel_ip(ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x2021, 0x1111, 0, 0, 0, 0, 0x250))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(100, 64, 0, 250))
+    }
+}
+
 /// Whether `ip` is the attacker host's.
 pub fn is_attacker(ip: IpAddr) -> bool {
     ip == IpAddr::V4(ATTACKER_V4) || ip == IpAddr::V6(ATTACKER_V6)

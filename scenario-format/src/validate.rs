@@ -464,6 +464,7 @@ fn check_step(names: &Names<'_>, connections: &mut Connections, step: &Step) -> 
             check_target(names, target)?;
             check_payload(*bytes, "a datagram")
         }
+        Step::ForgedSource { target } => check_target(names, target),
         Step::UdpFlood { target, flows } => {
             check_target(names, target)?;
             if *flows == 0 || *flows > 512 {

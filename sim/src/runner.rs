@@ -203,10 +203,19 @@ impl<'a> Runner<'a> {
         );
         match step {
             Step::Udp { target, bytes } => self.udp(index, target, *bytes),
+            Step::ForgedSource { target } => {
+                let src_port = AddressPlan::udp_source_port(target.port);
+                let src = SocketAddr::new(plan::forged_tunnel_ip(target.ipv6), src_port);
+                self.udp_from(index, target, src, FLOOD_DATAGRAM_BYTES);
+            }
             Step::UdpFlood { target, flows } => {
                 for flow in 0..*flows {
-                    let src_port = AddressPlan::flood_source_port(flow);
-                    self.udp_from(index, target, src_port, FLOOD_DATAGRAM_BYTES);
+                    let client = self.client_index(&target.client);
+                    let src = SocketAddr::new(
+                        self.tunnel_ip(client, target.ipv6),
+                        AddressPlan::flood_source_port(flow),
+                    );
+                    self.udp_from(index, target, src, FLOOD_DATAGRAM_BYTES);
                 }
             }
             Step::TcpOpen {
@@ -482,15 +491,19 @@ impl<'a> Runner<'a> {
     /// The client sends a UDP datagram of `bytes` bytes (each the step's index) to the target,
     /// from a source port the destination port fixes.
     fn udp(&mut self, index: usize, target: &Target, bytes: u16) {
-        let src_port = AddressPlan::udp_source_port(target.port);
-        self.udp_from(index, target, src_port, bytes);
+        let client = self.client_index(&target.client);
+        let src = SocketAddr::new(
+            self.tunnel_ip(client, target.ipv6),
+            AddressPlan::udp_source_port(target.port),
+        );
+        self.udp_from(index, target, src, bytes);
     }
 
-    fn udp_from(&mut self, index: usize, target: &Target, src_port: u16, bytes: u16) {
+    /// One UDP datagram of the target's client from the inner source `src`.
+    fn udp_from(&mut self, index: usize, target: &Target, src: SocketAddr, bytes: u16) {
         let client = self.client_index(&target.client);
         let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
         let dst = SocketAddr::new(self.destination(target), target.port);
-        let src = SocketAddr::new(self.tunnel_ip(client, target.ipv6), src_port);
         self.to_client(
             client,
             ClientCommand::Udp {

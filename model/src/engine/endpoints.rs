@@ -141,21 +141,23 @@ impl Engine<'_> {
     /// A `udp` step: one datagram of `bytes` from the client.
     pub(super) fn send_udp(&mut self, target: &Target, bytes: u16, k: usize, t: u64) -> Result<()> {
         let src_port = AddressPlan::udp_source_port(target.port);
-        self.send_udp_from(target, src_port, bytes, k, t)
+        self.send_udp_from(target, (None, src_port), bytes, k, t)
     }
 
-    /// One UDP datagram from the client's `src_port`.
+    /// One UDP datagram of the target's client from `src_port` and the inner source IP given
+    /// (its tunnel IP if none).
     pub(super) fn send_udp_from(
         &mut self,
         target: &Target,
-        src_port: u16,
+        (src_ip, src_port): (Option<IpAddr>, u16),
         bytes: u16,
         k: usize,
         t: u64,
     ) -> Result<()> {
         let (c, g, dst) = self.target(target, t)?;
+        let src_ip = src_ip.unwrap_or_else(|| self.tunnel_ip(c, target.ipv6));
         let packet = Packet {
-            src: SocketAddr::new(self.tunnel_ip(c, target.ipv6), src_port),
+            src: SocketAddr::new(src_ip, src_port),
             dst,
             kind: PacketKind::Udp { payload: bytes },
         };

@@ -260,6 +260,12 @@ impl Engine<'_> {
             frame.context,
             "a frame from an outer context the client has already left reached the gateway",
         )?;
+        // A source that is not the client's tunnel IP: the frame is not taken (no roaming, no
+        // replay window move), the packet is dropped.
+        if self.client_of_tunnel_ip(packet.src.ip()) != Some(c) {
+            self.gateway_drop(g, c, GatewayDropReason::ForgedSource, frame.traffic, t);
+            return Ok(());
+        }
         let back: Vec<Hop> = frame.hops.iter().rev().cloned().collect();
         self.gateways[g]
             .contexts

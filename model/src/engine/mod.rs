@@ -297,10 +297,17 @@ impl Engine<'_> {
         let step = self.scenario.steps[k].clone();
         match step {
             Step::Udp { target, bytes } => self.send_udp(&target, bytes, k, t),
+            Step::ForgedSource { target } => {
+                let src = (
+                    Some(scenario_format::plan::forged_tunnel_ip(target.ipv6)),
+                    AddressPlan::udp_source_port(target.port),
+                );
+                self.send_udp_from(&target, src, FLOOD_DATAGRAM_BYTES, k, t)
+            }
             Step::UdpFlood { target, flows } => {
                 for flow in 0..flows {
                     let src_port = AddressPlan::flood_source_port(flow);
-                    self.send_udp_from(&target, src_port, FLOOD_DATAGRAM_BYTES, k, t)?;
+                    self.send_udp_from(&target, (None, src_port), FLOOD_DATAGRAM_BYTES, k, t)?;
                 }
                 Ok(())
             }

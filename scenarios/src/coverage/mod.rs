@@ -35,13 +35,14 @@ pub const CLOSE_REASONS: [CloseReason; 5] = [
 ];
 
 /// The drop reasons generated scenarios must reach.
-pub const DROP_REASONS: [DropReason; 9] = [
+pub const DROP_REASONS: [DropReason; 10] = [
     DropReason::Gateway(GatewayDropReason::NotGranted),
     DropReason::Gateway(GatewayDropReason::FilterDenied),
     DropReason::Gateway(GatewayDropReason::TcpWithoutSyn),
     DropReason::Gateway(GatewayDropReason::NoOpenFlow),
     DropReason::Gateway(GatewayDropReason::DnsResolutionFailed),
     DropReason::Gateway(GatewayDropReason::FlowTableFull),
+    DropReason::Gateway(GatewayDropReason::ForgedSource),
     DropReason::Partition,
     DropReason::DropNext,
     DropReason::StillHeld,
@@ -58,7 +59,7 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
     use GatewayDropReason::*;
     match reason {
         NotGranted | FilterDenied | TcpWithoutSyn | NoOpenFlow | DnsResolutionFailed
-        | FlowTableFull => None,
+        | FlowTableFull | ForgedSource => None,
         NoResource => Some(
             "a scenario names resources, so traffic to an address outside every resource needs \
              a hand-written packet: gateway/tests/flow_rules.rs",
@@ -70,8 +71,8 @@ pub fn tested_elsewhere(reason: GatewayDropReason) -> Option<&'static str> {
             Some("needs 33 packets queued in one DNS round trip: gateway/tests/data_path.rs")
         }
         NotTunnelFrame | MalformedFrame | UnknownSession | BadMac | Replay | MalformedPacket
-        | Fragment | UnsupportedProtocol | ForgedSource | IcmpNotAllowed | UnknownDestination
-        | NatCollision | DnsUnexpectedAnswer | ShutDown => Some(HOSTILE_INPUT_TESTED),
+        | Fragment | UnsupportedProtocol | IcmpNotAllowed | UnknownDestination | NatCollision
+        | DnsUnexpectedAnswer | ShutDown => Some(HOSTILE_INPUT_TESTED),
     }
 }
 

@@ -83,8 +83,9 @@ pub(super) enum Action {
         seconds: u64,
     },
     /// The attacker host attacks a relay or a gateway: `kind` indexes `AttackKind::ALL` then
-    /// `GatewayAttackKind::ALL`, and one past them is a client's flood of new flows (to the
-    /// latest UDP target, past the gateway's per-client cap); `target` picks the relay or the
+    /// `GatewayAttackKind::ALL`; one past them is a client's flood of new flows (to the latest
+    /// UDP target, past the gateway's per-client cap), two past a compromised client's datagram
+    /// from a forged inner source (to the latest UDP target); `target` picks the relay or the
     /// gateway and `client` whose session a gateway attack is about (any index).
     Attack {
         target: usize,
@@ -306,7 +307,7 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
             ActionKind::Attack,
             (
                 0usize..3,
-                0usize..=AttackKind::ALL.len() + GatewayAttackKind::ALL.len(),
+                0usize..AttackKind::ALL.len() + GatewayAttackKind::ALL.len() + 2,
                 any::<bool>(),
                 0usize..3,
             )

@@ -91,15 +91,15 @@ impl ActionKind {
             ActionKind::Tcp => 5,
             ActionKind::Path => 4,
             ActionKind::Idle | ActionKind::LateResourceData | ActionKind::TimerBoundary => 3,
-            ActionKind::Fault => 2,
+            // Sixteen kinds share the attack arm.
+            ActionKind::Fault | ActionKind::Attack => 2,
             ActionKind::Roam
             | ActionKind::Revoke
             | ActionKind::Grant
             | ActionKind::DnsChange
             | ActionKind::Restart
             | ActionKind::Stray
-            | ActionKind::RelayTimerBoundary
-            | ActionKind::Attack => 1,
+            | ActionKind::RelayTimerBoundary => 1,
         }
     }
 }

@@ -146,7 +146,10 @@ impl<'a> StepWriter<'a> {
                 Some(kind) => self.write_attack(target, *kind, ipv6),
                 None => match GatewayAttackKind::ALL.get(kind - AttackKind::ALL.len()) {
                     Some(kind) => self.write_gateway_attack(target, *kind, client),
-                    None => self.write_flood(),
+                    None if kind == AttackKind::ALL.len() + GatewayAttackKind::ALL.len() => {
+                        self.write_flood();
+                    }
+                    None => self.write_forged_source(),
                 },
             },
             Action::TimerBoundary { which, offset_ms } => {
@@ -238,6 +241,14 @@ impl<'a> StepWriter<'a> {
         };
         let flows = GATEWAY_MAX_FLOWS_PER_CLIENT as u16 + 8;
         self.steps.push(Step::UdpFlood { target, flows });
+    }
+
+    /// A datagram to the latest UDP target from a forged inner source (nothing without an
+    /// earlier UDP step).
+    fn write_forged_source(&mut self) {
+        if let Some(target) = self.udp_targets.last().cloned() {
+            self.steps.push(Step::ForgedSource { target });
+        }
     }
 
     /// An attack on gateway `gateway` (any index) about client `client`'s session (any index).
