@@ -136,15 +136,7 @@ fn forward(c: &mut Criterion, name: &str, dst: Ipv4Addr, dns: bool, recycle: boo
                 let frames: Vec<Vec<u8>> = (0..n)
                     .map(|_| {
                         counter += 1;
-                        tunnel::seal(
-                            &key(),
-                            tunnel::Direction::ToGateway,
-                            FrameHeader {
-                                session_id: SESSION,
-                                counter,
-                            },
-                            &inner,
-                        )
+                        client_frame(counter, &inner)
                     })
                     .collect();
                 let now = t0 + Duration::from_millis(counter / 1000);
@@ -240,15 +232,7 @@ fn memory_per_open_flow() {
             } else {
                 udp_packet(dst, sport)
             };
-            let frame = tunnel::seal(
-                &key(),
-                tunnel::Direction::ToGateway,
-                FrameHeader {
-                    session_id: SESSION,
-                    counter: u64::from(i),
-                },
-                &inner,
-            );
+            let frame = client_frame(u64::from(i), &inner);
             gw.handle_input(o.remote, o.local, &frame, t0).unwrap();
             while gw.poll_transmit().is_some() {}
             while gw.poll_event().is_some() {}
@@ -269,7 +253,11 @@ fn memory_per_open_flow() {
 /// A client's frame starting flow `n` (a distinct 5-tuple per `n` below 255 * 65,535).
 fn new_flow_frame(n: u32, counter: u64) -> Vec<u8> {
     let dst = Ipv4Addr::from((u32::from(REAL) & 0xffff_ff00) | (n / 65_535));
-    let inner = udp_packet(dst, 1 + (n % 65_535) as u16);
+    client_frame(counter, &udp_packet(dst, 1 + (n % 65_535) as u16))
+}
+
+/// The client's frame with `counter` carrying `inner`.
+fn client_frame(counter: u64, inner: &[u8]) -> Vec<u8> {
     tunnel::seal(
         &key(),
         tunnel::Direction::ToGateway,
@@ -277,7 +265,7 @@ fn new_flow_frame(n: u32, counter: u64) -> Vec<u8> {
             session_id: SESSION,
             counter,
         },
-        &inner,
+        inner,
     )
 }
 

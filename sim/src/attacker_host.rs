@@ -149,7 +149,6 @@ struct Probe {
 struct Script {
     order: AttackOrder,
     credentials: Credentials,
-    round: usize,
     /// The probes of the round under way, and what came back on each port during it.
     sent: Vec<u16>,
     arrived: BTreeMap<u16, Vec<AttackAnswer>>,
@@ -167,7 +166,6 @@ impl Script {
         Self {
             credentials: attacker_credentials(),
             order,
-            round: 0,
             sent: Vec::new(),
             arrived: BTreeMap::new(),
             challenges: BTreeMap::new(),
@@ -229,7 +227,6 @@ impl Script {
             answers.extend(rest);
         }
         self.rounds.push(answers);
-        self.round += 1;
     }
 
     fn id(&mut self) -> u64 {
@@ -321,7 +318,8 @@ impl Script {
                     .collect();
             }
         };
-        let round = self.round;
+        // The rounds closed so far number the one under way.
+        let round = self.rounds.len();
         // Every attack but the flood starts with the challenge of an unsigned Allocate, and
         // the ones that hold an allocation take it in round 2 and delete it in the last.
         if kind == K::AllocationFlood {

@@ -15,6 +15,7 @@ use std::{
 };
 
 use observation::{AttackAnswer, FrameArrival, HostFate, XdpVerdict};
+use proto::stun;
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
 use crate::relay_timers::{self, RelayTimers};
@@ -653,7 +654,10 @@ impl Side {
             name,
             format!("{kind} {src} -> {dst} ({} bytes)", payload.len()),
         );
-        if let AttackAnswer::Error(code) = AttackAnswer::of(payload) {
+        // Only STUN error responses (class bits 0b11 in the message type) are decoded.
+        let error_class =
+            stun::looks_like_stun(payload) && payload[0] & 0x01 == 1 && payload[1] & 0x10 != 0;
+        if error_class && let AttackAnswer::Error(code) = AttackAnswer::of(payload) {
             *self
                 .core
                 .borrow_mut()

@@ -128,21 +128,16 @@ pub fn from_fixtures() -> Seeds {
     // A TURN exchange: the challenge, the authenticated Allocate, a permission, a binding.
     let mut relay = fixtures::relay(now);
     let mut client = fixtures::TurnClient::new(1, fixtures::CLIENT_V4);
-    let allocate = client.request(
-        stun::methods::ALLOCATE,
-        vec![stun::RequestedTransport::new(stun::TRANSPORT_UDP).into()],
-    );
-    push(&mut seeds, "stun_message", allocate.clone());
-    for reply in client.exchange(&mut relay, &allocate, now) {
-        push(&mut seeds, "stun_message", reply.payload);
-    }
-    let allocate = client.request(
-        stun::methods::ALLOCATE,
-        vec![stun::RequestedTransport::new(stun::TRANSPORT_UDP).into()],
-    );
-    push(&mut seeds, "stun_message", allocate.clone());
-    for reply in client.exchange(&mut relay, &allocate, now) {
-        push(&mut seeds, "stun_message", reply.payload);
+    // Twice: the first Allocate is challenged, the second (with the nonce) succeeds.
+    for _ in 0..2 {
+        let allocate = client.request(
+            stun::methods::ALLOCATE,
+            vec![stun::RequestedTransport::new(stun::TRANSPORT_UDP).into()],
+        );
+        push(&mut seeds, "stun_message", allocate.clone());
+        for reply in client.exchange(&mut relay, &allocate, now) {
+            push(&mut seeds, "stun_message", reply.payload);
+        }
     }
     let bind = client.request(
         stun::methods::CHANNEL_BIND,
