@@ -69,15 +69,20 @@ impl Attacker {
     /// Allocates from `from`; returns the nonce to sign later requests with.
     fn allocate(&mut self, world: &mut World, from: SocketAddr) -> String {
         let (nonce, realm) = self.challenge(world, from);
-        let id = self.id();
-        let request = hostile::signed(
-            hostile::allocate(id, false),
-            &self.credentials,
-            &realm,
-            &nonce,
-        );
+        let request = self.signed_allocate(&realm, &nonce);
         assert_eq!(Self::ask(world, from, &request).0, Answer::Success);
         nonce
+    }
+
+    /// An Allocate signed with this attacker's credentials, `realm` and `nonce`.
+    fn signed_allocate(&mut self, realm: &str, nonce: &str) -> Vec<u8> {
+        let id = self.id();
+        hostile::signed(
+            hostile::allocate(id, false),
+            &self.credentials,
+            realm,
+            nonce,
+        )
     }
 
     fn signed(&self, message: proto::stun::Message, nonce: &str) -> Vec<u8> {
@@ -101,13 +106,7 @@ fn a_nonce_from_another_5_tuple_is_stale() {
     let sniffed_at = addr("198.51.100.66:40000");
     let (nonce, realm) = attacker.challenge(&mut world, sniffed_at);
     let elsewhere = addr("198.51.100.66:40001");
-    let id = attacker.id();
-    let request = hostile::signed(
-        hostile::allocate(id, false),
-        &attacker.credentials,
-        &realm,
-        &nonce,
-    );
+    let request = attacker.signed_allocate(&realm, &nonce);
     let before = rejections(&world, 438);
     let (answer, _) = Attacker::ask(&mut world, elsewhere, &request);
     assert_eq!(
