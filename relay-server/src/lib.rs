@@ -34,6 +34,7 @@ use std::{
     future::Future,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket},
+    ops::RangeInclusive,
     pin::pin,
     sync::{Arc, Mutex, PoisonError},
     time::Instant,
@@ -66,6 +67,9 @@ pub struct ServerConfig {
     /// The real port of the client-facing sockets; the relay sees it as [`TURN_PORT`]. 0 lets
     /// the system pick one per family (tests).
     pub turn_port: u16,
+    /// Start even when the allocation port range overlaps the kernel's ephemeral range (a
+    /// warning instead of [`Error::PortRangeOverlapsEphemeral`]).
+    pub allow_ephemeral_overlap: bool,
 }
 
 impl ServerConfig {
@@ -75,6 +79,7 @@ impl ServerConfig {
             listen_v4: None,
             listen_v6: None,
             turn_port: TURN_PORT,
+            allow_ephemeral_overlap: false,
         }
     }
 }
@@ -87,6 +92,18 @@ pub enum Error {
     ListenWithoutPublic(u8),
     #[error("the TURN port {port} is inside the allocation port range {start}-{end}")]
     TurnPortInRange { port: u16, start: u16, end: u16 },
+    #[error(
+        "the allocation port range {start}-{end} overlaps the kernel's ephemeral range \
+         {ephemeral_start}-{ephemeral_end}: any outgoing connection on this host can take an \
+         allocation's port. Move one of them (--port-range, or sysctl \
+         net.ipv4.ip_local_port_range), or pass --allow-ephemeral-overlap"
+    )]
+    PortRangeOverlapsEphemeral {
+        start: u16,
+        end: u16,
+        ephemeral_start: u16,
+        ephemeral_end: u16,
+    },
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
 }
@@ -228,6 +245,7 @@ impl Server {
             listen_v4,
             listen_v6,
             turn_port,
+            allow_ephemeral_overlap,
         } = config;
         let (start, end) = (
             *relay_config.port_range.start(),
@@ -239,6 +257,13 @@ impl Server {
                 start,
                 end,
             });
+        }
+        if let Some(ephemeral) = kernel_ephemeral_ports() {
+            check_ephemeral_overlap(
+                &relay_config.port_range,
+                &ephemeral,
+                allow_ephemeral_overlap,
+            )?;
         }
         if listen_v4.is_some() && relay_config.public_v4.is_none() {
             return Err(Error::ListenWithoutPublic(4));
@@ -408,7 +433,12 @@ impl Server {
                         "allocation created"
                     );
                     for address in relayed {
-                        self.open_allocation_socket(address).await;
+                        if !self.open_allocation_socket(address).await {
+                            // Answered 508 instead; the AllocationFreed that follows closes
+                            // whatever was bound for the other family.
+                            self.relay.handle_bind_failure(port, Instant::now());
+                            break;
+                        }
                     }
                 }
                 Event::AllocationFreed {
@@ -442,7 +472,8 @@ impl Server {
     }
 
     /// Binds the allocation socket for the relayed address `address` (same port number).
-    async fn open_allocation_socket(&mut self, address: SocketAddr) {
+    /// `false` if it could not be bound.
+    async fn open_allocation_socket(&mut self, address: SocketAddr) -> bool {
         let family = Family::of(address.ip());
         let endpoint = match family {
             Family::V4 => self.v4,
@@ -450,16 +481,18 @@ impl Server {
         };
         let Some(endpoint) = endpoint else {
             // The relay only relays families it has a public address for.
-            return;
+            return true;
         };
         if let Some(stale) = self.sockets.remove(&(family, address.port())) {
             close(stale).await;
         }
-        if let Err(error) = self.bind_socket(endpoint, address.port(), address.port()) {
-            // The relay has no way to take the allocation back; its data to and from peers is
-            // lost until it is freed.
-            self.summary.bind_failures += 1;
-            tracing::error!(%error, relayed = %address, "cannot bind an allocation socket");
+        match self.bind_socket(endpoint, address.port(), address.port()) {
+            Ok(_) => true,
+            Err(error) => {
+                self.summary.bind_failures += 1;
+                tracing::warn!(%error, relayed = %address, "cannot bind an allocation socket; answering 508");
+                false
+            }
         }
     }
 
@@ -567,6 +600,38 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Where the kernel takes ports for outgoing sockets (one sysctl serves IPv4 and IPv6), if it
+/// can be read.
+fn kernel_ephemeral_ports() -> Option<RangeInclusive<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ports = text.split_whitespace().map(str::parse::<u16>);
+    Some(ports.next()?.ok()?..=ports.next()?.ok()?)
+}
+
+/// Refuses an allocation range that shares ports with the kernel's ephemeral range (warns when
+/// `allowed`): an outgoing connection on the host could take an allocation's port, and the
+/// allocation then fails to bind (508) at random.
+fn check_ephemeral_overlap(
+    allocations: &RangeInclusive<u16>,
+    ephemeral: &RangeInclusive<u16>,
+    allowed: bool,
+) -> Result<(), Error> {
+    if allocations.start().max(ephemeral.start()) > allocations.end().min(ephemeral.end()) {
+        return Ok(());
+    }
+    let error = Error::PortRangeOverlapsEphemeral {
+        start: *allocations.start(),
+        end: *allocations.end(),
+        ephemeral_start: *ephemeral.start(),
+        ephemeral_end: *ephemeral.end(),
+    };
+    if !allowed {
+        return Err(error);
+    }
+    tracing::warn!("{error}; allocations may fail to bind");
+    Ok(())
+}
+
 /// The address to bind for `public` when none is configured: `public` itself if this host has
 /// it, otherwise the wildcard address of its family.
 fn default_listen(public: IpAddr) -> IpAddr {
@@ -590,4 +655,30 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_range_sharing_a_port_with_the_ephemeral_range_is_refused() {
+        let linux_default = 32_768..=60_999;
+        assert!(check_ephemeral_overlap(&(61_000..=65_535), &linux_default, false).is_ok());
+        for overlapping in [49_152..=65_535, 60_999..=61_010, 30_000..=32_768] {
+            let error = check_ephemeral_overlap(&overlapping, &linux_default, false)
+                .expect_err("an overlap is refused");
+            assert!(
+                matches!(
+                    error,
+                    Error::PortRangeOverlapsEphemeral {
+                        ephemeral_start: 32_768,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert!(check_ephemeral_overlap(&overlapping, &linux_default, true).is_ok());
+        }
+    }
 }

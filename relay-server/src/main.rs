@@ -49,9 +49,14 @@ struct Args {
     /// The authentication realm.
     #[arg(long)]
     realm: String,
-    /// Ports for allocations, within 49152-65535.
-    #[arg(long, value_name = "FIRST-LAST", default_value = "49152-65535", value_parser = parse_port_range)]
+    /// Ports for allocations, within 49152-65535. The default stays above Linux's default
+    /// ephemeral range (32768-60999); an overlap is refused at start.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
     port_range: RangeInclusive<u16>,
+    /// Start even if --port-range overlaps net.ipv4.ip_local_port_range (with a warning): an
+    /// outgoing socket on the host may then take an allocation's port, which is answered 508.
+    #[arg(long)]
+    allow_ephemeral_overlap: bool,
     /// Allocations one username may hold at once.
     #[arg(long, value_name = "N", default_value_t = 10)]
     allocation_quota: usize,
@@ -131,6 +136,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
             listen_v4: args.listen_v4,
             listen_v6: args.listen_v6,
             turn_port: args.turn_port,
+            allow_ephemeral_overlap: args.allow_ephemeral_overlap,
         })
         .await?;
         let shutdown = shutdown_signal()?;

@@ -48,6 +48,7 @@ impl TestRelay {
             listen_v4: Some(LOCALHOST),
             listen_v6: None,
             turn_port: 0,
+            allow_ephemeral_overlap: false,
         })
         .await
         .expect("the server binds 127.0.0.1");
@@ -317,4 +318,43 @@ async fn wrong_credentials_fail_the_allocation_with_401() {
     let summary = relay.stop().await;
     assert_eq!(summary.allocations_created, 0);
     assert_eq!(summary.control_sent, 2, "two 401 responses");
+}
+
+/// The only allocation port is taken by another socket on the host: the relay answers the
+/// Allocate with 508 instead of announcing an address nobody listens on, frees the allocation,
+/// and serves the next Allocate once the port is free again.
+#[tokio::test]
+async fn an_allocation_whose_port_cannot_be_bound_is_answered_508() {
+    const ONLY_PORT: u16 = 61_300;
+    let relay = TestRelay::start(LOCALHOST, ONLY_PORT..=ONLY_PORT).await;
+    let squatter = std::net::UdpSocket::bind((LOCALHOST, ONLY_PORT)).expect("the port is free");
+    let mut client = Client::with_good_credentials(relay.turn, "alice", 4).await;
+    client.turn.allocate(Instant::now());
+    client
+        .drive_until("the allocation to fail", |client| {
+            client
+                .events
+                .iter()
+                .any(|event| matches!(event, ClientEvent::AllocationFailed { .. }))
+        })
+        .await;
+    assert!(
+        client
+            .events
+            .contains(&ClientEvent::AllocationFailed { code: Some(508) }),
+        "events: {:?}",
+        client.events
+    );
+    assert!(!client.turn.is_allocated());
+
+    drop(squatter);
+    let mut again = Client::with_good_credentials(relay.turn, "alice", 5).await;
+    let relayed = again.allocate().await;
+    assert_eq!(relayed.port(), ONLY_PORT);
+
+    let summary = relay.stop().await;
+    assert_eq!(summary.bind_failures, 1);
+    assert_eq!(summary.allocations_created, 2);
+    assert_eq!(summary.allocations_freed, 1, "the unbindable one");
+    assert_eq!(summary.allocations_active, 1);
 }

@@ -208,6 +208,38 @@ impl Relay {
         self.send_reply(path, payload);
     }
 
+    /// The host could not bind the socket of the allocation on `port` that
+    /// [`Event::AllocationCreated`] announced. The allocation is freed
+    /// ([`FreeReason::Unbindable`]), and the success response still queued for it becomes a
+    /// signed 508 (Insufficient Capacity), counted: the client is never told of a relayed
+    /// address nobody listens on, and may simply try again (another port is drawn). Call it
+    /// while handling the event, before draining [`Relay::poll_transmit`]. `false` (nothing
+    /// changed) if no allocation holds `port`.
+    pub fn handle_bind_failure(&mut self, port: u16, now: Instant) -> bool {
+        let Some(allocation) = self.allocations.get(&port) else {
+            return false;
+        };
+        let refusal = stun::error_response(
+            methods::ALLOCATE,
+            allocation.allocate_transaction,
+            codes::INSUFFICIENT_CAPACITY,
+        );
+        let queued = self.transmits.iter().position(|transmit| {
+            transmit.dst == allocation.client && transmit.payload == allocation.allocate_response
+        });
+        let sealed = seal(refusal.clone(), Some(&allocation.key));
+        match (queued, sealed) {
+            (Some(index), Some(payload)) => self.transmits[index].payload = payload,
+            // Already sent (the host drained the transmits first): the client learns when
+            // its first use of the address fails; the allocation must go all the same.
+            _ => tracing::warn!(port, "an unbindable allocation's success was already sent"),
+        }
+        self.count_rejection(&refusal);
+        self.free_allocation(port, FreeReason::Unbindable);
+        self.update_deadline(now);
+        true
+    }
+
     /// The stored response, if `request` is a retransmission of the Allocate that created the
     /// client's allocation (RFC 8656 §7.2: answer it again rather than with 437).
     fn retransmitted_allocate(

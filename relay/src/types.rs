@@ -83,6 +83,9 @@ pub enum FreeReason {
     Deleted,
     /// Its lifetime ran out.
     Expired,
+    /// The host could not bind its socket ([`crate::Relay::handle_bind_failure`]); the client
+    /// was answered 508 instead of a relayed address.
+    Unbindable,
 }
 
 /// State changes the host may mirror elsewhere (an XDP map, a log).
