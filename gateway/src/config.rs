@@ -2,6 +2,7 @@
 //! resources, and the errors of control-plane calls.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use proto::flow::{ClientId, ResourceId, TimeOrigin};
@@ -17,8 +18,16 @@ pub struct GatewayConfig {
     pub time_origin: TimeOrigin,
     /// Where the gateway sends its DNS queries; datagrams from this address are DNS answers.
     pub dns_server: SocketAddr,
-    /// The gateway's own address DNS queries are sent from.
+    /// The gateway's own address DNS queries are sent from (with `dns_source_ports`, only its
+    /// IP).
     pub dns_local: SocketAddr,
+    /// `None` (default): queries go out from `dns_local`, a socket shared with tunnel frames,
+    /// and a datagram is an answer when it comes from `dns_server`. `Some(ports)`: each query
+    /// goes out from a port drawn from `ports` with the seeded generator (sockets of their own,
+    /// disjoint from the tunnel's), so an off-path attacker must guess the port as well as the
+    /// 16-bit id. Every datagram to one of these ports is taken as an answer, and accepted
+    /// only from `dns_server` at the port its query left from (else `dns-unexpected-answer`).
+    pub dns_source_ports: Option<RangeInclusive<u16>>,
     /// A flow with no packet for this long is closed with reason `idle` (default 120 s).
     pub idle_timeout: Duration,
     /// Emit flow records (`flow_logs` tracing events, `poll_flow_record`, `FlowStarted`
@@ -53,6 +62,7 @@ impl GatewayConfig {
             time_origin,
             dns_server,
             dns_local,
+            dns_source_ports: None,
             idle_timeout: Duration::from_secs(120),
             flow_logs: true,
             hash_seed: 0,

@@ -1,5 +1,6 @@
 //! The gateway's own DNS resolution for DNS resources: one mapping per (client, proxy IP),
-//! resolved by real queries to the configured DNS server (ids from a counter), answers kept
+//! resolved by real queries to the configured DNS server (ids, and source ports if configured, drawn
+//! from the seeded generator), answers kept
 //! for their TTL and re-resolved on expiry, and a bounded queue of client packets waiting for
 //! the first answer.
 //!
@@ -59,8 +60,9 @@ impl<'a> DnsLookup<'a> {
 /// What the gateway must do after a resolver call, in the order the resolver asks.
 #[derive(Debug)]
 pub(crate) enum DnsAction {
-    /// Send this query to the DNS server.
-    Query(Vec<u8>),
+    /// Send this query to the DNS server, from `port` (`None`: from the gateway's shared
+    /// socket).
+    Query { port: Option<u16>, payload: Vec<u8> },
     /// `proxy_ip` resolved to `addr`, used for `ttl`: new flows go there, and the packets held
     /// for it (arrival order) go through the data path again.
     Resolved {
@@ -101,6 +103,8 @@ struct ResolvedAnswer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlightQuery {
     id: u16,
+    /// The source port it went from, where its answer must arrive (`None`: the shared socket).
+    port: Option<u16>,
     /// How many times this resolution has been sent (1 for the first).
     attempt: u8,
     /// When to give up on this attempt.
@@ -151,6 +155,8 @@ struct Settings {
     attempts: u8,
     min_ttl: Duration,
     max_ttl: Duration,
+    /// Source ports to draw from, as (first, count).
+    source_ports: Option<(u16, u32)>,
 }
 
 /// Mixed into the hash seed to seed the query ids, so they differ from the flow table's hash.
@@ -182,6 +188,10 @@ impl DnsResolver {
                 attempts: config.dns_query_attempts,
                 min_ttl: config.dns_min_ttl,
                 max_ttl: config.dns_max_ttl.max(config.dns_min_ttl),
+                source_ports: config.dns_source_ports.as_ref().map(|ports| {
+                    let first = *ports.start();
+                    (first, u32::from(ports.end().saturating_sub(first)) + 1)
+                }),
             },
             mappings: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -292,9 +302,15 @@ impl DnsResolver {
         Ok(())
     }
 
-    /// A datagram from the DNS server. Refused (`dns-unexpected-answer`) unless it answers the
-    /// query in flight of a mapping; the caller drops the datagram then.
-    pub(crate) fn handle_answer(&mut self, payload: &[u8], t: Nanos) -> Result<(), DropReason> {
+    /// A datagram from the DNS server that arrived at source port `port` (`None`: the shared
+    /// socket). Refused (`dns-unexpected-answer`) unless it answers the query in flight of a
+    /// mapping, at the port that query left from; the caller drops the datagram then.
+    pub(crate) fn handle_answer(
+        &mut self,
+        payload: &[u8],
+        port: Option<u16>,
+        t: Nanos,
+    ) -> Result<(), DropReason> {
         let answer = dns_wire::parse_answer(payload).ok_or(DropReason::DnsUnexpectedAnswer)?;
         let &key = self
             .pending
@@ -304,7 +320,9 @@ impl DnsResolver {
             .mappings
             .get(&key)
             .ok_or(DropReason::DnsUnexpectedAnswer)?;
-        let matches = mapping.query.is_some_and(|q| q.id == answer.id)
+        let matches = mapping
+            .query
+            .is_some_and(|q| q.id == answer.id && q.port == port)
             && *mapping.domain == *answer.name
             && answer.ipv6 == key.1.is_ipv6();
         if !matches {
@@ -393,6 +411,7 @@ impl DnsResolver {
     /// Sends attempt `attempt` of the resolution of a mapping.
     fn send_query(&mut self, key: (ClientId, IpAddr), attempt: u8, t: Nanos) {
         let id = self.allocate_query_id();
+        let port = self.draw_source_port();
         let Some(mapping) = self.mappings.get_mut(&key) else {
             return;
         };
@@ -402,10 +421,11 @@ impl DnsResolver {
         // The domain was validated when mapped, so encoding cannot fail; if it ever did, the
         // attempt times out like a lost query.
         if let Some(payload) = dns_wire::query(id, &mapping.domain, key.1.is_ipv6()) {
-            self.actions.push_back(DnsAction::Query(payload));
+            self.actions.push_back(DnsAction::Query { port, payload });
         }
         mapping.query = Some(InFlightQuery {
             id,
+            port,
             attempt,
             deadline: t.saturating_add(self.settings.query_timeout),
         });
@@ -422,6 +442,14 @@ impl DnsResolver {
                 return id;
             }
         }
+    }
+
+    /// The source port of the next query, from the same seeded generator as the ids (`None`
+    /// without a range).
+    fn draw_source_port(&mut self) -> Option<u16> {
+        let (first, count) = self.settings.source_ports?;
+        let offset = (self.query_ids.next_u64() % u64::from(count)) as u16;
+        Some(first + offset)
     }
 
     /// Resolution failed: the answer is forgotten, held packets are dropped.

@@ -133,9 +133,9 @@ impl Gateway {
 
     // ---------------------------------------------------------------- datagrams
 
-    /// A UDP datagram arrived at the gateway's address `to` from `from`: a DNS answer if it is
-    /// from the configured DNS server, else a direct tunnel frame from a client (its outer
-    /// context is `(from, to)`).
+    /// A UDP datagram arrived at the gateway's address `to` from `from`: a DNS answer if it
+    /// arrived at a DNS source port (or, without those, came from the configured DNS server),
+    /// else a direct tunnel frame from a client (its outer context is `(from, to)`).
     pub fn handle_input(
         &mut self,
         from: SocketAddr,
@@ -143,12 +143,22 @@ impl Gateway {
         payload: &[u8],
         now: Instant,
     ) -> Result<(), DropReason> {
-        if from == self.config.dns_server {
+        let dns_port = self
+            .config
+            .dns_source_ports
+            .as_ref()
+            .map(|ports| ports.contains(&to.port()));
+        // With source ports of its own, DNS is told apart by where the datagram arrived;
+        // without, by where it came from.
+        if dns_port.unwrap_or(from == self.config.dns_server) {
             let t = self.advance(now);
             let r = if self.shut_down {
                 Err(DropReason::ShutDown)
+            } else if from != self.config.dns_server {
+                // An answer from anyone but the configured server (spoofed from elsewhere).
+                Err(DropReason::DnsUnexpectedAnswer)
             } else {
-                self.dns_answer(payload, t)
+                self.dns_answer(payload, dns_port.map(|_| to.port()), t)
             };
             return r
                 .map_err(|reason| self.drop_copy(reason, None, payload, DroppedPacket::Datagram));

@@ -1,9 +1,11 @@
 //! Every resource the gateway holds for others is bounded, and hitting a bound is counted
 //! (docs/flows.md, "Bounds"): the flow table and each client's share of it, DNS TTLs, and the
-//! outer contexts flows remember.
+//! outer contexts flows remember; and what an off-path attacker must guess to forge a DNS
+//! answer.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -63,6 +65,57 @@ fn dns_ttls_are_capped(fam: Fam) {
     assert_eq!(h.drain().dns.len(), 1, "asked again after the capped TTL");
 }
 
+/// With source ports of its own, the gateway spreads its queries over them (drawn, not
+/// sequential), and takes an answer only from the server, at the port its query left from:
+/// a forged answer with the right id and name but the wrong port or source changes nothing.
+fn dns_answers_must_come_from_the_server_to_the_querys_port(fam: Fam) {
+    let mut h = Harness::with_config(fam, |config| {
+        config.dns_source_ports = Some(40_000..=40_063);
+    });
+    let mut ports = std::collections::BTreeSet::new();
+    for n in 1..=20u8 {
+        h.gw.map_dns(CLIENT, fam.proxy_ip(n), "a.example.com", h.now)
+            .unwrap();
+        let out = h.drain();
+        ports.insert(out.dns_from[0].port());
+    }
+    assert!(ports.len() > 10, "20 queries from {} ports", ports.len());
+
+    h.gw.map_dns(CLIENT, fam.proxy_ip(30), "b.example.com", h.now)
+        .unwrap();
+    let out = h.drain();
+    let (query, from) = (&out.dns[0], out.dns_from[0]);
+    let forged = dns_response(query, &[fam.outside_ip()], 300);
+    let other_port = SocketAddr::new(from.ip(), 40_000 + (from.port() - 40_000 + 1) % 64);
+    let attacker = sa("192.0.2.66:53");
+    for (source, to) in [(dns_server(), other_port), (attacker, from)] {
+        assert_eq!(
+            h.gw.handle_input(source, to, &forged, h.now),
+            Err(DropReason::DnsUnexpectedAnswer),
+            "from {source} to {to}"
+        );
+    }
+    assert_eq!(h.gw.drop_counters().get(DropReason::DnsUnexpectedAnswer), 2);
+    // The mapping still waits: the real answer, to the right port, is taken.
+    let real = dns_response(query, &[fam.resource_ip(7)], 300);
+    h.gw.handle_input(dns_server(), from, &real, h.now)
+        .expect("the real answer");
+    h.send(&common::udp(
+        fam.tunnel_ip(),
+        41_000,
+        fam.proxy_ip(30),
+        5000,
+        b"x",
+    ))
+    .expect("forwarded");
+    let out = h.drain();
+    assert_eq!(
+        dst_of(&out.tun[0]),
+        fam.resource_ip(7),
+        "to the real address"
+    );
+}
+
 /// A client that roams through many addresses leaves no trail of outer contexts behind once
 /// its flows close: records keep theirs, the dead ones are pruned.
 fn outer_contexts_of_closed_flows_are_forgotten(fam: Fam) {
@@ -91,5 +144,6 @@ both_families!(
     a_flood_of_new_flows_stops_at_the_per_client_cap,
     the_table_cap_holds_over_all_clients,
     dns_ttls_are_capped,
+    dns_answers_must_come_from_the_server_to_the_querys_port,
     outer_contexts_of_closed_flows_are_forgotten,
 );

@@ -4,6 +4,8 @@
 //!
 //! [`DnsResolver`]: crate::dns_resolver::DnsResolver
 
+use std::net::SocketAddr;
+
 use proto::flow::ClientId;
 
 use super::Gateway;
@@ -15,9 +17,14 @@ use crate::output::{DroppedPacket, Event, Transmit};
 use crate::packet;
 
 impl Gateway {
-    /// A datagram from the DNS server.
-    pub(super) fn dns_answer(&mut self, payload: &[u8], t: Nanos) -> Result<(), DropReason> {
-        self.dns.handle_answer(payload, t)?;
+    /// A datagram from the DNS server, at source port `port` (`None`: the shared socket).
+    pub(super) fn dns_answer(
+        &mut self,
+        payload: &[u8],
+        port: Option<u16>,
+        t: Nanos,
+    ) -> Result<(), DropReason> {
+        self.dns.handle_answer(payload, port, t)?;
         self.run_dns_actions(t);
         Ok(())
     }
@@ -29,8 +36,10 @@ impl Gateway {
     pub(crate) fn run_dns_actions(&mut self, t: Nanos) {
         while let Some(action) = self.dns.poll_action() {
             match action {
-                DnsAction::Query(payload) => self.transmits.push_back(Transmit::Udp {
-                    src: self.config.dns_local,
+                DnsAction::Query { port, payload } => self.transmits.push_back(Transmit::Udp {
+                    src: port.map_or(self.config.dns_local, |port| {
+                        SocketAddr::new(self.config.dns_local.ip(), port)
+                    }),
                     dst: self.config.dns_server,
                     payload,
                 }),

@@ -345,6 +345,8 @@ pub struct Output {
     pub to_client: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     /// DNS queries to the DNS server.
     pub dns: Vec<Vec<u8>>,
+    /// Where each of them was sent from.
+    pub dns_from: Vec<SocketAddr>,
 }
 
 /// One gateway, one client (id 1) with a session, a CIDR resource (10) and a DNS resource
@@ -472,8 +474,14 @@ impl Harness {
             match t {
                 Transmit::Tun(p) => out.tun.push(p),
                 Transmit::Udp { src, dst, payload } if dst == dns_server() => {
-                    assert_eq!(src, sa("203.0.113.1:5300"));
-                    out.dns.push(payload)
+                    let ports = self.gw.config().dns_source_ports.clone();
+                    match ports {
+                        Some(ports) => assert!(ports.contains(&src.port()), "{src}"),
+                        None => assert_eq!(src, sa("203.0.113.1:5300")),
+                    }
+                    assert_eq!(src.ip(), sa("203.0.113.1:5300").ip());
+                    out.dns.push(payload);
+                    out.dns_from.push(src);
                 }
                 Transmit::Udp { src, dst, payload } => {
                     let (h, inner) = tunnel::open(&key(), tunnel::Direction::ToClient, &payload)
