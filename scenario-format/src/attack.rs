@@ -107,9 +107,11 @@ impl AttackKind {
     }
 }
 
-/// What an attack on a gateway sends it: one datagram to the gateway's outer socket, from the
-/// attacker's own address, about client `client`'s session. A gateway answers nothing; what
-/// counts is that it drops the datagram and which counter rises.
+/// What an attack on a gateway sends it: one datagram, about client `client`'s session to the
+/// gateway's outer socket, or a forged DNS answer to the gateway's DNS socket (the port its
+/// last query left from). It comes from the attacker's own address, or (`dns-wrong-id`,
+/// `dns-wrong-name`, `dns-wrong-port`) spoofed from the DNS server's. A gateway answers
+/// nothing; what counts is that it drops the datagram and which counter rises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GatewayAttackKind {
@@ -124,14 +126,41 @@ pub enum GatewayAttackKind {
     /// The last frame of the client's session the gateway took, sent again from the
     /// attacker's address (replay).
     ReplayedFrame,
+    /// An answer to the gateway's last DNS query, spoofed from the server, with an id the
+    /// gateway never used (dns-unexpected-answer).
+    DnsWrongId,
+    /// Spoofed from the server, with the last query's id but another name
+    /// (dns-unexpected-answer).
+    DnsWrongName,
+    /// Spoofed from the server, right id and name, to a DNS port the query did not leave
+    /// from: an off-path guess of the id alone (dns-unexpected-answer).
+    DnsWrongPort,
+    /// Right id, name and port, from the attacker's own address (dns-unexpected-answer).
+    DnsWrongSource,
 }
 
 impl GatewayAttackKind {
-    pub const ALL: [GatewayAttackKind; 4] = [
+    /// Whether it is a forged DNS answer (to a DNS socket, not the tunnel's).
+    pub fn is_dns(self) -> bool {
+        matches!(
+            self,
+            GatewayAttackKind::DnsWrongId
+                | GatewayAttackKind::DnsWrongName
+                | GatewayAttackKind::DnsWrongPort
+                | GatewayAttackKind::DnsWrongSource
+        )
+    }
+
+
+    pub const ALL: [GatewayAttackKind; 8] = [
         GatewayAttackKind::ForgedMac,
         GatewayAttackKind::UnknownSession,
         GatewayAttackKind::ReflectedFrame,
         GatewayAttackKind::ReplayedFrame,
+        GatewayAttackKind::DnsWrongId,
+        GatewayAttackKind::DnsWrongName,
+        GatewayAttackKind::DnsWrongPort,
+        GatewayAttackKind::DnsWrongSource,
     ];
 
     /// The kind as the scenario file writes it.
@@ -141,6 +170,10 @@ impl GatewayAttackKind {
             GatewayAttackKind::UnknownSession => "unknown-session",
             GatewayAttackKind::ReflectedFrame => "reflected-frame",
             GatewayAttackKind::ReplayedFrame => "replayed-frame",
+            GatewayAttackKind::DnsWrongId => "dns-wrong-id",
+            GatewayAttackKind::DnsWrongName => "dns-wrong-name",
+            GatewayAttackKind::DnsWrongPort => "dns-wrong-port",
+            GatewayAttackKind::DnsWrongSource => "dns-wrong-source",
         }
     }
 }

@@ -13,6 +13,10 @@ use crate::{Scenario, Stack};
 
 /// The port clients and gateways send tunnel traffic from (before any roaming).
 pub const TUNNEL_PORT: u16 = 51820;
+
+/// The ports a gateway sends its DNS queries from, one drawn per query (the gateway's
+/// `dns_source_ports`): sockets of their own beside the tunnel's.
+pub const GATEWAY_DNS_PORTS: std::ops::RangeInclusive<u16> = 34_000..=34_007;
 /// The DNS server every gateway asks.
 pub const DNS_SERVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
 pub const DNS_SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x53);

@@ -27,7 +27,7 @@ use crate::{
     clock::{end_turn, now_ms},
     commands::{AttackOrder, AttackPlan, Inbox},
     endpoint_io::unspecified,
-    state::Shared,
+    state::{Shared, Spoofed},
     wire,
 };
 
@@ -128,6 +128,14 @@ fn send_round(
     for probe in script.start_round() {
         let src = attack::attacker(ip, probe.port);
         match (sockets.get(usize::from(probe.port)), probe.to) {
+            (Some(_), Some(to)) if let Some(from) = probe.spoof_from => {
+                shared.borrow_mut().spoof_orders.push(Spoofed {
+                    attacker: src,
+                    from,
+                    to,
+                    payload: probe.payload,
+                });
+            }
             (Some(socket), Some(dst)) => wire::send(socket, shared, NAME, src, dst, &probe.payload),
             _ => shared.borrow_mut().journal.trace(
                 NAME,
@@ -143,6 +151,9 @@ struct Probe {
     port: u16,
     to: Option<SocketAddr>,
     payload: Vec<u8>,
+    /// The forged source, if the attacker spoofs one (sent by the host that owns it:
+    /// `Shared::spoof_orders`).
+    spoof_from: Option<SocketAddr>,
 }
 
 /// One attack as it goes: what it learnt and what came back.
@@ -240,6 +251,7 @@ impl Script {
             port,
             to: Some(self.order.destination()),
             payload,
+            spoof_from: None,
         }
     }
 
@@ -311,10 +323,17 @@ impl Script {
         use AttackKind as K;
         let kind = match &self.order.plan {
             AttackPlan::Relay { kind, .. } => *kind,
-            AttackPlan::Gateway { payload, .. } => {
+            AttackPlan::Gateway {
+                payload,
+                spoof_from,
+                ..
+            } => {
                 return payload
                     .iter()
-                    .map(|payload| self.to_relay(0, payload.clone()))
+                    .map(|payload| Probe {
+                        spoof_from: *spoof_from,
+                        ..self.to_relay(0, payload.clone())
+                    })
                     .collect();
             }
         };
@@ -401,6 +420,7 @@ impl Script {
                 port: 1,
                 to: self.relayed,
                 payload: vec![0xa5; 32],
+                spoof_from: None,
             }],
             (K::DeniedPeer, 2) => {
                 let loopback = if self.ipv6() {

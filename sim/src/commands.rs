@@ -207,11 +207,13 @@ pub(crate) enum AttackPlan {
         kind: scenario_format::AttackKind,
         server: SocketAddr,
     },
-    /// One datagram to a gateway's outer socket `to` (none when there is nothing to replay).
+    /// One datagram to a gateway's socket `to` (none when there is nothing to replay), from
+    /// the attacker's address or spoofed from `spoof_from`.
     Gateway {
         kind: scenario_format::GatewayAttackKind,
         to: SocketAddr,
         payload: Option<Vec<u8>>,
+        spoof_from: Option<SocketAddr>,
     },
 }
 

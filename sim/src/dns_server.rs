@@ -18,7 +18,7 @@ use hickory_proto::{
 use scenario_format::plan;
 use turmoil::net::UdpSocket;
 
-use crate::{endpoint_io::unspecified, state::Shared, wire};
+use crate::{clock::end_turn, endpoint_io::unspecified, state::Shared, wire};
 
 /// The answer to one query datagram, or `None` if it is not a query.
 pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
@@ -50,6 +50,43 @@ pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
+/// A query's id, its question's name (lower case, no trailing dot) and whether it asks for
+/// AAAA; `None` if it is not a query of one A or AAAA question.
+pub(crate) fn question(query: &[u8]) -> Option<(u16, String, bool)> {
+    let request = Message::from_vec(query).ok()?;
+    if request.metadata.message_type != MessageType::Query || request.queries.len() != 1 {
+        return None;
+    }
+    let question = &request.queries[0];
+    let ipv6 = match question.query_type() {
+        RecordType::A => false,
+        RecordType::AAAA => true,
+        _ => return None,
+    };
+    let name = question.name().to_ascii();
+    let name = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+    Some((request.metadata.id, name, ipv6))
+}
+
+/// An answer the attacker forges: id `id`, one question for `name` (A, or AAAA if `ipv6`),
+/// and one record pointing it at `address` for a day.
+pub(crate) fn forged_answer(id: u16, name: &str, ipv6: bool, address: IpAddr) -> Vec<u8> {
+    let Ok(owner) = hickory_proto::rr::Name::from_ascii(format!("{name}.")) else {
+        return Vec::new();
+    };
+    let (ty, data) = match address {
+        IpAddr::V4(v4) if !ipv6 => (RecordType::A, RData::A(A::from(v4))),
+        IpAddr::V6(v6) if ipv6 => (RecordType::AAAA, RData::AAAA(AAAA::from(v6))),
+        _ => return Vec::new(),
+    };
+    let mut response = Message::new(id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = true;
+    response.metadata.recursion_available = true;
+    response.add_query(hickory_proto::op::Query::query(owner.clone(), ty));
+    response.add_answer(Record::from_rdata(owner, 86_400, data));
+    response.to_vec().unwrap_or_default()
+}
+
 /// The DNS server: one turmoil host per address family, answering from the same records.
 pub(crate) fn add_dns_server(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>) {
     for ip in [
@@ -66,19 +103,37 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
         let shared = shared.clone();
         async move {
             let local = plan::dns_server(ip);
+            let name = format!("dns@{ip}");
             let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), 53)).await?;
             let mut buf = vec![0u8; 2048];
             loop {
-                let (len, from) = socket.recv_from(&mut buf).await?;
-                wire::received(&shared, "dns", from, local, &buf[..len], None);
-                let reply = answer(&buf[..len], &shared);
-                if let Some(reply) = reply {
-                    shared
-                        .borrow_mut()
-                        .journal
-                        .trace("dns", format!("answer {} bytes to {from}", reply.len()));
-                    wire::send(&socket, &shared, "dns", local, from, &reply);
+                while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
+                    wire::received(&shared, "dns", from, local, &buf[..len], None);
+                    let reply = answer(&buf[..len], &shared);
+                    if let Some(reply) = reply {
+                        shared
+                            .borrow_mut()
+                            .journal
+                            .trace("dns", format!("answer {} bytes to {from}", reply.len()));
+                        wire::send(&socket, &shared, "dns", local, from, &reply);
+                    }
                 }
+                // The attacker's datagrams forged with this server's address as the source.
+                let orders = shared.borrow_mut().take_spoof_orders(local);
+                for order in orders {
+                    shared.borrow_mut().journal.trace(
+                        "attacker",
+                        format!(
+                            "{} bytes to {} spoofed from {}",
+                            order.payload.len(),
+                            order.to,
+                            order.from
+                        ),
+                    );
+                    wire::send(&socket, &shared, "attacker", local, order.to, &order.payload);
+                    shared.borrow_mut().spoofed.push(order);
+                }
+                end_turn(&shared, &name, None).await;
             }
         }
     });

@@ -90,6 +90,7 @@ fn gateway_config(
     config.dns_min_ttl = Duration::from_secs(DNS_MIN_TTL_S);
     config.dns_max_ttl = Duration::from_secs(DNS_MAX_TTL_S);
     config.dns_queue_limit = DNS_QUEUE_LIMIT;
+    config.dns_source_ports = Some(plan::GATEWAY_DNS_PORTS);
     config.max_flows_per_client = GATEWAY_MAX_FLOWS_PER_CLIENT;
     config
 }
@@ -171,6 +172,8 @@ struct GatewayHost {
     control_log: Vec<GatewayCommand>,
     resource: ResourceSide,
     endpoint: Endpoint,
+    /// The sockets of the DNS source ports ([`plan::GATEWAY_DNS_PORTS`], in order).
+    dns_sockets: Vec<UdpSocket>,
     /// While the gateway takes one of the attacker's datagrams: its drops are the attack's
     /// answer (`Shared::gateway_verdicts`), not drops of the traffic the model predicts.
     from_attacker: bool,
@@ -335,7 +338,14 @@ impl GatewayHost {
             }
         }
         while let Ok((len, from)) = socket.try_recv_from(buf) {
-            self.receive(&buf[..len], from, context, now, shared);
+            self.receive(&buf[..len], from, context.local, context, now, shared);
+        }
+        for (index, port) in plan::GATEWAY_DNS_PORTS.enumerate() {
+            let local = SocketAddr::new(context.local.ip(), port);
+            while let Ok((len, from)) = self.dns_sockets[index].try_recv_from(buf) {
+                wire::received(shared, &self.name, from, local, &buf[..len], None);
+                self.dns_answer(&buf[..len], from, local, now, shared);
+            }
         }
         self.flush(socket, context, shared);
     }
@@ -366,29 +376,21 @@ impl GatewayHost {
         }
     }
 
-    /// A datagram off the socket: a DNS answer, or (through the endpoint) a tunnel frame.
+    /// A datagram off the tunnel socket at `local`: the attacker's, or (through the endpoint)
+    /// a tunnel frame.
     fn receive(
         &mut self,
         datagram: &[u8],
         from: SocketAddr,
+        local: SocketAddr,
         context: &HostContext,
         now: Instant,
         shared: &Rc<RefCell<Shared>>,
     ) {
-        let local = context.local;
         wire::received(shared, &self.name, from, local, datagram, None);
         if plan::is_attacker(from.ip()) {
             // Straight to the gateway (the endpoint would take it for a direct frame too).
-            self.from_attacker = true;
-            let result = self.call(shared, |gateway| {
-                gateway.handle_input(from, local, datagram, now)
-            });
-            self.from_attacker = false;
-            let answer = match result {
-                Ok(()) => AttackAnswer::GatewayAccepted,
-                Err(reason) => AttackAnswer::GatewayDropped(reason),
-            };
-            shared.borrow_mut().gateway_verdicts.push((from, answer));
+            self.from_attacker_to(datagram, from, from, local, now, shared);
             return;
         }
         if from == context.dns_server {
@@ -420,6 +422,51 @@ impl GatewayHost {
         });
     }
 
+    /// A datagram off a DNS socket at `local`: an answer, a forgery of the attacker's (from
+    /// its own address, or spoofed from the server's: `Shared::spoofed`), or stray traffic.
+    fn dns_answer(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
+        let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
+        match attacker {
+            Some(attacker) => self.from_attacker_to(datagram, attacker, from, local, now, shared),
+            None => {
+                let _ = self.call(shared, |gateway| {
+                    gateway.handle_input(from, local, datagram, now)
+                });
+            }
+        }
+    }
+
+    /// The gateway takes a datagram the attacker at `attacker` sent (from `from`, its own
+    /// address or a spoofed one); what it did is the attack's answer.
+    fn from_attacker_to(
+        &mut self,
+        datagram: &[u8],
+        attacker: SocketAddr,
+        from: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+        shared: &Rc<RefCell<Shared>>,
+    ) {
+        self.from_attacker = true;
+        let result = self.call(shared, |gateway| {
+            gateway.handle_input(from, local, datagram, now)
+        });
+        self.from_attacker = false;
+        let answer = match result {
+            Ok(()) => AttackAnswer::GatewayAccepted,
+            Err(reason) => AttackAnswer::GatewayDropped(reason),
+        };
+        shared.borrow_mut().gateway_verdicts.push((attacker, answer));
+    }
+
     /// Sends what the gateway queued (through its relay where the path says so) and collects
     /// its flow records.
     fn flush(&mut self, socket: &UdpSocket, context: &HostContext, shared: &Rc<RefCell<Shared>>) {
@@ -428,14 +475,19 @@ impl GatewayHost {
             match transmit {
                 Transmit::Udp { dst, payload, src } => {
                     if dst == context.dns_server {
-                        if src != local {
-                            shared
-                                .borrow_mut()
-                                .journal
-                                .errors
-                                .push(format!("{}: DNS query from {src}, not {local}", self.name));
+                        let dns_socket = plan::GATEWAY_DNS_PORTS
+                            .zip(&self.dns_sockets)
+                            .find(|(port, _)| src == SocketAddr::new(local.ip(), *port));
+                        match dns_socket {
+                            Some((_, dns_socket)) => {
+                                wire::send(dns_socket, shared, &self.name, src, dst, &payload);
+                            }
+                            None => shared.borrow_mut().journal.errors.push(format!(
+                                "{}: DNS query from {src}, not from a DNS port of {}",
+                                self.name,
+                                local.ip()
+                            )),
                         }
-                        wire::send(socket, shared, &self.name, local, dst, &payload);
                         continue;
                     }
                     let what = format!("frame of {} bytes", payload.len());
@@ -527,6 +579,10 @@ pub(crate) fn add_gateway(
         async move {
             let origin = shared.borrow().origin;
             let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), TUNNEL_PORT)).await?;
+            let mut dns_sockets = Vec::new();
+            for port in plan::GATEWAY_DNS_PORTS {
+                dns_sockets.push(UdpSocket::bind(SocketAddr::new(unspecified(ip), port)).await?);
+            }
             let mut turn = turn.map(TurnClient::new);
             if let Some(turn) = turn.as_mut() {
                 turn.allocate(now_instant(origin));
@@ -540,6 +596,7 @@ pub(crate) fn add_gateway(
                 control_log: Vec::new(),
                 resource: ResourceSide::new(&context.scenario.topology.gateways[index].name, index),
                 endpoint: Endpoint::new(context.local, turn),
+                dns_sockets,
                 from_attacker: false,
             };
             let mut buf = vec![0u8; 65536];

@@ -24,6 +24,47 @@ pub(crate) struct Shared {
     /// What gateways did with the attacker's datagrams, by the attacker's address they came
     /// from, for the attacker host to collect at the end of its round.
     pub(crate) gateway_verdicts: Vec<(SocketAddr, observation::AttackAnswer)>,
+    /// Datagrams the attacker forged the source of, not yet sent: the host that owns the
+    /// forged source sends them for it (turmoil gives every address one host). They stand for
+    /// a raw socket; on the wire they are what a spoofed datagram is.
+    pub(crate) spoof_orders: Vec<Spoofed>,
+    /// Spoofed datagrams sent and not yet received, so that their receiver can hand its
+    /// verdict to the attacker.
+    pub(crate) spoofed: Vec<Spoofed>,
+}
+
+/// A datagram the attacker at `attacker` sends with the forged source `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spoofed {
+    pub(crate) attacker: SocketAddr,
+    pub(crate) from: SocketAddr,
+    pub(crate) to: SocketAddr,
+    pub(crate) payload: Vec<u8>,
+}
+
+impl Shared {
+    /// The spoofed orders whose forged source is `from`, in order.
+    pub(crate) fn take_spoof_orders(&mut self, from: SocketAddr) -> Vec<Spoofed> {
+        let (mine, others) = std::mem::take(&mut self.spoof_orders)
+            .into_iter()
+            .partition(|order| order.from == from);
+        self.spoof_orders = others;
+        mine
+    }
+
+    /// The attacker behind a datagram just received, if it was a spoofed one.
+    pub(crate) fn take_spoofed(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Option<SocketAddr> {
+        let index = self
+            .spoofed
+            .iter()
+            .position(|s| s.from == from && s.to == to && s.payload == payload)?;
+        Some(self.spoofed.remove(index).attacker)
+    }
 }
 
 /// The relayed addresses the hosts' TURN clients reported, by host name.

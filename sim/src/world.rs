@@ -200,6 +200,8 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
         timers: Timers::default(),
         relayed: Relayed::default(),
         gateway_verdicts: Vec::new(),
+        spoof_orders: Vec::new(),
+        spoofed: Vec::new(),
         dns_records: scenario
             .topology
             .dns_records

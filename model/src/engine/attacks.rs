@@ -123,6 +123,11 @@ impl Engine<'_> {
             GatewayAttackKind::ReplayedFrame if self.gateways[g].took_frame_of(c) => {
                 GatewayDropReason::Replay
             }
+            // However close the forgery, one of id, name, port or source is not the query's.
+            GatewayAttackKind::DnsWrongId
+            | GatewayAttackKind::DnsWrongName
+            | GatewayAttackKind::DnsWrongPort
+            | GatewayAttackKind::DnsWrongSource => GatewayDropReason::DnsUnexpectedAnswer,
             GatewayAttackKind::ReplayedFrame => {
                 return self.fail(format!(
                     "a replay to {gateway} before it took any frame of {client} since it \

@@ -24,6 +24,10 @@ pub(super) struct Shape {
     pub(super) filtered: [bool; 3],
     pub(super) latency_ms: u32,
     pub(super) client_link_ms: u32,
+    /// The TTL of every DNS record: mostly 30 s; sometimes 0 and 1 (under and at the
+    /// gateway's floor) or far beyond its cap (the largest TTL RFC 2181 allows, and the
+    /// largest the wire can carry).
+    pub(super) dns_ttl_s: u32,
 }
 
 /// The shape of a case under `profile`: host counts up to its maximum, its families if it
@@ -61,6 +65,13 @@ fn any_shape() -> impl Strategy<Value = Shape> {
                 prop::bool::weighted(0.2),
                 prop::bool::weighted(0.2),
             ],
+            prop_oneof![
+                12 => Just(30u32),
+                1 => Just(0),
+                1 => Just(1),
+                1 => Just(i32::MAX as u32),
+                1 => Just(u32::MAX),
+            ],
         ),
     )
         .prop_map(
@@ -73,7 +84,7 @@ fn any_shape() -> impl Strategy<Value = Shape> {
                 client_relay,
                 gateway_relay,
                 same_relay,
-                (latency_ms, client_link_ms, filtered),
+                (latency_ms, client_link_ms, filtered, dns_ttl_s),
             )| Shape {
                 clients,
                 gateways,
@@ -86,6 +97,7 @@ fn any_shape() -> impl Strategy<Value = Shape> {
                 filtered,
                 latency_ms,
                 client_link_ms,
+                dns_ttl_s,
             },
         )
 }

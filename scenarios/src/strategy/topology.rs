@@ -15,7 +15,7 @@ pub(super) fn topology(shape: &Shape, layout: &Layout, relays: Vec<RelaySpec>) -
         gateways: layout.gateways.clone(),
         relays,
         resources: resource_specs(layout),
-        dns_records: dns_records(),
+        dns_records: dns_records(shape.dns_ttl_s),
         grants: grants(shape, layout),
         latency: Latency {
             default_ms: shape.latency_ms,
@@ -47,8 +47,8 @@ fn resource_specs(layout: &Layout) -> Vec<ResourceSpec> {
         .collect()
 }
 
-/// One IPv4 and one IPv6 address for each of [`DOMAINS`].
-fn dns_records() -> Vec<DnsRecord> {
+/// One IPv4 and one IPv6 address for each of [`DOMAINS`], kept for `ttl_s`.
+fn dns_records(ttl_s: u32) -> Vec<DnsRecord> {
     DOMAINS
         .iter()
         .enumerate()
@@ -58,7 +58,7 @@ fn dns_records() -> Vec<DnsRecord> {
                 format!("198.51.100.{}", 40 + index).parse().expect("ip"),
                 format!("2001:db8:100::{}", 40 + index).parse().expect("ip"),
             ],
-            ttl_s: 30,
+            ttl_s,
         })
         .collect()
 }
