@@ -116,7 +116,7 @@ pub(crate) fn run_until(
 
 /// When the next thing can happen: the earliest host timer, the earliest datagram due off
 /// the wire (one held on a link moves only at a `release`, which is a step), or `limit`.
-/// `None` while a command waits for its host.
+/// `None` while a command or a spoofed datagram waits for its host.
 fn quiet_until(
     sim: &turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
@@ -124,7 +124,8 @@ fn quiet_until(
     now: u64,
     limit: u64,
 ) -> Option<u64> {
-    if inboxes.any_waiting() {
+    // A spoofed datagram waits for the host that owns its source, like a command.
+    if inboxes.any_waiting() || !shared.borrow().spoof_orders.is_empty() {
         return None;
     }
     let delivery = sim
