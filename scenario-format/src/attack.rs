@@ -151,7 +151,6 @@ impl GatewayAttackKind {
         )
     }
 
-
     pub const ALL: [GatewayAttackKind; 8] = [
         GatewayAttackKind::ForgedMac,
         GatewayAttackKind::UnknownSession,

@@ -129,12 +129,14 @@ fn send_round(
         let src = attack::attacker(ip, probe.port);
         match (sockets.get(usize::from(probe.port)), probe.to) {
             (Some(_), Some(to)) if let Some(from) = probe.spoof_from => {
-                shared.borrow_mut().spoof_orders.push(Spoofed {
+                let mut shared = shared.borrow_mut();
+                shared.spoof_orders.push(Spoofed {
                     attacker: src,
                     from,
                     to,
                     payload: probe.payload,
                 });
+                shared.spoof_waker.notify_waiters();
             }
             (Some(socket), Some(dst)) => wire::send(socket, shared, NAME, src, dst, &probe.payload),
             _ => shared.borrow_mut().journal.trace(

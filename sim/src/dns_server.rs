@@ -18,7 +18,7 @@ use hickory_proto::{
 use scenario_format::plan;
 use turmoil::net::UdpSocket;
 
-use crate::{clock::end_turn, endpoint_io::unspecified, state::Shared, wire};
+use crate::{endpoint_io::unspecified, state::Shared, wire};
 
 /// The answer to one query datagram, or `None` if it is not a query.
 pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
@@ -103,11 +103,17 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
         let shared = shared.clone();
         async move {
             let local = plan::dns_server(ip);
-            let name = format!("dns@{ip}");
             let socket = UdpSocket::bind(SocketAddr::new(unspecified(ip), 53)).await?;
             let mut buf = vec![0u8; 2048];
+            let waker = shared.borrow().spoof_waker.clone();
             loop {
-                while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
+                // Asleep until a query comes or the attacker wants a datagram spoofed from
+                // this address: the server has no timer of its own.
+                let received = tokio::select! {
+                    received = socket.recv_from(&mut buf) => Some(received?),
+                    () = waker.notified() => None,
+                };
+                if let Some((len, from)) = received {
                     wire::received(&shared, "dns", from, local, &buf[..len], None);
                     let reply = answer(&buf[..len], &shared);
                     if let Some(reply) = reply {
@@ -118,7 +124,6 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                         wire::send(&socket, &shared, "dns", local, from, &reply);
                     }
                 }
-                // The attacker's datagrams forged with this server's address as the source.
                 let orders = shared.borrow_mut().take_spoof_orders(local);
                 for order in orders {
                     shared.borrow_mut().journal.trace(
@@ -130,10 +135,16 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                             order.from
                         ),
                     );
-                    wire::send(&socket, &shared, "attacker", local, order.to, &order.payload);
+                    wire::send(
+                        &socket,
+                        &shared,
+                        "attacker",
+                        local,
+                        order.to,
+                        &order.payload,
+                    );
                     shared.borrow_mut().spoofed.push(order);
                 }
-                end_turn(&shared, &name, None).await;
             }
         }
     });

@@ -464,7 +464,10 @@ impl GatewayHost {
             Ok(()) => AttackAnswer::GatewayAccepted,
             Err(reason) => AttackAnswer::GatewayDropped(reason),
         };
-        shared.borrow_mut().gateway_verdicts.push((attacker, answer));
+        shared
+            .borrow_mut()
+            .gateway_verdicts
+            .push((attacker, answer));
     }
 
     /// Sends what the gateway queued (through its relay where the path says so) and collects

@@ -504,18 +504,25 @@ impl<'a> Runner<'a> {
                 .hops
                 .iter()
                 .filter(|hop| {
-                    hop.host == gateway && hop.direction == wire::Direction::Sent && hop.dst == server
+                    hop.host == gateway
+                        && hop.direction == wire::Direction::Sent
+                        && hop.dst == server
                 })
                 .filter_map(|hop| Some((hop.src.port(), dns_server::question(&hop.payload)?)))
                 .collect()
         };
         let ports = plan::GATEWAY_DNS_PORTS;
         let (port, (id, name, ipv6)) = queries.last().cloned().unwrap_or_else(|| {
-            (*ports.start(), (1, "forged.invalid".to_owned(), ip.is_ipv6()))
+            (
+                *ports.start(),
+                (1, "forged.invalid".to_owned(), ip.is_ipv6()),
+            )
         });
         let never_used = (1..=u16::MAX)
             .map(|step| id.wrapping_add(step))
-            .find(|candidate| *candidate != 0 && queries.iter().all(|(_, (used, ..))| used != candidate))
+            .find(|candidate| {
+                *candidate != 0 && queries.iter().all(|(_, (used, ..))| used != candidate)
+            })
             .unwrap_or(0);
         let another_port = ports.start() + (port - ports.start() + 1) % ports.len() as u16;
         let attacker_ip = if ipv6 {

@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    rc::Rc,
     time::Instant,
 };
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     /// forged source sends them for it (turmoil gives every address one host). They stand for
     /// a raw socket; on the wire they are what a spoofed datagram is.
     pub(crate) spoof_orders: Vec<Spoofed>,
+    /// Wakes the hosts that send spoofed datagrams (they otherwise sleep on their socket).
+    pub(crate) spoof_waker: Rc<tokio::sync::Notify>,
     /// Spoofed datagrams sent and not yet received, so that their receiver can hand its
     /// verdict to the attacker.
     pub(crate) spoofed: Vec<Spoofed>,

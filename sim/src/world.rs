@@ -201,6 +201,7 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
         relayed: Relayed::default(),
         gateway_verdicts: Vec::new(),
         spoof_orders: Vec::new(),
+        spoof_waker: Rc::default(),
         spoofed: Vec::new(),
         dns_records: scenario
             .topology

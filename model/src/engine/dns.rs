@@ -164,12 +164,10 @@ impl Engine<'_> {
             self.records
                 .get(&m.domain.to_ascii_lowercase())
                 .and_then(|(addresses, ttl)| {
-                    addresses.iter().find(|a| a.is_ipv6() == m.v6).map(|a| {
-                        (
-                            *a,
-                            u64::from(*ttl).clamp(DNS_MIN_TTL_S, DNS_MAX_TTL_S) * 1000,
-                        )
-                    })
+                    addresses
+                        .iter()
+                        .find(|a| a.is_ipv6() == m.v6)
+                        .map(|a| (*a, kept_for_ms(*ttl)))
                 });
         self.schedule(
             at + self.dns_ms,
@@ -195,6 +193,11 @@ impl Engine<'_> {
         t: u64,
     ) -> Result<()> {
         self.ensure_same_epoch(g, epoch, "answer")?;
+        if t >= self.timeline.t_end {
+            // The gateway has shut down when it reads the answer, and drops it as bytes whose
+            // length is the server's encoding, which the model does not know.
+            return self.fail("a DNS answer reaches the gateway in the millisecond it shuts down");
+        }
         self.expire(g, t);
         self.gateways[g].mappings[mapping].resolving = false;
         match answer {
@@ -384,5 +387,27 @@ impl Engine<'_> {
         for mapping in 0..self.gateways[g].mappings.len() {
             self.start_query(g, mapping, t);
         }
+    }
+}
+
+/// How long the gateway keeps an answer of TTL `ttl_s`: a TTL with the top bit set counts as 0
+/// (RFC 2181 §8), then at least `DNS_MIN_TTL_S` and at most `DNS_MAX_TTL_S`.
+fn kept_for_ms(ttl_s: u32) -> u64 {
+    let ttl_s = if ttl_s > i32::MAX as u32 { 0 } else { ttl_s };
+    u64::from(ttl_s).clamp(DNS_MIN_TTL_S, DNS_MAX_TTL_S) * 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_for_ms;
+
+    #[test]
+    fn answers_are_kept_between_the_floor_and_the_cap_and_a_top_bit_ttl_counts_as_zero() {
+        let (floor, cap) = (super::DNS_MIN_TTL_S * 1000, super::DNS_MAX_TTL_S * 1000);
+        assert_eq!(kept_for_ms(0), floor);
+        assert_eq!(kept_for_ms(30), 30_000);
+        assert_eq!(kept_for_ms(i32::MAX as u32), cap);
+        assert_eq!(kept_for_ms(u32::MAX), floor);
+        assert_eq!(kept_for_ms(1 << 31), floor);
     }
 }

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 
 pub(super) use super::profile::Families;
-use super::profile::Profile;
+use super::profile::{IdleLengths, Profile};
 
 #[derive(Debug, Clone)]
 pub(super) struct Shape {
@@ -24,9 +24,10 @@ pub(super) struct Shape {
     pub(super) filtered: [bool; 3],
     pub(super) latency_ms: u32,
     pub(super) client_link_ms: u32,
-    /// The TTL of every DNS record: mostly 30 s; sometimes 0 and 1 (under and at the
-    /// gateway's floor) or far beyond its cap (the largest TTL RFC 2181 allows, and the
-    /// largest the wire can carry).
+    /// The TTL of every DNS record: mostly 30 s; sometimes 0 (under the gateway's floor) or far
+    /// beyond its cap (the largest TTL RFC 2181 allows, and the largest the wire carries,
+    /// which counts as 0). A TTL at the floor re-resolves every second, so only profiles with
+    /// short idles draw one: over a long idle it adds hundreds of identical refreshes.
     pub(super) dns_ttl_s: u32,
 }
 
@@ -35,7 +36,11 @@ pub(super) struct Shape {
 pub(super) fn shape(profile: &Profile) -> impl Strategy<Value = Shape> + use<> {
     let (max_clients, max_gateways, max_relays) = profile.max_hosts;
     let forced = profile.families;
+    let short_idles = profile.idles == IdleLengths::Short;
     any_shape().prop_map(move |mut shape| {
+        if !short_idles && (shape.dns_ttl_s == 0 || shape.dns_ttl_s > i32::MAX as u32) {
+            shape.dns_ttl_s = 30;
+        }
         shape.clients = shape.clients.min(max_clients);
         shape.gateways = shape.gateways.min(max_gateways);
         shape.relays = shape.relays.min(max_relays);
@@ -68,8 +73,7 @@ fn any_shape() -> impl Strategy<Value = Shape> {
             prop_oneof![
                 12 => Just(30u32),
                 1 => Just(0),
-                1 => Just(1),
-                1 => Just(i32::MAX as u32),
+                2 => Just(i32::MAX as u32),
                 1 => Just(u32::MAX),
             ],
         ),
