@@ -77,6 +77,37 @@ impl GatewayConfig {
     }
 }
 
+/// The fill of every table the gateway bounds ([`crate::Gateway::occupancy`]), so that a
+/// host or a test can check after any call that each bound of the configuration holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Open flows (bound: `max_flows`).
+    pub flows: usize,
+    /// The most open flows of one client (bound: `max_flows_per_client`).
+    pub most_flows_of_one_client: usize,
+    /// The most packets one DNS mapping holds for its answer (bound: `dns_queue_limit`).
+    pub most_held_for_dns: usize,
+}
+
+impl Occupancy {
+    /// Every bound of `config` this occupancy is over, in words (empty when all hold).
+    pub fn breaches(&self, config: &GatewayConfig) -> Vec<String> {
+        proto::bounds::breaches([
+            ("open flows", self.flows, config.max_flows),
+            (
+                "open flows of one client",
+                self.most_flows_of_one_client,
+                config.max_flows_per_client,
+            ),
+            (
+                "packets held for one DNS answer",
+                self.most_held_for_dns,
+                config.dns_queue_limit,
+            ),
+        ])
+    }
+}
+
 /// A client session: who the client is, how its frames are authenticated, and its tunnel
 /// addresses (the only source addresses its inner packets may use).
 #[derive(Debug, Clone)]

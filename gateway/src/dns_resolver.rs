@@ -212,6 +212,15 @@ impl DnsResolver {
         self.next_deadline
     }
 
+    /// The most packets one mapping holds for its answer.
+    pub(crate) fn most_held(&self) -> usize {
+        self.mappings
+            .values()
+            .map(|m| m.held.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// What `client`'s mapping of `proxy_ip` offers a packet that may start a flow. `None`: no
     /// such mapping.
     pub(crate) fn lookup(&self, client: ClientId, proxy_ip: IpAddr) -> Option<DnsLookup<'_>> {

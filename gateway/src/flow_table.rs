@@ -383,10 +383,14 @@ impl FlowTable {
             .collect()
     }
 
-    /// How many flows are open.
     /// Open flows of `client`.
     pub(crate) fn open_of(&self, client: ClientId) -> usize {
         self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    /// The most flows one client holds open.
+    pub(crate) fn most_of_one_client(&self) -> usize {
+        self.per_client.values().copied().max().unwrap_or(0)
     }
 
     /// Renumbers every flow's outer contexts with `map` (the interner was compacted).

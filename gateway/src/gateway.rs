@@ -34,7 +34,7 @@ use foldhash::fast::FixedState;
 use proto::flow::{ClientId, FlowRecord, OuterContext, ResourceId};
 use proto::tunnel;
 
-use crate::config::{ClientConfig, GatewayConfig, Resource};
+use crate::config::{ClientConfig, GatewayConfig, Occupancy, Resource};
 use crate::dns_resolver::DnsResolver;
 use crate::drop_reason::{DropCounters, DropReason};
 use crate::filter::Filter;
@@ -192,6 +192,15 @@ impl Gateway {
     /// How many flows are open.
     pub fn open_flow_count(&self) -> usize {
         self.flows.len()
+    }
+
+    /// How full the gateway's bounded tables are.
+    pub fn occupancy(&self) -> Occupancy {
+        Occupancy {
+            flows: self.flows.len(),
+            most_flows_of_one_client: self.flows.most_of_one_client(),
+            most_held_for_dns: self.dns.most_held(),
+        }
     }
 
     /// Outer contexts the gateway remembers, live or not yet pruned (for the bounds tests).

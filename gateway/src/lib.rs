@@ -86,7 +86,7 @@ mod replay_window;
 mod tcp_tracker;
 
 pub use cidr::{CidrError, IpCidr, PROXY_V4, PROXY_V6, TUNNEL_V4, TUNNEL_V6, is_proxy_ip};
-pub use config::{ClientConfig, ControlError, GatewayConfig, Resource, ResourceAddress};
+pub use config::{ClientConfig, ControlError, GatewayConfig, Occupancy, Resource, ResourceAddress};
 pub use domain::{DomainError, DomainPattern};
 pub use drop_reason::{DropCounters, DropReason};
 pub use filter::{Filter, PortRange};

@@ -28,6 +28,12 @@ fn a_flood_of_new_flows_stops_at_the_per_client_cap(fam: Fam) {
         }
     }
     assert_eq!(h.gw.open_flow_count(), 100);
+    let occupancy = h.gw.occupancy();
+    assert_eq!(
+        (occupancy.flows, occupancy.most_flows_of_one_client),
+        (100, 100)
+    );
+    assert_eq!(occupancy.breaches(h.gw.config()), Vec::<String>::new());
     assert_eq!(h.gw.drop_counters().get(DropReason::FlowTableFull), 900);
     assert_eq!(h.gw.drop_counters().total(), 900);
     // An open flow keeps going at the cap.

@@ -5,6 +5,7 @@
 //! Nothing here keeps state or does I/O: it encodes and decodes, and every decoder returns a
 //! clear error for malformed input instead of panicking.
 
+pub mod bounds;
 pub mod channel_data;
 pub mod credentials;
 mod drop_reason;

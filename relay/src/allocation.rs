@@ -132,6 +132,16 @@ impl Allocation {
             .count()
     }
 
+    /// Permissions stored, live or not yet forgotten.
+    pub fn stored_permissions(&self) -> usize {
+        self.permissions.len()
+    }
+
+    /// Channels stored, bound or cooling down or not yet forgotten.
+    pub fn stored_channels(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Whether `number` is bound or cooling down.
     pub fn holds_channel(&self, number: u16, now: Instant) -> bool {
         self.channels

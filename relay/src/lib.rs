@@ -20,6 +20,7 @@
 
 mod allocation;
 mod auth;
+mod occupancy;
 mod peer_policy;
 mod requests;
 mod types;
@@ -33,6 +34,7 @@ use std::{
 
 use allocation::{ActiveChannel, Allocation};
 pub use allocation::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, PERMISSION_LIFETIME};
+pub use occupancy::Occupancy;
 pub use peer_policy::PeerPolicy;
 use proto::{
     channel_data::{self, ChannelData},

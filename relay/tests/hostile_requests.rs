@@ -249,6 +249,22 @@ fn permissions_and_channels_stop_at_their_caps_with_508_and_nothing_changes() {
         );
     }
     assert_eq!(world.relay.channel_bindings().len(), 2);
+    let occupancy = world.relay.occupancy();
+    assert_eq!(
+        (occupancy.most_permissions, occupancy.most_channels),
+        (8, 2),
+        "full to the bounds"
+    );
+    assert_eq!(
+        occupancy.breaches(world.relay.config()),
+        Vec::<String>::new()
+    );
+    let mut tighter = world.relay.config().clone();
+    tighter.max_permissions = 7;
+    assert_eq!(
+        occupancy.breaches(&tighter),
+        vec!["8 permissions on one allocation, over the bound of 7".to_owned()]
+    );
 }
 
 #[test]

@@ -348,6 +348,16 @@ impl GatewayHost {
             }
         }
         self.flush(socket, context, shared);
+        // Every table the gateway bounds is within its bound after every turn.
+        let breaches = self.gateway.occupancy().breaches(self.gateway.config());
+        if !breaches.is_empty() {
+            shared.borrow_mut().journal.errors.push(format!(
+                "{} ms: {} holds {}",
+                now_ms(),
+                self.name,
+                breaches.join("; ")
+            ));
+        }
     }
 
     fn take_command(

@@ -287,6 +287,7 @@ impl Side {
             self.drain_events(&name);
             self.sync_sockets().await?;
             self.send_crossing(&name, now_ms);
+            self.check_bounds(&name);
             let deadline = self
                 .core
                 .borrow()
@@ -294,6 +295,20 @@ impl Side {
                 .poll_timeout()
                 .map(|deadline| deadline_ms(self.origin, deadline));
             end_turn(&self.shared, &format!("{name}@{}", self.ip), deadline).await;
+        }
+    }
+
+    /// Every table the relay bounds is within its bound after every turn (a breach fails the
+    /// run like any other invariant).
+    fn check_bounds(&self, name: &str) {
+        let core = self.core.borrow();
+        let breaches = core.relay.occupancy().breaches(core.relay.config());
+        if !breaches.is_empty() {
+            self.shared.borrow_mut().journal.errors.push(format!(
+                "{} ms: {name} holds {}",
+                now_ms(),
+                breaches.join("; ")
+            ));
         }
     }
 
