@@ -126,6 +126,10 @@ pub enum GatewayAttackKind {
     /// The last frame of the client's session the gateway took, sent again from the
     /// attacker's address (replay).
     ReplayedFrame,
+    /// The last frame of the client's session the gateway took, spoofed from the address the
+    /// client last left (its current one if it never roamed): replay, and the client's outer
+    /// context stays where it is.
+    ReplayFromFormerAddress,
     /// An answer to the gateway's last DNS query, spoofed from the server, with an id the
     /// gateway never used (dns-unexpected-answer).
     DnsWrongId,
@@ -151,11 +155,12 @@ impl GatewayAttackKind {
         )
     }
 
-    pub const ALL: [GatewayAttackKind; 8] = [
+    pub const ALL: [GatewayAttackKind; 9] = [
         GatewayAttackKind::ForgedMac,
         GatewayAttackKind::UnknownSession,
         GatewayAttackKind::ReflectedFrame,
         GatewayAttackKind::ReplayedFrame,
+        GatewayAttackKind::ReplayFromFormerAddress,
         GatewayAttackKind::DnsWrongId,
         GatewayAttackKind::DnsWrongName,
         GatewayAttackKind::DnsWrongPort,
@@ -169,6 +174,7 @@ impl GatewayAttackKind {
             GatewayAttackKind::UnknownSession => "unknown-session",
             GatewayAttackKind::ReflectedFrame => "reflected-frame",
             GatewayAttackKind::ReplayedFrame => "replayed-frame",
+            GatewayAttackKind::ReplayFromFormerAddress => "replay-from-former-address",
             GatewayAttackKind::DnsWrongId => "dns-wrong-id",
             GatewayAttackKind::DnsWrongName => "dns-wrong-name",
             GatewayAttackKind::DnsWrongPort => "dns-wrong-port",

@@ -4,7 +4,7 @@
 use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     rc::Rc,
     time::Instant,
 };
@@ -390,6 +390,7 @@ pub(crate) fn add_client(
                 while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
                     host.receive(&buf[..len], from, &socket, now, &shared);
                 }
+                send_spoofed(&socket, socket_addr.ip(), &shared).await?;
                 host.rebind_when_allocated(&shared);
                 flush_turn(&mut host.endpoint, &socket, &shared, &name);
                 let deadline = host
@@ -401,4 +402,50 @@ pub(crate) fn add_client(
             }
         }
     });
+}
+
+/// Sends the attacker's datagrams spoofed from this host's address (any port: from the
+/// client's socket if it is the one, else from a socket bound for the moment, a port the
+/// client has left).
+async fn send_spoofed(
+    socket: &UdpSocket,
+    ip: IpAddr,
+    shared: &Rc<RefCell<Shared>>,
+) -> std::io::Result<()> {
+    let port = socket.local_addr()?.port();
+    let orders = shared.borrow_mut().take_spoof_orders_at(ip);
+    for order in orders {
+        shared.borrow_mut().journal.trace(
+            "attacker",
+            format!(
+                "{} bytes to {} spoofed from {}",
+                order.payload.len(),
+                order.to,
+                order.from
+            ),
+        );
+        if order.from.port() == port {
+            wire::send(
+                socket,
+                shared,
+                "attacker",
+                order.from,
+                order.to,
+                &order.payload,
+            );
+        } else {
+            let other =
+                UdpSocket::bind(SocketAddr::new(unspecified(ip), order.from.port())).await?;
+            wire::send(
+                &other,
+                shared,
+                "attacker",
+                order.from,
+                order.to,
+                &order.payload,
+            );
+        }
+        shared.borrow_mut().spoofed.push(order);
+    }
+    Ok(())
 }

@@ -124,7 +124,7 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                         wire::send(&socket, &shared, "dns", local, from, &reply);
                     }
                 }
-                let orders = shared.borrow_mut().take_spoof_orders(local);
+                let orders = shared.borrow_mut().take_spoof_orders_at(ip);
                 for order in orders {
                     shared.borrow_mut().journal.trace(
                         "attacker",

@@ -398,9 +398,11 @@ impl GatewayHost {
         shared: &Rc<RefCell<Shared>>,
     ) {
         wire::received(shared, &self.name, from, local, datagram, None);
-        if plan::is_attacker(from.ip()) {
+        let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
+        let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
+        if let Some(attacker) = attacker {
             // Straight to the gateway (the endpoint would take it for a direct frame too).
-            self.from_attacker_to(datagram, from, from, local, now, shared);
+            self.from_attacker_to(datagram, attacker, from, local, now, shared);
             return;
         }
         if from == context.dns_server {

@@ -40,6 +40,8 @@ pub(crate) struct Runner<'a> {
     /// (client, domain) -> the proxy index the client's stub resolver handed out.
     proxies: BTreeMap<(usize, String), usize>,
     roams: Vec<u16>,
+    /// Per client: its socket index before its last roam (none before the first).
+    former_roams: Vec<Option<u16>>,
 }
 
 impl<'a> Runner<'a> {
@@ -56,6 +58,7 @@ impl<'a> Runner<'a> {
             inboxes,
             proxies: BTreeMap::new(),
             roams: vec![0; scenario.topology.clients.len()],
+            former_roams: vec![None; scenario.topology.clients.len()],
         }
     }
 
@@ -267,6 +270,7 @@ impl<'a> Runner<'a> {
             Step::Roam { client, back } => {
                 let client = self.client_index(client);
                 // The client's socket index: its port is TUNNEL_PORT plus this.
+                self.former_roams[client] = Some(self.roams[client]);
                 self.roams[client] = if *back {
                     self.roams[client].saturating_sub(1)
                 } else {
@@ -454,6 +458,23 @@ impl<'a> Runner<'a> {
                 ))
             }
             GatewayAttackKind::ReplayedFrame => self.last_frame_taken(gateway, session.id),
+            GatewayAttackKind::ReplayFromFormerAddress => {
+                let former = self.former_roams[c].unwrap_or(self.roams[c]);
+                let former = self.plan.client_socket(c, former);
+                self.inboxes.attacker.push(AttackOrder {
+                    step,
+                    target: format!("gateway {gateway}"),
+                    plan: AttackPlan::Gateway {
+                        kind,
+                        to,
+                        payload: self.last_frame_taken(gateway, session.id),
+                        // A client of the other family than the gateway has no address the
+                        // gateway could hear from: the attacker sends from its own.
+                        spoof_from: (former.is_ipv6() == to.is_ipv6()).then_some(former),
+                    },
+                });
+                return;
+            }
             GatewayAttackKind::DnsWrongId
             | GatewayAttackKind::DnsWrongName
             | GatewayAttackKind::DnsWrongPort

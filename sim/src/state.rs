@@ -46,11 +46,11 @@ pub(crate) struct Spoofed {
 }
 
 impl Shared {
-    /// The spoofed orders whose forged source is `from`, in order.
-    pub(crate) fn take_spoof_orders(&mut self, from: SocketAddr) -> Vec<Spoofed> {
+    /// The spoofed orders whose forged source has the IP `ip` (any port), in order.
+    pub(crate) fn take_spoof_orders_at(&mut self, ip: IpAddr) -> Vec<Spoofed> {
         let (mine, others) = std::mem::take(&mut self.spoof_orders)
             .into_iter()
-            .partition(|order| order.from == from);
+            .partition(|order| order.from.ip() == ip);
         self.spoof_orders = others;
         mine
     }

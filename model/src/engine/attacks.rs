@@ -113,6 +113,14 @@ impl Engine<'_> {
         else {
             return self.fail(format!("no client {client}"));
         };
+        if kind == GatewayAttackKind::ReplayFromFormerAddress && self.link_faulted(client, gateway)
+        {
+            // The spoofed datagram leaves from the client's host in the simulation, so the
+            // fault would take it, and with it the fault's budget for the client's traffic.
+            return self.fail(format!(
+                "a datagram spoofed from {client}'s address while its link to {gateway} is faulted"
+            ));
+        }
         let reason = match kind {
             // Without the key, or under the other direction's key.
             GatewayAttackKind::ForgedMac | GatewayAttackKind::ReflectedFrame => {
@@ -120,7 +128,9 @@ impl Engine<'_> {
             }
             GatewayAttackKind::UnknownSession => GatewayDropReason::UnknownSession,
             // Its counter is in the window already.
-            GatewayAttackKind::ReplayedFrame if self.gateways[g].took_frame_of(c) => {
+            GatewayAttackKind::ReplayedFrame | GatewayAttackKind::ReplayFromFormerAddress
+                if self.gateways[g].took_frame_of(c) =>
+            {
                 GatewayDropReason::Replay
             }
             // However close the forgery, one of id, name, port or source is not the query's.
@@ -128,7 +138,7 @@ impl Engine<'_> {
             | GatewayAttackKind::DnsWrongName
             | GatewayAttackKind::DnsWrongPort
             | GatewayAttackKind::DnsWrongSource => GatewayDropReason::DnsUnexpectedAnswer,
-            GatewayAttackKind::ReplayedFrame => {
+            GatewayAttackKind::ReplayedFrame | GatewayAttackKind::ReplayFromFormerAddress => {
                 return self.fail(format!(
                     "a replay to {gateway} before it took any frame of {client} since it \
                      started (the attacker has none to replay, or one from before a restart)"

@@ -89,6 +89,13 @@ impl LinkState {
     }
 }
 
+impl super::Engine<'_> {
+    /// Whether a fault acts on the link between hosts `a` and `b` now.
+    pub(super) fn link_faulted(&self, a: &str, b: &str) -> bool {
+        self.links.get(&link(a, b)).is_some_and(LinkState::active)
+    }
+}
+
 /// The drop of `frame`'s packet on `link`.
 fn link_drop(link: &Link, reason: DropReason, frame: &Frame, at_ms: u64) -> PacketDrop {
     PacketDrop {
