@@ -43,12 +43,17 @@ pub(crate) fn add_attacker_host(
     shared: &Rc<RefCell<Shared>>,
     inbox: &Inbox<AttackOrder>,
     latency_ms: u32,
+    longest_latency_ms: u32,
 ) {
     for ip in [IpAddr::V4(ATTACKER_V4), IpAddr::V6(ATTACKER_V6)] {
         let (shared, inbox) = (shared.clone(), inbox.clone());
         sim.host(ip, move || {
             let (shared, inbox) = (shared.clone(), inbox.clone());
-            async move { run(ip, shared, inbox, latency_ms).await.map_err(Into::into) }
+            let latency = Latency {
+                direct_ms: latency_ms,
+                longest_ms: longest_latency_ms,
+            };
+            async move { run(ip, shared, inbox, latency).await.map_err(Into::into) }
         });
     }
 }
@@ -57,7 +62,7 @@ async fn run(
     ip: IpAddr,
     shared: Rc<RefCell<Shared>>,
     inbox: Inbox<AttackOrder>,
-    latency_ms: u32,
+    latency: Latency,
 ) -> std::io::Result<()> {
     let mut sockets = Vec::new();
     for offset in 0..PORTS {
@@ -102,7 +107,7 @@ async fn run(
                 shared.borrow_mut().journal.attacks.push(script.outcome());
             } else {
                 send_round(script, &sockets, &shared, ip);
-                *round_ends = now + AttackKind::round_ms(latency_ms);
+                *round_ends = now + latency.round_ms(script);
             }
         }
         if playing.is_none()
@@ -113,7 +118,8 @@ async fn run(
         {
             let mut script = Script::new(order);
             send_round(&mut script, &sockets, &shared, ip);
-            playing = Some((script, now + AttackKind::round_ms(latency_ms)));
+            let round_ends = now + latency.round_ms(&script);
+            playing = Some((script, round_ends));
         }
         end_turn(&shared, &turn_name, playing.as_ref().map(|(_, ends)| *ends)).await;
     }
@@ -144,6 +150,33 @@ fn send_round(
                 format!("{src}: nothing to send to (no relayed address)"),
             ),
         }
+    }
+}
+
+/// How long the attacker's datagrams take: from its own address (the default latency), or
+/// spoofed, from the host that owns the address, over that host's link (at most the
+/// topology's longest).
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    direct_ms: u32,
+    longest_ms: u32,
+}
+
+impl Latency {
+    /// How long a round of `script` waits for its answers.
+    fn round_ms(self, script: &Script) -> u64 {
+        let spoofs = matches!(
+            script.order.plan,
+            AttackPlan::Gateway {
+                spoof_from: Some(_),
+                ..
+            }
+        );
+        AttackKind::round_ms(if spoofs {
+            self.longest_ms
+        } else {
+            self.direct_ms
+        })
     }
 }
 

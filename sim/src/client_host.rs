@@ -412,6 +412,9 @@ async fn send_spoofed(
     ip: IpAddr,
     shared: &Rc<RefCell<Shared>>,
 ) -> std::io::Result<()> {
+    if shared.borrow().spoof_orders.is_empty() {
+        return Ok(());
+    }
     let port = socket.local_addr()?.port();
     let orders = shared.borrow_mut().take_spoof_orders_at(ip);
     for order in orders {

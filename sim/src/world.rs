@@ -147,6 +147,13 @@ fn run_world(scenario: &Scenario, options: &RunOptions) -> Result<Outcome, SimEr
             &world.shared,
             &world.inboxes.attacker,
             scenario.topology.latency.default_ms,
+            scenario
+                .topology
+                .latency
+                .links
+                .iter()
+                .map(|link| link.ms)
+                .fold(scenario.topology.latency.default_ms, u32::max),
         );
     }
     let relays = world.add_relays(&mut sim, options.datapath)?;

@@ -408,11 +408,11 @@ impl Coverage {
         for kind in attack_kinds() {
             let mut seen = false;
             for ((_, refusals), count) in self.attacks.iter().filter(|((k, _), _)| *k == kind) {
-                let _ = writeln!(out, "  {kind:<22}{refusals:<34}{count:>6}");
+                let _ = writeln!(out, "  {kind:<28}{refusals:<28}{count:>6}");
                 seen = true;
             }
             if !seen {
-                let _ = writeln!(out, "  {kind:<22}{:<34}{:>6}", "-", 0);
+                let _ = writeln!(out, "  {kind:<28}{:<28}{:>6}", "-", 0);
             }
         }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
