@@ -41,6 +41,11 @@ pub enum AttackKind {
     ChannelHijack,
     /// One more Allocate than the username's quota, from as many ports (486 for the last).
     AllocationFlood,
+    /// From the 5-tuple of an allocation (the attacker's own: from the relay's side the same as
+    /// a victim's 5-tuple spoofed), a CreatePermission and a deleting Refresh signed with another
+    /// user's valid credentials (a stolen account, [`crate::settings::STOLEN_ID`]): 441 each,
+    /// and the allocation is untouched (its owner's delete succeeds).
+    ForeignCredentials,
 }
 
 /// Peers per CreatePermission of a [`AttackKind::PermissionFlood`]: a request stays inside
@@ -57,7 +62,7 @@ pub fn permission_flood_batches(max_permissions: usize) -> usize {
 pub const ATTACKER_PORT: u16 = 41000;
 
 impl AttackKind {
-    pub const ALL: [AttackKind; 10] = [
+    pub const ALL: [AttackKind; 11] = [
         AttackKind::NoCredentials,
         AttackKind::WrongPassword,
         AttackKind::ExpiredUsername,
@@ -68,6 +73,7 @@ impl AttackKind {
         AttackKind::PermissionFlood,
         AttackKind::ChannelHijack,
         AttackKind::AllocationFlood,
+        AttackKind::ForeignCredentials,
     ];
 
     /// The kind as the scenario file writes it.
@@ -83,6 +89,7 @@ impl AttackKind {
             AttackKind::PermissionFlood => "permission-flood",
             AttackKind::ChannelHijack => "channel-hijack",
             AttackKind::AllocationFlood => "allocation-flood",
+            AttackKind::ForeignCredentials => "foreign-credentials",
         }
     }
 
@@ -95,7 +102,10 @@ impl AttackKind {
             | AttackKind::ForgedNonce
             | AttackKind::SniffedNonce => 2,
             AttackKind::AllocationFlood => 3,
-            AttackKind::SmuggledPeer | AttackKind::DeniedPeer | AttackKind::PermissionFlood => 5,
+            AttackKind::SmuggledPeer
+            | AttackKind::DeniedPeer
+            | AttackKind::PermissionFlood
+            | AttackKind::ForeignCredentials => 5,
             AttackKind::ChannelHijack => 6,
         }
     }

@@ -35,3 +35,5 @@ pub const RELAY_MAX_PERMISSIONS: usize = 128;
 pub const RELAY_MAX_CHANNELS: usize = 64;
 /// The id in the attacker's TURN REST username: credentials of its own, valid all run.
 pub const ATTACKER_ID: &str = "mallory";
+/// The TURN REST user id whose credentials the attacker stole (`foreign-credentials`).
+pub const STOLEN_ID: &str = "eve";

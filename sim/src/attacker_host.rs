@@ -406,7 +406,11 @@ impl Script {
         }
         let holds_allocation = matches!(
             kind,
-            K::SmuggledPeer | K::DeniedPeer | K::PermissionFlood | K::ChannelHijack
+            K::SmuggledPeer
+                | K::DeniedPeer
+                | K::PermissionFlood
+                | K::ChannelHijack
+                | K::ForeignCredentials
         );
         if holds_allocation && round == 1 {
             let request = hostile::allocate(self.id(), self.ipv6());
@@ -443,6 +447,20 @@ impl Script {
                 let credentials = self.credentials.clone();
                 let request = hostile::allocate(id, self.ipv6());
                 vec![self.signed_from(1, request, &credentials, str::to_owned, 0)]
+            }
+            (K::ForeignCredentials, _) => {
+                let stolen = proto::credentials::rest_api_credentials(
+                    scenario_format::settings::RELAY_SECRET,
+                    ORIGIN_UNIX_SECS + 86_400,
+                    scenario_format::settings::STOLEN_ID,
+                );
+                let request = if round == 2 {
+                    hostile::create_permission(id, &[self.peer(1)])
+                } else {
+                    // A delete: the stolen account must not end someone else's allocation.
+                    hostile::delete(id)
+                };
+                vec![self.signed_from(0, request, &stolen, str::to_owned, 0)]
             }
             (K::SmuggledPeer, 2) => {
                 let signed = self.signed(hostile::create_permission(id, &[self.peer(1)]));

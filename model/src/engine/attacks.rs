@@ -58,6 +58,15 @@ pub(crate) fn answers(kind: AttackKind) -> Vec<Vec<AttackAnswer>> {
             one(AttackAnswer::Error(400)),
             one(OK),
         ],
+        // The allocation belongs to the user who made it: another user's valid credentials from
+        // its 5-tuple are refused (441) and change nothing; its owner deletes it.
+        K::ForeignCredentials => vec![
+            one(UNAUTHORIZED),
+            one(OK),
+            one(AttackAnswer::Error(441)),
+            one(AttackAnswer::Error(441)),
+            one(OK),
+        ],
         // Every port is challenged; the quota's worth of Allocates succeed in the order they
         // arrive and the one past it gets 486; each allocation is deleted.
         K::AllocationFlood => {
