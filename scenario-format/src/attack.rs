@@ -193,6 +193,19 @@ impl GatewayAttackKind {
     }
 }
 
+/// When a `dns-wrong-*` attack of step `k` stops waiting for a DNS query of the gateway to
+/// race and forges against the gateway's last query instead: 200 ms before the step after
+/// the next one starts (or the run ends), so that a query the next step causes, or a refresh
+/// during it, is raced, and the round still ends before the gateway could shut down.
+pub fn dns_race_deadline(timeline: &crate::timing::Timeline, k: usize) -> u64 {
+    let start = timeline
+        .step_start
+        .get(k)
+        .copied()
+        .unwrap_or(timeline.t_end);
+    timeline.next_start(k + 1).saturating_sub(200).max(start)
+}
+
 /// A session id no client of a scenario has.
 pub const UNKNOWN_SESSION: u32 = 0x5eed_dead;
 

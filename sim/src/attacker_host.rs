@@ -26,6 +26,7 @@ use turmoil::net::UdpSocket;
 use crate::{
     clock::{end_turn, now_ms},
     commands::{AttackOrder, AttackPlan, Inbox},
+    dns_forgery,
     endpoint_io::unspecified,
     state::{Shared, Spoofed},
     wire,
@@ -65,63 +66,147 @@ async fn run(
     latency: Latency,
 ) -> std::io::Result<()> {
     let mut sockets = Vec::new();
-    for offset in 0..PORTS {
+    for offset in 0..=DNS_LANE_PORT {
         let local = attack::attacker(ip, offset);
         sockets.push(UdpSocket::bind(SocketAddr::new(unspecified(ip), local.port())).await?);
     }
     let turn_name = format!("{NAME}@{ip}");
     let mut buf = vec![0u8; 65536];
-    let mut playing: Option<(Script, u64)> = None;
+    let mut main = Lane::new(0);
+    let mut dns = Lane::new(DNS_LANE_PORT);
     loop {
         // Answers first: they belong to the round under way.
         for (offset, socket) in sockets.iter().enumerate() {
+            let offset = offset as u16;
             while let Ok((len, from)) = socket.try_recv_from(&mut buf) {
-                let local = attack::attacker(ip, offset as u16);
+                let local = attack::attacker(ip, offset);
                 wire::received(&shared, NAME, from, local, &buf[..len], None);
-                if let Some((script, _)) = playing.as_mut() {
-                    script.take_answer(offset as u16, &buf[..len]);
+                let lane = if offset == DNS_LANE_PORT {
+                    &mut dns
+                } else {
+                    &mut main
+                };
+                if let Some((script, _)) = lane.playing.as_mut() {
+                    script.take_answer(offset, &buf[..len]);
                 }
             }
         }
         // What gateways did with this host's datagrams.
-        if let Some((script, _)) = playing.as_mut() {
-            let verdicts: Vec<_> = {
-                let mut shared = shared.borrow_mut();
-                let (mine, others) = std::mem::take(&mut shared.gateway_verdicts)
-                    .into_iter()
-                    .partition(|(from, _)| from.ip() == ip);
-                shared.gateway_verdicts = others;
-                mine
+        let verdicts: Vec<_> = {
+            let mut shared = shared.borrow_mut();
+            let (mine, others) = std::mem::take(&mut shared.gateway_verdicts)
+                .into_iter()
+                .partition(|(from, _)| from.ip() == ip);
+            shared.gateway_verdicts = others;
+            mine
+        };
+        for (from, answer) in verdicts {
+            let offset = from.port() - attack::ATTACKER_PORT;
+            let lane = if offset == DNS_LANE_PORT {
+                &mut dns
+            } else {
+                &mut main
             };
-            for (from, answer) in verdicts {
-                script.take_verdict(from.port() - attack::ATTACKER_PORT, answer);
+            if let Some((script, _)) = lane.playing.as_mut() {
+                script.take_verdict(offset, answer);
             }
         }
         let now = now_ms();
-        if let Some((script, round_ends)) = playing.as_mut()
+        for lane in [&mut main, &mut dns] {
+            lane.take_turn(now, &inbox, &sockets, &shared, ip, latency);
+        }
+        {
+            let mut shared = shared.borrow_mut();
+            // Any query sent so far has been seen (and raced, if it was the one).
+            shared.query_to_race = false;
+            if dns.waiting.is_some() {
+                shared.attackers_racing.insert(ip);
+            } else {
+                shared.attackers_racing.remove(&ip);
+            }
+        }
+        let deadline = [main.deadline(), dns.deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        end_turn(&shared, &turn_name, deadline).await;
+    }
+}
+
+/// The attacker's port offset for DNS forgeries: their own lane, beside the ports of the other
+/// attacks, since a forgery may wait for a query to race across steps while they go on.
+const DNS_LANE_PORT: u16 = PORTS;
+
+/// One line of attacks, played an order at a time: the main lane (relay attacks, gateway
+/// frames) or the DNS lane (forgeries, which may wait for a query to race).
+struct Lane {
+    /// The port offset its gateway datagrams leave from.
+    port: u16,
+    waiting: Option<AttackOrder>,
+    playing: Option<(Script, u64)>,
+}
+
+impl Lane {
+    fn new(port: u16) -> Self {
+        Self {
+            port,
+            waiting: None,
+            playing: None,
+        }
+    }
+
+    fn takes(&self, order: &AttackOrder) -> bool {
+        matches!(order.plan, AttackPlan::DnsForgery { .. }) == (self.port == DNS_LANE_PORT)
+    }
+
+    /// Closes a round that is over (sending the next, or recording the outcome), then starts
+    /// the next order of this lane when it is free and the order can be played.
+    fn take_turn(
+        &mut self,
+        now: u64,
+        inbox: &Inbox<AttackOrder>,
+        sockets: &[UdpSocket],
+        shared: &Rc<RefCell<Shared>>,
+        ip: IpAddr,
+        latency: Latency,
+    ) {
+        if let Some((script, round_ends)) = self.playing.as_mut()
             && now >= *round_ends
         {
             script.end_round();
             if script.finished() {
-                let (script, _) = playing.take().expect("playing");
+                let (script, _) = self.playing.take().expect("playing");
                 shared.borrow_mut().journal.attacks.push(script.outcome());
             } else {
-                send_round(script, &sockets, &shared, ip);
+                send_round(script, sockets, shared, ip);
                 *round_ends = now + latency.round_ms(script);
             }
         }
-        if playing.is_none()
-            && let Some(order) = inbox
-                .take_where(|order| order.destination().is_ipv6() == ip.is_ipv6())
-                .into_iter()
-                .next()
-        {
-            let mut script = Script::new(order);
-            send_round(&mut script, &sockets, &shared, ip);
-            let round_ends = now + latency.round_ms(&script);
-            playing = Some((script, round_ends));
+        if self.playing.is_none() && self.waiting.is_none() {
+            self.waiting = inbox.take_first_where(|order| {
+                order.destination().is_ipv6() == ip.is_ipv6() && self.takes(order)
+            });
         }
-        end_turn(&shared, &turn_name, playing.as_ref().map(|(_, ends)| *ends)).await;
+        if let Some(order) = self.waiting.take() {
+            match ready(order, shared, now) {
+                Ok(order) => {
+                    let mut script = Script::new(order, self.port);
+                    send_round(&mut script, sockets, shared, ip);
+                    let round_ends = now + latency.round_ms(&script);
+                    self.playing = Some((script, round_ends));
+                }
+                Err(order) => self.waiting = Some(order),
+            }
+        }
+    }
+
+    /// When the lane next has something to do by itself.
+    fn deadline(&self) -> Option<u64> {
+        match (&self.playing, &self.waiting) {
+            (Some((_, ends)), _) => Some(*ends),
+            (None, Some(order)) => order.ready_by_ms(),
+            (None, None) => None,
+        }
     }
 }
 
@@ -150,6 +235,43 @@ fn send_round(
                 format!("{src}: nothing to send to (no relayed address)"),
             ),
         }
+    }
+}
+
+/// The order as it can be played now, or back if it must wait: a DNS forgery waits for a
+/// query of its gateway to race, until its deadline.
+fn ready(
+    order: AttackOrder,
+    shared: &Rc<RefCell<Shared>>,
+    now: u64,
+) -> Result<AttackOrder, AttackOrder> {
+    let AttackPlan::DnsForgery {
+        kind,
+        ref gateway,
+        gateway_ip,
+        forge_by_ms,
+    } = order.plan
+    else {
+        return Ok(order);
+    };
+    let forgery = dns_forgery::forge(
+        &shared.borrow(),
+        gateway,
+        gateway_ip,
+        kind,
+        now >= forge_by_ms,
+    );
+    match forgery {
+        Some(forgery) => Ok(AttackOrder {
+            plan: AttackPlan::Gateway {
+                kind,
+                to: forgery.to,
+                payload: Some(forgery.payload),
+                spoof_from: forgery.spoof_from,
+            },
+            ..order
+        }),
+        None => Err(order),
     }
 }
 
@@ -194,6 +316,8 @@ struct Probe {
 /// One attack as it goes: what it learnt and what came back.
 struct Script {
     order: AttackOrder,
+    /// The port offset a gateway datagram leaves from (its lane's).
+    gateway_port: u16,
     credentials: Credentials,
     /// The probes of the round under way, and what came back on each port during it.
     sent: Vec<u16>,
@@ -208,10 +332,11 @@ struct Script {
 }
 
 impl Script {
-    fn new(order: AttackOrder) -> Self {
+    fn new(order: AttackOrder, gateway_port: u16) -> Self {
         Self {
             credentials: attacker_credentials(),
             order,
+            gateway_port,
             sent: Vec::new(),
             arrived: BTreeMap::new(),
             challenges: BTreeMap::new(),
@@ -367,10 +492,12 @@ impl Script {
                     .iter()
                     .map(|payload| Probe {
                         spoof_from: *spoof_from,
-                        ..self.to_relay(0, payload.clone())
+                        ..self.to_relay(self.gateway_port, payload.clone())
                     })
                     .collect();
             }
+            // Played only once `ready` made it a datagram.
+            AttackPlan::DnsForgery { .. } => return Vec::new(),
         };
         // The rounds closed so far number the one under way.
         let round = self.rounds.len();

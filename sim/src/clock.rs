@@ -116,7 +116,8 @@ pub(crate) fn run_until(
 
 /// When the next thing can happen: the earliest host timer, the earliest datagram due off
 /// the wire (one held on a link moves only at a `release`, which is a step), or `limit`.
-/// `None` while a command or a spoofed datagram waits for its host.
+/// `None` while a command or a spoofed datagram waits for its host, or a DNS query waits for
+/// the attacker racing it to see it.
 fn quiet_until(
     sim: &turmoil::Sim<'_>,
     shared: &Rc<RefCell<Shared>>,
@@ -125,12 +126,14 @@ fn quiet_until(
     limit: u64,
 ) -> Option<u64> {
     // A spoofed datagram waits for the host that owns its source, like a command.
-    if inboxes.any_waiting() || !shared.borrow().spoof_orders.is_empty() {
+    let shared_state = shared.borrow();
+    if inboxes.any_waiting() || !shared_state.spoof_orders.is_empty() || shared_state.query_to_race
+    {
         return None;
     }
     let delivery = sim
         .next_delivery()
         .map(|due_in| now + due_in.as_millis() as u64);
-    let timers = shared.borrow().timers.earliest(limit);
+    let timers = shared_state.timers.earliest(limit);
     Some(delivery.map_or(timers, |delivery| delivery.min(timers)))
 }

@@ -81,6 +81,13 @@ impl<T> Inbox<T> {
         taken
     }
 
+    /// The oldest command waiting that `mine` picks; the others stay.
+    pub(crate) fn take_first_where(&self, mine: impl Fn(&T) -> bool) -> Option<T> {
+        let mut queue = self.0.borrow_mut();
+        let index = queue.iter().position(mine)?;
+        queue.remove(index)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.0.borrow().is_empty()
     }
@@ -207,6 +214,15 @@ pub(crate) enum AttackPlan {
         kind: scenario_format::AttackKind,
         server: SocketAddr,
     },
+    /// A forged answer to a DNS query of gateway `gateway` (at `gateway_ip`), raced against
+    /// the real answer: sent as soon as a query of the gateway is unanswered on the wire, or
+    /// at `forge_by_ms` against its last query (`crate::dns_forgery`).
+    DnsForgery {
+        kind: scenario_format::GatewayAttackKind,
+        gateway: String,
+        gateway_ip: IpAddr,
+        forge_by_ms: u64,
+    },
     /// One datagram to a gateway's socket `to` (none when there is nothing to replay), from
     /// the attacker's address or spoofed from `spoof_from`.
     Gateway {
@@ -223,20 +239,32 @@ impl AttackOrder {
         match &self.plan {
             AttackPlan::Relay { server, .. } => *server,
             AttackPlan::Gateway { to, .. } => *to,
+            AttackPlan::DnsForgery { gateway_ip, .. } => SocketAddr::new(
+                *gateway_ip,
+                *scenario_format::plan::GATEWAY_DNS_PORTS.start(),
+            ),
         }
     }
 
     pub(crate) fn kind_name(&self) -> &'static str {
         match &self.plan {
             AttackPlan::Relay { kind, .. } => kind.as_str(),
-            AttackPlan::Gateway { kind, .. } => kind.as_str(),
+            AttackPlan::Gateway { kind, .. } | AttackPlan::DnsForgery { kind, .. } => kind.as_str(),
+        }
+    }
+
+    /// When a waiting order will be played at the latest.
+    pub(crate) fn ready_by_ms(&self) -> Option<u64> {
+        match &self.plan {
+            AttackPlan::DnsForgery { forge_by_ms, .. } => Some(*forge_by_ms),
+            _ => None,
         }
     }
 
     pub(crate) fn rounds(&self) -> usize {
         match &self.plan {
             AttackPlan::Relay { kind, .. } => kind.rounds(),
-            AttackPlan::Gateway { .. } => 1,
+            AttackPlan::Gateway { .. } | AttackPlan::DnsForgery { .. } => 1,
         }
     }
 }

@@ -496,6 +496,10 @@ impl GatewayHost {
                         match dns_socket {
                             Some((_, dns_socket)) => {
                                 wire::send(dns_socket, shared, &self.name, src, dst, &payload);
+                                let mut shared = shared.borrow_mut();
+                                if !shared.attackers_racing.is_empty() {
+                                    shared.query_to_race = true;
+                                }
                             }
                             None => shared.borrow_mut().journal.errors.push(format!(
                                 "{}: DNS query from {src}, not from a DNS port of {}",

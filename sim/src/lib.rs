@@ -23,6 +23,7 @@ mod attacker_host;
 mod client_host;
 mod clock;
 mod commands;
+mod dns_forgery;
 mod dns_server;
 mod endpoint_io;
 mod error_events;

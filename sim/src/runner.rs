@@ -21,7 +21,6 @@ use crate::{
         AttackOrder, AttackPlan, ClientCommand, ClientTcpAction, GatewayCommand, Inboxes,
         RelayFrame, ResourceAction, StraySend,
     },
-    dns_server,
     faults::link_key,
     packets,
     state::Shared,
@@ -479,15 +478,17 @@ impl<'a> Runner<'a> {
             | GatewayAttackKind::DnsWrongName
             | GatewayAttackKind::DnsWrongPort
             | GatewayAttackKind::DnsWrongSource => {
-                let (to, payload, spoof_from) = self.forged_dns_answer(gateway, g, kind);
                 self.inboxes.attacker.push(AttackOrder {
                     step,
                     target: format!("gateway {gateway}"),
-                    plan: AttackPlan::Gateway {
+                    plan: AttackPlan::DnsForgery {
                         kind,
-                        to,
-                        payload: Some(payload),
-                        spoof_from,
+                        gateway: gateway.to_owned(),
+                        gateway_ip: to.ip(),
+                        forge_by_ms: attack::dns_race_deadline(
+                            &scenario_format::timing::Timeline::of(self.scenario),
+                            step,
+                        ),
                     },
                 });
                 return;
@@ -503,62 +504,6 @@ impl<'a> Runner<'a> {
                 spoof_from: None,
             },
         });
-    }
-
-    /// A forged answer to gateway `gateway`'s last DNS query (as it went on the wire), to the
-    /// DNS port that query left from, and the source it is spoofed from (none: the
-    /// attacker's own). `kind` says what is wrong: an id the gateway never used, another
-    /// name, another of its DNS ports, or the source. Before any query, a made-up one stands
-    /// in (every answer is unexpected then). It points the name at the attacker.
-    fn forged_dns_answer(
-        &self,
-        gateway: &str,
-        g: usize,
-        kind: GatewayAttackKind,
-    ) -> (SocketAddr, Vec<u8>, Option<SocketAddr>) {
-        let ip = self.plan.gateways[g].preferred();
-        let server = plan::dns_server(ip);
-        let queries: Vec<(u16, (u16, String, bool))> = {
-            let shared = self.shared.borrow();
-            shared
-                .journal
-                .hops
-                .iter()
-                .filter(|hop| {
-                    hop.host == gateway
-                        && hop.direction == wire::Direction::Sent
-                        && hop.dst == server
-                })
-                .filter_map(|hop| Some((hop.src.port(), dns_server::question(&hop.payload)?)))
-                .collect()
-        };
-        let ports = plan::GATEWAY_DNS_PORTS;
-        let (port, (id, name, ipv6)) = queries.last().cloned().unwrap_or_else(|| {
-            (
-                *ports.start(),
-                (1, "forged.invalid".to_owned(), ip.is_ipv6()),
-            )
-        });
-        let never_used = (1..=u16::MAX)
-            .map(|step| id.wrapping_add(step))
-            .find(|candidate| {
-                *candidate != 0 && queries.iter().all(|(_, (used, ..))| used != candidate)
-            })
-            .unwrap_or(0);
-        let another_port = ports.start() + (port - ports.start() + 1) % ports.len() as u16;
-        let attacker_ip = if ipv6 {
-            IpAddr::V6(plan::ATTACKER_V6)
-        } else {
-            IpAddr::V4(plan::ATTACKER_V4)
-        };
-        let (id, name, port, spoof_from) = match kind {
-            GatewayAttackKind::DnsWrongId => (never_used, name, port, Some(server)),
-            GatewayAttackKind::DnsWrongName => (id, format!("forged.{name}"), port, Some(server)),
-            GatewayAttackKind::DnsWrongPort => (id, name, another_port, Some(server)),
-            _ => (id, name, port, None),
-        };
-        let payload = dns_server::forged_answer(id, &name, ipv6, attacker_ip);
-        (SocketAddr::new(ip, port), payload, spoof_from)
     }
 
     /// The last tunnel frame of session `session_id` that gateway `gateway`'s host took off

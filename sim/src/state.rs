@@ -29,6 +29,11 @@ pub(crate) struct Shared {
     /// forged source sends them for it (turmoil gives every address one host). They stand for
     /// a raw socket; on the wire they are what a spoofed datagram is.
     pub(crate) spoof_orders: Vec<Spoofed>,
+    /// The attacker hosts (by address) that wait for a DNS query to race.
+    pub(crate) attackers_racing: std::collections::BTreeSet<IpAddr>,
+    /// A gateway sent a DNS query while an attacker races: the run goes tick by tick until
+    /// the attacker has seen it, so that it sees the query the moment it leaves.
+    pub(crate) query_to_race: bool,
     /// Wakes the hosts that send spoofed datagrams (they otherwise sleep on their socket).
     pub(crate) spoof_waker: Rc<tokio::sync::Notify>,
     /// Spoofed datagrams sent and not yet received, so that their receiver can hand its

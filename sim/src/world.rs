@@ -209,6 +209,8 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
         gateway_verdicts: Vec::new(),
         spoof_orders: Vec::new(),
         spoof_waker: Rc::default(),
+        attackers_racing: Default::default(),
+        query_to_race: false,
         spoofed: Vec::new(),
         dns_records: scenario
             .topology
