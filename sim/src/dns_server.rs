@@ -110,6 +110,9 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                 // Asleep until a query comes or the attacker wants a datagram spoofed from
                 // this address: the server has no timer of its own.
                 let received = tokio::select! {
+                    // In this order: an unbiased select picks at random, and the run must
+                    // replay exactly.
+                    biased;
                     received = socket.recv_from(&mut buf) => Some(received?),
                     () = waker.notified() => None,
                 };
