@@ -106,14 +106,8 @@ fn dns_answers_must_come_from_the_server_to_the_querys_port(fam: Fam) {
     let real = dns_response(query, &[fam.resource_ip(7)], 300);
     h.gw.handle_input(dns_server(), from, &real, h.now)
         .expect("the real answer");
-    h.send(&common::udp(
-        fam.tunnel_ip(),
-        41_000,
-        fam.proxy_ip(30),
-        5000,
-        b"x",
-    ))
-    .expect("forwarded");
+    h.send(&udp(fam.tunnel_ip(), 41_000, fam.proxy_ip(30), 5000, b"x"))
+        .expect("forwarded");
     let out = h.drain();
     assert_eq!(
         dst_of(&out.tun[0]),

@@ -187,16 +187,16 @@ impl Lane {
                 order.destination().is_ipv6() == ip.is_ipv6() && self.takes(order)
             });
         }
-        if let Some(order) = self.waiting.take() {
-            match ready(order, shared, now) {
-                Ok(order) => {
-                    let mut script = Script::new(order, self.port);
-                    send_round(&mut script, sockets, shared, ip);
-                    let round_ends = now + latency.round_ms(&script);
-                    self.playing = Some((script, round_ends));
-                }
-                Err(order) => self.waiting = Some(order),
-            }
+        if let Some(order) = self
+            .waiting
+            .as_ref()
+            .and_then(|order| ready(order, shared, now))
+        {
+            self.waiting = None;
+            let mut script = Script::new(order, self.port);
+            send_round(&mut script, sockets, shared, ip);
+            let round_ends = now + latency.round_ms(&script);
+            self.playing = Some((script, round_ends));
         }
     }
 
@@ -238,13 +238,9 @@ fn send_round(
     }
 }
 
-/// The order as it can be played now, or back if it must wait: a DNS forgery waits for a
+/// The order as it can be played now, `None` while it must wait: a DNS forgery waits for a
 /// query of its gateway to race, until its deadline.
-fn ready(
-    order: AttackOrder,
-    shared: &Rc<RefCell<Shared>>,
-    now: u64,
-) -> Result<AttackOrder, AttackOrder> {
+fn ready(order: &AttackOrder, shared: &Rc<RefCell<Shared>>, now: u64) -> Option<AttackOrder> {
     let AttackPlan::DnsForgery {
         kind,
         ref gateway,
@@ -252,7 +248,7 @@ fn ready(
         forge_by_ms,
     } = order.plan
     else {
-        return Ok(order);
+        return Some(order.clone());
     };
     let forgery = dns_forgery::forge(
         &shared.borrow(),
@@ -260,19 +256,17 @@ fn ready(
         gateway_ip,
         kind,
         now >= forge_by_ms,
-    );
-    match forgery {
-        Some(forgery) => Ok(AttackOrder {
-            plan: AttackPlan::Gateway {
-                kind,
-                to: forgery.to,
-                payload: Some(forgery.payload),
-                spoof_from: forgery.spoof_from,
-            },
-            ..order
-        }),
-        None => Err(order),
-    }
+    )?;
+    Some(AttackOrder {
+        step: order.step,
+        target: order.target.clone(),
+        plan: AttackPlan::Gateway {
+            kind,
+            to: forgery.to,
+            payload: Some(forgery.payload),
+            spoof_from: forgery.spoof_from,
+        },
+    })
 }
 
 /// How long the attacker's datagrams take: from its own address (the default latency), or

@@ -402,7 +402,7 @@ impl GatewayHost {
         let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
         if let Some(attacker) = attacker {
             // Straight to the gateway (the endpoint would take it for a direct frame too).
-            self.from_attacker_to(datagram, attacker, from, local, now, shared);
+            self.take_from_attacker(datagram, attacker, from, local, now, shared);
             return;
         }
         if from == context.dns_server {
@@ -447,7 +447,7 @@ impl GatewayHost {
         let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
         let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
         match attacker {
-            Some(attacker) => self.from_attacker_to(datagram, attacker, from, local, now, shared),
+            Some(attacker) => self.take_from_attacker(datagram, attacker, from, local, now, shared),
             None => {
                 let _ = self.call(shared, |gateway| {
                     gateway.handle_input(from, local, datagram, now)
@@ -458,7 +458,7 @@ impl GatewayHost {
 
     /// The gateway takes a datagram the attacker at `attacker` sent (from `from`, its own
     /// address or a spoofed one); what it did is the attack's answer.
-    fn from_attacker_to(
+    fn take_from_attacker(
         &mut self,
         datagram: &[u8],
         attacker: SocketAddr,

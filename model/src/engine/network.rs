@@ -89,7 +89,7 @@ impl LinkState {
     }
 }
 
-impl super::Engine<'_> {
+impl Engine<'_> {
     /// Whether a fault acts on the link between hosts `a` and `b` now.
     pub(super) fn link_faulted(&self, a: &str, b: &str) -> bool {
         self.links.get(&link(a, b)).is_some_and(LinkState::active)
