@@ -159,6 +159,18 @@ impl Client {
         relayed[0]
     }
 
+    /// Asks for an allocation and drives until the client gives up on it.
+    async fn allocate_until_it_fails(&mut self) {
+        self.turn.allocate(Instant::now());
+        self.drive_until("the allocation to fail", |client| {
+            client
+                .events
+                .iter()
+                .any(|event| matches!(event, ClientEvent::AllocationFailed { .. }))
+        })
+        .await;
+    }
+
     async fn bind_channel(&mut self, peer: SocketAddr) {
         self.turn
             .bind_channel(peer, Instant::now())
@@ -297,15 +309,7 @@ async fn wrong_credentials_fail_the_allocation_with_401() {
     let credentials =
         credentials::rest_api_credentials(b"not the secret", START_UNIX + 86_400, "mallory");
     let mut client = Client::new(relay.turn, credentials, 3).await;
-    client.turn.allocate(Instant::now());
-    client
-        .drive_until("the allocation to fail", |client| {
-            client
-                .events
-                .iter()
-                .any(|event| matches!(event, ClientEvent::AllocationFailed { .. }))
-        })
-        .await;
+    client.allocate_until_it_fails().await;
     assert!(
         client
             .events
@@ -329,15 +333,7 @@ async fn an_allocation_whose_port_cannot_be_bound_is_answered_508() {
     let relay = TestRelay::start(LOCALHOST, ONLY_PORT..=ONLY_PORT).await;
     let squatter = std::net::UdpSocket::bind((LOCALHOST, ONLY_PORT)).expect("the port is free");
     let mut client = Client::with_good_credentials(relay.turn, "alice", 4).await;
-    client.turn.allocate(Instant::now());
-    client
-        .drive_until("the allocation to fail", |client| {
-            client
-                .events
-                .iter()
-                .any(|event| matches!(event, ClientEvent::AllocationFailed { .. }))
-        })
-        .await;
+    client.allocate_until_it_fails().await;
     assert!(
         client
             .events

@@ -418,37 +418,13 @@ async fn send_spoofed(
     let port = socket.local_addr()?.port();
     let orders = shared.borrow_mut().take_spoof_orders_at(ip);
     for order in orders {
-        shared.borrow_mut().journal.trace(
-            "attacker",
-            format!(
-                "{} bytes to {} spoofed from {}",
-                order.payload.len(),
-                order.to,
-                order.from
-            ),
-        );
         if order.from.port() == port {
-            wire::send(
-                socket,
-                shared,
-                "attacker",
-                order.from,
-                order.to,
-                &order.payload,
-            );
+            wire::send_spoofed(socket, shared, order);
         } else {
             let other =
                 UdpSocket::bind(SocketAddr::new(unspecified(ip), order.from.port())).await?;
-            wire::send(
-                &other,
-                shared,
-                "attacker",
-                order.from,
-                order.to,
-                &order.payload,
-            );
+            wire::send_spoofed(&other, shared, order);
         }
-        shared.borrow_mut().spoofed.push(order);
     }
     Ok(())
 }

@@ -129,24 +129,7 @@ fn add_dns_host(sim: &mut turmoil::Sim<'_>, shared: &Rc<RefCell<Shared>>, ip: Ip
                 }
                 let orders = shared.borrow_mut().take_spoof_orders_at(ip);
                 for order in orders {
-                    shared.borrow_mut().journal.trace(
-                        "attacker",
-                        format!(
-                            "{} bytes to {} spoofed from {}",
-                            order.payload.len(),
-                            order.to,
-                            order.from
-                        ),
-                    );
-                    wire::send(
-                        &socket,
-                        &shared,
-                        "attacker",
-                        local,
-                        order.to,
-                        &order.payload,
-                    );
-                    shared.borrow_mut().spoofed.push(order);
+                    wire::send_spoofed(&socket, &shared, order);
                 }
             }
         }

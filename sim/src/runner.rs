@@ -460,49 +460,47 @@ impl<'a> Runner<'a> {
             GatewayAttackKind::ReplayFromFormerAddress => {
                 let former = self.former_roams[c].unwrap_or(self.roams[c]);
                 let former = self.plan.client_socket(c, former);
-                self.inboxes.attacker.push(AttackOrder {
-                    step,
-                    target: format!("gateway {gateway}"),
-                    plan: AttackPlan::Gateway {
-                        kind,
-                        to,
-                        payload: self.last_frame_taken(gateway, session.id),
-                        // A client of the other family than the gateway has no address the
-                        // gateway could hear from: the attacker sends from its own.
-                        spoof_from: (former.is_ipv6() == to.is_ipv6()).then_some(former),
-                    },
-                });
-                return;
+                let plan = AttackPlan::Gateway {
+                    kind,
+                    to,
+                    payload: self.last_frame_taken(gateway, session.id),
+                    // A client of the other family than the gateway has no address the
+                    // gateway could hear from: the attacker sends from its own.
+                    spoof_from: (former.is_ipv6() == to.is_ipv6()).then_some(former),
+                };
+                return self.order_attack(step, gateway, plan);
             }
             GatewayAttackKind::DnsWrongId
             | GatewayAttackKind::DnsWrongName
             | GatewayAttackKind::DnsWrongPort
             | GatewayAttackKind::DnsWrongSource => {
-                self.inboxes.attacker.push(AttackOrder {
-                    step,
-                    target: format!("gateway {gateway}"),
-                    plan: AttackPlan::DnsForgery {
-                        kind,
-                        gateway: gateway.to_owned(),
-                        gateway_ip: to.ip(),
-                        forge_by_ms: attack::dns_race_deadline(
-                            &scenario_format::timing::Timeline::of(self.scenario),
-                            step,
-                        ),
-                    },
-                });
-                return;
+                let plan = AttackPlan::DnsForgery {
+                    kind,
+                    gateway: gateway.to_owned(),
+                    gateway_ip: to.ip(),
+                    forge_by_ms: attack::dns_race_deadline(
+                        &scenario_format::timing::Timeline::of(self.scenario),
+                        step,
+                    ),
+                };
+                return self.order_attack(step, gateway, plan);
             }
         };
+        let plan = AttackPlan::Gateway {
+            kind,
+            to,
+            payload,
+            spoof_from: None,
+        };
+        self.order_attack(step, gateway, plan);
+    }
+
+    /// Hands the attacker host an attack of step `step` on gateway `gateway`.
+    fn order_attack(&self, step: usize, gateway: &str, plan: AttackPlan) {
         self.inboxes.attacker.push(AttackOrder {
             step,
             target: format!("gateway {gateway}"),
-            plan: AttackPlan::Gateway {
-                kind,
-                to,
-                payload,
-                spoof_from: None,
-            },
+            plan,
         });
     }
 

@@ -138,3 +138,30 @@ pub(crate) fn tunnel_packet_in(datagram: &[u8]) -> Option<Packet> {
     let (_, inner) = open_tunnel_frame(&frame)?;
     Some(Packet::parse(inner))
 }
+
+/// Sends a datagram of the attacker's with its forged source, from `socket` of the host that
+/// owns that address, and registers it so that its receiver hands the verdict to the attacker.
+pub(crate) fn send_spoofed(
+    socket: &UdpSocket,
+    shared: &Rc<RefCell<Shared>>,
+    order: crate::state::Spoofed,
+) {
+    shared.borrow_mut().journal.trace(
+        crate::attacker_host::NAME,
+        format!(
+            "{} bytes to {} spoofed from {}",
+            order.payload.len(),
+            order.to,
+            order.from
+        ),
+    );
+    send(
+        socket,
+        shared,
+        crate::attacker_host::NAME,
+        order.from,
+        order.to,
+        &order.payload,
+    );
+    shared.borrow_mut().spoofed.push(order);
+}
