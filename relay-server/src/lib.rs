@@ -40,6 +40,8 @@ use std::{
     time::Instant,
 };
 
+mod metrics;
+
 pub use relay::{self, Drop, Event, FreeReason, Relay, RelayConfig, Relayed, TURN_PORT, Transmit};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
@@ -67,6 +69,9 @@ pub struct ServerConfig {
     /// The real port of the client-facing sockets; the relay sees it as [`TURN_PORT`]. 0 lets
     /// the system pick one per family (tests).
     pub turn_port: u16,
+    /// Where to serve the metrics (`GET /metrics`, OpenMetrics text) for Prometheus; `None`:
+    /// nowhere. Port 0 lets the system pick one ([`Server::metrics_addr`]).
+    pub metrics: Option<SocketAddr>,
     /// Start even when the allocation port range overlaps the kernel's ephemeral range (a
     /// warning instead of [`Error::PortRangeOverlapsEphemeral`]).
     pub allow_ephemeral_overlap: bool,
@@ -79,6 +84,7 @@ impl ServerConfig {
             listen_v4: None,
             listen_v6: None,
             turn_port: TURN_PORT,
+            metrics: None,
             allow_ephemeral_overlap: false,
         }
     }
@@ -106,6 +112,8 @@ pub enum Error {
     },
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: SocketAddr, source: io::Error },
 }
 
 /// What a server did, returned (and logged) when it stops.
@@ -118,6 +126,10 @@ pub struct Summary {
     pub datagrams_received: u64,
     /// Data datagrams relayed on the fast path (ChannelData and plain data to peers).
     pub datagrams_relayed: u64,
+    /// Of those, to peers (plain data) ...
+    pub relayed_to_peers: u64,
+    /// ... and to clients (ChannelData).
+    pub relayed_to_clients: u64,
     /// Control datagrams sent (STUN responses, Data indications).
     pub control_sent: u64,
     /// Datagrams the relay dropped, by reason.
@@ -234,6 +246,16 @@ pub struct Server {
     /// Header + data of outgoing ChannelData, reused.
     send_buffer: Vec<u8>,
     summary: Summary,
+    /// The metrics endpoint, if one was asked for.
+    metrics: Option<MetricsEndpoint>,
+}
+
+/// Where the metrics are served, the scrapes waiting for a rendering, and the HTTP task.
+#[derive(Debug)]
+struct MetricsEndpoint {
+    addr: SocketAddr,
+    scrapes: mpsc::Receiver<metrics::Scrape>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -245,6 +267,7 @@ impl Server {
             listen_v4,
             listen_v6,
             turn_port,
+            metrics,
             allow_ephemeral_overlap,
         } = config;
         let (start, end) = (
@@ -285,6 +308,25 @@ impl Server {
         });
         let port_range = relay_config.port_range.clone();
         let relay = Relay::new(relay_config, Instant::now())?;
+        let metrics = match metrics {
+            Some(addr) => {
+                let listener = metrics::bind(addr)
+                    .await
+                    .map_err(|source| Error::Metrics { addr, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| Error::Metrics { addr, source })?;
+                let (sender, scrapes) = mpsc::channel(16);
+                let task = tokio::spawn(metrics::serve(listener, sender));
+                tracing::info!(%addr, "serving metrics at /metrics");
+                Some(MetricsEndpoint {
+                    addr,
+                    scrapes,
+                    task,
+                })
+            }
+            None => None,
+        };
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let mut server = Self {
             relay,
@@ -297,6 +339,7 @@ impl Server {
             pool: Pool::default(),
             send_buffer: Vec::with_capacity(MAX_DATAGRAM),
             summary: Summary::default(),
+            metrics,
         };
         for endpoint in [v4, v6].into_iter().flatten() {
             let addr = server.bind_socket(endpoint, turn_port, TURN_PORT)?;
@@ -324,6 +367,11 @@ impl Server {
         self.turn_addrs.iter().copied().find(SocketAddr::is_ipv4)
     }
 
+    /// Where the metrics are served, if they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|endpoint| endpoint.addr)
+    }
+
     /// The local address of the IPv6 TURN socket.
     pub fn turn_addr_v6(&self) -> Option<SocketAddr> {
         self.turn_addrs.iter().copied().find(SocketAddr::is_ipv6)
@@ -344,6 +392,9 @@ impl Server {
                     // Unreachable: the server holds a sender itself.
                     None => break,
                 },
+                Some(scrape) = next_scrape(&mut self.metrics) => {
+                    let _ = scrape.send(metrics::render(&self.relay, &self.summary));
+                }
             }
             self.handle_events().await;
             self.send_transmits().await;
@@ -387,7 +438,14 @@ impl Server {
             None => relayed.data,
         };
         match bound.socket.send_to(datagram, relayed.dst).await {
-            Ok(_) => self.summary.datagrams_relayed += 1,
+            Ok(_) => {
+                self.summary.datagrams_relayed += 1;
+                if relayed.channel.is_some() {
+                    self.summary.relayed_to_clients += 1;
+                } else {
+                    self.summary.relayed_to_peers += 1;
+                }
+            }
             Err(error) => {
                 self.summary.send_failures += 1;
                 tracing::debug!(src = %relayed.src, dst = %relayed.dst, %error, "send failed");
@@ -540,6 +598,17 @@ impl std::ops::Drop for Server {
         for bound in self.sockets.values() {
             bound.reader.abort();
         }
+        if let Some(endpoint) = &self.metrics {
+            endpoint.task.abort();
+        }
+    }
+}
+
+/// The next scrape waiting for a rendering; never, without a metrics endpoint.
+async fn next_scrape(endpoint: &mut Option<MetricsEndpoint>) -> Option<metrics::Scrape> {
+    match endpoint {
+        Some(endpoint) => endpoint.scrapes.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -53,6 +53,10 @@ struct Args {
     /// ephemeral range (32768-60999); an overlap is refused at start.
     #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
     port_range: RangeInclusive<u16>,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (OpenMetrics text): allocations,
+    /// datagrams relayed, drops by reason, refusals by code, how full the bounded tables are.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Start even if --port-range overlaps net.ipv4.ip_local_port_range (with a warning): an
     /// outgoing socket on the host may then take an allocation's port, which is answered 508.
     #[arg(long)]
@@ -136,6 +140,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
             listen_v4: args.listen_v4,
             listen_v6: args.listen_v6,
             turn_port: args.turn_port,
+            metrics: args.metrics,
             allow_ephemeral_overlap: args.allow_ephemeral_overlap,
         })
         .await?;

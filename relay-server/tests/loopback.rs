@@ -26,6 +26,8 @@ const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 struct TestRelay {
     /// Where clients send (127.0.0.1 and the TURN socket's port).
     turn: SocketAddr,
+    /// Where Prometheus would scrape.
+    metrics: SocketAddr,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Summary>,
 }
@@ -48,17 +50,24 @@ impl TestRelay {
             listen_v4: Some(LOCALHOST),
             listen_v6: None,
             turn_port: 0,
+            metrics: Some(SocketAddr::from((LOCALHOST, 0))),
             allow_ephemeral_overlap: false,
         })
         .await
         .expect("the server binds 127.0.0.1");
         let turn = server.turn_addr_v4().expect("an IPv4 TURN socket");
+        let metrics = server.metrics_addr().expect("a metrics endpoint");
         assert_eq!(server.turn_addrs(), [turn]);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        Self { turn, stop, task }
+        Self {
+            turn,
+            metrics,
+            stop,
+            task,
+        }
     }
 
     async fn stop(self) -> Summary {
@@ -199,6 +208,27 @@ impl Client {
     }
 }
 
+/// A GET of `path` from the metrics endpoint: the status line and the body.
+async fn http_get(server: SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(GIVE_UP, tokio::net::TcpStream::connect(server))
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .expect("request sent");
+    let mut response = String::new();
+    tokio::time::timeout(GIVE_UP, stream.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .expect("a response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
 async fn receive_within(socket: &UdpSocket) -> (SocketAddr, Vec<u8>) {
     let mut buffer = vec![0; 65_536];
     let (len, from) = tokio::time::timeout(GIVE_UP, socket.recv_from(&mut buffer))
@@ -246,6 +276,27 @@ async fn client_and_plain_peer_exchange_data_through_a_channel() {
     let (from, data) = client.receive().await;
     assert_eq!(from, peer_addr);
     assert_eq!(data, b"hello, client");
+
+    // What Prometheus scrapes says the same, from the relay's own counters.
+    let (status, metrics) = http_get(relay.metrics, "/metrics").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    for line in [
+        "relay_allocations 1",
+        "relay_allocations_created_total 1",
+        "relay_datagrams_relayed_total{to=\"peer\"} 1",
+        "relay_datagrams_relayed_total{to=\"client\"} 1",
+        "relay_rejections_total{code=\"401\"} 1",
+        "relay_drops_total{reason=\"not-stun\"} 0",
+        "relay_most_channels_on_one_allocation 1",
+    ] {
+        assert!(
+            metrics.lines().any(|metric| metric == line),
+            "no `{line}` in:\n{metrics}"
+        );
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    let (status, _) = http_get(relay.metrics, "/").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     // Freeing the allocation closes its socket: the port can be bound again.
     client.turn.release(Instant::now());
