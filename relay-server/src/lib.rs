@@ -42,6 +42,7 @@ use std::{
 
 mod metrics;
 
+pub use relay_xdp;
 pub use relay::{self, Drop, Event, FreeReason, Relay, RelayConfig, Relayed, TURN_PORT, Transmit};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
@@ -69,12 +70,24 @@ pub struct ServerConfig {
     /// The real port of the client-facing sockets; the relay sees it as [`TURN_PORT`]. 0 lets
     /// the system pick one per family (tests).
     pub turn_port: u16,
+    /// Attach the relay's XDP program to this interface, and keep its maps in step with the
+    /// relay's channel bindings: ChannelData and peer data of bound channels are then relayed
+    /// in the kernel and never reach the sockets. `None`: every datagram goes through the
+    /// sockets.
+    pub xdp: Option<XdpSetting>,
     /// Where to serve the metrics (`GET /metrics`, OpenMetrics text) for Prometheus; `None`:
     /// nowhere. Port 0 lets the system pick one ([`Server::metrics_addr`]).
     pub metrics: Option<SocketAddr>,
     /// Start even when the allocation port range overlaps the kernel's ephemeral range (a
     /// warning instead of [`Error::PortRangeOverlapsEphemeral`]).
     pub allow_ephemeral_overlap: bool,
+}
+
+/// Where and how to attach the XDP program.
+#[derive(Debug, Clone)]
+pub struct XdpSetting {
+    pub interface: String,
+    pub mode: relay_xdp::AttachMode,
 }
 
 impl ServerConfig {
@@ -84,6 +97,7 @@ impl ServerConfig {
             listen_v4: None,
             listen_v6: None,
             turn_port: TURN_PORT,
+            xdp: None,
             metrics: None,
             allow_ephemeral_overlap: false,
         }
@@ -112,6 +126,15 @@ pub enum Error {
     },
     #[error("cannot bind {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot load the XDP program: {0}")]
+    XdpLoad(#[from] relay_xdp::LoadError),
+    #[error("cannot set up the XDP program's maps: {0}")]
+    XdpMaps(#[from] relay_xdp::BindingError),
+    #[error("cannot attach the XDP program to {interface}: {source}")]
+    XdpAttach {
+        interface: String,
+        source: relay_xdp::AttachError,
+    },
     #[error("cannot serve metrics on {addr}: {source}")]
     Metrics { addr: SocketAddr, source: io::Error },
 }
@@ -139,6 +162,8 @@ pub struct Summary {
     pub send_failures: u64,
     /// Allocation sockets that could not be bound.
     pub bind_failures: u64,
+    /// Relay events the XDP maps could not mirror (each also logged).
+    pub xdp_map_errors: u64,
 }
 
 impl fmt::Display for Summary {
@@ -248,6 +273,8 @@ pub struct Server {
     summary: Summary,
     /// The metrics endpoint, if one was asked for.
     metrics: Option<MetricsEndpoint>,
+    /// The attached XDP program, if one was asked for (detached when dropped).
+    xdp: Option<relay_xdp::XdpRelay>,
 }
 
 /// Where the metrics are served, the scrapes waiting for a rendering, and the HTTP task.
@@ -267,6 +294,7 @@ impl Server {
             listen_v4,
             listen_v6,
             turn_port,
+            xdp,
             metrics,
             allow_ephemeral_overlap,
         } = config;
@@ -307,6 +335,10 @@ impl Server {
                 .unwrap_or_else(|| default_listen(public.into())),
         });
         let port_range = relay_config.port_range.clone();
+        let xdp = match xdp {
+            Some(setting) => Some(attach_xdp(&relay_config, setting)?),
+            None => None,
+        };
         let relay = Relay::new(relay_config, Instant::now())?;
         let metrics = match metrics {
             Some(addr) => {
@@ -340,6 +372,7 @@ impl Server {
             send_buffer: Vec::with_capacity(MAX_DATAGRAM),
             summary: Summary::default(),
             metrics,
+            xdp,
         };
         for endpoint in [v4, v6].into_iter().flatten() {
             let addr = server.bind_socket(endpoint, turn_port, TURN_PORT)?;
@@ -393,7 +426,8 @@ impl Server {
                     None => break,
                 },
                 Some(scrape) = next_scrape(&mut self.metrics) => {
-                    let _ = scrape.send(metrics::render(&self.relay, &self.summary));
+                    let rendering = metrics::render(&self.relay, &self.summary, self.xdp.as_ref());
+                    let _ = scrape.send(rendering);
                 }
             }
             self.handle_events().await;
@@ -477,6 +511,12 @@ impl Server {
 
     async fn handle_events(&mut self) {
         while let Some(event) = self.relay.poll_event() {
+            if let Some(xdp) = self.xdp.as_mut()
+                && let Err(error) = xdp.apply(&event)
+            {
+                self.summary.xdp_map_errors += 1;
+                tracing::warn!(%error, ?event, "the XDP maps missed a relay event");
+            }
             match event {
                 Event::AllocationCreated {
                     client,
@@ -602,6 +642,27 @@ impl std::ops::Drop for Server {
             endpoint.task.abort();
         }
     }
+}
+
+/// Loads the XDP program, gives its maps the relay's addresses, and attaches it.
+fn attach_xdp(config: &RelayConfig, setting: XdpSetting) -> Result<relay_xdp::XdpRelay, Error> {
+    let mut xdp = relay_xdp::XdpRelay::load()?;
+    xdp.configure_for(config)?;
+    let attached = xdp
+        .attach(&setting.interface, setting.mode)
+        .map_err(|source| Error::XdpAttach {
+            interface: setting.interface.clone(),
+            source,
+        })?;
+    let interface = &setting.interface;
+    match (attached, setting.mode) {
+        (relay_xdp::Attached::Generic, relay_xdp::AttachMode::Auto) => tracing::warn!(
+            %interface,
+            "the driver has no native XDP: attached in generic mode (same verdicts, slower)"
+        ),
+        _ => tracing::info!(%interface, ?attached, "XDP program attached"),
+    }
+    Ok(xdp)
 }
 
 /// The next scrape waiting for a rendering; never, without a metrics endpoint.

@@ -53,6 +53,13 @@ struct Args {
     /// ephemeral range (32768-60999); an overlap is refused at start.
     #[arg(long, value_name = "FIRST-LAST", default_value = "61000-65535", value_parser = parse_port_range)]
     port_range: RangeInclusive<u16>,
+    /// Attach the relay's XDP program to this interface: data on bound channels is then
+    /// relayed in the kernel. Detached on exit.
+    #[arg(long, value_name = "IFACE")]
+    xdp: Option<String>,
+    /// How to attach it: `auto` is native where the driver has it, else generic (warned).
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto, requires = "xdp")]
+    xdp_mode: XdpMode,
     /// Serve metrics for Prometheus at http://ADDR/metrics (OpenMetrics text): allocations,
     /// datagrams relayed, drops by reason, refusals by code, how full the bounded tables are.
     #[arg(long, value_name = "ADDR")]
@@ -80,6 +87,24 @@ struct Args {
     /// Seeds port choice, nonces and transaction ids [default: from the start time].
     #[arg(long)]
     seed: Option<u64>,
+}
+
+/// `--xdp-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl From<XdpMode> for relay_xdp::AttachMode {
+    fn from(mode: XdpMode) -> Self {
+        match mode {
+            XdpMode::Auto => Self::Auto,
+            XdpMode::Native => Self::Native,
+            XdpMode::Generic => Self::Generic,
+        }
+    }
 }
 
 fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
@@ -140,6 +165,10 @@ fn serve(args: Args) -> anyhow::Result<()> {
             listen_v4: args.listen_v4,
             listen_v6: args.listen_v6,
             turn_port: args.turn_port,
+            xdp: args.xdp.map(|interface| relay_server::XdpSetting {
+                interface,
+                mode: args.xdp_mode.into(),
+            }),
             metrics: args.metrics,
             allow_ephemeral_overlap: args.allow_ephemeral_overlap,
         })

@@ -31,7 +31,11 @@ const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every metric of the relay at this moment, in the OpenMetrics text format.
-pub(crate) fn render(relay: &Relay, summary: &Summary) -> String {
+pub(crate) fn render(
+    relay: &Relay,
+    summary: &Summary,
+    xdp: Option<&relay_xdp::XdpRelay>,
+) -> String {
     let mut registry = Registry::with_prefix("relay");
     let occupancy = relay.occupancy();
     let gauges: [(&str, &str, usize); 4] = [
@@ -125,6 +129,30 @@ pub(crate) fn render(relay: &Relay, summary: &Summary) -> String {
         "Requests refused, by the error code of the response",
         rejections,
     );
+    if let Some(xdp) = xdp {
+        let runs = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        match xdp.reason_counters() {
+            Ok(counters) => {
+                for (reason, count) in counters.non_zero() {
+                    runs.get_or_create(&[("reason", reason)]).inc_by(count);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the XDP reason counters"),
+        }
+        registry.register(
+            "xdp_runs",
+            "Frames the attached XDP program handled, by the reason of its verdict \
+             (tx/...: relayed in the kernel; pass/...: to the sockets)",
+            runs,
+        );
+        let errors = Counter::<u64>::default();
+        errors.inc_by(summary.xdp_map_errors);
+        registry.register(
+            "xdp_map_errors",
+            "Relay events the XDP maps could not mirror",
+            errors,
+        );
+    }
     let mut body = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut body, &registry);

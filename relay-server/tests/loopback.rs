@@ -50,6 +50,7 @@ impl TestRelay {
             listen_v4: Some(LOCALHOST),
             listen_v6: None,
             turn_port: 0,
+            xdp: None,
             metrics: Some(SocketAddr::from((LOCALHOST, 0))),
             allow_ephemeral_overlap: false,
         })

@@ -22,7 +22,7 @@ use std::{io::Write as _, time::Duration};
 use aya::{
     Ebpf, EbpfError,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
+    programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
 };
 pub use bindings::{BindingError, binding_from_relay, relay_table};
 pub use relay_xdp_common::{
@@ -120,6 +120,32 @@ pub enum RunError {
     MissingProgram(&'static str),
 }
 
+/// How to attach the program to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native where the driver has it, generic otherwise.
+    Auto,
+    /// In the driver only.
+    Native,
+    /// In the kernel's stack (any interface).
+    Generic,
+}
+
+/// How the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the loaded object has no XDP program named `{0}`")]
+    MissingProgram(&'static str),
+    #[error("the kernel refused to attach the program: {0}")]
+    Program(#[from] ProgramError),
+}
+
 /// The loaded XDP program and its maps.
 pub struct XdpRelay {
     ebpf: Ebpf,
@@ -165,6 +191,33 @@ impl XdpRelay {
             allocations,
             channels_by_binding: std::collections::HashMap::new(),
         })
+    }
+
+    /// Attaches the relay program to `interface`, where it then sees every frame the
+    /// interface receives, until this is dropped (which detaches it). `Auto` takes native
+    /// mode (in the driver) where the driver has it and generic mode (in the kernel's stack,
+    /// slower, same verdicts) otherwise.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> Result<Attached, AttachError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(AttachError::MissingProgram(PROGRAM_NAME))?
+            .try_into()?;
+        let attached = match mode {
+            AttachMode::Native => program
+                .attach(interface, XdpMode::Driver)
+                .map(|_| Attached::Native)?,
+            AttachMode::Generic => program
+                .attach(interface, XdpMode::Skb)
+                .map(|_| Attached::Generic)?,
+            AttachMode::Auto => match program.attach(interface, XdpMode::Driver) {
+                Ok(_) => Attached::Native,
+                Err(_) => program
+                    .attach(interface, XdpMode::Skb)
+                    .map(|_| Attached::Generic)?,
+            },
+        };
+        Ok(attached)
     }
 
     fn xdp(&self, name: &'static str) -> Result<&Xdp, RunError> {
