@@ -42,8 +42,8 @@ use std::{
 
 mod metrics;
 
-pub use relay_xdp;
 pub use relay::{self, Drop, Event, FreeReason, Relay, RelayConfig, Relayed, TURN_PORT, Transmit};
+pub use relay_xdp;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
 

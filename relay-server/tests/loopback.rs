@@ -4,24 +4,34 @@
 //! port range (above Linux's default ephemeral range, 32768-60999, so that no other socket is
 //! likely to hold them), and gives up after [`GIVE_UP`] instead of hanging.
 
+mod support;
+
 use std::{
     net::{Ipv4Addr, SocketAddr},
     ops::RangeInclusive,
     time::{Duration, Instant},
 };
 
-use proto::credentials::{self, Credentials};
+use proto::credentials;
 use relay_server::{RelayConfig, Server, ServerConfig, Summary};
+use support::{Client, GIVE_UP, http_get, receive_within};
 use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
-use turn_client::{ClientEvent, Families, TurnClient, TurnClientConfig};
+use turn_client::ClientEvent;
 
 const SECRET: &[u8] = b"loopback shared secret";
 const REALM: &str = "loopback.test";
 /// The relay's Unix time at start; credentials expire a day later.
 const START_UNIX: u64 = 1_800_000_000;
-/// How long any one wait may take before the test fails.
-const GIVE_UP: Duration = Duration::from_secs(5);
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A client on 127.0.0.1 with credentials of `id` that the test relays accept.
+async fn new_client(server: SocketAddr, id: &str, seed: u64) -> Client {
+    let credentials = credentials::rest_api_credentials(SECRET, START_UNIX + 86_400, id);
+    let socket = UdpSocket::bind((LOCALHOST, 0))
+        .await
+        .expect("a client socket");
+    Client::on(socket, server, credentials, seed)
+}
 
 struct TestRelay {
     /// Where clients send (127.0.0.1 and the TURN socket's port).
@@ -80,165 +90,6 @@ impl TestRelay {
     }
 }
 
-/// A `TurnClient` on a real socket.
-struct Client {
-    socket: UdpSocket,
-    turn: TurnClient,
-    events: Vec<ClientEvent>,
-    /// Data from peers: (peer as the client knows it, data).
-    received: Vec<(SocketAddr, Vec<u8>)>,
-    buffer: Vec<u8>,
-}
-
-impl Client {
-    async fn new(server: SocketAddr, credentials: Credentials, seed: u64) -> Self {
-        let socket = UdpSocket::bind((LOCALHOST, 0))
-            .await
-            .expect("a client socket");
-        let turn = TurnClient::new(TurnClientConfig {
-            server,
-            credentials,
-            families: Families::V4,
-            lifetime: None,
-            seed,
-        });
-        Self {
-            socket,
-            turn,
-            events: Vec::new(),
-            received: Vec::new(),
-            buffer: vec![0; 65_536],
-        }
-    }
-
-    async fn with_good_credentials(server: SocketAddr, id: &str, seed: u64) -> Self {
-        let credentials = credentials::rest_api_credentials(SECRET, START_UNIX + 86_400, id);
-        Self::new(server, credentials, seed).await
-    }
-
-    /// Sends what the client has to send and collects its events.
-    async fn flush(&mut self) {
-        while let Some(transmit) = self.turn.poll_transmit() {
-            self.socket
-                .send_to(&transmit.payload, transmit.dst)
-                .await
-                .expect("send to the relay");
-        }
-        while let Some(event) = self.turn.poll_event() {
-            self.events.push(event);
-        }
-    }
-
-    /// Moves datagrams and timeouts until `done` holds; fails the test after [`GIVE_UP`].
-    async fn drive_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
-        let give_up = tokio::time::Instant::now() + GIVE_UP;
-        loop {
-            self.flush().await;
-            if done(self) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < give_up,
-                "gave up waiting for {what}; client events: {:?}",
-                self.events
-            );
-            let wake = self
-                .turn
-                .poll_timeout()
-                .map_or(give_up, tokio::time::Instant::from_std)
-                .min(give_up);
-            tokio::select! {
-                received = self.socket.recv_from(&mut self.buffer) => {
-                    let (len, from) = received.expect("receive");
-                    let input = self.turn.handle_input(from, &self.buffer[..len], Instant::now());
-                    if let Ok(Some(data)) = input {
-                        self.received.push((data.peer, data.data.into_owned()));
-                    }
-                }
-                () = tokio::time::sleep_until(wake) => self.turn.handle_timeout(Instant::now()),
-            }
-        }
-    }
-
-    async fn allocate(&mut self) -> SocketAddr {
-        self.turn.allocate(Instant::now());
-        self.drive_until("the allocation", |client| client.turn.is_allocated())
-            .await;
-        let relayed = self.turn.relayed_addresses();
-        assert_eq!(relayed.len(), 1, "one IPv4 relayed address: {relayed:?}");
-        relayed[0]
-    }
-
-    /// Asks for an allocation and drives until the client gives up on it.
-    async fn allocate_until_it_fails(&mut self) {
-        self.turn.allocate(Instant::now());
-        self.drive_until("the allocation to fail", |client| {
-            client
-                .events
-                .iter()
-                .any(|event| matches!(event, ClientEvent::AllocationFailed { .. }))
-        })
-        .await;
-    }
-
-    async fn bind_channel(&mut self, peer: SocketAddr) {
-        self.turn
-            .bind_channel(peer, Instant::now())
-            .expect("a channel number");
-        self.drive_until("the channel binding", |client| {
-            client.turn.channel_of(peer, Instant::now()).is_some()
-        })
-        .await;
-    }
-
-    async fn send(&mut self, peer: SocketAddr, data: &[u8]) {
-        let transmit = self
-            .turn
-            .send_to(peer, data, Instant::now())
-            .expect("a path to the peer");
-        self.socket
-            .send_to(&transmit.payload, transmit.dst)
-            .await
-            .expect("send to the relay");
-    }
-
-    async fn receive(&mut self) -> (SocketAddr, Vec<u8>) {
-        self.drive_until("data from a peer", |client| !client.received.is_empty())
-            .await;
-        self.received.remove(0)
-    }
-}
-
-/// A GET of `path` from the metrics endpoint: the status line and the body.
-async fn http_get(server: SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(GIVE_UP, tokio::net::TcpStream::connect(server))
-        .await
-        .expect("connects in time")
-        .expect("connects");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
-        .await
-        .expect("request sent");
-    let mut response = String::new();
-    tokio::time::timeout(GIVE_UP, stream.read_to_string(&mut response))
-        .await
-        .expect("answered in time")
-        .expect("a response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, body.to_owned())
-}
-
-async fn receive_within(socket: &UdpSocket) -> (SocketAddr, Vec<u8>) {
-    let mut buffer = vec![0; 65_536];
-    let (len, from) = tokio::time::timeout(GIVE_UP, socket.recv_from(&mut buffer))
-        .await
-        .expect("a datagram in time")
-        .expect("receive");
-    (from, buffer[..len].to_vec())
-}
-
 /// Allocate, bind a channel to a plain UDP peer, and relay data both ways.
 ///
 /// The public address is 203.0.113.1 (a documentation address that nothing binds or sends to)
@@ -250,7 +101,7 @@ async fn receive_within(socket: &UdpSocket) -> (SocketAddr, Vec<u8>) {
 async fn client_and_plain_peer_exchange_data_through_a_channel() {
     let public: Ipv4Addr = "203.0.113.1".parse().expect("ip");
     let relay = TestRelay::start(public, 61_000..=61_099).await;
-    let mut client = Client::with_good_credentials(relay.turn, "alice", 1).await;
+    let mut client = new_client(relay.turn, "alice", 1).await;
     let relayed = client.allocate().await;
     assert_eq!(relayed.ip(), public);
     assert!((61_000..=61_099).contains(&relayed.port()));
@@ -324,8 +175,8 @@ async fn client_and_plain_peer_exchange_data_through_a_channel() {
 #[tokio::test]
 async fn two_allocations_on_one_relay_talk_to_each_other() {
     let relay = TestRelay::start(LOCALHOST, 61_100..=61_199).await;
-    let mut alice = Client::with_good_credentials(relay.turn, "alice", 1).await;
-    let mut bob = Client::with_good_credentials(relay.turn, "bob", 2).await;
+    let mut alice = new_client(relay.turn, "alice", 1).await;
+    let mut bob = new_client(relay.turn, "bob", 2).await;
     let alice_relayed = alice.allocate().await;
     let bob_relayed = bob.allocate().await;
     assert_ne!(alice_relayed, bob_relayed);
@@ -360,7 +211,10 @@ async fn wrong_credentials_fail_the_allocation_with_401() {
     let relay = TestRelay::start(LOCALHOST, 61_200..=61_299).await;
     let credentials =
         credentials::rest_api_credentials(b"not the secret", START_UNIX + 86_400, "mallory");
-    let mut client = Client::new(relay.turn, credentials, 3).await;
+    let socket = UdpSocket::bind((LOCALHOST, 0))
+        .await
+        .expect("a client socket");
+    let mut client = Client::on(socket, relay.turn, credentials, 3);
     client.allocate_until_it_fails().await;
     assert!(
         client
@@ -384,7 +238,7 @@ async fn an_allocation_whose_port_cannot_be_bound_is_answered_508() {
     const ONLY_PORT: u16 = 61_300;
     let relay = TestRelay::start(LOCALHOST, ONLY_PORT..=ONLY_PORT).await;
     let squatter = std::net::UdpSocket::bind((LOCALHOST, ONLY_PORT)).expect("the port is free");
-    let mut client = Client::with_good_credentials(relay.turn, "alice", 4).await;
+    let mut client = new_client(relay.turn, "alice", 4).await;
     client.allocate_until_it_fails().await;
     assert!(
         client
@@ -396,7 +250,7 @@ async fn an_allocation_whose_port_cannot_be_bound_is_answered_508() {
     assert!(!client.turn.is_allocated());
 
     drop(squatter);
-    let mut again = Client::with_good_credentials(relay.turn, "alice", 5).await;
+    let mut again = new_client(relay.turn, "alice", 5).await;
     let relayed = again.allocate().await;
     assert_eq!(relayed.port(), ONLY_PORT);
 

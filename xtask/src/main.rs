@@ -66,6 +66,7 @@ fn run() -> Result<()> {
         Some("setup") => setup::ensure_ebpf_toolchain(),
         Some("test") => {
             setup::ensure_ebpf_toolchain()?;
+            setup::ensure_net_tools()?;
             setup::report_bpf_availability();
             cargo(&["test", "--workspace"], &rest)
         }

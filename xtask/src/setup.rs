@@ -58,6 +58,24 @@ fn ensure_rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src"]))
 }
 
+/// The namespace tests drive `ip` (iproute2) and `ethtool`. As root without them, installs
+/// them from Debian; otherwise leaves the tests to skip loudly (or fail, under CI).
+pub fn ensure_net_tools() -> Result<()> {
+    let works = |program: &str, flag: &str| {
+        Command::new(program)
+            .arg(flag)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let is_root = output("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0");
+    if (works("ip", "-V") && works("ethtool", "--version")) || !is_root {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing iproute2 and ethtool for the network-namespace tests");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "iproute2", "ethtool"]))
+}
+
 fn bpf_linker_works() -> bool {
     Command::new("bpf-linker")
         .arg("--version")
