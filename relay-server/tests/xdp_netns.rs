@@ -265,10 +265,13 @@ async fn channel_data_is_relayed_in_the_kernel_with_xdp_attached() {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    assert!(
-        counter("relay_xdp_runs_total{reason=\"tx/") >= 2,
-        "both datagrams relayed by XDP_TX:\n{metrics}"
-    );
+    for path in ["tx/chan4-to-udp4", "tx/udp4-to-chan4"] {
+        assert_eq!(
+            counter(&format!("relay_xdp_runs_total{{reason=\"{path}\"}}")),
+            1,
+            "one datagram each way relayed by XDP_TX ({path}):\n{metrics}"
+        );
+    }
     assert_eq!(
         counter("relay_datagrams_relayed_total"),
         0,
