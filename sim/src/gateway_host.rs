@@ -338,7 +338,7 @@ impl GatewayHost {
             }
         }
         while let Ok((len, from)) = socket.try_recv_from(buf) {
-            self.receive(&buf[..len], from, context.local, context, now, shared);
+            self.receive(&buf[..len], from, context, now, shared);
         }
         for (index, port) in plan::GATEWAY_DNS_PORTS.enumerate() {
             let local = SocketAddr::new(context.local.ip(), port);
@@ -386,21 +386,19 @@ impl GatewayHost {
         }
     }
 
-    /// A datagram off the tunnel socket at `local`: the attacker's, or (through the endpoint)
-    /// a tunnel frame.
+    /// A datagram off the tunnel socket: the attacker's, or (through the endpoint) a tunnel
+    /// frame.
     fn receive(
         &mut self,
         datagram: &[u8],
         from: SocketAddr,
-        local: SocketAddr,
         context: &HostContext,
         now: Instant,
         shared: &Rc<RefCell<Shared>>,
     ) {
+        let local = context.local;
         wire::received(shared, &self.name, from, local, datagram, None);
-        let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
-        let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
-        if let Some(attacker) = attacker {
+        if let Some(attacker) = attacker_behind(shared, from, local, datagram) {
             // Straight to the gateway (the endpoint would take it for a direct frame too).
             self.take_from_attacker(datagram, attacker, from, local, now, shared);
             return;
@@ -444,9 +442,7 @@ impl GatewayHost {
         now: Instant,
         shared: &Rc<RefCell<Shared>>,
     ) {
-        let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
-        let attacker = spoofer.or(plan::is_attacker(from.ip()).then_some(from));
-        match attacker {
+        match attacker_behind(shared, from, local, datagram) {
             Some(attacker) => self.take_from_attacker(datagram, attacker, from, local, now, shared),
             None => {
                 let _ = self.call(shared, |gateway| {
@@ -546,6 +542,18 @@ impl GatewayHost {
             .chain(self.resource.next_due())
             .min()
     }
+}
+
+/// The attacker's address behind a datagram from `from` to `local`, if it is the attacker's:
+/// from its own address, or spoofed (`Shared::spoofed`).
+fn attacker_behind(
+    shared: &Rc<RefCell<Shared>>,
+    from: SocketAddr,
+    local: SocketAddr,
+    datagram: &[u8],
+) -> Option<SocketAddr> {
+    let spoofer = shared.borrow_mut().take_spoofed(from, local, datagram);
+    spoofer.or(plan::is_attacker(from.ip()).then_some(from))
 }
 
 /// A dropped packet as the run observes it: an IP packet read as it is, a tunnel frame by the
