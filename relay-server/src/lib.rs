@@ -342,7 +342,7 @@ impl Server {
         let relay = Relay::new(relay_config, Instant::now())?;
         let metrics = match metrics {
             Some(addr) => {
-                let listener = metrics::bind(addr)
+                let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| Error::Metrics { addr, source })?;
                 let addr = listener

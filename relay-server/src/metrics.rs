@@ -6,7 +6,7 @@
 //! reads the relay's own counters and tables at that moment, so the numbers are exactly the
 //! relay's. The HTTP side is the least a scraper needs: `GET /metrics`, one response, close.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, time::Duration};
 
 use prometheus_client::{
     encoding::text::encode,
@@ -223,9 +223,4 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<String> {
         }
     }
     Ok(String::from_utf8_lossy(&head).into_owned())
-}
-
-/// Binds the metrics listener (before the relay runs, so a bad address fails the start).
-pub(crate) async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }

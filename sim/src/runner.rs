@@ -479,7 +479,7 @@ impl<'a> Runner<'a> {
                     gateway: gateway.to_owned(),
                     gateway_ip: to.ip(),
                     forge_by_ms: attack::dns_race_deadline(
-                        &scenario_format::timing::Timeline::of(self.scenario),
+                        &self.shared.borrow().journal.timeline,
                         step,
                     ),
                 };
