@@ -6,7 +6,8 @@
 //! without a grant, which the gateway answers with ICMP administratively prohibited and reports
 //! as a drop. On SIGTERM the gateway exits 0 and its flow log holds the one UDP flow, closed by
 //! the shutdown, with the packets and bytes of both ways. The second test reaches the gateway
-//! through its own TURN allocation, as a runner asks with `via_relay`.
+//! through its own TURN allocation, as a runner asks with `via_relay`, and stops it with the
+//! `shutdown` command.
 //!
 //! Needs root, network namespaces, `ip` (iproute2) and /dev/net/tun; without them it skips
 //! loudly, and with `CI=true` a skip fails.
@@ -232,7 +233,9 @@ fn a_client_reaches_the_gateway_through_its_own_relay_allocation() {
     ));
     assert_echo(&client.receive(), payload);
 
-    gateway.terminate(&files);
+    // The shutdown command stops it as SIGTERM does.
+    writeln!(stdin, "{{\"shutdown\":null}}").expect("a control line");
+    gateway.wait_for_clean_exit(&files);
     // The outer context is the one the relay gives: the client as its peer, at the relayed
     // address.
     assert_one_udp_record(&files, payload, (client.addr(), relayed[0]));
@@ -248,5 +251,4 @@ fn a_client_reaches_the_gateway_through_its_own_relay_allocation() {
     }
     relay.stop();
     assert_eq!(echo.stop().len(), 1);
-    drop(stdin);
 }

@@ -269,17 +269,22 @@ impl GatewayProcess {
     pub fn terminate(&mut self, files: &Files) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.wait_for_clean_exit(files);
+    }
+
+    /// Waits for the exit, which must be 0.
+    pub fn wait_for_clean_exit(&mut self, files: &Files) {
         let give_up = Instant::now() + GIVE_UP;
         let status = loop {
             if let Some(status) = self.0.try_wait().expect("status") {
                 break status;
             }
-            assert!(Instant::now() < give_up, "gateway-server stops on SIGTERM");
+            assert!(Instant::now() < give_up, "gateway-server stops");
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(
             status.success(),
-            "gateway-server exits 0 on SIGTERM ({status}); stderr:\n{}",
+            "gateway-server exits 0 ({status}); stderr:\n{}",
             files.read("stderr.log")
         );
     }
