@@ -3,7 +3,7 @@
 //!
 //! Every input (a datagram, a TUN packet, a control line, a timer) is handed to the gateway or
 //! the endpoint with `Instant::now()`, and after every call everything they queued is drained
-//! ([`Server::pump`]): transmits sent, drops reported, flow records written. The rest of the
+//! (`Server::pump`): transmits sent, drops reported, flow records written. The rest of the
 //! `impl` is in the child modules:
 //!
 //! - `dispatch`: inputs, timers and control commands, handed to the gateway or the endpoint;
@@ -204,6 +204,10 @@ impl Server {
     /// allocation, writes what that produced, then the `shut_down` event.
     async fn shut_down(mut self) -> Summary {
         let now = Instant::now();
+        // What is due first (an idle flow closes as `idle`), so that `flows` are exactly the
+        // flows the shutdown closes.
+        self.handle_timeouts(now);
+        self.pump(now).await;
         let flows = self.gateway.open_flow_count();
         self.gateway.shutdown(now);
         if let Some(turn) = self.endpoint.turn_mut()
@@ -221,7 +225,7 @@ impl Server {
     }
 }
 
-/// Stops the TUN reader (the sockets' readers stop with [`Sockets`]).
+/// Stops the TUN reader (the sockets' readers stop with `Sockets`).
 impl Drop for Server {
     fn drop(&mut self) {
         self.tun_reader.abort();

@@ -7,7 +7,8 @@
 //! as a drop. On SIGTERM the gateway exits 0 and its flow log holds the one UDP flow, closed by
 //! the shutdown, with the packets and bytes of both ways. The second test reaches the gateway
 //! through its own TURN allocation, as a runner asks with `via_relay`, and stops it with the
-//! `shutdown` command.
+//! `shutdown` command. The third maps a DNS proxy IP with `map_dns`: the gateway resolves the
+//! name from a DNS source port of its own and forwards the client's packet to the answer.
 //!
 //! Needs root, network namespaces, `ip` (iproute2) and /dev/net/tun; without them it skips
 //! loudly, and with `CI=true` a skip fails.
@@ -16,7 +17,7 @@ mod support;
 
 use std::{
     io::Write as _,
-    net::{SocketAddr, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -30,18 +31,19 @@ use proto::{
     flow::{CloseReason, FlowRecord, Protocol},
 };
 use support::{
-    ECHO_PORT, Files, GIVE_UP, GatewayProcess, NOT_GRANTED, Namespaces, RELAY, RELAY_SECRET,
-    RESOURCE, TUNNEL_IP, TunnelClient, config, echo, gateway_addr, relay, skip, udp_packet,
-    unix_now,
+    DOMAIN, ECHO_PORT, Files, GIVE_UP, GatewayProcess, NOT_GRANTED, Namespaces, RELAY,
+    RELAY_SECRET, RESOURCE, TUNNEL_IP, TunnelClient, config, dns_server, echo, gateway_addr, relay,
+    skip, udp_packet, unix_now,
 };
 
-/// Checks that `inner` is the echo of `payload` from the resource to the client's port 40000.
-fn assert_echo(inner: &[u8], payload: &[u8]) {
+/// Checks that `inner` is the echo of `payload` from the resource (as the client addressed it,
+/// `from`) to the client's port 40000.
+fn assert_echo(inner: &[u8], payload: &[u8], from: Ipv4Addr) {
     let reply = SlicedPacket::from_ip(inner).expect("an IP packet in the frame");
     let Some(NetSlice::Ipv4(ipv4)) = &reply.net else {
         panic!("not IPv4: {reply:?}");
     };
-    assert_eq!(ipv4.header().source_addr(), RESOURCE);
+    assert_eq!(ipv4.header().source_addr(), from);
     assert_eq!(ipv4.header().destination_addr(), TUNNEL_IP);
     let Some(TransportSlice::Udp(udp)) = &reply.transport else {
         panic!("not UDP: {reply:?}");
@@ -53,9 +55,15 @@ fn assert_echo(inner: &[u8], payload: &[u8]) {
     assert_eq!(udp.payload(), payload);
 }
 
-/// The one record of the flow's log: UDP from the client's port 40000 to the echo, one packet
-/// of `payload` each way, closed by the shutdown, over `outer` (remote, local).
-fn assert_one_udp_record(files: &Files, payload: &[u8], outer: (SocketAddr, SocketAddr)) {
+/// The one record of the flow's log: UDP from the client's port 40000 to the echo (at
+/// `domain`, for a DNS resource), one packet of `payload` each way, closed by the shutdown,
+/// over `outer` (remote, local).
+fn assert_one_udp_record(
+    files: &Files,
+    payload: &[u8],
+    outer: (SocketAddr, SocketAddr),
+    domain: Option<&str>,
+) {
     let flows = files.read("flows.jsonl");
     let records: Vec<FlowRecord> = flows
         .lines()
@@ -73,6 +81,7 @@ fn assert_one_udp_record(files: &Files, payload: &[u8], outer: (SocketAddr, Sock
         (record.inner_dst_ip, record.inner_dst_port),
         (RESOURCE.into(), ECHO_PORT)
     );
+    assert_eq!(record.inner_domain.as_deref(), domain, "{flows}");
     let bytes = payload.len() as u64;
     assert_eq!(
         (
@@ -124,7 +133,7 @@ fn a_client_reaches_a_granted_resource_through_the_tun_and_its_flow_is_logged_at
         (RESOURCE, ECHO_PORT),
         payload,
     ));
-    assert_echo(&client.receive(), payload);
+    assert_echo(&client.receive(), payload, RESOURCE);
 
     // 2. UDP to a resource without a grant: ICMP administratively prohibited, and a drop.
     client.send(&udp_packet(
@@ -159,7 +168,7 @@ fn a_client_reaches_a_granted_resource_through_the_tun_and_its_flow_is_logged_at
 
     // 3. SIGTERM: exit 0, the open flow's record written, the shut_down event last.
     gateway.terminate(&files);
-    assert_one_udp_record(&files, payload, (client.addr(), gateway_addr()));
+    assert_one_udp_record(&files, payload, (client.addr(), gateway_addr()), None);
     let events = files.events();
     let drops: Vec<_> = events
         .iter()
@@ -231,14 +240,14 @@ fn a_client_reaches_the_gateway_through_its_own_relay_allocation() {
         (RESOURCE, ECHO_PORT),
         payload,
     ));
-    assert_echo(&client.receive(), payload);
+    assert_echo(&client.receive(), payload, RESOURCE);
 
     // The shutdown command stops it as SIGTERM does.
     writeln!(stdin, "{{\"shutdown\":null}}").expect("a control line");
     gateway.wait_for_clean_exit(&files);
     // The outer context is the one the relay gives: the client as its peer, at the relayed
     // address.
-    assert_one_udp_record(&files, payload, (client.addr(), relayed[0]));
+    assert_one_udp_record(&files, payload, (client.addr(), relayed[0]), None);
     assert_eq!(
         files.events().last(),
         Some(&serde_json::json!({"shut_down": {"flows": 1}}))
@@ -251,4 +260,71 @@ fn a_client_reaches_the_gateway_through_its_own_relay_allocation() {
     }
     relay.stop();
     assert_eq!(echo.stop().len(), 1);
+}
+
+#[test]
+fn a_dns_resource_is_reached_through_its_proxy_ip_once_the_gateway_resolves_it() {
+    let namespaces = match Namespaces::create("dns") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&format!("no network namespaces with a TUN device ({why})")),
+    };
+    let files = Files::new("dns");
+    let dns = dns_server(format!("/run/netns/{}", namespaces.name("relay")));
+    let mut gateway = GatewayProcess::start(
+        &namespaces,
+        &files,
+        &config("dns_source_ports: \"34000-34003\"\n"),
+    );
+    gateway.wait_for_event(&files, "listening", |event| {
+        event.get("listening").is_some()
+    });
+    let echo = echo(namespaces.inside("resource", || {
+        UdpSocket::bind((RESOURCE, ECHO_PORT)).expect("the echo socket")
+    }));
+    let mut client = TunnelClient::open(&namespaces, gateway_addr());
+
+    // The mapping starts the resolution; the client's packet to the proxy IP waits for the
+    // answer if it comes first, then goes to the resource's real IP.
+    let proxy_ip = Ipv4Addr::new(100, 96, 0, 1);
+    let mut stdin = gateway.0.stdin.take().expect("the gateway's stdin");
+    writeln!(
+        stdin,
+        "{{\"map_dns\":{{\"client\":0,\"proxy_ip\":\"{proxy_ip}\",\"domain\":\"{DOMAIN}\"}}}}"
+    )
+    .expect("a control line");
+    let payload = b"to a name";
+    client.send(&udp_packet(
+        (TUNNEL_IP, 40_000),
+        (proxy_ip, ECHO_PORT),
+        payload,
+    ));
+    // The echo comes back from the proxy IP the client used.
+    assert_echo(&client.receive(), payload, proxy_ip);
+
+    gateway.terminate(&files);
+    assert_one_udp_record(
+        &files,
+        payload,
+        (client.addr(), gateway_addr()),
+        Some(DOMAIN),
+    );
+    let ports = dns.stop();
+    assert_eq!(ports.len(), 1, "one query: {ports:?}");
+    assert!(
+        (34_000..=34_003).contains(&ports[0]),
+        "the query left from a DNS source port: {ports:?}"
+    );
+    assert_eq!(
+        echo.stop(),
+        vec![(SocketAddr::from((TUNNEL_IP, 40_000)), payload.to_vec())],
+        "the resource saw the client's tunnel address"
+    );
+    assert!(
+        !files
+            .events()
+            .iter()
+            .any(|event| event.get("drop").is_some()),
+        "nothing dropped: {:?}",
+        files.events()
+    );
 }

@@ -1,12 +1,13 @@
 //! What the namespace tests share: the namespaces (removed on drop), the test's files, the
-//! gateway-server process, a UDP echo behind the gateway, a tunnel client, and a TURN relay
-//! (the sans-IO `relay` on plain sockets) for the gateway's own allocation.
+//! gateway-server process, a UDP echo behind the gateway, a tunnel client, a TURN relay (the
+//! sans-IO `relay` on plain sockets) for the gateway's own allocation, and a DNS server.
 //!
 //! ```text
 //! client ns    10.203.1.2 --- 10.203.1.1:51820  gw ns (gateway-server; forwards)
 //!                                                 tun0: 100.64.0.0/10 routed into it
 //!                                                 10.203.2.1 --- 10.203.2.2, .3  resource ns
 //!                                                 10.203.3.254 --- 10.203.3.1:3478  relay ns
+//!                                                                  10.203.3.1:53    (and DNS)
 //! ```
 
 #![allow(dead_code)] // Each test uses its own part.
@@ -26,6 +27,10 @@ use std::{
 };
 
 use etherparse::PacketBuilder;
+use hickory_proto::{
+    op::{Message, MessageType, OpCode},
+    rr::{RData, Record, RecordType, rdata::A},
+};
 use nix::sched::{CloneFlags, setns};
 use proto::tunnel::{self, Direction, FrameHeader, SessionKey};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
@@ -42,6 +47,10 @@ pub const NOT_GRANTED: Ipv4Addr = Ipv4Addr::new(10, 203, 2, 3);
 pub const ECHO_PORT: u16 = 7_000;
 pub const RELAY: Ipv4Addr = Ipv4Addr::new(10, 203, 3, 1);
 pub const RELAY_SECRET: &[u8] = b"netns shared secret for the relay";
+/// The DNS server, beside the relay.
+pub const DNS_PORT: u16 = 53;
+/// The name the DNS server answers, with [`RESOURCE`].
+pub const DOMAIN: &str = "api.example.com";
 pub const TUNNEL_IP: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 pub const SESSION_ID: u32 = 4_242;
 pub const KEY: [u8; 32] = [7; 32];
@@ -407,6 +416,47 @@ pub fn relay(ns: String, allocations: Arc<AtomicUsize>) -> Host<()> {
     })
 }
 
+/// A DNS server at [`RELAY`]:53 in the namespace `ns` (a path under /run/netns): A queries
+/// for [`DOMAIN`] are answered with [`RESOURCE`] (TTL 60 s), others with no answer. Returns
+/// the source ports the queries came from.
+pub fn dns_server(ns: String) -> Host<Vec<u16>> {
+    Host::spawn(move |stop| {
+        let target = File::open(ns).expect("the DNS server's namespace");
+        setns(&target, CloneFlags::CLONE_NEWNET).expect("setns into the DNS server's namespace");
+        let socket = UdpSocket::bind((RELAY, DNS_PORT)).expect("the DNS socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("a read timeout");
+        let mut ports = Vec::new();
+        let mut buffer = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((len, from)) = socket.recv_from(&mut buffer) else {
+                continue;
+            };
+            ports.push(from.port());
+            if let Some(answer) = dns_answer(&buffer[..len]) {
+                let _ = socket.send_to(&answer, from);
+            }
+        }
+        ports
+    })
+}
+
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    let request = Message::from_vec(query).ok()?;
+    let question = request.queries.first()?.clone();
+    let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = request.metadata.recursion_desired;
+    response.metadata.recursion_available = true;
+    response.add_query(question.clone());
+    let name = question.name().to_ascii();
+    if question.query_type() == RecordType::A && name.trim_end_matches('.') == DOMAIN {
+        let data = RData::A(A::from(RESOURCE));
+        response.add_answer(Record::from_rdata(question.name().clone(), 60, data));
+    }
+    response.to_vec().ok()
+}
+
 fn nonblocking(addr: (Ipv4Addr, u16)) -> UdpSocket {
     let socket = UdpSocket::bind(addr).expect("a relay socket");
     socket.set_nonblocking(true).expect("non-blocking");
@@ -487,14 +537,15 @@ pub fn udp_packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) ->
     packet
 }
 
-/// The gateway's configuration: one client, the granted resource (UDP to the echo port) and
-/// the one without a grant, and `extra` lines (a relay).
+/// The gateway's configuration: one client, the granted resource (UDP to the echo port), the
+/// one without a grant, the DNS resource [`DOMAIN`] (granted as the first), and `extra` lines
+/// (a relay, DNS source ports).
 pub fn config(extra: &str) -> String {
     let key: String = KEY.iter().map(|byte| format!("{byte:02x}")).collect();
     format!(
         r#"tun: tun0
 listen: ["{GATEWAY}:{GATEWAY_PORT}"]
-dns_server: "10.203.1.53:53"
+dns_server: "{RELAY}:{DNS_PORT}"
 seed: 1
 time_origin_unix_ms: 1767225600000
 clients:
@@ -502,8 +553,10 @@ clients:
 resources:
   - {{ id: 0, cidr: "{RESOURCE}/32" }}
   - {{ id: 1, cidr: "{NOT_GRANTED}/32" }}
+  - {{ id: 2, dns: "{DOMAIN}" }}
 grants:
   - {{ client: 0, resource: 0, filters: ["udp/{ECHO_PORT}"] }}
+  - {{ client: 0, resource: 2, filters: ["udp/{ECHO_PORT}"] }}
 {extra}"#
     )
 }
