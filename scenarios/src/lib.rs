@@ -11,6 +11,7 @@ pub mod determinism;
 pub mod explore;
 pub mod pcap;
 pub mod promote;
+pub mod real;
 pub mod replay;
 pub mod routing;
 pub mod show;

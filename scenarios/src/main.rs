@@ -80,6 +80,20 @@ enum Command {
         #[arg(long)]
         corpus: Option<PathBuf>,
     },
+    /// Play a scenario file on real Linux networking (as root): its hosts in network
+    /// namespaces, relay-server with XDP attached, gateway-server on a TUN device, real
+    /// sockets and kernel TCP; check flow records, deliveries and drops against the same model
+    /// as the simulation, and write logs, flow logs and a pcap of the router.
+    Real {
+        /// A scenario file (YAML).
+        file: PathBuf,
+        /// How far a real time may be from the model's, in ms.
+        #[arg(long, default_value_t = 50)]
+        tolerance_ms: u64,
+        /// Seeds the relays, the gateways and the TURN clients.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run the XDP relay program on its fixtures in the kernel and print verdicts and costs.
     XdpFixtures {
         /// Test runs per fixture (each one BPF_PROG_TEST_RUN call with repeat = 1).
@@ -122,6 +136,11 @@ fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .map_err(Into::into),
         Command::Promote { file, name, corpus } => run_promote(&file, &name, corpus),
+        Command::Real {
+            file,
+            tolerance_ms,
+            seed,
+        } => scenarios::real::run_file(&file, tolerance_ms, seed),
         Command::XdpFixtures { runs } => scenarios::xdp_table::run(runs),
         Command::Bench { calls } => scenarios::xdp_bench::run(calls),
     };

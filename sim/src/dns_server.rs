@@ -3,6 +3,7 @@
 
 use std::{
     cell::RefCell,
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     rc::Rc,
 };
@@ -20,8 +21,19 @@ use turmoil::net::UdpSocket;
 
 use crate::{endpoint_io::unspecified, state::Shared, wire};
 
-/// The answer to one query datagram, or `None` if it is not a query.
-pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
+/// The answer to one query datagram from the run's current records, or `None` if it is not a
+/// query.
+pub(crate) fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
+    answer_from(query, &shared.borrow().dns_records)
+}
+
+/// The answer to one query datagram from `records` (lower-case name without the trailing dot
+/// -> addresses and TTL), or `None` if it is not a query: what the simulated DNS server says,
+/// and what the real world's DNS server says too.
+pub fn answer_from(
+    query: &[u8],
+    records: &BTreeMap<String, (Vec<IpAddr>, u32)>,
+) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     if request.metadata.message_type != MessageType::Query || request.queries.len() != 1 {
         return None;
@@ -33,17 +45,16 @@ pub fn answer(query: &[u8], shared: &Rc<RefCell<Shared>>) -> Option<Vec<u8>> {
     response.metadata.recursion_desired = request.metadata.recursion_desired;
     response.metadata.recursion_available = true;
     response.add_query(question.clone());
-    let records = shared.borrow().dns_records.get(&name).cloned();
-    match records {
+    match records.get(&name) {
         None => response.metadata.response_code = ResponseCode::NXDomain,
         Some((addresses, ttl)) => {
             for address in addresses {
                 let data = match (address, question.query_type()) {
-                    (IpAddr::V4(v4), RecordType::A) => RData::A(A::from(v4)),
-                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA::from(v6)),
+                    (IpAddr::V4(v4), RecordType::A) => RData::A(A::from(*v4)),
+                    (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA::from(*v6)),
                     _ => continue,
                 };
-                response.add_answer(Record::from_rdata(question.name().clone(), ttl, data));
+                response.add_answer(Record::from_rdata(question.name().clone(), *ttl, data));
             }
         }
     }

@@ -24,7 +24,7 @@ mod client_host;
 mod clock;
 mod commands;
 mod dns_forgery;
-mod dns_server;
+pub mod dns_server;
 mod endpoint_io;
 mod error_events;
 mod faults;

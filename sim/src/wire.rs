@@ -39,7 +39,7 @@ pub(crate) fn is_binding_request(payload: &[u8]) -> bool {
 }
 
 /// Client `client`'s session key, as its gateways know it.
-pub(crate) fn session_key(client: usize) -> tunnel::SessionKey {
+pub fn session_key(client: usize) -> tunnel::SessionKey {
     tunnel::SessionKey::new(AddressPlan::session(client).key)
 }
 

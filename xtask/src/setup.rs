@@ -58,8 +58,9 @@ fn ensure_rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src"]))
 }
 
-/// The namespace tests drive `ip` (iproute2) and `ethtool`. As root without them, installs
-/// them from Debian; otherwise leaves the tests to skip loudly (or fail, under CI).
+/// The namespace tests drive `ip` (iproute2) and `ethtool`, and the real world captures with
+/// `tcpdump`. As root without them, installs them from Debian; otherwise leaves the tests to
+/// skip loudly (or fail, under CI).
 pub fn ensure_net_tools() -> Result<()> {
     let works = |program: &str, flag: &str| {
         Command::new(program)
@@ -68,12 +69,17 @@ pub fn ensure_net_tools() -> Result<()> {
             .is_ok_and(|out| out.status.success())
     };
     let is_root = output("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0");
-    if (works("ip", "-V") && works("ethtool", "--version")) || !is_root {
+    // tcpdump writes the real world's router capture (`vpnsim real`).
+    let present =
+        works("ip", "-V") && works("ethtool", "--version") && works("tcpdump", "--version");
+    if present || !is_root {
         return Ok(());
     }
-    eprintln!("xtask setup: installing iproute2 and ethtool for the network-namespace tests");
+    eprintln!(
+        "xtask setup: installing iproute2, ethtool and tcpdump for the network-namespace tests"
+    );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "iproute2", "ethtool"]))
+    run(Command::new("apt-get").args(["install", "-y", "-q", "iproute2", "ethtool", "tcpdump"]))
 }
 
 fn bpf_linker_works() -> bool {

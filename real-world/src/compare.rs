@@ -1,0 +1,308 @@
+//! The real run against the model's prediction: flow records, deliveries to clients and
+//! gateway drops, each exact in content and order, with times within the tolerance.
+
+use std::collections::BTreeMap;
+
+use observation::{Packet, PacketKind, Receiver};
+use proto::flow::FlowRecord;
+
+use crate::client::Seen;
+
+/// One difference between the real world and the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding(pub String);
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn ms(time: proto::flow::UtcTime) -> u64 {
+    model::ms_of(time)
+}
+
+fn within(a: u64, b: u64, tolerance: u64) -> bool {
+    a.abs_diff(b) <= tolerance
+}
+
+/// A record without its times, for matching.
+fn content(record: &FlowRecord) -> FlowRecord {
+    let zero = model::utc(0);
+    FlowRecord {
+        start: zero,
+        end: zero,
+        last_packet: zero,
+        ..record.clone()
+    }
+}
+
+/// Records are paired in order of their 5-tuple and start (the gateway's `end` order may tie
+/// differently under real timing); each pair must be equal but for times, which must be within
+/// `tolerance` ms.
+pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], tolerance: u64) -> Vec<Finding> {
+    let key = |r: &FlowRecord| {
+        (
+            r.client,
+            r.resource,
+            r.protocol,
+            r.inner_src_ip,
+            r.inner_src_port,
+            r.inner_dst_ip,
+            r.inner_dst_port,
+            ms(r.start),
+        )
+    };
+    let mut predicted = predicted.to_vec();
+    let mut observed = observed.to_vec();
+    predicted.sort_by_key(key);
+    observed.sort_by_key(key);
+    let mut findings = Vec::new();
+    if predicted.len() != observed.len() {
+        findings.push(Finding(format!(
+            "flow records: the model predicts {}, the real gateways wrote {}",
+            predicted.len(),
+            observed.len()
+        )));
+    }
+    for (expected, got) in predicted.iter().zip(&observed) {
+        if content(expected) != content(got) {
+            findings.push(Finding(format!(
+                "flow record differs:\n  model: {}\n  real:  {}",
+                serde_json::to_string(expected).unwrap_or_default(),
+                serde_json::to_string(got).unwrap_or_default()
+            )));
+            continue;
+        }
+        for (what, a, b) in [
+            ("start", expected.start, got.start),
+            ("end", expected.end, got.end),
+            ("last_packet", expected.last_packet, got.last_packet),
+        ] {
+            if !within(ms(a), ms(b), tolerance) {
+                findings.push(Finding(format!(
+                    "flow {}:{} -> {}:{}: {what} at {} ms, the model says {} ms (tolerance {tolerance} ms)",
+                    got.inner_src_ip,
+                    got.inner_src_port,
+                    got.inner_dst_ip,
+                    got.inner_dst_port,
+                    ms(b),
+                    ms(a)
+                )));
+            }
+        }
+    }
+    for extra in predicted.iter().skip(observed.len()) {
+        findings.push(Finding(format!(
+            "flow record missing: {}",
+            serde_json::to_string(extra).unwrap_or_default()
+        )));
+    }
+    for extra in observed.iter().skip(predicted.len()) {
+        findings.push(Finding(format!(
+            "flow record not predicted: {}",
+            serde_json::to_string(extra).unwrap_or_default()
+        )));
+    }
+    findings
+}
+
+/// A packet as the two worlds can agree on it: TCP sequence and acknowledgement numbers are
+/// the resource kernel's own in the real world.
+fn comparable(packet: &Packet) -> Packet {
+    let kind = match packet.kind {
+        PacketKind::Tcp { flags, payload, .. } => PacketKind::Tcp {
+            flags,
+            seq: 0,
+            ack: 0,
+            payload,
+        },
+        other => other,
+    };
+    Packet { kind, ..*packet }
+}
+
+/// Deliveries to clients and to resources, per receiver, in order.
+pub fn deliveries(
+    predicted: &[observation::Delivery],
+    observed: &[Seen],
+    tolerance: u64,
+) -> Vec<Finding> {
+    let mut expected: BTreeMap<&Receiver, Vec<(u64, Packet)>> = BTreeMap::new();
+    for delivery in predicted {
+        expected
+            .entry(&delivery.to)
+            .or_default()
+            .push((delivery.at_ms, comparable(&delivery.packet)));
+    }
+    let mut got: BTreeMap<&Receiver, Vec<(u64, Packet)>> = BTreeMap::new();
+    for seen in observed {
+        got.entry(&seen.to)
+            .or_default()
+            .push((seen.at_ms, comparable(&seen.packet)));
+    }
+    let mut findings = Vec::new();
+    let receivers: std::collections::BTreeSet<&Receiver> =
+        expected.keys().chain(got.keys()).copied().collect();
+    for receiver in receivers {
+        let empty = Vec::new();
+        let want = expected.get(receiver).unwrap_or(&empty);
+        let have = got.get(receiver).unwrap_or(&empty);
+        for index in 0..want.len().max(have.len()) {
+            match (want.get(index), have.get(index)) {
+                (Some((at, packet)), Some((real_at, real))) => {
+                    if packet != real {
+                        findings.push(Finding(format!(
+                            "{receiver}, delivery {index}: the model says {packet} at {at} ms, the real world delivered {real} at {real_at} ms"
+                        )));
+                    } else if !within(*at, *real_at, tolerance) {
+                        findings.push(Finding(format!(
+                            "{receiver}, delivery {index} ({packet}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
+                        )));
+                    }
+                }
+                (Some((at, packet)), None) => findings.push(Finding(format!(
+                    "{receiver}: {packet} predicted at {at} ms never arrived"
+                ))),
+                (None, Some((real_at, real))) => findings.push(Finding(format!(
+                    "{receiver}: {real} arrived at {real_at} ms, not predicted"
+                ))),
+                (None, None) => {}
+            }
+        }
+    }
+    findings
+}
+
+/// Gateway drops: (gateway, client, reason), as many of each as predicted.
+pub fn gateway_drops(
+    predicted: &[observation::PacketDrop],
+    observed: &[(u32, Option<u32>, String)],
+) -> Vec<Finding> {
+    let mut expected: Vec<(u32, Option<u32>, String)> = predicted
+        .iter()
+        .filter_map(|drop| match &drop.place {
+            observation::DropPlace::Gateway { gateway, client } => match drop.reason {
+                observation::DropReason::Gateway(reason) => {
+                    Some((*gateway, client.map(|c| c.0), reason.as_str().to_owned()))
+                }
+                _ => None,
+            },
+            observation::DropPlace::Link { .. } => None,
+        })
+        .collect();
+    let mut got = observed.to_vec();
+    expected.sort();
+    got.sort();
+    if expected == got {
+        Vec::new()
+    } else {
+        vec![Finding(format!(
+            "gateway drops (gateway, client, reason): the model says {expected:?}, the real gateways reported {got:?}"
+        ))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use observation::{ClientId, Delivery, OuterContext, TcpFlags};
+    use proto::flow::{CloseReason, Protocol, ResourceId};
+
+    use super::*;
+
+    fn record(start_ms: u64, end_ms: u64, tx_packets: u64) -> FlowRecord {
+        FlowRecord {
+            client: ClientId(0),
+            resource: ResourceId(0),
+            protocol: Protocol::Udp,
+            start: model::utc(start_ms),
+            end: model::utc(end_ms),
+            last_packet: model::utc(start_ms),
+            inner_src_ip: "100.64.0.2".parse().unwrap(),
+            inner_src_port: 45000,
+            inner_dst_ip: "198.51.100.10".parse().unwrap(),
+            inner_dst_port: 5000,
+            inner_domain: None,
+            outer_contexts: Vec::new(),
+            tx_packets,
+            tx_bytes: 64,
+            rx_packets: 1,
+            rx_bytes: 64,
+            close_reason: CloseReason::Shutdown,
+        }
+    }
+
+    #[test]
+    fn records_agree_within_the_tolerance_and_not_beyond() {
+        let model = [record(3035, 6000, 1)];
+        assert!(flows(&model, &[record(3036, 6004, 1)], 50).is_empty());
+        let late = flows(&model, &[record(3100, 6000, 1)], 50);
+        assert_eq!(late.len(), 2, "start and last_packet are late: {late:?}");
+        assert!(
+            late[0]
+                .0
+                .contains("start at 3100 ms, the model says 3035 ms")
+        );
+    }
+
+    #[test]
+    fn a_record_that_differs_in_content_is_a_finding_whatever_its_times() {
+        let findings = flows(&[record(3035, 6000, 1)], &[record(3035, 6000, 2)], 50);
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].0.starts_with("flow record differs"));
+        let missing = flows(&[record(3035, 6000, 1)], &[], 50);
+        assert!(
+            missing
+                .iter()
+                .any(|f| f.0.starts_with("flow record missing"))
+        );
+    }
+
+    fn tcp(flags: TcpFlags, seq: u32) -> Packet {
+        Packet {
+            src: "198.51.100.10:80".parse().unwrap(),
+            dst: "100.64.0.2:30002".parse().unwrap(),
+            kind: PacketKind::Tcp {
+                flags,
+                seq,
+                ack: 1001,
+                payload: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn deliveries_compare_in_order_without_sequence_numbers() {
+        let outer = OuterContext {
+            remote: "203.0.113.100:51820".parse::<SocketAddr>().unwrap(),
+            local: "203.0.113.10:51820".parse::<SocketAddr>().unwrap(),
+        };
+        let to = Receiver::Client {
+            client: ClientId(0),
+            gateway: 0,
+            outer,
+        };
+        let predicted = [Delivery {
+            at_ms: 4047,
+            to: to.clone(),
+            packet: tcp(TcpFlags::SYN_ACK, 5000),
+            step: 2,
+        }];
+        let real = |flags, at_ms| Seen {
+            at_ms,
+            to: to.clone(),
+            packet: tcp(flags, 123_456_789),
+        };
+        assert!(deliveries(&predicted, &[real(TcpFlags::SYN_ACK, 4010)], 50).is_empty());
+        let wrong = deliveries(&predicted, &[real(TcpFlags::RST_ACK, 4010)], 50);
+        assert_eq!(wrong.len(), 1, "{wrong:?}");
+        let extra = deliveries(
+            &predicted,
+            &[real(TcpFlags::SYN_ACK, 4010), real(TcpFlags::ACK, 4020)],
+            50,
+        );
+        assert!(extra[0].0.contains("not predicted"), "{extra:?}");
+    }
+}

@@ -1,0 +1,46 @@
+//! The real world for a scenario: its topology in network namespaces, its relays as
+//! relay-server processes with the XDP program attached, its gateways as gateway-server on a
+//! TUN device, its clients on real sockets, its resources as kernel UDP and TCP servers and its
+//! DNS server on a real socket. The run is judged by the same model as the simulation
+//! ([`model::predict_with`], with the relayed addresses the real relays gave): flow records
+//! exact in content, deliveries to clients exact in content and order, gateway drops exact,
+//! and every time within a stated tolerance.
+//!
+//! What differs from the simulation, on purpose, is written in docs/harness.md ("Real
+//! networking"): the links have the kernel's own latency (this kernel has no netem), so the
+//! model predicts the story with every link at 1 ms; TCP sequence numbers of the resource side
+//! are Linux's own (deliveries are compared without sequence and acknowledgement numbers).
+//!
+//! Needs root, `ip` and `ethtool` (iproute2), network namespaces, `/dev/net/tun` and BPF;
+//! [`missing_support`] says what is missing so a caller can skip loudly.
+
+mod client;
+mod compare;
+mod netns;
+mod processes;
+mod run;
+mod servers;
+mod topology;
+
+pub use client::Seen;
+pub use compare::Finding;
+pub use netns::missing_support;
+pub use processes::Binaries;
+pub use run::{RealOptions, RealRun, run};
+
+/// Why a real run could not be made or judged.
+#[derive(Debug, thiserror::Error)]
+pub enum RealError {
+    /// The scenario uses what the real world does not play yet.
+    #[error("not supported in the real world: {0}")]
+    Unsupported(String),
+    /// The model does not predict the scenario.
+    #[error("the model does not predict this scenario: {0}")]
+    Unpredictable(String),
+    /// Building the namespaces, links or sockets failed.
+    #[error("setting up the real world: {0}")]
+    Setup(String),
+    /// A relay-server or gateway-server misbehaved (exited, did not answer).
+    #[error("{0}")]
+    Process(String),
+}

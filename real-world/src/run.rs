@@ -1,0 +1,1012 @@
+//! One real run: set the world up, play the steps on the scenario's timeline in real time,
+//! shut the gateways down at its end, and judge what happened against the model.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use model::{Allocations, Prediction, RelayedAddresses};
+use proto::{credentials, flow::FlowRecord};
+use scenario_format::{
+    Latency, PathMode, ResourceAddress, Scenario, Side, Stack, Step, Target,
+    plan::{self, AddressPlan, TUNNEL_PORT},
+    settings::{
+        DEFAULT_IDLE_TIMEOUT_S, DNS_MAX_TTL_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT,
+        GATEWAY_MAX_FLOWS_PER_CLIENT, RELAY_ALLOCATION_QUOTA, RELAY_MAX_CHANNELS,
+        RELAY_MAX_PERMISSIONS, RELAY_REALM, RELAY_SECRET,
+    },
+    timing::Timeline,
+};
+use serde_json::json;
+use turn_client::{Families, TurnClientConfig};
+
+use crate::{
+    RealError,
+    client::{RealClient, Seen},
+    compare::{self, Finding},
+    netns::Namespaces,
+    processes::{Binaries, Child, GatewayProcess, METRICS_PORT, scrape},
+    servers::{DnsServer, Resources},
+    topology::{Topology, resource_ips},
+};
+
+/// How a real run is made and judged.
+#[derive(Debug, Clone)]
+pub struct RealOptions {
+    pub binaries: Binaries,
+    /// Where the run writes its artifacts (configs, logs, flow logs, the pcap).
+    pub dir: PathBuf,
+    /// How far a real time may be from the model's, in ms.
+    pub tolerance_ms: u64,
+    /// Seeds the relays' and gateways' generators and the TURN clients.
+    pub seed: u64,
+}
+
+/// What a real run did, and how it compares with the model.
+#[derive(Debug)]
+pub struct RealRun {
+    /// The scenario as the real world plays it (every link at 1 ms: see the crate docs).
+    pub played: Scenario,
+    pub prediction: Prediction,
+    /// The gateways' flow records, on the scenario's clock.
+    pub flows: Vec<FlowRecord>,
+    /// Inner packets the clients received, and the packets that reached the resources.
+    pub deliveries: Vec<Seen>,
+    /// Drops the gateways reported: (gateway, client, reason).
+    pub drops: Vec<(u32, Option<u32>, String)>,
+    /// Each relay's XDP verdicts by reason (`relay_xdp_runs_total`) and datagrams its sockets
+    /// relayed, scraped at the end.
+    pub relay_metrics: Vec<BTreeMap<String, f64>>,
+    /// The capture in the router namespace.
+    pub pcap: Option<PathBuf>,
+    /// Differences from the model; empty when the worlds agree.
+    pub findings: Vec<Finding>,
+}
+
+/// Steps the real world plays; others make the run [`RealError::Unsupported`].
+fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
+    for (k, step) in scenario.steps.iter().enumerate() {
+        match step {
+            Step::Path { .. }
+            | Step::Udp { .. }
+            | Step::TcpOpen { .. }
+            | Step::TcpData { .. }
+            | Step::TcpClose { .. }
+            | Step::TcpReset { .. }
+            | Step::Idle { .. } => {}
+            other => {
+                let name = serde_yaml_ng::to_string(other).unwrap_or_default();
+                let name = name.split(':').next().unwrap_or_default().trim().to_owned();
+                return Err(RealError::Unsupported(format!("step {k} ({name})")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The story as the real world can play it: the kernel has no netem, so every link has the
+/// kernel's own latency, which the model sees as 1 ms.
+fn as_played(scenario: &Scenario) -> Scenario {
+    let mut played = scenario.clone();
+    played.topology.latency = Latency {
+        default_ms: 1,
+        links: Vec::new(),
+    };
+    played
+}
+
+static RUNS: AtomicU32 = AtomicU32::new(0);
+
+/// Plays `scenario` in the real world and judges it. `Err` only when the run could not be
+/// made; differences from the model are [`RealRun::findings`].
+pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealError> {
+    check_supported(scenario)?;
+    scenario
+        .validate()
+        .map_err(|error| RealError::Unsupported(format!("invalid scenario: {error:?}")))?;
+    let played = as_played(scenario);
+    model::predict(&played).map_err(|e| RealError::Unpredictable(format!("{e:?}")))?;
+    // A fresh directory: the flow logs are appended to.
+    let _ = std::fs::remove_dir_all(&options.dir);
+    std::fs::create_dir_all(&options.dir)
+        .map_err(|error| RealError::Setup(format!("{}: {error}", options.dir.display())))?;
+    let mut namespaces = Namespaces::new(RUNS.fetch_add(1, Ordering::Relaxed));
+    let plan = AddressPlan::new(&played);
+    let topology = Topology::build(&mut namespaces, &played, &plan)?;
+    if !tcpdump_installed() {
+        return Err(RealError::Setup(
+            "tcpdump is not installed (it captures what reaches the resources)".into(),
+        ));
+    }
+    let router_capture = start_router_capture(&topology.router, &options.dir);
+    let resource_captures = topology
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(index, ns)| {
+            let ips = resource_ips(&played, &played.topology.gateways[index].name);
+            start_resource_capture(ns, index, &ips, &options.dir)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // tcpdump needs a moment before it sees the first packet.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut world = World::start(&played, &plan, &topology, &namespaces, options)?;
+    let timeline = Timeline::of(&played);
+    world.play(&played, &plan, &timeline)?;
+    let relay_metrics = world.scrape_relays(&namespaces, &plan);
+    world.shut_down()?;
+    let pcap = router_capture.and_then(|mut capture| {
+        capture.child.stop(Duration::from_secs(3)).ok()?;
+        Some(capture.path)
+    });
+    let mut resource_seen = Vec::new();
+    for (gateway, mut capture) in resource_captures.into_iter().enumerate() {
+        capture.child.stop(Duration::from_secs(3))?;
+        resource_seen.extend(resource_deliveries(
+            &capture.path,
+            gateway,
+            world.origin_wall,
+        )?);
+    }
+    let flows = world.flow_records()?;
+    let allocations = world.allocations(&played);
+    let prediction = model::predict_with(&played, &allocations)
+        .map_err(|e| RealError::Unpredictable(format!("{e:?}")))?;
+    let mut deliveries: Vec<Seen> = world
+        .clients
+        .iter()
+        .flat_map(|client| client.seen.iter().cloned())
+        .collect();
+    deliveries.extend(resource_seen);
+    let drops = world.drops();
+    let tolerance = options.tolerance_ms;
+    let mut findings = compare::flows(&prediction.flows, &flows, tolerance);
+    findings.extend(compare::deliveries(
+        &prediction.deliveries,
+        &deliveries,
+        tolerance,
+    ));
+    findings.extend(compare::gateway_drops(&prediction.drops, &drops));
+    for (index, client) in world.clients.iter().enumerate() {
+        for error in &client.errors {
+            findings.push(Finding(format!("client {index}: {error}")));
+        }
+    }
+    for (index, resources) in world.resources.iter().enumerate() {
+        for error in &resources.errors {
+            findings.push(Finding(format!("resources of gateway {index}: {error}")));
+        }
+    }
+    Ok(RealRun {
+        played,
+        prediction,
+        flows,
+        deliveries,
+        drops,
+        relay_metrics,
+        pcap,
+        findings,
+    })
+}
+
+struct Capture {
+    child: Child,
+    path: PathBuf,
+}
+
+fn tcpdump_installed() -> bool {
+    std::process::Command::new("tcpdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// tcpdump in namespace `ns` with `filter` (interface, direction, expression) into `path`.
+fn capture(ns: &str, filter: &[String], path: PathBuf, dir: &Path) -> Result<Capture, RealError> {
+    let name = path
+        .file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut args: Vec<String> = ["-n", "-U", "-s", "0", "-w"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(path.display().to_string());
+    args.extend(filter.iter().cloned());
+    let child = Child::spawn(
+        &format!("tcpdump {name}"),
+        ns,
+        Path::new("tcpdump"),
+        &args,
+        &dir.join(format!("tcpdump-{name}.log")),
+        false,
+    )?;
+    Ok(Capture { child, path })
+}
+
+/// Every datagram on every interface of the router namespace, for the person reading the run.
+fn start_router_capture(router: &str, dir: &Path) -> Option<Capture> {
+    if !tcpdump_installed() {
+        return None;
+    }
+    capture(
+        router,
+        &["-i".into(), "any".into()],
+        dir.join("router.pcap"),
+        dir,
+    )
+    .ok()
+}
+
+/// What reaches the resources behind gateway `index`: IP packets in on their `eth0` for one
+/// of their addresses (ARP and neighbour discovery left out). These are the deliveries to the
+/// resource the model predicts.
+fn start_resource_capture(
+    ns: &str,
+    index: usize,
+    ips: &[IpAddr],
+    dir: &Path,
+) -> Result<Capture, RealError> {
+    let hosts: Vec<String> = ips.iter().map(|ip| format!("dst host {ip}")).collect();
+    let expression = format!(
+        "(ip or ip6) and ({}) and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 137)",
+        hosts.join(" or ")
+    );
+    capture(
+        ns,
+        &[
+            "-i".into(),
+            "eth0".into(),
+            "-Q".into(),
+            "in".into(),
+            expression,
+        ],
+        dir.join(format!("resources-{index}.pcap")),
+        dir,
+    )
+}
+
+/// The packets of a resource capture, as deliveries on the run's clock.
+fn resource_deliveries(
+    path: &Path,
+    gateway: usize,
+    origin_wall: SystemTime,
+) -> Result<Vec<Seen>, RealError> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| RealError::Setup(format!("{}: {error}", path.display())))?;
+    let mut reader = pcap_file::pcap::PcapReader::new(&bytes[..])
+        .map_err(|error| RealError::Setup(format!("{}: {error}", path.display())))?;
+    let origin = origin_wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut seen = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet =
+            packet.map_err(|error| RealError::Setup(format!("{}: {error}", path.display())))?;
+        // Ethernet: the IP packet starts after 14 bytes.
+        let Some(ip) = packet.data.get(14..) else {
+            continue;
+        };
+        seen.push(Seen {
+            at_ms: packet.timestamp.saturating_sub(origin).as_millis() as u64,
+            to: observation::Receiver::Resource {
+                gateway: gateway as u32,
+            },
+            packet: observation::Packet::parse(ip),
+        });
+    }
+    Ok(seen)
+}
+
+/// The running world: processes, in-process hosts, and the scenario's bookkeeping.
+struct World {
+    relays: Vec<Child>,
+    gateways: Vec<GatewayProcess>,
+    clients: Vec<RealClient>,
+    resources: Vec<Resources>,
+    dns: DnsServer,
+    origin: Instant,
+    origin_wall: SystemTime,
+    /// (client, lower-case domain) -> proxy index.
+    proxies: BTreeMap<(usize, String), usize>,
+}
+
+fn secret() -> String {
+    String::from_utf8_lossy(RELAY_SECRET).into_owned()
+}
+
+/// REST credentials valid for a day from now (real relays check the expiry with the clock).
+fn credentials_for(name: &str) -> credentials::Credentials {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    credentials::rest_api_credentials(RELAY_SECRET, now + 86_400, name)
+}
+
+fn families(stack: Stack) -> Families {
+    match stack {
+        Stack::V4 => Families::V4,
+        Stack::V6 => Families::V6,
+        Stack::Dual => Families::Dual,
+    }
+}
+
+impl World {
+    fn start(
+        scenario: &Scenario,
+        plan: &AddressPlan,
+        topology: &Topology,
+        namespaces: &Namespaces,
+        options: &RealOptions,
+    ) -> Result<Self, RealError> {
+        let dir = &options.dir;
+        let relays = start_relays(scenario, plan, topology, namespaces, options)?;
+        let records = scenario
+            .topology
+            .dns_records
+            .iter()
+            .map(|r| (r.name.to_ascii_lowercase(), (r.addresses.clone(), r.ttl_s)))
+            .collect();
+        let dns = namespaces.inside(&topology.dns, || {
+            DnsServer::bind(
+                &[
+                    IpAddr::V4(plan::DNS_SERVER_V4),
+                    IpAddr::V6(plan::DNS_SERVER_V6),
+                ],
+                records,
+            )
+        })?;
+        let (udp_ports, tcp_ports) = ports(scenario);
+        let mut resources = Vec::new();
+        for (index, ns) in topology.resources.iter().enumerate() {
+            let ips = resource_ips(scenario, &scenario.topology.gateways[index].name);
+            let udp = udp_ports.get(&index).cloned().unwrap_or_default();
+            let tcp = tcp_ports.get(&index).cloned().unwrap_or_default();
+            resources.push(namespaces.inside(ns, || Resources::bind(&ips, &udp, &tcp))?);
+        }
+        let mut gateways = Vec::new();
+        for (index, ns) in topology.gateways.iter().enumerate() {
+            let config = gateway_config(scenario, plan, index, options.seed);
+            let mut gateway =
+                GatewayProcess::start(index, ns, &options.binaries.gateway_server, &config, dir)?;
+            gateway.wait_for("listening", Duration::from_secs(10))?;
+            if scenario.topology.gateways[index].relay.is_some() {
+                gateway.wait_for("relayed", Duration::from_secs(10))?;
+            }
+            gateways.push(gateway);
+        }
+        let gateway_sockets: Vec<SocketAddr> = (0..plan.gateways.len())
+            .map(|g| SocketAddr::new(plan.gateways[g].preferred(), TUNNEL_PORT))
+            .collect();
+        let origin = Instant::now();
+        let origin_wall = SystemTime::now();
+        let mut clients = Vec::new();
+        for (index, spec) in scenario.topology.clients.iter().enumerate() {
+            let local = plan.client_socket(index, 0);
+            let socket = namespaces.inside(&topology.clients[index], || UdpSocket::bind(local))?;
+            let turn = spec.relay.as_ref().and_then(|relay| {
+                let r = scenario
+                    .topology
+                    .relays
+                    .iter()
+                    .position(|x| &x.name == relay)?;
+                Some(TurnClientConfig {
+                    server: SocketAddr::new(
+                        plan.relays[r]
+                            .matching(local.ip())
+                            .unwrap_or(plan.relays[r].preferred()),
+                        plan::TURN_PORT,
+                    ),
+                    credentials: credentials_for(&spec.name),
+                    families: families(scenario.topology.relays[r].stack),
+                    lifetime: None,
+                    seed: options.seed.wrapping_add(100 + index as u64),
+                })
+            });
+            clients.push(
+                RealClient::new(index, socket, &gateway_sockets, turn, origin)
+                    .map_err(|error| RealError::Setup(format!("client {index}: {error}")))?,
+            );
+        }
+        Ok(Self {
+            relays,
+            gateways,
+            clients,
+            resources,
+            dns,
+            origin,
+            origin_wall,
+            proxies: BTreeMap::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn poll(&mut self) -> Result<(), RealError> {
+        let now = Instant::now();
+        let at_ms = self.now_ms();
+        self.dns.poll();
+        for resources in &mut self.resources {
+            resources.poll();
+        }
+        for client in &mut self.clients {
+            client.poll(now, at_ms);
+        }
+        for gateway in &mut self.gateways {
+            gateway.poll_events();
+            if let Some(status) = gateway.child.exited() {
+                return Err(RealError::Process(format!(
+                    "{} exited during the run ({status})",
+                    gateway.child.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the world until the run's time `until_ms`.
+    fn run_until(&mut self, until_ms: u64) -> Result<(), RealError> {
+        while self.now_ms() < until_ms {
+            self.poll()?;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        self.poll()
+    }
+
+    fn play(
+        &mut self,
+        scenario: &Scenario,
+        plan: &AddressPlan,
+        timeline: &Timeline,
+    ) -> Result<(), RealError> {
+        for (k, step) in scenario.steps.iter().enumerate() {
+            self.run_until(timeline.step_start[k])?;
+            self.step(scenario, plan, k, step)?;
+        }
+        self.run_until(timeline.t_end)
+    }
+
+    fn step(
+        &mut self,
+        scenario: &Scenario,
+        plan: &AddressPlan,
+        k: usize,
+        step: &Step,
+    ) -> Result<(), RealError> {
+        let now = Instant::now();
+        let topology = &scenario.topology;
+        let client_of = |name: &str| topology.clients.iter().position(|c| c.name == name);
+        let gateway_of_resource = |name: &str| {
+            let resource = topology.resources.iter().find(|r| r.name == name)?;
+            topology
+                .gateways
+                .iter()
+                .position(|g| g.name == resource.gateway)
+        };
+        match step {
+            Step::Path {
+                client,
+                gateway,
+                mode,
+            } => {
+                let (Some(c), Some(g)) = (
+                    client_of(client),
+                    topology.gateways.iter().position(|x| &x.name == gateway),
+                ) else {
+                    return Err(RealError::Unsupported(format!("step {k}: unknown host")));
+                };
+                self.path(plan, c, g, *mode, now)?;
+            }
+            Step::Udp { target, bytes } => {
+                let (c, g, dst) = self.target(scenario, target, &gateway_of_resource)?;
+                let src = SocketAddr::new(
+                    tunnel_ip(plan, c, target.ipv6),
+                    AddressPlan::udp_source_port(target.port),
+                );
+                let payload = vec![(k % 251) as u8; usize::from(*bytes)];
+                self.clients[c].send_inner(g, &sim::packets::udp(src, dst, &payload), now);
+            }
+            Step::TcpOpen {
+                conn,
+                target,
+                src_port,
+            } => {
+                let (c, g, dst) = self.target(scenario, target, &gateway_of_resource)?;
+                let port = AddressPlan::tcp_source_port(*conn, *src_port).unwrap_or_default();
+                let src = SocketAddr::new(tunnel_ip(plan, c, target.ipv6), port);
+                self.clients[c].tcp_open(g, src, dst, now);
+            }
+            Step::TcpData { conn, from, bytes } => {
+                let (c, src, g) = connection(scenario, plan, *conn)?;
+                match from {
+                    Side::Client => self.clients[c].tcp_act(src, now, |side| side.data(*bytes)),
+                    Side::Resource => self.resources[g].send(src, *bytes),
+                }
+            }
+            Step::TcpClose { conn, by } => {
+                let (c, src, g) = connection(scenario, plan, *conn)?;
+                match by {
+                    Side::Client => self.clients[c].tcp_act(src, now, sim::tcp::TcpSide::fin),
+                    Side::Resource => self.resources[g].close(src),
+                }
+            }
+            Step::TcpReset { conn, by } => {
+                let (c, src, g) = connection(scenario, plan, *conn)?;
+                match by {
+                    Side::Client => self.clients[c].tcp_act(src, now, sim::tcp::TcpSide::rst),
+                    Side::Resource => self.resources[g].reset(src),
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The client, the gateway and the inner destination of a step's target; for a DNS
+    /// resource, the client's proxy IP of the name, mapped on the gateway the first time.
+    fn target(
+        &mut self,
+        scenario: &Scenario,
+        target: &Target,
+        gateway_of_resource: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<(usize, usize, SocketAddr), RealError> {
+        let topology = &scenario.topology;
+        let unknown = || RealError::Unsupported(format!("unknown target {target:?}"));
+        let c = topology
+            .clients
+            .iter()
+            .position(|x| x.name == target.client)
+            .ok_or_else(unknown)?;
+        let g = gateway_of_resource(&target.resource).ok_or_else(unknown)?;
+        let resource = topology
+            .resources
+            .iter()
+            .find(|r| r.name == target.resource)
+            .ok_or_else(unknown)?;
+        let ip = match (&resource.address, &target.domain) {
+            (ResourceAddress::Cidr(cidr), _) => plan::parse_resource_cidr(cidr)
+                .map(|(ip, _)| ip)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            (ResourceAddress::Dns(_), domain) => {
+                let domain = domain.as_deref().unwrap_or_default().to_ascii_lowercase();
+                let index = match self.proxies.get(&(c, domain.clone())) {
+                    Some(index) => *index,
+                    None => {
+                        let index = self.proxies.keys().filter(|(x, _)| *x == c).count();
+                        self.proxies.insert((c, domain.clone()), index);
+                        self.map_proxy(scenario, c, index, &domain)?;
+                        index
+                    }
+                };
+                AddressPlan::proxy_ip(index, target.ipv6)
+            }
+        };
+        Ok((c, g, SocketAddr::new(ip, target.port)))
+    }
+
+    /// The control plane maps both proxy IPs of `domain` for client `c` on every gateway with
+    /// a DNS resource matching it (as the simulation's runner does).
+    fn map_proxy(
+        &mut self,
+        scenario: &Scenario,
+        c: usize,
+        index: usize,
+        domain: &str,
+    ) -> Result<(), RealError> {
+        let gateways: BTreeSet<usize> = scenario
+            .topology
+            .resources
+            .iter()
+            .filter(|r| matches!(&r.address, ResourceAddress::Dns(p) if plan::domain_matches(p, domain)))
+            .filter_map(|r| scenario.topology.gateways.iter().position(|g| g.name == r.gateway))
+            .collect();
+        for g in gateways {
+            for v6 in [false, true] {
+                self.gateways[g].control(&json!({"map_dns": {
+                    "client": c,
+                    "proxy_ip": AddressPlan::proxy_ip(index, v6),
+                    "domain": domain,
+                }}))?;
+            }
+        }
+        // Let the gateway take the mapping before the first packet can reach it.
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+
+    fn relayed_of_gateway(&self, g: usize) -> Vec<SocketAddr> {
+        self.gateways[g].relayed()
+    }
+
+    /// Tells both ends of a client-gateway pair where to send and whether through their relay
+    /// (the simulation runner's `path`).
+    fn path(
+        &mut self,
+        plan: &AddressPlan,
+        c: usize,
+        g: usize,
+        mode: PathMode,
+        now: Instant,
+    ) -> Result<(), RealError> {
+        let client_relayed = self.clients[c].relayed();
+        let gateway_relayed = self.relayed_of_gateway(g);
+        let of = |addresses: &[SocketAddr], v6: bool| {
+            addresses.iter().find(|a| a.is_ipv6() == v6).copied()
+        };
+        let client_socket = plan.client_socket(c, 0);
+        let gateway_socket = SocketAddr::new(plan.gateways[g].preferred(), TUNNEL_PORT);
+        let chosen = match mode {
+            PathMode::Direct => Some((gateway_socket, false, client_socket, false)),
+            PathMode::ClientRelayed => of(&client_relayed, gateway_socket.is_ipv6())
+                .map(|cr| (gateway_socket, true, cr, false)),
+            PathMode::GatewayRelayed => of(&gateway_relayed, client_socket.is_ipv6())
+                .map(|gr| (gr, false, client_socket, true)),
+            PathMode::SameRelay | PathMode::DifferentRelays => [false, true]
+                .into_iter()
+                .find_map(|v6| Some((of(&client_relayed, v6)?, of(&gateway_relayed, v6)?)))
+                .map(|(cr, gr)| (gr, true, cr, true)),
+        };
+        let Some((target, client_via, remote, gateway_via)) = chosen else {
+            return Err(RealError::Process(format!(
+                "path {mode:?}: an allocation is missing (client {client_relayed:?}, gateway {gateway_relayed:?})"
+            )));
+        };
+        self.clients[c].set_path(g, target, client_via, now);
+        let command = if gateway_via {
+            json!({ "via_relay": remote })
+        } else {
+            json!({ "direct": remote })
+        };
+        self.gateways[g].control(&command)
+    }
+
+    fn scrape_relays(
+        &self,
+        namespaces: &Namespaces,
+        plan: &AddressPlan,
+    ) -> Vec<BTreeMap<String, f64>> {
+        (0..self.relays.len())
+            .map(|r| {
+                let ns = namespaces.name(&format!("r{r}"));
+                namespaces
+                    .inside(&ns, || scrape(plan.relays[r].preferred()))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Every gateway shuts down (SIGTERM: flows flushed); clients keep receiving a moment.
+    fn shut_down(&mut self) -> Result<(), RealError> {
+        for gateway in &mut self.gateways {
+            gateway.child.stop(Duration::from_secs(5))?;
+        }
+        let until = self.now_ms() + 50;
+        while self.now_ms() < until {
+            for client in &mut self.clients {
+                client.poll(Instant::now(), self.origin.elapsed().as_millis() as u64);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for gateway in &mut self.gateways {
+            gateway.poll_events();
+        }
+        for relay in &mut self.relays {
+            relay.stop(Duration::from_secs(5))?;
+        }
+        Ok(())
+    }
+
+    /// The gateways' flow logs, put on the scenario's clock.
+    fn flow_records(&self) -> Result<Vec<FlowRecord>, RealError> {
+        let origin_ns = self
+            .origin_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        let on_scenario_clock = |time: proto::flow::UtcTime| {
+            model::utc(time.unix_nanos().saturating_sub(origin_ns) / 1_000_000)
+        };
+        let mut records = Vec::new();
+        for gateway in &self.gateways {
+            let text = std::fs::read_to_string(&gateway.flow_log).unwrap_or_default();
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                let record: FlowRecord = serde_json::from_str(line).map_err(|error| {
+                    RealError::Process(format!("{}: {error}: {line}", gateway.flow_log.display()))
+                })?;
+                records.push(FlowRecord {
+                    start: on_scenario_clock(record.start),
+                    end: on_scenario_clock(record.end),
+                    last_packet: on_scenario_clock(record.last_packet),
+                    ..record
+                });
+            }
+        }
+        Ok(records)
+    }
+
+    fn allocations(&self, scenario: &Scenario) -> Allocations {
+        let split = |addresses: Vec<SocketAddr>| RelayedAddresses {
+            v4: addresses.iter().find(|a| a.is_ipv4()).copied(),
+            v6: addresses.iter().find(|a| a.is_ipv6()).copied(),
+        };
+        Allocations {
+            clients: self.clients.iter().map(|c| split(c.relayed())).collect(),
+            gateways: (0..scenario.topology.gateways.len())
+                .map(|g| split(self.relayed_of_gateway(g)))
+                .collect(),
+        }
+    }
+
+    fn drops(&self) -> Vec<(u32, Option<u32>, String)> {
+        let mut drops = Vec::new();
+        for (g, gateway) in self.gateways.iter().enumerate() {
+            for event in &gateway.seen {
+                if let Some(drop) = event.get("drop") {
+                    drops.push((
+                        g as u32,
+                        drop.get("client")
+                            .and_then(serde_json::Value::as_u64)
+                            .map(|c| c as u32),
+                        drop.get("reason")
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        drops
+    }
+}
+
+fn tunnel_ip(plan: &AddressPlan, client: usize, ipv6: bool) -> IpAddr {
+    if ipv6 {
+        IpAddr::V6(plan.tunnel_v6[client])
+    } else {
+        IpAddr::V4(plan.tunnel_v4[client])
+    }
+}
+
+/// The client, its inner address and the gateway of connection `conn`, from the step that
+/// opened it.
+fn connection(
+    scenario: &Scenario,
+    plan: &AddressPlan,
+    conn: u32,
+) -> Result<(usize, SocketAddr, usize), RealError> {
+    let topology = &scenario.topology;
+    scenario
+        .steps
+        .iter()
+        .find_map(|step| match step {
+            Step::TcpOpen {
+                conn: c,
+                target,
+                src_port,
+            } if *c == conn => {
+                let client = topology
+                    .clients
+                    .iter()
+                    .position(|x| x.name == target.client)?;
+                let resource = topology
+                    .resources
+                    .iter()
+                    .find(|r| r.name == target.resource)?;
+                let gateway = topology
+                    .gateways
+                    .iter()
+                    .position(|g| g.name == resource.gateway)?;
+                let port = AddressPlan::tcp_source_port(conn, *src_port)?;
+                Some((
+                    client,
+                    SocketAddr::new(tunnel_ip(plan, client, target.ipv6), port),
+                    gateway,
+                ))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| RealError::Unsupported(format!("connection {conn} is never opened")))
+}
+
+/// The UDP and TCP ports the steps use, per gateway (by the gateway of the target resource).
+fn ports(scenario: &Scenario) -> (BTreeMap<usize, Vec<u16>>, BTreeMap<usize, Vec<u16>>) {
+    let topology = &scenario.topology;
+    let gateway = |target: &Target| {
+        let resource = topology
+            .resources
+            .iter()
+            .find(|r| r.name == target.resource)?;
+        topology
+            .gateways
+            .iter()
+            .position(|g| g.name == resource.gateway)
+    };
+    let (mut udp, mut tcp) = (
+        BTreeMap::<usize, Vec<u16>>::new(),
+        BTreeMap::<usize, Vec<u16>>::new(),
+    );
+    for step in &scenario.steps {
+        let (map, target) = match step {
+            Step::Udp { target, .. } => (&mut udp, target),
+            Step::TcpOpen { target, .. } => (&mut tcp, target),
+            _ => continue,
+        };
+        if let Some(g) = gateway(target) {
+            let ports = map.entry(g).or_default();
+            if !ports.contains(&target.port) {
+                ports.push(target.port);
+            }
+        }
+    }
+    (udp, tcp)
+}
+
+fn start_relays(
+    scenario: &Scenario,
+    plan: &AddressPlan,
+    topology: &Topology,
+    namespaces: &Namespaces,
+    options: &RealOptions,
+) -> Result<Vec<Child>, RealError> {
+    let mut relays = Vec::new();
+    for (r, ns) in topology.relays.iter().enumerate() {
+        let addresses = plan.relays[r];
+        let mut args = Vec::new();
+        if let Some(v4) = addresses.v4 {
+            args.extend(["--public-v4".to_owned(), v4.to_string()]);
+        }
+        if let Some(v6) = addresses.v6 {
+            args.extend(["--public-v6".to_owned(), v6.to_string()]);
+        }
+        args.extend(
+            [
+                "--shared-secret",
+                &secret(),
+                "--realm",
+                RELAY_REALM,
+                "--xdp",
+                "eth0",
+                "--xdp-mode",
+                "generic",
+                "--metrics",
+                &SocketAddr::new(addresses.preferred(), METRICS_PORT).to_string(),
+                "--seed",
+                &options.seed.wrapping_add(r as u64).to_string(),
+                "--allocation-quota",
+                &RELAY_ALLOCATION_QUOTA.to_string(),
+                "--max-permissions",
+                &RELAY_MAX_PERMISSIONS.to_string(),
+                "--max-channels",
+                &RELAY_MAX_CHANNELS.to_string(),
+            ]
+            .map(str::to_owned),
+        );
+        let mut child = Child::spawn(
+            &format!("relay-server {}", scenario.topology.relays[r].name),
+            ns,
+            &options.binaries.relay_server,
+            &args,
+            &options.dir.join(format!("relay-{r}.log")),
+            false,
+        )?;
+        // Ready once its metrics answer.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            if namespaces
+                .inside(ns, || scrape(addresses.preferred()))
+                .is_ok()
+            {
+                break;
+            }
+            if let Some(status) = child.exited() {
+                return Err(RealError::Process(format!(
+                    "{} exited at start ({status}); see {}",
+                    child.name,
+                    options.dir.join(format!("relay-{r}.log")).display()
+                )));
+            }
+            if Instant::now() >= give_up {
+                return Err(RealError::Process(format!("{} did not start", child.name)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        relays.push(child);
+    }
+    Ok(relays)
+}
+
+/// gateway-server's configuration for gateway `index`: the settings, sessions, resources and
+/// grants the simulation gives it.
+fn gateway_config(scenario: &Scenario, plan: &AddressPlan, index: usize, seed: u64) -> String {
+    let topology = &scenario.topology;
+    let spec = &topology.gateways[index];
+    let addresses = plan.gateways[index];
+    let ip = addresses.preferred();
+    let listen: Vec<String> = [addresses.v4.map(IpAddr::V4), addresses.v6.map(IpAddr::V6)]
+        .into_iter()
+        .flatten()
+        .map(|ip| SocketAddr::new(ip, TUNNEL_PORT).to_string())
+        .collect();
+    let clients: Vec<serde_json::Value> = (0..topology.clients.len())
+        .map(|c| {
+            let session = AddressPlan::session(c);
+            json!({
+                "id": c,
+                "session_id": session.id,
+                "key": session.key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "tunnel_v4": plan.tunnel_v4[c],
+                "tunnel_v6": plan.tunnel_v6[c],
+            })
+        })
+        .collect();
+    let resources: Vec<serde_json::Value> = topology
+        .resources
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.gateway == spec.name)
+        .map(|(id, r)| match &r.address {
+            ResourceAddress::Cidr(cidr) => json!({ "id": id, "cidr": cidr }),
+            ResourceAddress::Dns(pattern) => json!({ "id": id, "dns": pattern }),
+        })
+        .collect();
+    let grants: Vec<serde_json::Value> = topology
+        .grants
+        .iter()
+        .filter_map(|grant| {
+            let client = topology
+                .clients
+                .iter()
+                .position(|c| c.name == grant.client)?;
+            let resource = topology
+                .resources
+                .iter()
+                .position(|r| r.name == grant.resource)?;
+            (topology.resources[resource].gateway == spec.name).then(
+                || json!({ "client": client, "resource": resource, "filters": grant.filters }),
+            )
+        })
+        .collect();
+    let relay = spec.relay.as_ref().and_then(|name| {
+        let r = topology.relays.iter().position(|x| &x.name == name)?;
+        let credentials = credentials_for(&spec.name);
+        let families = match topology.relays[r].stack {
+            Stack::V4 => "v4",
+            Stack::V6 => "v6",
+            Stack::Dual => "both",
+        };
+        Some(json!({
+            "server": SocketAddr::new(
+                plan.relays[r].matching(ip).unwrap_or(plan.relays[r].preferred()),
+                plan::TURN_PORT,
+            ),
+            "username": credentials.username,
+            "password": credentials.password,
+            "families": families,
+        }))
+    });
+    let ports = plan::GATEWAY_DNS_PORTS;
+    let mut config = json!({
+        "tun": "tun0",
+        "listen": listen,
+        "dns_server": plan::dns_server(ip),
+        "dns_source_ports": format!("{}-{}", ports.start(), ports.end()),
+        "idle_timeout_s": topology.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S),
+        "dns_min_ttl_s": DNS_MIN_TTL_S,
+        "dns_max_ttl_s": DNS_MAX_TTL_S,
+        "dns_queue_limit": DNS_QUEUE_LIMIT,
+        "max_flows_per_client": GATEWAY_MAX_FLOWS_PER_CLIENT,
+        "seed": seed,
+        "clients": clients,
+        "resources": resources,
+        "grants": grants,
+    });
+    if let Some(relay) = relay {
+        config["relay"] = relay;
+    }
+    serde_yaml_ng::to_string(&config).unwrap_or_default()
+}

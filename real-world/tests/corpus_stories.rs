@@ -1,0 +1,115 @@
+//! Corpus stories in the real world: relay-to-self in IPv4, in IPv6 and across families with
+//! the relay's XDP program attached, a TCP flow to a DNS resource, and a path switch mid-flow.
+//! Each is played on real Linux networking and must agree with the model that judges the
+//! simulation: flow records, deliveries and drops, with times within the tolerance.
+//!
+//! Needs root, network namespaces, iproute2, ethtool, `/dev/net/tun` and BPF, and the
+//! `relay-server` and `gateway-server` binaries (built by `cargo test --workspace`); without
+//! them the tests skip loudly, and with `CI=true` (or `RELAY_XDP_REQUIRE_BPF`) a skip fails.
+
+use std::{path::PathBuf, sync::Mutex};
+
+use real_world::{Binaries, RealOptions, RealRun};
+use scenario_format::Scenario;
+
+/// One story at a time: each runs on the wall clock, and two at once on 2 cores would only
+/// blur each other's times.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Times within this many ms of the model's count as on time.
+const TOLERANCE_MS: u64 = 50;
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var_os("RELAY_XDP_REQUIRE_BPF").is_some()
+}
+
+/// Plays corpus story `name` in the real world; `None` when the machine cannot (skipped
+/// loudly, or failed under CI).
+fn play(name: &str) -> Option<RealRun> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(missing) = real_world::missing_support() {
+        assert!(
+            !required(),
+            "real-world test `{name}` cannot run here ({missing}), and CI requires it"
+        );
+        eprintln!("SKIPPED real-world test `{name}`: {missing}");
+        return None;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scenario = Scenario::from_file(&root.join(format!("scenarios/corpus/{name}.yaml")))
+        .expect("the corpus story loads");
+    let options = RealOptions {
+        binaries: Binaries::find().expect("relay-server and gateway-server are built"),
+        dir: root.join(format!("target/vpnsim/real/{name}")),
+        tolerance_ms: TOLERANCE_MS,
+        seed: 7,
+    };
+    let run = real_world::run(&scenario, &options).expect("the real run is made");
+    let findings: Vec<String> = run.findings.iter().map(ToString::to_string).collect();
+    assert!(
+        findings.is_empty(),
+        "`{name}`: the real world and the model disagree:\n{}\nartifacts in {}",
+        findings.join("\n"),
+        options.dir.display()
+    );
+    assert!(
+        !run.flows.is_empty(),
+        "`{name}`: the story has flows, and the real gateway wrote none"
+    );
+    Some(run)
+}
+
+/// The relay's XDP verdicts of one reason, from its metrics.
+fn xdp_runs(run: &RealRun, relay: usize, reason: &str) -> f64 {
+    run.relay_metrics[relay]
+        .iter()
+        .filter(|(sample, _)| {
+            sample.starts_with("relay_xdp_runs_total") && sample.contains(&format!("\"{reason}\""))
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// Relay-to-self stories: after the first step every inner packet crosses the one relay
+/// between the two allocations, so each delivery (to the client or to the resource) is one
+/// ChannelData the kernel's fast path relayed, and no other.
+fn assert_relayed_by_xdp(run: &RealRun, reason: &str) {
+    let crossings = run.prediction.deliveries.len() as f64;
+    let fast = xdp_runs(run, 0, reason);
+    assert!(
+        crossings > 0.0 && fast == crossings,
+        "XDP `{reason}` ran {fast} times for {crossings} datagrams across the relay; \
+         metrics: {:?}",
+        run.relay_metrics[0]
+    );
+}
+
+#[test]
+fn same_relay_v4() {
+    if let Some(run) = play("same-relay-v4") {
+        assert_relayed_by_xdp(&run, "tx/chan4-to-chan4");
+    }
+}
+
+#[test]
+fn same_relay_v6() {
+    if let Some(run) = play("same-relay-v6") {
+        assert_relayed_by_xdp(&run, "tx/chan6-to-chan6");
+    }
+}
+
+#[test]
+fn same_relay_cross_family() {
+    play("same-relay-cross-family");
+}
+
+#[test]
+fn dns_resource_v4() {
+    play("dns-resource-v4");
+}
+
+#[test]
+fn path_switch_mid_flow() {
+    play("path-switch-mid-flow");
+}

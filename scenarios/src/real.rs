@@ -1,0 +1,79 @@
+//! `vpnsim real FILE`: a scenario played on real Linux networking ([`real_world`]) and judged
+//! by the model; a summary on stdout, artifacts under `target/vpnsim/real/<name>/`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use real_world::{Binaries, RealOptions};
+use scenario_format::Scenario;
+
+use crate::artifacts::{shown, vpnsim_dir};
+
+/// Plays the scenario in `file` and prints how the real world compares with the model.
+pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
+    let scenario = Scenario::from_file(file)?;
+    if let Some(missing) = real_world::missing_support() {
+        bail!(
+            "the real world cannot run here: {missing} (it needs root, iproute2, ethtool, network namespaces, /dev/net/tun and BPF)"
+        );
+    }
+    let dir = vpnsim_dir().join("real").join(&scenario.name);
+    let options = RealOptions {
+        binaries: Binaries::find()?,
+        dir: dir.clone(),
+        tolerance_ms,
+        seed,
+    };
+    println!(
+        "playing {} in the real world ({} steps; every link at the kernel's own latency, the model at 1 ms)",
+        scenario.name,
+        scenario.steps.len()
+    );
+    let run = real_world::run(&scenario, &options).context("the real run")?;
+    println!(
+        "flow records: {} real, {} predicted; deliveries: {} real, {} predicted; gateway drops: {} real, {} predicted",
+        run.flows.len(),
+        run.prediction.flows.len(),
+        run.deliveries.len(),
+        run.prediction.deliveries.len(),
+        run.drops.len(),
+        run.prediction
+            .drops
+            .iter()
+            .filter(|d| matches!(d.place, observation::DropPlace::Gateway { .. }))
+            .count()
+    );
+    for (relay, metrics) in run.relay_metrics.iter().enumerate() {
+        let xdp: Vec<String> = metrics
+            .iter()
+            .filter(|(name, value)| name.starts_with("relay_xdp_runs_total") && **value > 0.0)
+            .map(|(name, value)| {
+                let reason = name.split('"').nth(1).unwrap_or(name);
+                format!("{reason} {value}")
+            })
+            .collect();
+        println!(
+            "relay {relay}: XDP verdicts: {}",
+            if xdp.is_empty() {
+                "none".to_owned()
+            } else {
+                xdp.join(", ")
+            }
+        );
+    }
+    println!("artifacts in {}", shown(&dir).display());
+    if let Some(pcap) = &run.pcap {
+        println!("router capture: {}", shown(pcap).display());
+    }
+    if run.findings.is_empty() {
+        println!("the real world agrees with the model (times within {tolerance_ms} ms)");
+        return Ok(());
+    }
+    for finding in &run.findings {
+        println!("FINDING: {finding}");
+    }
+    bail!(
+        "{} findings: the real world and the model disagree",
+        run.findings.len()
+    )
+}
