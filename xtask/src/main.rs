@@ -8,11 +8,14 @@
 //! - `promote`: setup, then a scenario file copied into the corpus (`vpnsim promote`).
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
+//! - `bench relay`: relay throughput in network namespaces, relay-server (userspace and XDP)
+//!   against coturn (see `cargo xtask bench relay --help`).
 //! - `mutants`: setup, then a mutation score with cargo-mutants (installed when missing).
 //! - `fuzz`: cargo-fuzz (installed when missing) on every parser and both state machines.
 //!
 //! Arguments after the task name go to the underlying command.
 
+mod bench;
 mod fuzz;
 mod mutants;
 mod setup;
@@ -38,6 +41,10 @@ tasks:
              scenarios/corpus/NAME.yaml: `vpnsim promote FILE NAME`
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
+  bench relay
+             as root: relay throughput in network namespaces, packets/s and CPU per packet
+             of relay-server in userspace, relay-server with XDP and coturn on the same load;
+             a table on stdout and in target/bench/relay.md (see `bench relay --help`)
   mutants    setup, then mutation testing of the relay and the gateway's flow, DNS and NAT
              code (.cargo/mutants.toml) with cargo-mutants, installed when missing; extra
              args go to it, e.g. --shard 1/8, --list, --file relay/src/lib.rs
@@ -75,6 +82,9 @@ fn run() -> Result<()> {
             mutants::run(&rest)
         }
         Some("fuzz") => fuzz::run(&rest),
+        Some("bench") if rest.first().is_some_and(|first| first == "relay") => {
+            bench::relay(&rest[1..])
+        }
         Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
             vpnsim(task, &rest)
