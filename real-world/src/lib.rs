@@ -26,7 +26,7 @@ pub use client::Seen;
 pub use compare::Finding;
 pub use netns::missing_support;
 pub use processes::Binaries;
-pub use run::{RealOptions, RealRun, run};
+pub use run::{MAX_REAL_SECONDS, RealOptions, RealRun, run};
 
 /// Why a real run could not be made or judged.
 #[derive(Debug, thiserror::Error)]

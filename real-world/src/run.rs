@@ -17,7 +17,7 @@ use scenario_format::{
     settings::{
         DEFAULT_IDLE_TIMEOUT_S, DNS_MAX_TTL_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT,
         GATEWAY_MAX_FLOWS_PER_CLIENT, RELAY_ALLOCATION_QUOTA, RELAY_MAX_CHANNELS,
-        RELAY_MAX_PERMISSIONS, RELAY_REALM, RELAY_SECRET,
+        RELAY_MAX_PERMISSIONS, RELAY_REALM, RELAY_SECRET, TCP_MSS,
     },
     timing::Timeline,
 };
@@ -67,10 +67,31 @@ pub struct RealRun {
     pub findings: Vec<Finding>,
 }
 
-/// Steps the real world plays; others make the run [`RealError::Unsupported`].
+/// The longest story the real world plays: it runs on the wall clock.
+pub const MAX_REAL_SECONDS: u64 = 60;
+
+/// Steps the real world plays; others make the run [`RealError::Unsupported`], as does a
+/// story longer than [`MAX_REAL_SECONDS`] or a resource segment the client's MSS would split.
 fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
+    let t_end = Timeline::of(scenario).t_end;
+    if t_end > MAX_REAL_SECONDS * 1000 {
+        return Err(RealError::Unsupported(format!(
+            "the story lasts {} s, and the real world plays at most {MAX_REAL_SECONDS} s on the wall clock",
+            t_end / 1000
+        )));
+    }
     for (k, step) in scenario.steps.iter().enumerate() {
         match step {
+            Step::TcpData {
+                from: Side::Resource,
+                bytes,
+                ..
+            } if *bytes > TCP_MSS => {
+                return Err(RealError::Unsupported(format!(
+                    "step {k}: {bytes} bytes from the resource, beyond the client's MSS of \
+                     {TCP_MSS}: Linux would split them into several segments"
+                )));
+            }
             Step::Path { .. }
             | Step::Udp { .. }
             | Step::TcpOpen { .. }

@@ -23,6 +23,11 @@ pub const DNS_QUEUE_LIMIT: usize = 32;
 pub const CLIENT_ISN: u32 = 1000;
 /// Resource TCP initial sequence number (the SYN-ACK's `seq`).
 pub const RESOURCE_ISN: u32 = 5000;
+/// The maximum segment size both scripted TCP sides announce in their SYN, as every real TCP
+/// stack does: a tunnel MTU of 1420 less the IPv6 and TCP headers. Without the option, a
+/// Linux peer falls back to 536 bytes and splits what the scripts send as one segment (the
+/// real world found this: docs/harness.md, "Real networking").
+pub const TCP_MSS: u16 = 1360;
 /// The TURN REST API shared secret every relay of the simulation uses.
 pub const RELAY_SECRET: &[u8] = b"vpnsim relay secret";
 /// The realm every relay of the simulation uses.

@@ -4,7 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use scenario_format::settings::TCP_MSS;
 use observation::{TcpFlags, ip_addresses};
 
 use crate::tcp::Segment;
@@ -42,6 +43,15 @@ pub fn tcp(src: SocketAddr, dst: SocketAddr, segment: Segment, fill: u8) -> Vec<
     if flags.syn {
         builder = builder.syn();
     }
+    let mut builder = if flags.syn {
+        // A SYN announces the MSS; nothing else the scripts send carries options.
+        match builder.options(&[TcpOptionElement::MaximumSegmentSize(TCP_MSS)]) {
+            Ok(with_mss) => with_mss,
+            Err(_) => return Vec::new(),
+        }
+    } else {
+        builder
+    };
     if flags.ack {
         builder = builder.ack(segment.ack);
     }
