@@ -3,7 +3,7 @@
 //! the model's vocabulary.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{SocketAddr, UdpSocket},
     time::Instant,
 };
@@ -36,6 +36,13 @@ pub struct RealClient {
     targets: BTreeMap<usize, SocketAddr>,
     /// Which gateway a frame comes from, by the address it comes from.
     peers: BTreeMap<SocketAddr, usize>,
+    /// The TURN client's configuration, for a new allocation after roaming.
+    turn: Option<TurnClientConfig>,
+    roams: u64,
+    /// Gateways reached through our own relay.
+    via_relay: BTreeSet<usize>,
+    /// After roaming: the new allocation must bind the channels of `via_relay` once it exists.
+    rebind: bool,
     /// Per connection (by our inner address): the resource's inner address, the gateway, our
     /// side.
     tcp: BTreeMap<SocketAddr, (SocketAddr, usize, TcpSide)>,
@@ -56,7 +63,8 @@ impl RealClient {
     ) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
-        let mut turn = turn.map(TurnClient::new);
+        let config = turn;
+        let mut turn = config.clone().map(TurnClient::new);
         if let Some(turn) = turn.as_mut() {
             turn.allocate(now);
         }
@@ -65,6 +73,10 @@ impl RealClient {
             socket,
             endpoint: Endpoint::new(local, turn),
             counter: 0,
+            turn: config,
+            roams: 0,
+            via_relay: BTreeSet::new(),
+            rebind: false,
             targets: gateways.iter().copied().enumerate().collect(),
             peers: gateways
                 .iter()
@@ -85,11 +97,57 @@ impl RealClient {
             .unwrap_or_default()
     }
 
+    /// Moves to `socket` (the next port, or back to the one below): with a relay, a new
+    /// allocation from it, whose channels are bound again once it exists (as the simulated
+    /// client does).
+    pub fn roam(&mut self, socket: UdpSocket, now: Instant) -> std::io::Result<()> {
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        self.socket = socket;
+        self.roams += 1;
+        match &self.turn {
+            Some(config) => {
+                let mut config = config.clone();
+                config.seed = config.seed.wrapping_add(self.roams << 32);
+                let mut turn = TurnClient::new(config);
+                turn.allocate(now);
+                self.endpoint = Endpoint::new(local, Some(turn));
+                self.rebind = true;
+            }
+            None => self.endpoint.set_socket(local),
+        }
+        Ok(())
+    }
+
+    /// After roaming, once the new allocation exists: binds a channel to every gateway
+    /// reached through the relay.
+    fn rebind_when_allocated(&mut self, now: Instant) {
+        if !self.rebind || !self.endpoint.turn().is_some_and(TurnClient::is_allocated) {
+            return;
+        }
+        self.rebind = false;
+        for gateway in self.via_relay.clone() {
+            if let Some(target) = self.targets.get(&gateway).copied()
+                && let Err(error) = self.endpoint.route_via_relay(target, true, now)
+            {
+                self.errors
+                    .push(format!("path to {target} after roaming: {error}"));
+            }
+        }
+    }
+
     /// Frames for `gateway` go to `target` from now on, through our relay or not.
     pub fn set_path(&mut self, gateway: usize, target: SocketAddr, via_relay: bool, now: Instant) {
         self.targets.insert(gateway, target);
         self.peers.insert(target, gateway);
-        if let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
+        if via_relay {
+            self.via_relay.insert(gateway);
+        } else {
+            self.via_relay.remove(&gateway);
+        }
+        // Roamed and not allocated again yet: the binding waits for the new allocation.
+        let waiting = via_relay && self.rebind;
+        if !waiting && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
             self.errors.push(format!("path to {target}: {error}"));
         }
     }
@@ -158,6 +216,7 @@ impl RealClient {
         while let Ok((len, from)) = self.socket.recv_from(&mut buffer) {
             self.receive(&buffer[..len], from, now, at_ms);
         }
+        self.rebind_when_allocated(now);
         let local = self.endpoint.socket();
         if let Some(turn) = self.endpoint.turn_mut() {
             while let Some(transmit) = turn.poll_transmit() {

@@ -64,24 +64,29 @@ impl Namespaces {
         Ok(name)
     }
 
-    /// Runs `f` with this thread inside namespace `name` (sockets it opens stay there), and
-    /// comes back to the namespace the thread was in.
+    /// Runs `f` with this thread inside namespace `name` (see [`inside`]).
     pub fn inside<T>(
         &self,
         name: &str,
         f: impl FnOnce() -> std::io::Result<T>,
     ) -> Result<T, RealError> {
-        let home = File::open("/proc/thread-self/ns/net")
-            .map_err(|error| RealError::Setup(format!("this thread's namespace: {error}")))?;
-        let target = File::open(format!("/run/netns/{name}"))
-            .map_err(|error| RealError::Setup(format!("namespace {name}: {error}")))?;
-        setns(&target, CloneFlags::CLONE_NEWNET)
-            .map_err(|error| RealError::Setup(format!("entering {name}: {error}")))?;
-        let result = f();
-        setns(&home, CloneFlags::CLONE_NEWNET)
-            .map_err(|error| RealError::Setup(format!("leaving {name}: {error}")))?;
-        result.map_err(|error| RealError::Setup(format!("in {name}: {error}")))
+        inside(name, f)
     }
+}
+
+/// Runs `f` with this thread inside namespace `name` (sockets it opens stay there), and comes
+/// back to the namespace the thread was in.
+pub fn inside<T>(name: &str, f: impl FnOnce() -> std::io::Result<T>) -> Result<T, RealError> {
+    let home = File::open("/proc/thread-self/ns/net")
+        .map_err(|error| RealError::Setup(format!("this thread's namespace: {error}")))?;
+    let target = File::open(format!("/run/netns/{name}"))
+        .map_err(|error| RealError::Setup(format!("namespace {name}: {error}")))?;
+    setns(&target, CloneFlags::CLONE_NEWNET)
+        .map_err(|error| RealError::Setup(format!("entering {name}: {error}")))?;
+    let result = f();
+    setns(&home, CloneFlags::CLONE_NEWNET)
+        .map_err(|error| RealError::Setup(format!("leaving {name}: {error}")))?;
+    result.map_err(|error| RealError::Setup(format!("in {name}: {error}")))
 }
 
 impl Drop for Namespaces {

@@ -95,14 +95,28 @@ fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
             Step::Path { .. }
             | Step::Udp { .. }
             | Step::TcpOpen { .. }
+            | Step::TcpRetransmitSyn { .. }
+            | Step::TcpLateAck { .. }
             | Step::TcpData { .. }
             | Step::TcpClose { .. }
             | Step::TcpReset { .. }
+            | Step::DnsQuery { .. }
+            | Step::DnsChange { .. }
+            | Step::Grant(_)
+            | Step::Revoke { .. }
+            | Step::Roam { .. }
             | Step::Idle { .. } => {}
             other => {
-                let name = serde_yaml_ng::to_string(other).unwrap_or_default();
-                let name = name.split(':').next().unwrap_or_default().trim().to_owned();
-                return Err(RealError::Unsupported(format!("step {k} ({name})")));
+                // Externally tagged: the one key is the step's kind.
+                let value = serde_json::to_value(other).unwrap_or_default();
+                let kind = value
+                    .as_object()
+                    .and_then(|object| object.keys().next().cloned())
+                    .or_else(|| value.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                return Err(RealError::Unsupported(format!(
+                    "step {k} (`{kind}`) is not played in the real world yet"
+                )));
             }
         }
     }
@@ -332,6 +346,10 @@ struct World {
     origin_wall: SystemTime,
     /// (client, lower-case domain) -> proxy index.
     proxies: BTreeMap<(usize, String), usize>,
+    /// Each client's namespace, where its sockets are opened.
+    client_namespaces: Vec<String>,
+    /// Each client's socket index (its port is the tunnel port plus this).
+    roams: Vec<u16>,
 }
 
 fn secret() -> String {
@@ -441,6 +459,8 @@ impl World {
             origin,
             origin_wall,
             proxies: BTreeMap::new(),
+            client_namespaces: topology.clients.clone(),
+            roams: vec![0; scenario.topology.clients.len()],
         })
     }
 
@@ -542,6 +562,47 @@ impl World {
                 let src = SocketAddr::new(tunnel_ip(plan, c, target.ipv6), port);
                 self.clients[c].tcp_open(g, src, dst, now);
             }
+            Step::TcpRetransmitSyn { conn } => {
+                let (c, src, _) = connection(scenario, plan, *conn)?;
+                self.clients[c].tcp_act(src, now, sim::tcp::TcpSide::syn);
+            }
+            Step::TcpLateAck { conn } => {
+                let (c, src, _) = connection(scenario, plan, *conn)?;
+                self.clients[c].tcp_act(src, now, |side| side.ack());
+            }
+            Step::DnsQuery { client, name } => {
+                let c = client_of(client)
+                    .ok_or_else(|| RealError::Unsupported(format!("step {k}: unknown client")))?;
+                self.proxy_index(scenario, c, name)?;
+            }
+            Step::DnsChange { name, addresses } => self.dns.change(name, addresses),
+            Step::Grant(grant) => {
+                let (client, resource, g) =
+                    self.grant_parties(scenario, &grant.client, &grant.resource)?;
+                self.gateways[g].control(&json!({"grant": {
+                    "client": client, "resource": resource, "filters": grant.filters,
+                }}))?;
+            }
+            Step::Revoke { client, resource } => {
+                let (client, resource, g) = self.grant_parties(scenario, client, resource)?;
+                self.gateways[g].control(&json!({"revoke": {
+                    "client": client, "resource": resource,
+                }}))?;
+            }
+            Step::Roam { client, back } => {
+                let c = client_of(client)
+                    .ok_or_else(|| RealError::Unsupported(format!("step {k}: unknown client")))?;
+                self.roams[c] = if *back {
+                    self.roams[c].saturating_sub(1)
+                } else {
+                    self.roams[c] + 1
+                };
+                let local = plan.client_socket(c, self.roams[c]);
+                let socket = self.namespaces_inside(c, || UdpSocket::bind(local))?;
+                self.clients[c]
+                    .roam(socket, now)
+                    .map_err(|error| RealError::Setup(format!("client {c} roaming: {error}")))?;
+            }
             Step::TcpData { conn, from, bytes } => {
                 let (c, src, g) = connection(scenario, plan, *conn)?;
                 match from {
@@ -594,20 +655,65 @@ impl World {
                 .map(|(ip, _)| ip)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             (ResourceAddress::Dns(_), domain) => {
-                let domain = domain.as_deref().unwrap_or_default().to_ascii_lowercase();
-                let index = match self.proxies.get(&(c, domain.clone())) {
-                    Some(index) => *index,
-                    None => {
-                        let index = self.proxies.keys().filter(|(x, _)| *x == c).count();
-                        self.proxies.insert((c, domain.clone()), index);
-                        self.map_proxy(scenario, c, index, &domain)?;
-                        index
-                    }
-                };
+                let index = self.proxy_index(scenario, c, domain.as_deref().unwrap_or_default())?;
                 AddressPlan::proxy_ip(index, target.ipv6)
             }
         };
         Ok((c, g, SocketAddr::new(ip, target.port)))
+    }
+
+    /// The index of client `c`'s proxy IPs for `domain`: the next one the first time the
+    /// client's stub resolver is asked, when the control plane maps them on the gateways.
+    fn proxy_index(
+        &mut self,
+        scenario: &Scenario,
+        c: usize,
+        domain: &str,
+    ) -> Result<usize, RealError> {
+        let domain = domain.to_ascii_lowercase();
+        if let Some(index) = self.proxies.get(&(c, domain.clone())) {
+            return Ok(*index);
+        }
+        let index = self.proxies.keys().filter(|(x, _)| *x == c).count();
+        self.proxies.insert((c, domain.clone()), index);
+        self.map_proxy(scenario, c, index, &domain)?;
+        Ok(index)
+    }
+
+    /// The client's and the resource's ids and the resource's gateway, for a grant.
+    fn grant_parties(
+        &self,
+        scenario: &Scenario,
+        client: &str,
+        resource: &str,
+    ) -> Result<(usize, usize, usize), RealError> {
+        let topology = &scenario.topology;
+        let unknown = || RealError::Unsupported(format!("unknown grant {client} -> {resource}"));
+        let c = topology
+            .clients
+            .iter()
+            .position(|x| x.name == client)
+            .ok_or_else(unknown)?;
+        let r = topology
+            .resources
+            .iter()
+            .position(|x| x.name == resource)
+            .ok_or_else(unknown)?;
+        let g = topology
+            .gateways
+            .iter()
+            .position(|x| x.name == topology.resources[r].gateway)
+            .ok_or_else(unknown)?;
+        Ok((c, r, g))
+    }
+
+    /// Runs `f` inside client `c`'s namespace.
+    fn namespaces_inside<T>(
+        &self,
+        c: usize,
+        f: impl FnOnce() -> std::io::Result<T>,
+    ) -> Result<T, RealError> {
+        crate::netns::inside(&self.client_namespaces[c], f)
     }
 
     /// The control plane maps both proxy IPs of `domain` for client `c` on every gateway with
@@ -659,7 +765,7 @@ impl World {
         let of = |addresses: &[SocketAddr], v6: bool| {
             addresses.iter().find(|a| a.is_ipv6() == v6).copied()
         };
-        let client_socket = plan.client_socket(c, 0);
+        let client_socket = plan.client_socket(c, self.roams[c]);
         let gateway_socket = SocketAddr::new(plan.gateways[g].preferred(), TUNNEL_PORT);
         let chosen = match mode {
             PathMode::Direct => Some((gateway_socket, false, client_socket, false)),

@@ -150,6 +150,14 @@ impl DnsServer {
         Ok(Self { sockets, records })
     }
 
+    /// From now on `name` is answered with `addresses` (its TTL unchanged; 300 s for a new
+    /// name), as the simulation's `dns-change` does.
+    pub fn change(&mut self, name: &str, addresses: &[IpAddr]) {
+        let name = name.to_ascii_lowercase();
+        let ttl = self.records.get(&name).map_or(300, |(_, ttl)| *ttl);
+        self.records.insert(name, (addresses.to_vec(), ttl));
+    }
+
     /// Answers every query waiting.
     pub fn poll(&mut self) {
         let mut buffer = [0u8; 2048];

@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 
 use scenario_format::{
-    ResourceAddress, Scenario,
+    ResourceAddress, Scenario, Step,
     plan::{self, AddressPlan, HostAddresses},
 };
 
@@ -317,8 +317,8 @@ fn link_resources(gateway_ns: &str, ns: &str, ips: &[IpAddr]) -> Result<(), Real
 }
 
 /// Every address a resource of gateway `name` answers on: the first address of each CIDR
-/// resource (where the steps send), and every address the DNS records give a name that one
-/// of its DNS resources matches.
+/// resource (where the steps send), and every address the DNS records (or a `dns-change`)
+/// give a name that one of its DNS resources matches.
 pub fn resource_ips(scenario: &Scenario, name: &str) -> Vec<IpAddr> {
     let mut ips = Vec::new();
     for resource in scenario
@@ -337,6 +337,13 @@ pub fn resource_ips(scenario: &Scenario, name: &str) -> Vec<IpAddr> {
                 for record in &scenario.topology.dns_records {
                     if plan::domain_matches(pattern, &record.name) {
                         ips.extend(record.addresses.iter().copied());
+                    }
+                }
+                for step in &scenario.steps {
+                    if let Step::DnsChange { name, addresses } = step
+                        && plan::domain_matches(pattern, name)
+                    {
+                        ips.extend(addresses.iter().copied());
                     }
                 }
             }

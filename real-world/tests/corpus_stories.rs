@@ -56,9 +56,9 @@ fn can_run(what: &str) -> bool {
 /// Plays corpus story `name` in the real world.
 fn real_run(name: &str) -> Result<RealRun, real_world::RealError> {
     let scenario = Scenario::from_file(&root().join(format!("scenarios/corpus/{name}.yaml")))
-        .expect("the corpus story loads");
+        .map_err(|error| real_world::RealError::Setup(format!("the story: {error}")))?;
     let options = RealOptions {
-        binaries: Binaries::find().expect("relay-server and gateway-server are built"),
+        binaries: Binaries::find()?,
         dir: root().join(format!("target/vpnsim/real/{name}")),
         tolerance_ms: TOLERANCE_MS,
         seed: 7,

@@ -132,7 +132,9 @@ impl ResourceSide {
                     side: TcpSide::resource(),
                     syn_seen: false,
                 });
-                if segment.flags.syn && !segment.flags.ack {
+                // A SYN opens the connection afresh, unless its handshake is complete: then it
+                // gets a challenge ACK from the side as it is (docs/harness.md).
+                if segment.flags.syn && !segment.flags.ack && !connection.side.is_established() {
                     connection.side = TcpSide::resource();
                     connection.syn_seen = true;
                 }

@@ -24,6 +24,9 @@ pub struct TcpSide {
     fin_sent: bool,
     /// The other side half-closes: its FIN gets a bare ACK, not this side's FIN.
     keeps_open: bool,
+    /// An ACK arrived after this side's SYN-ACK: a SYN from now on gets a challenge ACK (RFC
+    /// 5961, section 4), as Linux sends it, not another SYN-ACK.
+    established: bool,
 }
 
 impl TcpSide {
@@ -44,6 +47,7 @@ impl TcpSide {
             ack: None,
             fin_sent: false,
             keeps_open: false,
+            established: false,
         }
     }
 
@@ -112,6 +116,11 @@ impl TcpSide {
         }
     }
 
+    /// Whether the handshake is complete on this side (an ACK arrived after its SYN-ACK).
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+
     /// The other side is about to half-close: answer its FIN with a bare ACK.
     pub fn keep_open(&mut self) {
         self.keeps_open = true;
@@ -127,7 +136,8 @@ impl TcpSide {
         }
     }
 
-    /// What this side answers to `received`, per the script: SYN -> SYN-ACK, SYN-ACK -> ACK,
+    /// What this side answers to `received`, per the script: SYN -> SYN-ACK (a challenge ACK
+    /// once the handshake is complete), SYN-ACK -> ACK,
     /// data -> ACK, FIN -> FIN-ACK (or the final ACK if we closed first), else nothing. Every
     /// segment but a RST moves the next expected sequence number up to what it covers (its
     /// sequence number plus payload, SYN and FIN), never back.
@@ -145,6 +155,12 @@ impl TcpSide {
             Some(expected) if seq_ge(expected, covers) => expected,
             _ => covers,
         });
+        if flags.syn && !flags.ack && self.established {
+            return Some(self.ack());
+        }
+        if flags.ack && !flags.syn {
+            self.established = true;
+        }
         if flags.syn && !flags.ack {
             self.seq = self.initial_seq + 1;
             return Some(Segment {

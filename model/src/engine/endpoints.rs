@@ -47,6 +47,9 @@ struct TcpEnd {
     fin_sent: bool,
     /// The other end half-closes: its FIN gets a bare ACK.
     keeps_open: bool,
+    /// An ACK arrived after this end's SYN-ACK: the handshake is complete, and a SYN from
+    /// now on gets a challenge ACK (RFC 5961, section 4), not another SYN-ACK.
+    established: bool,
 }
 
 #[derive(Debug)]
@@ -441,9 +444,10 @@ impl Engine<'_> {
     }
 }
 
-/// A scripted TCP end's answer to a segment that arrived: SYN -> SYN-ACK (responder), SYN-ACK ->
-/// ACK, data -> ACK, FIN -> FIN-ACK (or the final ACK if this end already sent its FIN),
-/// RST / pure ACK -> nothing. `isn` is the responder's initial sequence number.
+/// A scripted TCP end's answer to a segment that arrived: SYN -> SYN-ACK (responder; once the
+/// handshake is complete, a challenge ACK), SYN-ACK -> ACK, data -> ACK, FIN -> FIN-ACK (or the
+/// final ACK if this end already sent its FIN), RST / pure ACK -> nothing. `isn` is the
+/// responder's initial sequence number.
 fn respond(end: &mut TcpEnd, segment: &Packet, isn: Option<u32>) -> Option<Packet> {
     let PacketKind::Tcp {
         flags,
@@ -468,7 +472,13 @@ fn respond(end: &mut TcpEnd, segment: &Packet, isn: Option<u32>) -> Option<Packe
     let ack = end.rcv_nxt.unwrap_or(0);
     let reply = |flags, seq| Some(tcp_segment(segment.dst, segment.src, flags, seq, ack, 0));
     if flags.syn && !flags.ack {
+        if end.established {
+            return reply(TcpFlags::ACK, end.snd_nxt);
+        }
         return reply(TcpFlags::SYN_ACK, isn?);
+    }
+    if flags.ack && !flags.syn {
+        end.established = true;
     }
     if flags.syn && flags.ack {
         return reply(TcpFlags::ACK, end.snd_nxt);
