@@ -49,6 +49,38 @@ pub fn process_ticks(pid: u32) -> Result<ProcessTicks> {
     parse_process_ticks(&stat).with_context(|| format!("{path}: `{}`", stat.trim()))
 }
 
+/// The CPU time of every process in `pids` so far, summed.
+pub fn processes_ticks(pids: &[u32]) -> Result<ProcessTicks> {
+    pids.iter().try_fold(ProcessTicks::default(), |sum, &pid| {
+        let ticks = process_ticks(pid)?;
+        Ok(ProcessTicks {
+            user: sum.user + ticks.user,
+            system: sum.system + ticks.system,
+        })
+    })
+}
+
+/// The kernel threads that run softirqs the interrupted context left over
+/// (`ksoftirqd/<cpu>`): under load, part of the network stack's work lands on them.
+pub fn ksoftirqd_pids() -> Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("ksoftirqd/") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
 /// utime and stime of a `/proc/PID/stat` line: fields 14 and 15, counted after the command
 /// name, which is in parentheses and may itself hold spaces and parentheses.
 fn parse_process_ticks(stat: &str) -> Result<ProcessTicks> {

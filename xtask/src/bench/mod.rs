@@ -215,14 +215,14 @@ pub fn relay(args: &[String]) -> Result<()> {
                 .with_context(|| format!("run {repetition} of {}", mode.name()))?;
             eprintln!(
                 "xtask bench:   offered {}, delivered {}, {:.0} pps, {} µs relay CPU and {:.2} µs \
-                 machine CPU per packet",
+                 CPU of the whole run per packet",
                 result.offered.datagrams,
                 result.delivered(),
                 result.delivered_pps(),
                 result
                     .cpu_us_per_packet()
                     .map_or_else(|| "no".to_owned(), |us| format!("{us:.2}")),
-                result.machine_us_per_packet()
+                result.run_us_per_packet()
             );
             results.push(result);
         }
@@ -291,7 +291,13 @@ impl Bench<'_> {
         let relay_udp_before = self.topology.udp_counters(Role::Relay)?;
         let peer_udp_before = self.topology.udp_counters(Role::Peer)?;
         let pid = server.as_ref().map(|server| server.process.pid());
+        // The run's own processes: this one (the sender and the receiver), the relay, and the
+        // threads that take over softirqs under load.
+        let mut run_pids = vec![std::process::id()];
+        run_pids.extend(pid);
+        run_pids.extend(cpu::ksoftirqd_pids()?);
         let process_before = pid.map(cpu::process_ticks).transpose()?;
+        let run_before = cpu::processes_ticks(&run_pids)?;
         let machine_before = MachineTicks::now()?;
         let window_clock = Instant::now();
         let offered = load::blast(&clients, duration, options.rate.per_second());
@@ -300,6 +306,7 @@ impl Bench<'_> {
             (Some(pid), Some(before)) => Some(cpu::process_ticks(pid)?.since(&before)),
             _ => None,
         };
+        let run_used = cpu::processes_ticks(&run_pids)?.since(&run_before);
         let machine_used = MachineTicks::now()?.since(&machine_before);
         let window_length = window_clock.elapsed();
         process::check_interrupt()?;
@@ -331,7 +338,9 @@ impl Bench<'_> {
                 process_system: cpu::ticks_to_duration(process.system as f64, ticks),
             }
         });
-        let machine_ticks = above_baseline(machine_used.busy(), baseline.busy());
+        let in_cores = |ticks: f64, length: Duration| {
+            ticks / self.ticks_per_second as f64 / length.as_secs_f64()
+        };
         Ok(RunResult {
             mode,
             repetition,
@@ -339,10 +348,13 @@ impl Bench<'_> {
             offered,
             received,
             relay_cpu,
-            machine_cpu: cpu::ticks_to_duration(machine_ticks, ticks),
-            baseline_busy_cores: baseline.busy() as f64
-                / ticks as f64
-                / baseline_length.as_secs_f64(),
+            run_cpu: cpu::ticks_to_duration(run_used.total() as f64, ticks),
+            baseline_busy_cores: in_cores(baseline.busy() as f64, baseline_length),
+            other_work_cores: in_cores(
+                machine_used.busy() as f64 - run_used.total() as f64,
+                window_length,
+            )
+            .max(0.0),
             relay_socket_overflows: relay_udp.get("RcvbufErrors").copied().unwrap_or(0),
             peer_socket_overflows: peer_udp.get("RcvbufErrors").copied().unwrap_or(0),
             relayed_by,

@@ -12,8 +12,9 @@ use super::{
 /// The goals the table is read against: packets per CPU-second, as a multiple of coturn's.
 const USERSPACE_GOAL: f64 = 2.0;
 const XDP_GOAL: f64 = 10.0;
-/// An idle baseline busier than this (in cores) means other work shared the machine.
-const BUSY_BASELINE_CORES: f64 = 0.2;
+/// Other work beyond this (in cores), while idle or under load, marks a run as sharing the
+/// machine.
+const BUSY_CORES: f64 = 0.2;
 
 /// The CPU time a relay used in one run.
 #[derive(Debug, Clone, Copy)]
@@ -37,11 +38,14 @@ pub struct RunResult {
     pub received: Received,
     /// `None` without a relay (direct).
     pub relay_cpu: Option<RelayCpu>,
-    /// The whole machine's busy time above the idle baseline: sender, router, relay and
-    /// receiver together.
-    pub machine_cpu: Duration,
+    /// The CPU time of the run's processes: the sender and the receiver, the relay process,
+    /// and the ksoftirqd threads (the router's forwarding and XDP run in their softirqs).
+    pub run_cpu: Duration,
     /// The idle baseline's busy time, in cores (what else the machine was doing).
     pub baseline_busy_cores: f64,
+    /// Busy time under load outside the run's processes, in cores (other work, or softirqs
+    /// that ran while a core idled).
+    pub other_work_cores: f64,
     /// Datagrams the relay namespace's UDP sockets dropped for a full receive buffer.
     pub relay_socket_overflows: u64,
     /// Datagrams the peer's socket dropped for a full receive buffer (the receiver fell behind).
@@ -79,20 +83,25 @@ impl RunResult {
             .map(|cpu| self.delivered() as f64 / cpu.charged.as_secs_f64().max(1e-9))
     }
 
-    pub fn machine_us_per_packet(&self) -> f64 {
-        self.per_packet_us(self.machine_cpu)
+    pub fn run_us_per_packet(&self) -> f64 {
+        self.per_packet_us(self.run_cpu)
     }
 
-    /// The machine's cost per datagram above the direct run of the same round (adjacent in
+    /// Whether other work shared the machine, idle or under load.
+    fn shared(&self) -> bool {
+        self.baseline_busy_cores > BUSY_CORES || self.other_work_cores > BUSY_CORES
+    }
+
+    /// The whole run's cost per datagram above the direct run of the same round (adjacent in
     /// time, so the machine's drift cancels out best).
-    fn machine_above_direct(&self, results: &[RunResult]) -> Option<f64> {
+    fn run_above_direct(&self, results: &[RunResult]) -> Option<f64> {
         if self.mode == Mode::Direct {
             return None;
         }
         let direct = results
             .iter()
             .find(|run| run.mode == Mode::Direct && run.repetition == self.repetition)?;
-        Some(self.machine_us_per_packet() - direct.machine_us_per_packet())
+        Some(self.run_us_per_packet() - direct.run_us_per_packet())
     }
 
     fn mode_label(&self) -> String {
@@ -117,9 +126,9 @@ struct ModeSummary {
     per_cpu_second: Option<f64>,
     /// The lowest and highest packets per CPU-second of the runs.
     per_cpu_second_range: Option<(f64, f64)>,
-    machine_us_per_packet: f64,
-    /// The median of the runs' machine cost above the direct run of their round.
-    machine_above_direct: Option<f64>,
+    run_us_per_packet: f64,
+    /// The median of the runs' cost above the direct run of their round.
+    run_above_direct: Option<f64>,
 }
 
 impl ModeSummary {
@@ -148,10 +157,10 @@ impl ModeSummary {
                 (low, high)
             }),
             per_cpu_second: per_core.map(median),
-            machine_us_per_packet: median_of(RunResult::machine_us_per_packet),
-            machine_above_direct: runs
+            run_us_per_packet: median_of(RunResult::run_us_per_packet),
+            run_above_direct: runs
                 .iter()
-                .map(|run| run.machine_above_direct(results))
+                .map(|run| run.run_above_direct(results))
                 .collect::<Option<Vec<f64>>>()
                 .filter(|values| !values.is_empty())
                 .map(median),
@@ -233,7 +242,7 @@ pub fn render(setting: &Setting, results: &[RunResult]) -> String {
         "pkts per CPU-s",
         "vs coturn",
         "per CPU-s, min-max",
-        "machine µs/pkt",
+        "whole run µs/pkt",
         "above direct",
     ];
     let dash = || "-".to_owned();
@@ -256,9 +265,9 @@ pub fn render(setting: &Setting, results: &[RunResult]) -> String {
                     .map_or_else(dash, |(low, high)| {
                         format!("{}-{}", thousands(low), thousands(high))
                     }),
-                format!("{:.2}", summary.machine_us_per_packet),
+                format!("{:.2}", summary.run_us_per_packet),
                 summary
-                    .machine_above_direct
+                    .run_above_direct
                     .map_or_else(dash, |us| format!("{us:.2}")),
             ]
         })
@@ -291,15 +300,14 @@ pub fn render(setting: &Setting, results: &[RunResult]) -> String {
     if let Some(note) = &setting.xdp_note {
         let _ = writeln!(out, "- xdp: {note}.");
     }
-    if results
-        .iter()
-        .any(|run| run.baseline_busy_cores > BUSY_BASELINE_CORES)
-    {
+    let shared = results.iter().filter(|run| run.shared()).count();
+    if shared > 0 {
         let _ = writeln!(
             out,
-            "- Runs marked `busy` had other work on the machine during their idle baseline (over \
-             {BUSY_BASELINE_CORES} cores): their machine-wide figures are unreliable. The \
-             medians include them."
+            "- {shared} of {} runs (marked `shared` below) had other work on the machine, over \
+             {BUSY_CORES} cores idle or under load: their xdp CPU figure (machine-wide) is \
+             unreliable, and the others may be slowed. The medians include them.",
+            results.len()
         );
     }
     out.push_str("\nEvery run:\n\n");
@@ -320,17 +328,16 @@ const NOTES: &str = "
     way for the same duration just before. That includes the sender's system calls, the
     router's forwarding both ways and the receiver's system calls, so it is an upper bound on
     the relay's share.
-- `machine µs/pkt`: the whole machine's busy time (user, system, irq, softirq) over the run
-  minus the idle baseline, per delivered datagram: one measure for every mode (sender, router,
-  relay and receiver together). `above direct` subtracts the direct run's of the same round
-  (the same senders and receiver, no relay): what relaying adds, a second pass through the
-  router included. The
-  idle baseline moves by a few hundredths of a core from run to run, which is a few tenths of
-  a µs per datagram at 100,000 datagrams/s: differences that small are noise.
+- `whole run µs/pkt`: the CPU time of the run's processes per delivered datagram, one
+  measure for every mode: this process (the sender and the receiver, with the softirqs that
+  ran in their system calls: the router's forwarding, and XDP), the relay process, and the
+  ksoftirqd threads. `above direct` subtracts the direct run's of the same round (the same
+  senders and receiver, no relay): what relaying adds, a second pass through the router
+  included.
 - `delivered` counts datagrams of the right size at the peer's socket; `loss %` is the share of
   the offered ones that did not arrive. The runs below say where they were lost (a relay
-  socket's full receive buffer, or the peer's); `idle baseline` is what the machine did
-  besides (other work on a shared machine adds noise to the machine-wide columns).
+  socket's full receive buffer, or the peer's). `other work` is the machine's busy time
+  outside the run's processes, idle (the baseline) and under load.
 ";
 
 fn runs_table(results: &[RunResult]) -> String {
@@ -343,9 +350,9 @@ fn runs_table(results: &[RunResult]) -> String {
         "delivered pps",
         "CPU µs/pkt",
         "process user+sys µs/pkt",
-        "machine µs/pkt",
+        "whole run µs/pkt",
         "above direct",
-        "idle baseline",
+        "other work, idle / load",
         "relay rcvbuf drops",
         "peer rcvbuf drops",
         "relayed by",
@@ -370,14 +377,15 @@ fn runs_table(results: &[RunResult]) -> String {
                         run.per_packet_us(cpu.process_system)
                     )
                 }),
-                format!("{:.2}", run.machine_us_per_packet()),
-                run.machine_above_direct(results)
+                format!("{:.2}", run.run_us_per_packet()),
+                run.run_above_direct(results)
                     .map_or_else(dash, |us| format!("{us:.2}")),
-                if run.baseline_busy_cores > BUSY_BASELINE_CORES {
-                    format!("{:.2} cores, busy", run.baseline_busy_cores)
-                } else {
-                    format!("{:.2} cores", run.baseline_busy_cores)
-                },
+                format!(
+                    "{:.2} / {:.2} cores{}",
+                    run.baseline_busy_cores,
+                    run.other_work_cores,
+                    if run.shared() { ", shared" } else { "" }
+                ),
                 thousands(run.relay_socket_overflows as f64),
                 thousands(run.peer_socket_overflows as f64),
                 run.relayed_by.map_or_else(dash, |by| {
@@ -471,8 +479,8 @@ mod tests {
     }
 
     /// A run that delivered 1,000,000 of 1,000,000 datagrams in 10 s, charging `relay_s`
-    /// seconds to the relay and `machine_s` to the machine.
-    fn run(mode: Mode, relay_s: Option<f64>, machine_s: f64) -> RunResult {
+    /// seconds to the relay and `run_s` to the whole run.
+    fn run(mode: Mode, relay_s: Option<f64>, run_s: f64) -> RunResult {
         RunResult {
             mode,
             repetition: 1,
@@ -492,8 +500,9 @@ mod tests {
                 process_user: Duration::from_secs_f64(seconds / 4.0),
                 process_system: Duration::from_secs_f64(seconds * 3.0 / 4.0),
             }),
-            machine_cpu: Duration::from_secs_f64(machine_s),
+            run_cpu: Duration::from_secs_f64(run_s),
             baseline_busy_cores: 0.01,
+            other_work_cores: 0.02,
             relay_socket_overflows: 0,
             peer_socket_overflows: 0,
             relayed_by: None,
@@ -518,17 +527,34 @@ mod tests {
         ];
         let report = render(&setting, &results);
         // userspace: 2.5 µs per datagram, 400,000 per CPU-second, twice coturn's; 8 - 4 µs of
-        // the machine above the direct run.
-        assert!(
-            report.contains(
-                "| userspace | 1,000,000 | 1,000,000 |    0.0 |       100,000 |       2.50 \
-                 |        400,000 |     2.00x |    400,000-400,000 |           8.00 |         4.00 |"
-            ),
-            "{report}"
+        // the whole run's CPU above the direct run.
+        let userspace: Vec<&str> = report
+            .lines()
+            .find(|line| line.starts_with("| userspace"))
+            .expect("a userspace row")
+            .split('|')
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .collect();
+        assert_eq!(
+            userspace,
+            [
+                "userspace",
+                "1,000,000",
+                "1,000,000",
+                "0.0",
+                "100,000",
+                "2.50",
+                "400,000",
+                "2.00x",
+                "400,000-400,000",
+                "8.00",
+                "4.00"
+            ]
         );
         assert!(report.contains("2.00x, met."), "{report}");
         assert!(report.contains("| direct    "), "{report}");
-        assert!(!report.contains("cores, busy"), "{report}");
+        assert!(!report.contains("shared"), "{report}");
     }
 
     #[test]
