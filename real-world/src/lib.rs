@@ -3,8 +3,9 @@
 //! TUN device, its clients on real sockets, its resources as kernel UDP and TCP servers and its
 //! DNS server on a real socket. The run is judged by the same model as the simulation
 //! ([`model::predict_with`], with the relayed addresses the real relays gave): flow records
-//! exact in content, deliveries to clients exact in content and order, gateway drops exact,
-//! and every time within a stated tolerance.
+//! exact in content, deliveries to clients and to resources exact in content and order,
+//! gateway drops exact, and every time within a stated tolerance. The relays' XDP fast-path
+//! verdicts must also be those of the simulation of the same story.
 //!
 //! What differs from the simulation, on purpose, is written in docs/harness.md ("Real
 //! networking"): the links have the kernel's own latency (this kernel has no netem), so the
@@ -26,7 +27,7 @@ pub use client::Seen;
 pub use compare::Finding;
 pub use netns::missing_support;
 pub use processes::Binaries;
-pub use run::{MAX_REAL_SECONDS, RealOptions, RealRun, run};
+pub use run::{FastPath, MAX_REAL_SECONDS, RealOptions, RealRun, run};
 
 /// Why a real run could not be made or judged.
 #[derive(Debug, thiserror::Error)]

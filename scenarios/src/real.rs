@@ -43,22 +43,22 @@ pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
             .filter(|d| matches!(d.place, observation::DropPlace::Gateway { .. }))
             .count()
     );
-    for (relay, metrics) in run.relay_metrics.iter().enumerate() {
-        let xdp: Vec<String> = metrics
-            .iter()
-            .filter(|(name, value)| name.starts_with("relay_xdp_runs_total") && **value > 0.0)
-            .map(|(name, value)| {
-                let reason = name.split('"').nth(1).unwrap_or(name);
-                format!("{reason} {value}")
-            })
-            .collect();
-        println!(
-            "relay {relay}: XDP verdicts: {}",
-            if xdp.is_empty() {
+    if !run.relay_metrics.is_empty() {
+        let shown = |verdicts: &std::collections::BTreeMap<String, u64>| {
+            if verdicts.is_empty() {
                 "none".to_owned()
             } else {
-                xdp.join(", ")
+                verdicts
+                    .iter()
+                    .map(|(reason, count)| format!("{reason} {count}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
+        };
+        println!(
+            "XDP fast path on the real relays: {}; in the simulation: {}",
+            shown(&run.fast_path.real),
+            shown(&run.fast_path.simulated)
         );
     }
     println!("artifacts in {}", shown(&dir).display());
