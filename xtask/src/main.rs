@@ -6,6 +6,8 @@
 //! - `replay`: setup, then one scenario file run and checked (see `vpnsim replay --help`).
 //! - `show`: setup, then a scenario file and what the model expects from it (`vpnsim show`).
 //! - `promote`: setup, then a scenario file copied into the corpus (`vpnsim promote`).
+//! - `real`: setup, then one scenario file played on real Linux networking and checked
+//!   against the model (`vpnsim real`), with relay-server and gateway-server built first.
 //! - `bench`: setup, then the XDP fast path's twelve paths timed against a floor (see
 //!   `vpnsim bench --help`).
 //! - `bench relay`: relay throughput in network namespaces, relay-server (userspace and XDP)
@@ -39,6 +41,10 @@ tasks:
              flow records, deliveries, drops): `vpnsim show FILE`
   promote    setup, then copy a scenario file (e.g. an explore failure) into the corpus as
              scenarios/corpus/NAME.yaml: `vpnsim promote FILE NAME`
+  real       as root: setup, then play one scenario file on real Linux networking (network
+             namespaces, relay-server with XDP, gateway-server on a TUN, kernel TCP) and check
+             it against the model: `vpnsim real FILE` (extra args go to it, e.g.
+             --tolerance-ms 80)
   bench      setup, then time the XDP fast path's 12 paths against a floor program:
              `vpnsim bench` in release (extra args are passed to it, e.g. --calls N)
   bench relay
@@ -84,6 +90,24 @@ fn run() -> Result<()> {
         Some("fuzz") => fuzz::run(&rest),
         Some("bench") if rest.first().is_some_and(|first| first == "relay") => {
             bench::relay(&rest[1..])
+        }
+        Some("real") => {
+            setup::ensure_ebpf_toolchain()?;
+            setup::ensure_net_tools()?;
+            // `vpnsim real` finds the two servers next to itself, in the same profile.
+            cargo(
+                &[
+                    "build",
+                    "--quiet",
+                    "--release",
+                    "--package",
+                    "relay-server",
+                    "--package",
+                    "gateway-server",
+                ],
+                &[],
+            )?;
+            vpnsim("real", &rest)
         }
         Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
