@@ -290,13 +290,15 @@ pub struct Received {
     pub wrong_size: u64,
 }
 
-/// The peer's receiver: a thread counting datagrams on the peer's socket until stopped.
+/// The peer's receiver: a thread counting datagrams on the peer's socket until stopped (or
+/// dropped).
 #[derive(Debug)]
 pub struct PeerReceiver {
     stop: Arc<AtomicBool>,
     /// Datagrams so far, published as they come.
     progress: Arc<AtomicU64>,
-    thread: JoinHandle<Result<Received>>,
+    /// Taken by [`PeerReceiver::stop`].
+    thread: Option<JoinHandle<Result<Received>>>,
 }
 
 impl PeerReceiver {
@@ -325,7 +327,7 @@ impl PeerReceiver {
         Ok(Self {
             stop,
             progress,
-            thread,
+            thread: Some(thread),
         })
     }
 
@@ -352,11 +354,20 @@ impl PeerReceiver {
     }
 
     /// Stops counting and returns the count.
-    pub fn stop(self) -> Result<Received> {
+    pub fn stop(mut self) -> Result<Received> {
         self.stop.store(true, Ordering::SeqCst);
         self.thread
+            .take()
+            .context("the receiver was stopped already")?
             .join()
             .map_err(|_| anyhow!("the receiver panicked"))?
+    }
+}
+
+/// A receiver dropped on the way out of a failed run stops within one read timeout.
+impl Drop for PeerReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 

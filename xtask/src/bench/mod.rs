@@ -60,8 +60,8 @@ pub enum Mode {
     Xdp,
     /// coturn's turnserver.
     Coturn,
-    /// No relay: the clients send the payload as plain UDP straight to the peer through the
-    /// router; what the machine spends on a datagram outside any relay.
+    /// no relay: the clients send the payload as plain UDP straight to the peer through the
+    /// router (what a datagram costs outside any relay).
     Direct,
 }
 
@@ -104,7 +104,8 @@ impl Rate {
 }
 
 /// Relay throughput in network namespaces: relay-server in userspace, relay-server with its
-/// XDP program attached, and coturn's turnserver, on the same load.
+/// XDP program attached, and coturn's turnserver, on the same load, beside a direct path
+/// without a relay.
 ///
 /// Needs root (namespaces, XDP, and apt-get to install coturn when it is missing). Builds
 /// relay-server in release first. Nothing is sent outside the namespaces the bench creates;
@@ -125,8 +126,8 @@ struct Options {
     #[arg(long, value_name = "BYTES", default_value_t = 100,
           value_parser = clap::value_parser!(u16).range(1..=1400))]
     payload: u16,
-    /// What carries the load, comma-separated; `direct` (no relay) is the reference the table's
-    /// last two columns subtract.
+    /// What carries the load, comma-separated; `direct` (no relay) is what the `above direct`
+    /// column subtracts.
     #[arg(
         long,
         value_enum,
@@ -143,8 +144,8 @@ struct Options {
     /// CPU the relay leaves the sender).
     #[arg(long, value_name = "PPS|max", default_value = "100000", value_parser = Rate::parse)]
     rate: Rate,
-    /// How relay-server attaches its XDP program in the xdp mode (`auto`: native where the
-    /// driver has it, and veth has it).
+    /// How relay-server attaches its XDP program in the xdp mode (`auto`: native if a probe of
+    /// a few datagrams per client all arrive that way, else generic).
     #[arg(long, value_enum, default_value_t = XdpAttach::Auto)]
     xdp_mode: XdpAttach,
 }

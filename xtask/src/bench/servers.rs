@@ -29,7 +29,7 @@ const INSTALL_LIMIT: Duration = Duration::from_secs(600);
 /// How relay-server attaches its program (`--xdp-mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum XdpAttach {
-    /// Native where the driver has it (veth does), else generic.
+    /// native if it relays (the first xdp run probes it), else generic.
     Auto,
     Native,
     Generic,
