@@ -174,6 +174,55 @@ pub fn deliveries(
     findings
 }
 
+/// Tunnel frames a link fault took: on which link, why and when, with the inner packet they
+/// carried, in the order the model predicts them.
+pub fn link_drops(
+    predicted: &[observation::PacketDrop],
+    observed: &[observation::PacketDrop],
+    tolerance: u64,
+) -> Vec<Finding> {
+    let on_links = |drops: &[observation::PacketDrop]| -> Vec<(String, u64, Packet)> {
+        let mut list: Vec<(String, u64, Packet)> = drops
+            .iter()
+            .filter(|drop| matches!(drop.place, observation::DropPlace::Link { .. }))
+            .map(|drop| {
+                (
+                    format!("{} ({})", drop.place, drop.reason),
+                    drop.at_ms,
+                    comparable(&drop.packet),
+                )
+            })
+            .collect();
+        list.sort_by_key(|(_, at, _)| *at);
+        list
+    };
+    let (want, have) = (on_links(predicted), on_links(observed));
+    let mut findings = Vec::new();
+    for index in 0..want.len().max(have.len()) {
+        match (want.get(index), have.get(index)) {
+            (Some((place, at, packet)), Some((real_place, real_at, real))) => {
+                if place != real_place || packet != real {
+                    findings.push(Finding(format!(
+                        "link drop {index}: the model says {packet} {place} at {at} ms, the real world dropped {real} {real_place} at {real_at} ms"
+                    )));
+                } else if !within(*at, *real_at, tolerance) {
+                    findings.push(Finding(format!(
+                        "link drop {index} ({packet} {place}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
+                    )));
+                }
+            }
+            (Some((place, at, packet)), None) => findings.push(Finding(format!(
+                "link drop of {packet} {place} predicted at {at} ms did not happen"
+            ))),
+            (None, Some((place, at, packet))) => findings.push(Finding(format!(
+                "{packet} dropped {place} at {at} ms, not predicted"
+            ))),
+            (None, None) => {}
+        }
+    }
+    findings
+}
+
 /// Gateway drops: (gateway, client, reason), as many of each as predicted.
 pub fn gateway_drops(
     predicted: &[observation::PacketDrop],

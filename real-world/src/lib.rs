@@ -7,16 +7,19 @@
 //! gateway drops exact, and every time within a stated tolerance. The relays' XDP fast-path
 //! verdicts must also be those of the simulation of the same story.
 //!
-//! What differs from the simulation, on purpose, is written in docs/harness.md ("Real
-//! networking"): the links have the kernel's own latency (this kernel has no netem), so the
-//! model predicts the story with every link at 1 ms; TCP sequence numbers of the resource side
-//! are Linux's own (deliveries are compared without sequence and acknowledgement numbers).
+//! The links between hosts have the story's latencies and faults: the router namespace sends
+//! what it forwards through a TUN device the run holds, which plays the part of netem (this
+//! kernel has none) and knows the story's hosts. What differs from the simulation, on purpose,
+//! is written in docs/harness.md ("Real networking"): TCP sequence numbers of the resource
+//! side are Linux's own (deliveries are compared without sequence and acknowledgement
+//! numbers), and the resources sit behind their gateway's TUN device with no added latency.
 //!
 //! Needs root, `ip` and `ethtool` (iproute2), network namespaces, `/dev/net/tun` and BPF;
 //! [`missing_support`] says what is missing so a caller can skip loudly.
 
 mod client;
 mod compare;
+mod links;
 mod netns;
 mod processes;
 mod run;

@@ -12,7 +12,7 @@ use std::{
 use model::{Allocations, Prediction, RelayedAddresses};
 use proto::{credentials, flow::FlowRecord};
 use scenario_format::{
-    Latency, PathMode, ResourceAddress, Scenario, Side, Stack, Step, Target,
+    PathMode, ResourceAddress, Scenario, Side, Stack, Step, Target,
     plan::{self, AddressPlan, TUNNEL_PORT},
     settings::{
         DEFAULT_IDLE_TIMEOUT_S, DNS_MAX_TTL_S, DNS_MIN_TTL_S, DNS_QUEUE_LIMIT,
@@ -28,6 +28,7 @@ use crate::{
     RealError,
     client::{RealClient, Seen},
     compare::{self, Finding},
+    links::{Links, hosts_by_address},
     netns::Namespaces,
     processes::{Binaries, Child, GatewayProcess, METRICS_PORT, scrape},
     servers::{DnsServer, Resources},
@@ -49,7 +50,7 @@ pub struct RealOptions {
 /// What a real run did, and how it compares with the model.
 #[derive(Debug)]
 pub struct RealRun {
-    /// The scenario as the real world plays it (every link at 1 ms: see the crate docs).
+    /// The scenario as the real world played it.
     pub played: Scenario,
     pub prediction: Prediction,
     /// The gateways' flow records, on the scenario's clock.
@@ -108,6 +109,7 @@ fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
             | Step::Grant(_)
             | Step::Revoke { .. }
             | Step::Roam { .. }
+            | Step::Fault { .. }
             | Step::Idle { .. } => {}
             other => {
                 // Externally tagged: the one key is the step's kind.
@@ -126,17 +128,6 @@ fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
     Ok(())
 }
 
-/// The story as the real world can play it: the kernel has no netem, so every link has the
-/// kernel's own latency, which the model sees as 1 ms.
-fn as_played(scenario: &Scenario) -> Scenario {
-    let mut played = scenario.clone();
-    played.topology.latency = Latency {
-        default_ms: 1,
-        links: Vec::new(),
-    };
-    played
-}
-
 static RUNS: AtomicU32 = AtomicU32::new(0);
 
 /// Plays `scenario` in the real world and judges it. `Err` only when the run could not be
@@ -146,7 +137,7 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
     scenario
         .validate()
         .map_err(|error| RealError::Unsupported(format!("invalid scenario: {error:?}")))?;
-    let played = as_played(scenario);
+    let played = scenario.clone();
     model::predict(&played).map_err(|e| RealError::Unpredictable(format!("{e:?}")))?;
     // A fresh directory: the flow logs are appended to.
     let _ = std::fs::remove_dir_all(&options.dir);
@@ -155,6 +146,12 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
     let mut namespaces = Namespaces::new(RUNS.fetch_add(1, Ordering::Relaxed));
     let plan = AddressPlan::new(&played);
     let topology = Topology::build(&mut namespaces, &played, &plan)?;
+    let links = Links::attach(
+        &topology.router,
+        &topology.router_links,
+        &played,
+        hosts_by_address(&played, &plan),
+    )?;
     if !tcpdump_installed() {
         return Err(RealError::Setup(
             "tcpdump is not installed (it captures what reaches the resources)".into(),
@@ -172,11 +169,12 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         .collect::<Result<Vec<_>, _>>()?;
     // tcpdump needs a moment before it sees the first packet.
     std::thread::sleep(Duration::from_millis(500));
-    let mut world = World::start(&played, &plan, &topology, &namespaces, options)?;
+    let mut world = World::start(&played, &plan, &topology, &namespaces, links, options)?;
     let timeline = Timeline::of(&played);
     world.play(&played, &plan, &timeline)?;
     let relay_metrics = world.scrape_relays(&namespaces, &plan);
     world.shut_down()?;
+    world.links.finish(timeline.t_end);
     let pcap = router_capture.and_then(|mut capture| {
         capture.child.stop(Duration::from_secs(3)).ok()?;
         Some(capture.path)
@@ -209,6 +207,17 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         tolerance,
     ));
     findings.extend(compare::gateway_drops(&prediction.drops, &drops));
+    findings.extend(compare::link_drops(
+        &prediction.drops,
+        &world.links.drops(),
+        tolerance,
+    ));
+    if world.links.strangers() > 0 {
+        findings.push(Finding(format!(
+            "the router forwarded {} datagrams between addresses that are no two hosts of the story",
+            world.links.strangers()
+        )));
+    }
     let fast_path = fast_path_against_the_simulation(&played, options.seed, &relay_metrics);
     findings.extend(fast_path.finding.clone());
     for (index, client) in world.clients.iter().enumerate() {
@@ -407,6 +416,7 @@ fn resource_deliveries(
 
 /// The running world: processes, in-process hosts, and the scenario's bookkeeping.
 struct World {
+    links: Links,
     relays: Vec<Child>,
     gateways: Vec<GatewayProcess>,
     clients: Vec<RealClient>,
@@ -449,6 +459,7 @@ impl World {
         plan: &AddressPlan,
         topology: &Topology,
         namespaces: &Namespaces,
+        links: Links,
         options: &RealOptions,
     ) -> Result<Self, RealError> {
         let dir = &options.dir;
@@ -492,6 +503,7 @@ impl World {
             .collect();
         let origin = Instant::now();
         let origin_wall = SystemTime::now();
+        links.set_origin(origin);
         let mut clients = Vec::new();
         for (index, spec) in scenario.topology.clients.iter().enumerate() {
             let local = plan.client_socket(index, 0);
@@ -521,6 +533,7 @@ impl World {
             );
         }
         Ok(Self {
+            links,
             relays,
             gateways,
             clients,
@@ -646,6 +659,7 @@ impl World {
                 self.proxy_index(scenario, c, name)?;
             }
             Step::DnsChange { name, addresses } => self.dns.change(name, addresses),
+            Step::Fault { between, fault } => self.links.fault(between, fault, now),
             Step::Grant(grant) => {
                 let (client, resource, g) =
                     self.grant_parties(scenario, &grant.client, &grant.resource)?;

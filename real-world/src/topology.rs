@@ -44,6 +44,8 @@ pub struct Topology {
     /// The namespace behind each gateway's TUN side that holds its resources.
     pub resources: Vec<String>,
     pub clients: Vec<String>,
+    /// The router's side of every host's link (`to-<role>`).
+    pub router_links: Vec<String>,
 }
 
 impl Topology {
@@ -58,12 +60,17 @@ impl Topology {
             "net.ipv4.ip_forward=1",
             "net.ipv6.conf.all.forwarding=1",
             "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            // Datagrams leave the router by another link than they came in on (links0).
+            "net.ipv4.conf.all.send_redirects=0",
         ] {
             run("ip", &["netns", "exec", &router, "sysctl", "-qw", setting])?;
         }
+        let mut router_links = Vec::new();
         let mut attach = |role: String, addresses: HostAddresses| -> Result<String, RealError> {
             let ns = namespaces.add(&role)?;
             link_to_router(&ns, &router, &role, addresses)?;
+            router_links.push(format!("to-{role}"));
             Ok(ns)
         };
         let dns = attach(
@@ -99,6 +106,7 @@ impl Topology {
             gateways,
             resources,
             clients,
+            router_links,
         })
     }
 }

@@ -17,7 +17,7 @@ use scenario_format::Scenario;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Times within this many ms of the model's count as on time.
-const TOLERANCE_MS: u64 = 50;
+const TOLERANCE_MS: u64 = 10;
 
 fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")

@@ -88,7 +88,7 @@ enum Command {
         /// A scenario file (YAML).
         file: PathBuf,
         /// How far a real time may be from the model's, in ms.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 10)]
         tolerance_ms: u64,
         /// Seeds the relays, the gateways and the TURN clients.
         #[arg(long, default_value_t = 1)]

@@ -25,7 +25,7 @@ pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
         seed,
     };
     println!(
-        "playing {} in the real world ({} steps; every link at the kernel's own latency, the model at 1 ms)",
+        "playing {} in the real world ({} steps, on the wall clock)",
         scenario.name,
         scenario.steps.len()
     );

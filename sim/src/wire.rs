@@ -30,7 +30,7 @@ pub fn open_tunnel_frame(frame: &[u8]) -> Option<(usize, &[u8])> {
 
 /// Whether a datagram is a CreatePermission or ChannelBind request (RFC 8656 §16: methods
 /// 0x008 and 0x009, class request).
-pub(crate) fn is_binding_request(payload: &[u8]) -> bool {
+pub fn is_binding_request(payload: &[u8]) -> bool {
     payload.len() >= 20
         && matches!(
             u16::from_be_bytes([payload[0], payload[1]]),
@@ -133,7 +133,7 @@ pub(crate) fn tunnel_frame_in(datagram: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The inner packet of a tunnel frame a datagram carries, if it carries one.
-pub(crate) fn tunnel_packet_in(datagram: &[u8]) -> Option<Packet> {
+pub fn tunnel_packet_in(datagram: &[u8]) -> Option<Packet> {
     let frame = tunnel_frame_in(datagram)?;
     let (_, inner) = open_tunnel_frame(&frame)?;
     Some(Packet::parse(inner))
