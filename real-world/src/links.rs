@@ -25,6 +25,7 @@ use std::{
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use observation::{DropPlace, DropReason, PacketDrop};
 use scenario_format::{Fault, Latency, Scenario, plan};
+use sim::faults::{FaultState, LinkVerdict};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
 use crate::{
@@ -37,14 +38,11 @@ const DEVICE: &str = "links0";
 /// The routing table that sends them there.
 const TABLE: &str = "100";
 
-/// The faults on one link between two named hosts.
+/// The faults on one link between two named hosts (judged as the simulation judges them), and
+/// what a hold keeps: the datagrams, in order of sending.
 #[derive(Debug, Default)]
 struct LinkFaults {
-    partitioned: bool,
-    holding: bool,
-    drop_next: u32,
-    dropping_binding_requests: bool,
-    /// What a hold keeps: the datagrams, in order of sending.
+    state: FaultState,
     held: Vec<Vec<u8>>,
 }
 
@@ -218,23 +216,13 @@ impl LinkState {
             .faults
             .entry(link_key(&between[0], &between[1]))
             .or_default();
-        match fault {
-            Fault::Partition => faults.partitioned = true,
-            Fault::Heal => {
-                faults.partitioned = false;
-                faults.dropping_binding_requests = false;
+        faults.state.apply(fault);
+        if *fault == Fault::Release {
+            // Put at the far end at the release.
+            for datagram in std::mem::take(&mut faults.held) {
+                self.sent += 1;
+                self.in_flight.insert((now, self.sent), datagram);
             }
-            Fault::DropBindingRequests => faults.dropping_binding_requests = true,
-            Fault::Hold => faults.holding = true,
-            Fault::Release => {
-                faults.holding = false;
-                // Put at the far end at the release.
-                for datagram in std::mem::take(&mut faults.held) {
-                    self.sent += 1;
-                    self.in_flight.insert((now, self.sent), datagram);
-                }
-            }
-            Fault::DropNext(n) => faults.drop_next = faults.drop_next.saturating_add(*n),
         }
     }
 
@@ -271,34 +259,25 @@ impl LinkState {
         let between = link_key(from, to);
         let delay = Duration::from_millis(self.latency.between(from, to));
         if let Some(faults) = self.faults.get_mut(&between) {
-            let frame = sim::wire::tunnel_packet_in(payload);
-            let reason =
-                if faults.dropping_binding_requests && sim::wire::is_binding_request(payload) {
-                    return;
-                } else if faults.partitioned {
-                    DropReason::Partition
-                } else if faults.holding {
+            match faults.state.judge(payload) {
+                LinkVerdict::Pass => {}
+                LinkVerdict::Held { .. } => {
                     faults.held.push(packet.to_vec());
                     return;
-                } else if frame.is_some() && faults.drop_next > 0 {
-                    faults.drop_next -= 1;
-                    DropReason::DropNext
-                } else {
-                    self.sent += 1;
-                    self.in_flight
-                        .insert((now + delay, self.sent), packet.to_vec());
+                }
+                LinkVerdict::Lost { reason, frame } => {
+                    if let (Some(reason), Some(frame)) = (reason, frame) {
+                        self.drops.push(PacketDrop {
+                            at_ms,
+                            place: DropPlace::Link { between },
+                            reason,
+                            packet: frame,
+                            step: 0,
+                        });
+                    }
                     return;
-                };
-            if let Some(frame) = frame {
-                self.drops.push(PacketDrop {
-                    at_ms,
-                    place: DropPlace::Link { between },
-                    reason,
-                    packet: frame,
-                    step: 0,
-                });
+                }
             }
-            return;
         }
         self.sent += 1;
         self.in_flight

@@ -604,30 +604,21 @@ impl World {
     ) -> Result<(), RealError> {
         let now = Instant::now();
         let topology = &scenario.topology;
-        let client_of = |name: &str| topology.clients.iter().position(|c| c.name == name);
-        let gateway_of_resource = |name: &str| {
-            let resource = topology.resources.iter().find(|r| r.name == name)?;
-            topology
-                .gateways
-                .iter()
-                .position(|g| g.name == resource.gateway)
-        };
+        let client_of = |name: &str| topology.client_index(name);
         match step {
             Step::Path {
                 client,
                 gateway,
                 mode,
             } => {
-                let (Some(c), Some(g)) = (
-                    client_of(client),
-                    topology.gateways.iter().position(|x| &x.name == gateway),
-                ) else {
+                let (Some(c), Some(g)) = (client_of(client), topology.gateway_index(gateway))
+                else {
                     return Err(RealError::Unsupported(format!("step {k}: unknown host")));
                 };
                 self.path(plan, c, g, *mode, now)?;
             }
             Step::Udp { target, bytes } => {
-                let (c, g, dst) = self.target(scenario, target, &gateway_of_resource)?;
+                let (c, g, dst) = self.target(scenario, target)?;
                 let src = SocketAddr::new(
                     tunnel_ip(plan, c, target.ipv6),
                     AddressPlan::udp_source_port(target.port),
@@ -640,7 +631,7 @@ impl World {
                 target,
                 src_port,
             } => {
-                let (c, g, dst) = self.target(scenario, target, &gateway_of_resource)?;
+                let (c, g, dst) = self.target(scenario, target)?;
                 let port = AddressPlan::tcp_source_port(*conn, *src_port).unwrap_or_default();
                 let src = SocketAddr::new(tunnel_ip(plan, c, target.ipv6), port);
                 self.clients[c].tcp_open(g, src, dst, now);
@@ -719,21 +710,16 @@ impl World {
         &mut self,
         scenario: &Scenario,
         target: &Target,
-        gateway_of_resource: &dyn Fn(&str) -> Option<usize>,
     ) -> Result<(usize, usize, SocketAddr), RealError> {
         let topology = &scenario.topology;
         let unknown = || RealError::Unsupported(format!("unknown target {target:?}"));
-        let c = topology
-            .clients
-            .iter()
-            .position(|x| x.name == target.client)
+        let c = topology.client_index(&target.client).ok_or_else(unknown)?;
+        let g = topology
+            .gateway_of_resource(&target.resource)
             .ok_or_else(unknown)?;
-        let g = gateway_of_resource(&target.resource).ok_or_else(unknown)?;
-        let resource = topology
-            .resources
-            .iter()
-            .find(|r| r.name == target.resource)
-            .ok_or_else(unknown)?;
+        let resource = &topology.resources[topology
+            .resource_index(&target.resource)
+            .ok_or_else(unknown)?];
         let ip = match (&resource.address, &target.domain) {
             (ResourceAddress::Cidr(cidr), _) => plan::parse_resource_cidr(cidr)
                 .map(|(ip, _)| ip)
@@ -773,21 +759,9 @@ impl World {
     ) -> Result<(usize, usize, usize), RealError> {
         let topology = &scenario.topology;
         let unknown = || RealError::Unsupported(format!("unknown grant {client} -> {resource}"));
-        let c = topology
-            .clients
-            .iter()
-            .position(|x| x.name == client)
-            .ok_or_else(unknown)?;
-        let r = topology
-            .resources
-            .iter()
-            .position(|x| x.name == resource)
-            .ok_or_else(unknown)?;
-        let g = topology
-            .gateways
-            .iter()
-            .position(|x| x.name == topology.resources[r].gateway)
-            .ok_or_else(unknown)?;
+        let c = topology.client_index(client).ok_or_else(unknown)?;
+        let r = topology.resource_index(resource).ok_or_else(unknown)?;
+        let g = topology.gateway_of_resource(resource).ok_or_else(unknown)?;
         Ok((c, r, g))
     }
 
@@ -992,34 +966,16 @@ fn connection(
 ) -> Result<(usize, SocketAddr, usize), RealError> {
     let topology = &scenario.topology;
     scenario
-        .steps
-        .iter()
-        .find_map(|step| match step {
-            Step::TcpOpen {
-                conn: c,
-                target,
-                src_port,
-            } if *c == conn => {
-                let client = topology
-                    .clients
-                    .iter()
-                    .position(|x| x.name == target.client)?;
-                let resource = topology
-                    .resources
-                    .iter()
-                    .find(|r| r.name == target.resource)?;
-                let gateway = topology
-                    .gateways
-                    .iter()
-                    .position(|g| g.name == resource.gateway)?;
-                let port = AddressPlan::tcp_source_port(conn, *src_port)?;
-                Some((
-                    client,
-                    SocketAddr::new(tunnel_ip(plan, client, target.ipv6), port),
-                    gateway,
-                ))
-            }
-            _ => None,
+        .tcp_open_of(conn)
+        .and_then(|(target, src_port)| {
+            let client = topology.client_index(&target.client)?;
+            let gateway = topology.gateway_of_resource(&target.resource)?;
+            let port = AddressPlan::tcp_source_port(conn, src_port)?;
+            Some((
+                client,
+                SocketAddr::new(tunnel_ip(plan, client, target.ipv6), port),
+                gateway,
+            ))
         })
         .ok_or_else(|| RealError::Unsupported(format!("connection {conn} is never opened")))
 }
@@ -1027,16 +983,6 @@ fn connection(
 /// The UDP and TCP ports the steps use, per gateway (by the gateway of the target resource).
 fn ports(scenario: &Scenario) -> (BTreeMap<usize, Vec<u16>>, BTreeMap<usize, Vec<u16>>) {
     let topology = &scenario.topology;
-    let gateway = |target: &Target| {
-        let resource = topology
-            .resources
-            .iter()
-            .find(|r| r.name == target.resource)?;
-        topology
-            .gateways
-            .iter()
-            .position(|g| g.name == resource.gateway)
-    };
     let (mut udp, mut tcp) = (
         BTreeMap::<usize, Vec<u16>>::new(),
         BTreeMap::<usize, Vec<u16>>::new(),
@@ -1047,7 +993,7 @@ fn ports(scenario: &Scenario) -> (BTreeMap<usize, Vec<u16>>, BTreeMap<usize, Vec
             Step::TcpOpen { target, .. } => (&mut tcp, target),
             _ => continue,
         };
-        if let Some(g) = gateway(target) {
+        if let Some(g) = topology.gateway_of_resource(&target.resource) {
             let ports = map.entry(g).or_default();
             if !ports.contains(&target.port) {
                 ports.push(target.port);

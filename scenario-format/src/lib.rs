@@ -415,7 +415,43 @@ pub enum LoadError {
     },
 }
 
+impl Topology {
+    /// The index of the client named `name`.
+    pub fn client_index(&self, name: &str) -> Option<usize> {
+        self.clients.iter().position(|c| c.name == name)
+    }
+
+    /// The index of the gateway named `name`.
+    pub fn gateway_index(&self, name: &str) -> Option<usize> {
+        self.gateways.iter().position(|g| g.name == name)
+    }
+
+    /// The index of the resource named `name`.
+    pub fn resource_index(&self, name: &str) -> Option<usize> {
+        self.resources.iter().position(|r| r.name == name)
+    }
+
+    /// The index of the gateway that serves the resource named `name`.
+    pub fn gateway_of_resource(&self, name: &str) -> Option<usize> {
+        let resource = &self.resources[self.resource_index(name)?];
+        self.gateway_index(&resource.gateway)
+    }
+}
+
 impl Scenario {
+    /// The `tcp-open` step of connection `conn` (the last one, if the number is used again):
+    /// its target and the source port it chose.
+    pub fn tcp_open_of(&self, conn: u32) -> Option<(&Target, Option<u16>)> {
+        self.steps.iter().rev().find_map(|step| match step {
+            Step::TcpOpen {
+                conn: c,
+                target,
+                src_port,
+            } if *c == conn => Some((target, *src_port)),
+            _ => None,
+        })
+    }
+
     /// Parses and validates YAML text; `origin` names the text in errors (a file path).
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, LoadError> {
         let scenario: Scenario =

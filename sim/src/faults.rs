@@ -5,6 +5,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use observation::{DropPlace, DropReason, Packet};
+use scenario_format::Fault;
 
 use crate::{clock::now_ms, state::Shared, wire};
 
@@ -17,23 +18,95 @@ pub(crate) struct Links {
     pub(crate) faults: BTreeMap<[String; 2], LinkFaults>,
 }
 
-/// The faults on one link between two named hosts (docs/harness.md, "Faults").
+/// The faults on one link between two named hosts (docs/harness.md, "Faults"), and the
+/// tunnel frames a hold keeps.
 #[derive(Debug, Default)]
 pub(crate) struct LinkFaults {
-    pub(crate) partitioned: bool,
-    pub(crate) holding: bool,
-    /// Tunnel frames the `drop-next` faults still take.
-    pub(crate) drop_next: u32,
-    /// CreatePermission and ChannelBind requests are taken until the heal.
-    pub(crate) dropping_binding_requests: bool,
-    /// Tunnel frames sent while the link holds (turmoil keeps them until a release): when they
-    /// were sent and what they carry.
+    pub(crate) state: FaultState,
+    /// Tunnel frames sent while the link holds (turmoil keeps them until a release): what
+    /// they carry.
     pub(crate) held: Vec<Packet>,
 }
 
-impl LinkFaults {
+/// Which faults act on a link: what `fault` steps set and clear. The simulation and the real
+/// world's link emulator both judge every datagram on a faulted link with it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FaultState {
+    pub partitioned: bool,
+    pub holding: bool,
+    /// Tunnel frames the `drop-next` faults still take.
+    pub drop_next: u32,
+    /// CreatePermission and ChannelBind requests are taken until the heal.
+    pub dropping_binding_requests: bool,
+}
+
+/// What the faults on a link do with one datagram sent on it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkVerdict {
+    /// It goes on its way.
+    Pass,
+    /// A hold keeps it until the release; `frame` is the inner packet if it is a tunnel frame.
+    Held { frame: Option<Packet> },
+    /// It is lost: a tunnel frame (`frame`) with the drop's reason, or another datagram (a
+    /// partition's, or a binding request `drop-binding-requests` took: no reason).
+    Lost {
+        reason: Option<DropReason>,
+        frame: Option<Packet>,
+    },
+}
+
+impl FaultState {
     fn active(&self) -> bool {
         self.partitioned || self.holding || self.drop_next > 0 || self.dropping_binding_requests
+    }
+
+    /// A `fault` step on this link. On `release` the caller lets go of what it held.
+    pub fn apply(&mut self, fault: &Fault) {
+        match fault {
+            Fault::Partition => self.partitioned = true,
+            Fault::Heal => {
+                self.partitioned = false;
+                self.dropping_binding_requests = false;
+            }
+            Fault::DropBindingRequests => self.dropping_binding_requests = true,
+            Fault::Hold => self.holding = true,
+            Fault::Release => self.holding = false,
+            Fault::DropNext(n) => self.drop_next = self.drop_next.saturating_add(*n),
+        }
+    }
+
+    /// What the faults do with `datagram`, sent on this link now: a partition takes every
+    /// datagram; a hold keeps it; a `drop-next` fault takes the next tunnel frames only (TURN
+    /// control traffic passes); `drop-binding-requests` takes CreatePermission and ChannelBind
+    /// requests.
+    pub fn judge(&mut self, datagram: &[u8]) -> LinkVerdict {
+        if !self.active() {
+            return LinkVerdict::Pass;
+        }
+        let frame = wire::tunnel_packet_in(datagram);
+        if self.dropping_binding_requests && wire::is_binding_request(datagram) {
+            return LinkVerdict::Lost {
+                reason: None,
+                frame: None,
+            };
+        }
+        if self.partitioned {
+            return LinkVerdict::Lost {
+                reason: frame.map(|_| DropReason::Partition),
+                frame,
+            };
+        }
+        if self.holding {
+            return LinkVerdict::Held { frame };
+        }
+        if frame.is_some() && self.drop_next > 0 {
+            self.drop_next -= 1;
+            return LinkVerdict::Lost {
+                reason: Some(DropReason::DropNext),
+                frame,
+            };
+        }
+        LinkVerdict::Pass
     }
 }
 
@@ -57,54 +130,34 @@ impl Shared {
         let Some(faults) = self.links.faults.get_mut(&between) else {
             return false;
         };
-        if !faults.active() {
-            return false;
-        }
         let at_ms = now_ms();
-        let packet = wire::tunnel_packet_in(payload);
-        if faults.dropping_binding_requests && wire::is_binding_request(payload) {
-            self.journal.trace_at(
-                at_ms,
-                host,
-                format!(
-                    "lost on the link {}-{} (drop-binding-requests): a {}-byte binding request",
-                    between[0],
-                    between[1],
-                    payload.len()
-                ),
-            );
-            return true;
-        }
-        let reason = if faults.partitioned {
-            DropReason::Partition
-        } else if faults.holding {
-            if let Some(packet) = packet {
-                faults.held.push(packet);
+        let (reason, frame) = match faults.state.judge(payload) {
+            LinkVerdict::Pass => return false,
+            LinkVerdict::Held { frame } => {
+                // turmoil holds the datagram; the frame is remembered until the release.
+                faults.held.extend(frame);
+                return false;
             }
-            return false;
-        } else if packet.is_some() && faults.drop_next > 0 {
-            faults.drop_next -= 1;
-            DropReason::DropNext
-        } else {
-            return false;
+            LinkVerdict::Lost { reason, frame } => (reason, frame),
         };
-        let what = match packet {
-            Some(packet) => {
+        let what = match (reason, frame) {
+            (Some(reason), Some(packet)) => {
                 let place = DropPlace::Link {
                     between: between.clone(),
                 };
                 self.journal.dropped(at_ms, place, reason, packet);
-                format!("frame with {packet}")
+                format!("frame with {packet} ({reason})")
             }
-            None => format!("{} bytes", payload.len()),
+            _ if faults.state.partitioned => format!("{} bytes (partition)", payload.len()),
+            _ => format!(
+                "a {}-byte binding request (drop-binding-requests)",
+                payload.len()
+            ),
         };
         self.journal.trace_at(
             at_ms,
             host,
-            format!(
-                "lost on the link {}-{} ({reason}): {what}",
-                between[0], between[1]
-            ),
+            format!("lost on the link {}-{}: {what}", between[0], between[1]),
         );
         true
     }

@@ -27,7 +27,7 @@ mod dns_forgery;
 pub mod dns_server;
 mod endpoint_io;
 mod error_events;
-mod faults;
+pub mod faults;
 mod gateway_host;
 mod internet_host;
 mod journal;

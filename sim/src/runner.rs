@@ -170,23 +170,11 @@ impl<'a> Runner<'a> {
 
     /// The client and inner address of an open connection, from the step that opened it.
     fn connection(&self, conn: u32) -> Option<(usize, SocketAddr, usize)> {
-        self.scenario
-            .steps
-            .iter()
-            .rev()
-            .find_map(|step| match step {
-                Step::TcpOpen {
-                    conn: c,
-                    target,
-                    src_port,
-                } if *c == conn => {
-                    let client = self.client_index(&target.client);
-                    let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
-                    let src = self.tcp_src(client, conn, *src_port, target.ipv6);
-                    Some((client, src, gateway))
-                }
-                _ => None,
-            })
+        let (target, src_port) = self.scenario.tcp_open_of(conn)?;
+        let client = self.client_index(&target.client);
+        let gateway = self.gateway_of_resource(self.resource_index(&target.resource));
+        let src = self.tcp_src(client, conn, src_port, target.ipv6);
+        Some((client, src, gateway))
     }
 
     fn to_client(&self, client: usize, command: ClientCommand) {
@@ -596,19 +584,9 @@ impl<'a> Runner<'a> {
                 .faults
                 .entry(link_key(&between[0], &between[1]))
                 .or_default();
-            match fault {
-                Fault::Partition => faults.partitioned = true,
-                Fault::Heal => {
-                    faults.partitioned = false;
-                    faults.dropping_binding_requests = false;
-                }
-                Fault::DropBindingRequests => faults.dropping_binding_requests = true,
-                Fault::Hold => faults.holding = true,
-                Fault::Release => {
-                    faults.holding = false;
-                    faults.held.clear();
-                }
-                Fault::DropNext(n) => faults.drop_next = faults.drop_next.saturating_add(*n),
+            faults.state.apply(fault);
+            if *fault == Fault::Release {
+                faults.held.clear();
             }
         }
         for (a, b) in link_pairs(self.scenario, self.plan, between) {
