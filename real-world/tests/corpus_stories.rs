@@ -16,8 +16,10 @@ use scenario_format::Scenario;
 /// blur each other's times.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Times within this many ms of the model's count as on time.
-const TOLERANCE_MS: u64 = 10;
+/// Times within this many ms of the model's count as on time. Runs on a quiet machine land
+/// within 5 ms; a 2-core machine busy with other work once put one ACK 11 ms late, so the
+/// suite allows more than `vpnsim real`'s default of 10 ms.
+const TOLERANCE_MS: u64 = 25;
 
 fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
