@@ -189,12 +189,20 @@ impl GatewayProcess {
             "--events".to_owned(),
             "-".to_owned(),
         ];
+        // A restarted gateway's log goes beside its predecessor's.
+        let log = (0..)
+            .map(|n| match n {
+                0 => dir.join(format!("gateway-{index}.log")),
+                n => dir.join(format!("gateway-{index}.restart-{n}.log")),
+            })
+            .find(|path| !path.exists())
+            .unwrap_or_else(|| dir.join(format!("gateway-{index}.log")));
         let mut child = Child::spawn(
             &format!("gateway-server {index}"),
             ns,
             binary,
             &args,
-            &dir.join(format!("gateway-{index}.log")),
+            &log,
             true,
         )?;
         let (control, stdout) = child.take_stdio();

@@ -111,6 +111,18 @@ fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
             | Step::Roam { .. }
             | Step::Fault { .. }
             | Step::Idle { .. } => {}
+            Step::GatewayRestart { gateway }
+                if scenario
+                    .topology
+                    .gateway_index(gateway)
+                    .is_some_and(|g| scenario.topology.gateways[g].relay.is_some()) =>
+            {
+                return Err(RealError::Unsupported(format!(
+                    "step {k}: a restarted gateway-server allocates on its relay again, where \
+                     the simulation's restarted gateway keeps its allocation"
+                )));
+            }
+            Step::GatewayRestart { .. } => {}
             other => {
                 // Externally tagged: the one key is the step's kind.
                 let value = serde_json::to_value(other).unwrap_or_default();
@@ -430,6 +442,13 @@ struct World {
     client_namespaces: Vec<String>,
     /// Each client's socket index (its port is the tunnel port plus this).
     roams: Vec<u16>,
+    /// What a restart needs: each gateway's namespace, configuration and control commands so
+    /// far, the binary and the run's directory.
+    gateway_namespaces: Vec<String>,
+    gateway_configs: Vec<String>,
+    control_log: Vec<Vec<serde_json::Value>>,
+    gateway_binary: PathBuf,
+    dir: PathBuf,
 }
 
 fn secret() -> String {
@@ -488,8 +507,10 @@ impl World {
             resources.push(namespaces.inside(ns, || Resources::bind(&ips, &udp, &tcp))?);
         }
         let mut gateways = Vec::new();
+        let mut gateway_configs = Vec::new();
         for (index, ns) in topology.gateways.iter().enumerate() {
             let config = gateway_config(scenario, plan, index, options.seed);
+            gateway_configs.push(config.clone());
             let mut gateway =
                 GatewayProcess::start(index, ns, &options.binaries.gateway_server, &config, dir)?;
             gateway.wait_for("listening", Duration::from_secs(10))?;
@@ -544,6 +565,11 @@ impl World {
             proxies: BTreeMap::new(),
             client_namespaces: topology.clients.clone(),
             roams: vec![0; scenario.topology.clients.len()],
+            gateway_namespaces: topology.gateways.clone(),
+            control_log: vec![Vec::new(); gateway_configs.len()],
+            gateway_configs,
+            gateway_binary: options.binaries.gateway_server.clone(),
+            dir: options.dir.clone(),
         })
     }
 
@@ -651,18 +677,30 @@ impl World {
             }
             Step::DnsChange { name, addresses } => self.dns.change(name, addresses),
             Step::Fault { between, fault } => self.links.fault(between, fault, now),
+            Step::GatewayRestart { gateway } => {
+                let g = topology
+                    .gateway_index(gateway)
+                    .ok_or_else(|| RealError::Unsupported(format!("step {k}: unknown gateway")))?;
+                self.restart(g)?;
+            }
             Step::Grant(grant) => {
                 let (client, resource, g) =
                     self.grant_parties(scenario, &grant.client, &grant.resource)?;
-                self.gateways[g].control(&json!({"grant": {
-                    "client": client, "resource": resource, "filters": grant.filters,
-                }}))?;
+                self.control(
+                    g,
+                    json!({"grant": {
+                        "client": client, "resource": resource, "filters": grant.filters,
+                    }}),
+                )?;
             }
             Step::Revoke { client, resource } => {
                 let (client, resource, g) = self.grant_parties(scenario, client, resource)?;
-                self.gateways[g].control(&json!({"revoke": {
-                    "client": client, "resource": resource,
-                }}))?;
+                self.control(
+                    g,
+                    json!({"revoke": {
+                        "client": client, "resource": resource,
+                    }}),
+                )?;
             }
             Step::Roam { client, back } => {
                 let c = client_of(client)
@@ -792,15 +830,52 @@ impl World {
             .collect();
         for g in gateways {
             for v6 in [false, true] {
-                self.gateways[g].control(&json!({"map_dns": {
-                    "client": c,
-                    "proxy_ip": AddressPlan::proxy_ip(index, v6),
-                    "domain": domain,
-                }}))?;
+                self.control(
+                    g,
+                    json!({"map_dns": {
+                        "client": c,
+                        "proxy_ip": AddressPlan::proxy_ip(index, v6),
+                        "domain": domain,
+                    }}),
+                )?;
             }
         }
         // Let the gateway take the mapping before the first packet can reach it.
         std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    }
+
+    /// A control-plane command to gateway `g`, remembered for a restart.
+    fn control(&mut self, g: usize, command: serde_json::Value) -> Result<(), RealError> {
+        self.gateways[g].control(&command)?;
+        self.control_log[g].push(command);
+        Ok(())
+    }
+
+    /// `gateway-restart`: the gateway-server process stops (SIGTERM: its flows are flushed
+    /// with `shutdown`), and a fresh one starts with the same configuration and is told again
+    /// what the control plane has told the old one (grants, revocations, DNS mappings, paths),
+    /// as the simulation's restarted gateway keeps them.
+    fn restart(&mut self, g: usize) -> Result<(), RealError> {
+        let old = &mut self.gateways[g];
+        old.child.stop(Duration::from_secs(5))?;
+        old.poll_events();
+        let mut fresh = GatewayProcess::start(
+            g,
+            &self.gateway_namespaces[g],
+            &self.gateway_binary,
+            &self.gateway_configs[g],
+            &self.dir,
+        )?;
+        fresh.wait_for("listening", Duration::from_secs(10))?;
+        // What the old process reported stays part of the run.
+        let mut seen = std::mem::take(&mut self.gateways[g].seen);
+        seen.retain(|event| event.get("listening").is_none());
+        fresh.seen.splice(0..0, seen);
+        self.gateways[g] = fresh;
+        for command in self.control_log[g].clone() {
+            self.gateways[g].control(&command)?;
+        }
         Ok(())
     }
 
@@ -847,7 +922,7 @@ impl World {
         } else {
             json!({ "direct": remote })
         };
-        self.gateways[g].control(&command)
+        self.control(g, command)
     }
 
     fn scrape_relays(
