@@ -199,10 +199,7 @@ fn a_client_reaches_the_gateway_through_its_own_relay_allocation() {
     };
     let files = Files::new("relayed");
     let allocations = Arc::new(AtomicUsize::new(0));
-    let relay = relay(
-        format!("/run/netns/{}", namespaces.name("relay")),
-        Arc::clone(&allocations),
-    );
+    let relay = relay(namespaces.name("relay"), Arc::clone(&allocations));
     let credentials =
         credentials::rest_api_credentials(RELAY_SECRET, unix_now() + 3_600, "gateway");
     let mut gateway = GatewayProcess::start(
@@ -269,7 +266,7 @@ fn a_dns_resource_is_reached_through_its_proxy_ip_once_the_gateway_resolves_it()
         Err(why) => return skip(&format!("no network namespaces with a TUN device ({why})")),
     };
     let files = Files::new("dns");
-    let dns = dns_server(format!("/run/netns/{}", namespaces.name("relay")));
+    let dns = dns_server(namespaces.name("relay"));
     let mut gateway = GatewayProcess::start(
         &namespaces,
         &files,

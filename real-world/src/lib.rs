@@ -48,3 +48,10 @@ pub enum RealError {
     #[error("{0}")]
     Process(String),
 }
+
+/// A namespace, a command in one or a closure inside one failed while setting up.
+impl From<netns_kit::Error> for RealError {
+    fn from(error: netns_kit::Error) -> Self {
+        Self::Setup(error.to_string())
+    }
+}

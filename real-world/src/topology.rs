@@ -24,7 +24,7 @@ use scenario_format::{
 
 use crate::{
     RealError,
-    netns::{Namespaces, ip, run},
+    netns::{Namespaces, TxChecksum, ip, run, veth},
 };
 
 const ROUTER_V4: &str = "169.254.0.1";
@@ -119,26 +119,7 @@ fn link_to_router(
     addresses: HostAddresses,
 ) -> Result<(), RealError> {
     let router_side = format!("to-{role}");
-    ip(&[
-        "-n",
-        ns,
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &router_side,
-        "netns",
-        router,
-    ])?;
-    run(
-        "ip",
-        &["netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"],
-    )?;
-    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", router, "link", "set", &router_side, "up"])?;
+    veth(ns, "eth0", router, &router_side, TxChecksum::Software)?;
     ip(&[
         "-n",
         router,
@@ -216,12 +197,7 @@ fn link_resources(gateway_ns: &str, ns: &str, ips: &[IpAddr]) -> Result<(), Real
             &["netns", "exec", gateway_ns, "sysctl", "-qw", setting],
         )?;
     }
-    ip(&[
-        "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "res0", "netns",
-        gateway_ns,
-    ])?;
-    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", gateway_ns, "link", "set", "res0", "up"])?;
+    veth(ns, "eth0", gateway_ns, "res0", TxChecksum::Offload)?;
     ip(&[
         "-n",
         gateway_ns,

@@ -15,13 +15,12 @@
 mod support;
 
 use std::{
-    fs::File,
     net::{Ipv4Addr, SocketAddr},
     process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use nix::sched::{CloneFlags, setns};
+use netns_kit::{SubnetLink, TxChecksum};
 use proto::credentials;
 use support::{Client, GIVE_UP, http_get, receive_within};
 
@@ -31,110 +30,58 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
 const METRICS_PORT: u16 = 9100;
 
-/// The test's namespaces; dropping it deletes them (and with them every veth and the relay's
-/// attachment), whatever happened.
-struct Namespaces {
-    prefix: String,
-}
+/// The test's namespaces; dropping them deletes them (and with them every veth and the
+/// relay's attachment), whatever happened.
+struct Namespaces(netns_kit::Namespaces);
 
 impl Namespaces {
     fn name(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
+        self.0.name(role)
     }
 
     /// Builds the topology above. `Err` names the command that failed.
-    fn create() -> Result<Self, String> {
-        let namespaces = Self {
-            prefix: format!("vpnsim-xdp-{}", std::process::id()),
-        };
+    fn create() -> Result<Self, netns_kit::Error> {
+        let mut namespaces = netns_kit::Namespaces::new("vpnsim-xdp");
         for role in ["router", "relay", "client", "peer"] {
-            ip(&["netns", "add", &namespaces.name(role)])?;
+            namespaces.add(role)?;
         }
         let router = namespaces.name("router");
         for (role, subnet, host) in [("relay", 0, 1), ("client", 1, 2), ("peer", 2, 2)] {
-            let ns = namespaces.name(role);
-            let router_side = format!("to-{role}");
-            ip(&[
-                "-n",
-                &ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &router_side,
+            // The hosts checksum in software, as a host behind a NIC does: the program updates
+            // checksums incrementally, as for frames off a real NIC, which arrive complete.
+            SubnetLink {
+                host_ns: &namespaces.name(role),
+                addresses: &[Ipv4Addr::new(10, 201, subnet, host)],
+                router_ns: &router,
+                router_side: &format!("to-{role}"),
+                router_address: Ipv4Addr::new(10, 201, subnet, 254),
+                prefix: 24,
+                tx: TxChecksum::Software,
+            }
+            .create()?;
+        }
+        netns_kit::run(
+            "ip",
+            &[
                 "netns",
+                "exec",
                 &router,
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.201.{subnet}.{host}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            // A datagram sent over a veth carries a partial UDP checksum (the stack leaves it
-            // to an offload that never runs), and the program updates checksums
-            // incrementally, as for frames off a real NIC, which arrive complete. So the
-            // hosts here checksum in software, as a host behind a NIC does.
-            run(Command::new("ip")
-                .args(["netns", "exec", &ns, "ethtool", "-K", "eth0", "tx", "off"]))?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.201.{subnet}.254"),
-            ])?;
-            ip(&[
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("10.201.{subnet}.254/24"),
-                "dev",
-                &router_side,
-            ])?;
-            ip(&["-n", &router, "link", "set", &router_side, "up"])?;
-        }
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &router,
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
-        ]))?;
-        Ok(namespaces)
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+            ],
+        )?;
+        Ok(Self(namespaces))
     }
 
-    /// Runs `f` on a thread inside namespace `role`: sockets it opens live there.
+    /// Runs `f` on a thread of its own inside namespace `role`: sockets it opens live there.
     fn inside<T: Send + 'static>(&self, role: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.name(role));
-        std::thread::spawn(move || {
-            let ns = File::open(&path).expect("the namespace exists");
-            setns(ns, CloneFlags::CLONE_NEWNET).expect("setns into the namespace");
-            f()
-        })
-        .join()
-        .expect("the namespace thread")
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for role in ["client", "peer", "relay", "router"] {
-            let _ = ip(&["netns", "del", &self.name(role)]);
-        }
+        let name = self.name(role);
+        std::thread::spawn(move || netns_kit::inside(&name, || Ok(f())))
+            .join()
+            .expect("the namespace thread")
+            .expect("inside the namespace")
     }
 }
 
@@ -145,25 +92,6 @@ impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run(Command::new("ip").args(args))
-}
-
-fn run(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    let out = command
-        .output()
-        .map_err(|error| format!("{shown}: {error}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{shown}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }
 

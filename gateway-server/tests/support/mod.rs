@@ -31,7 +31,7 @@ use hickory_proto::{
     op::{Message, MessageType, OpCode},
     rr::{RData, Record, RecordType, rdata::A},
 };
-use nix::sched::{CloneFlags, setns};
+use netns_kit::{SubnetLink, TxChecksum, ip};
 use proto::tunnel::{self, Direction, FrameHeader, SessionKey};
 use relay::{Event, Relay, RelayConfig, TURN_PORT};
 
@@ -60,15 +60,13 @@ pub fn gateway_addr() -> SocketAddr {
     SocketAddr::from((GATEWAY, GATEWAY_PORT))
 }
 
-/// A test's namespaces; dropping it deletes them (and with them every veth and the TUN
+/// A test's namespaces; dropping them deletes them (and with them every veth and the TUN
 /// device), whatever happened.
-pub struct Namespaces {
-    prefix: String,
-}
+pub struct Namespaces(netns_kit::Namespaces);
 
 impl Namespaces {
     pub fn name(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
+        self.0.name(role)
     }
 
     /// Builds the topology above under a prefix of this process and `tag`. `Err` names the
@@ -77,12 +75,13 @@ impl Namespaces {
         if !Path::new("/dev/net/tun").exists() {
             return Err("no /dev/net/tun".into());
         }
-        let namespaces = Self {
-            prefix: format!("vpnsim-gws-{}-{tag}", std::process::id()),
-        };
+        Self::build(tag).map_err(|error| error.to_string())
+    }
+
+    fn build(tag: &str) -> Result<Self, netns_kit::Error> {
+        let mut namespaces = netns_kit::Namespaces::tagged("vpnsim-gws", tag);
         for role in ["client", "gw", "resource", "relay"] {
-            ip(&["netns", "add", &namespaces.name(role)])?;
-            ip(&["-n", &namespaces.name(role), "link", "set", "lo", "up"])?;
+            namespaces.add(role)?;
         }
         let gw = namespaces.name("gw");
         for (role, gw_side, subnet, host, addresses) in [
@@ -90,21 +89,16 @@ impl Namespaces {
             ("resource", "res0", 2, 1, &[RESOURCE, NOT_GRANTED][..]),
             ("relay", "to-relay", 3, 254, &[RELAY][..]),
         ] {
-            let ns = namespaces.name(role);
-            ip(&[
-                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", gw_side, "netns",
-                &gw,
-            ])?;
-            for address in addresses {
-                let address = format!("{address}/24");
-                ip(&["-n", &ns, "addr", "add", &address, "dev", "eth0"])?;
+            SubnetLink {
+                host_ns: &namespaces.name(role),
+                addresses,
+                router_ns: &gw,
+                router_side: gw_side,
+                router_address: Ipv4Addr::new(10, 203, subnet, host),
+                prefix: 24,
+                tx: TxChecksum::Offload,
             }
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            let gw_address = format!("10.203.{subnet}.{host}");
-            ip(&["-n", &ns, "route", "add", "default", "via", &gw_address])?;
-            let gw_prefix = format!("{gw_address}/24");
-            ip(&["-n", &gw, "addr", "add", &gw_prefix, "dev", gw_side])?;
-            ip(&["-n", &gw, "link", "set", gw_side, "up"])?;
+            .create()?;
         }
         // The gateway's TUN device, persistent as a runner makes it; client tunnel IPs route
         // into it, and the namespace forwards between it and the resources. No IPv6 link-local
@@ -119,52 +113,15 @@ impl Namespaces {
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.default.rp_filter=0",
         ] {
-            run(Command::new("ip").args(["netns", "exec", &gw, "sysctl", "-q", "-w", setting]))?;
+            netns_kit::run("ip", &["netns", "exec", &gw, "sysctl", "-q", "-w", setting])?;
         }
-        Ok(namespaces)
+        Ok(Self(namespaces))
     }
 
     /// Runs `f` with this thread inside namespace `role` (sockets it opens stay there), and
     /// comes back to the namespace the thread was in.
     pub fn inside<T>(&self, role: &str, f: impl FnOnce() -> T) -> T {
-        let home = File::open("/proc/thread-self/ns/net").expect("this thread's namespace");
-        let target = File::open(self.path(role)).expect("the namespace");
-        setns(&target, CloneFlags::CLONE_NEWNET).expect("setns into the namespace");
-        let result = f();
-        setns(&home, CloneFlags::CLONE_NEWNET).expect("setns back");
-        result
-    }
-
-    fn path(&self, role: &str) -> String {
-        format!("/run/netns/{}", self.name(role))
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for role in ["client", "resource", "relay", "gw"] {
-            let _ = ip(&["netns", "del", &self.name(role)]);
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run(Command::new("ip").args(args))
-}
-
-fn run(command: &mut Command) -> Result<(), String> {
-    let shown = format!("{command:?}");
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|error| format!("{shown}: {error}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{shown}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        netns_kit::inside(&self.name(role), || Ok(f())).expect("inside the namespace")
     }
 }
 
@@ -325,6 +282,13 @@ impl<T: Send + 'static> Host<T> {
         }
     }
 
+    /// Like [`Host::spawn`], with the host's thread inside namespace `ns` (its name).
+    fn spawn_in(ns: String, serve: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Self {
+        Self::spawn(move |stop| {
+            netns_kit::inside(&ns, || Ok(serve(stop))).expect("inside the host's namespace")
+        })
+    }
+
     /// Stops the host and returns what it served.
     pub fn stop(mut self) -> T {
         self.stop.store(true, Ordering::Relaxed);
@@ -360,13 +324,11 @@ pub fn echo(socket: UdpSocket) -> Host<Vec<Received>> {
     })
 }
 
-/// A TURN relay at [`RELAY`]:3478 in the namespace `ns` (a path under /run/netns): the
-/// sans-IO relay with a socket for its TURN port and one per allocation, polled. `allocations`
-/// follows how many it holds.
+/// A TURN relay at [`RELAY`]:3478 in the namespace `ns` (its name): the sans-IO relay with a
+/// socket for its TURN port and one per allocation, polled. `allocations` follows how many it
+/// holds.
 pub fn relay(ns: String, allocations: Arc<AtomicUsize>) -> Host<()> {
-    Host::spawn(move |stop| {
-        let target = File::open(ns).expect("the relay's namespace");
-        setns(&target, CloneFlags::CLONE_NEWNET).expect("setns into the relay's namespace");
+    Host::spawn_in(ns, move |stop| {
         let mut config = RelayConfig::new("netns.test", RELAY_SECRET);
         config.public_v4 = Some(RELAY);
         config.port_range = 61_000..=61_099;
@@ -416,13 +378,11 @@ pub fn relay(ns: String, allocations: Arc<AtomicUsize>) -> Host<()> {
     })
 }
 
-/// A DNS server at [`RELAY`]:53 in the namespace `ns` (a path under /run/netns): A queries
-/// for [`DOMAIN`] are answered with [`RESOURCE`] (TTL 60 s), others with no answer. Returns
-/// the source ports the queries came from.
+/// A DNS server at [`RELAY`]:53 in the namespace `ns` (its name): A queries for [`DOMAIN`]
+/// are answered with [`RESOURCE`] (TTL 60 s), others with no answer. Returns the source ports
+/// the queries came from.
 pub fn dns_server(ns: String) -> Host<Vec<u16>> {
-    Host::spawn(move |stop| {
-        let target = File::open(ns).expect("the DNS server's namespace");
-        setns(&target, CloneFlags::CLONE_NEWNET).expect("setns into the DNS server's namespace");
+    Host::spawn_in(ns, move |stop| {
         let socket = UdpSocket::bind((RELAY, DNS_PORT)).expect("the DNS socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))

@@ -1,6 +1,6 @@
-//! The bench's network: four namespaces of its own, with veths through a router, as in
-//! `relay-server/tests/xdp_netns.rs`. Nothing in them has a route out, so no datagram of the
-//! bench leaves them.
+//! The bench's network: four namespaces of its own (`netns-kit`, removed on drop), with veths
+//! through a router, as in `relay-server/tests/xdp_netns.rs`. Nothing in them has a route out,
+//! so no datagram of the bench leaves them.
 //!
 //! ```text
 //! client ns  10.202.1.2 --- 10.202.1.254 \
@@ -8,12 +8,12 @@
 //! peer ns    10.202.2.2 --- 10.202.2.254 /
 //! ```
 
-use std::{collections::BTreeMap, fs::File, net::Ipv4Addr, process::Command, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, process::Command, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
-use nix::sched::{CloneFlags, setns};
+use netns_kit::{Namespaces, SubnetLink, TxChecksum};
 
-use super::process::{self, cleanup_within, output_within};
+use super::process::{self, output_within};
 
 pub const RELAY: Ipv4Addr = Ipv4Addr::new(10, 202, 0, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 202, 1, 2);
@@ -47,21 +47,18 @@ impl Role {
 /// The bench's namespaces; dropping it deletes them, and with them every veth, every XDP
 /// attachment and every socket still open in them.
 #[derive(Debug)]
-pub struct Topology {
-    prefix: String,
-}
+pub struct Topology(Namespaces);
 
 impl Topology {
     /// Builds the topology above, under a prefix naming this process. On failure, whatever
     /// was created is removed again.
     pub fn create() -> Result<Self> {
-        let topology = Self {
-            prefix: format!("xtask-bench-{}", std::process::id()),
-        };
+        let mut namespaces = Namespaces::new("xtask-bench");
         for role in Role::ALL {
             process::check_interrupt()?;
-            ip(&["netns", "add", &topology.name(role)])?;
+            namespaces.add(role.name())?;
         }
+        let topology = Self(namespaces);
         let router = topology.name(Role::Router);
         for (role, subnet, host) in [
             (Role::Relay, 0, 1),
@@ -69,57 +66,19 @@ impl Topology {
             (Role::Peer, 2, 2),
         ] {
             process::check_interrupt()?;
-            let ns = topology.name(role);
-            let router_side = format!("to-{}", role.name());
-            ip(&[
-                "-n",
-                &ns,
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &router_side,
-                "netns",
-                &router,
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.202.{subnet}.{host}/24"),
-                "dev",
-                "eth0",
-            ])?;
-            // A datagram sent over a veth carries a partial UDP checksum that no offload ever
-            // completes, and the XDP program updates checksums incrementally, as for frames off
-            // a real NIC, which arrive complete. So these hosts checksum in software, as a host
-            // behind a NIC does (xdp_netns.rs found this; every mode runs on the same setup).
-            topology.run_in(role, &["ethtool", "-K", "eth0", "tx", "off"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.202.{subnet}.254"),
-            ])?;
-            ip(&[
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("10.202.{subnet}.254/24"),
-                "dev",
-                &router_side,
-            ])?;
-            ip(&["-n", &router, "link", "set", &router_side, "up"])?;
+            // The hosts checksum in software, as a host behind a NIC does: the XDP program
+            // updates checksums incrementally, as for frames off a real NIC, which arrive
+            // complete (xdp_netns.rs found this; every mode runs on the same setup).
+            SubnetLink {
+                host_ns: &topology.name(role),
+                addresses: &[Ipv4Addr::new(10, 202, subnet, host)],
+                router_ns: &router,
+                router_side: &format!("to-{}", role.name()),
+                router_address: Ipv4Addr::new(10, 202, subnet, 254),
+                prefix: 24,
+                tx: TxChecksum::Software,
+            }
+            .create()?;
         }
         topology.run_in(
             Role::Router,
@@ -130,7 +89,7 @@ impl Topology {
 
     /// The namespace's name, e.g. `xtask-bench-4242-relay`.
     pub fn name(&self, role: Role) -> String {
-        format!("{}-{}", self.prefix, role.name())
+        self.0.name(role.name())
     }
 
     /// A command that runs `program` inside namespace `role` (`ip netns exec` execs it, so the
@@ -156,15 +115,10 @@ impl Topology {
         role: Role,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let path = format!("/var/run/netns/{}", self.name(role));
+        let name = self.name(role);
         std::thread::Builder::new()
             .name(format!("in-{}", role.name()))
-            .spawn(move || {
-                let namespace = File::open(&path).with_context(|| format!("cannot open {path}"))?;
-                setns(namespace, CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("cannot enter {path}"))?;
-                f()
-            })
+            .spawn(move || netns_kit::inside(&name, || Ok(f()))?)
             .context("cannot start a thread")?
             .join()
             .map_err(|_| anyhow!("a thread in the {} namespace panicked", role.name()))?
@@ -193,28 +147,6 @@ impl Topology {
             .filter_map(|(_, value)| value.trim().parse::<u64>().ok())
             .sum())
     }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for role in [Role::Client, Role::Peer, Role::Relay, Role::Router] {
-            let name = self.name(role);
-            let deleted = cleanup_within(
-                Command::new("ip").args(["netns", "del", &name]),
-                COMMAND_LIMIT,
-            );
-            // A namespace never created (a failed setup) has nothing to delete.
-            if let Err(error) = deleted
-                && std::path::Path::new("/var/run/netns").join(&name).exists()
-            {
-                eprintln!("xtask bench: cannot delete namespace {name}: {error:#}");
-            }
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    output_within(Command::new("ip").args(args), COMMAND_LIMIT).map(drop)
 }
 
 /// The `Udp:` counters of a `/proc/net/snmp` text: a line of names, then a line of values.

@@ -106,27 +106,6 @@ pub struct Output {
 /// interrupted), and fails unless it succeeds. Its output is captured (and shown in the error
 /// when it fails).
 pub fn output_within(command: &mut Command, limit: Duration) -> Result<Output> {
-    captured(command, limit, Interruptible::Yes)
-}
-
-/// Like [`output_within`], but runs to the end even when the bench has been interrupted: for
-/// cleaning up.
-pub fn cleanup_within(command: &mut Command, limit: Duration) -> Result<Output> {
-    captured(command, limit, Interruptible::No)
-}
-
-/// Whether an interrupt kills a command the bench waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interruptible {
-    Yes,
-    No,
-}
-
-fn captured(
-    command: &mut Command,
-    limit: Duration,
-    interruptible: Interruptible,
-) -> Result<Output> {
     let shown = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::null())
@@ -136,7 +115,7 @@ fn captured(
         .with_context(|| format!("cannot start {shown}"))?;
     let stdout = child.stdout.take().map(read_on_a_thread);
     let stderr = child.stderr.take().map(read_on_a_thread);
-    let status = wait_within(&mut child, limit, interruptible).with_context(|| shown.clone())?;
+    let status = wait_within(&mut child, limit).with_context(|| shown.clone())?;
     let collect = |reader: Option<thread::JoinHandle<String>>| {
         reader
             .and_then(|reader| reader.join().ok())
@@ -157,8 +136,7 @@ pub fn status_within(command: &mut Command, limit: Duration) -> Result<()> {
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {shown}"))?;
-    let status =
-        wait_within(&mut child, limit, Interruptible::Yes).with_context(|| shown.clone())?;
+    let status = wait_within(&mut child, limit).with_context(|| shown.clone())?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }
@@ -173,19 +151,14 @@ fn read_on_a_thread(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<
     })
 }
 
-/// Waits for `child` to exit, killing it past `limit` (or when the bench is interrupted, if
-/// `interruptible`).
-fn wait_within(
-    child: &mut Child,
-    limit: Duration,
-    interruptible: Interruptible,
-) -> Result<ExitStatus> {
+/// Waits for `child` to exit, killing it past `limit` or when the bench is interrupted.
+fn wait_within(child: &mut Child, limit: Duration) -> Result<ExitStatus> {
     let give_up = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().context("cannot wait for it")? {
             return Ok(status);
         }
-        let stop_now = interruptible == Interruptible::Yes && interrupted();
+        let stop_now = interrupted();
         if stop_now || Instant::now() >= give_up {
             let _ = child.kill();
             let _ = child.wait();
