@@ -86,7 +86,11 @@ enum Command {
     /// as the simulation, and write logs, flow logs and a pcap of the router.
     Real {
         /// A scenario file (YAML).
-        file: PathBuf,
+        #[arg(required_unless_present = "case")]
+        file: Option<PathBuf>,
+        /// Play the generated case with this seed instead (as `explore` printed it).
+        #[arg(long, conflicts_with = "file")]
+        case: Option<u64>,
         /// How far a real time may be from the model's, in ms.
         #[arg(long, default_value_t = 10)]
         tolerance_ms: u64,
@@ -138,9 +142,15 @@ fn main() -> ExitCode {
         Command::Promote { file, name, corpus } => run_promote(&file, &name, corpus),
         Command::Real {
             file,
+            case,
             tolerance_ms,
             seed,
-        } => scenarios::real::run_file(&file, tolerance_ms, seed),
+        } => match (file, case) {
+            (_, Some(case)) => scenarios::explore::generated_case(case)
+                .and_then(|scenario| scenarios::real::run_scenario(&scenario, tolerance_ms, seed)),
+            (Some(file), None) => scenarios::real::run_file(&file, tolerance_ms, seed),
+            (None, None) => Err(anyhow::anyhow!("give a scenario file or --case SEED")),
+        },
         Command::XdpFixtures { runs } => scenarios::xdp_table::run(runs),
         Command::Bench { calls } => scenarios::xdp_bench::run(calls),
     };

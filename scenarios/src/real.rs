@@ -11,7 +11,11 @@ use crate::artifacts::{shown, vpnsim_dir};
 
 /// Plays the scenario in `file` and prints how the real world compares with the model.
 pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
-    let scenario = Scenario::from_file(file)?;
+    run_scenario(&Scenario::from_file(file)?, tolerance_ms, seed)
+}
+
+/// Plays `scenario` and prints how the real world compares with the model.
+pub fn run_scenario(scenario: &Scenario, tolerance_ms: u64, seed: u64) -> Result<()> {
     if let Some(missing) = real_world::missing_support() {
         bail!(
             "the real world cannot run here: {missing} (it needs root, iproute2, ethtool, network namespaces, /dev/net/tun and BPF)"
@@ -29,7 +33,7 @@ pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
         scenario.name,
         scenario.steps.len()
     );
-    let run = real_world::run(&scenario, &options).context("the real run")?;
+    let run = real_world::run(scenario, &options).context("the real run")?;
     println!(
         "flow records: {} real, {} predicted; deliveries: {} real, {} predicted; gateway drops: {} real, {} predicted",
         run.flows.len(),
