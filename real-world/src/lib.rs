@@ -19,6 +19,7 @@
 
 mod client;
 mod compare;
+mod interrupt;
 mod links;
 mod netns;
 mod processes;
@@ -47,6 +48,9 @@ pub enum RealError {
     /// A relay-server or gateway-server misbehaved (exited, did not answer).
     #[error("{0}")]
     Process(String),
+    /// SIGINT or SIGTERM came during the run (everything it made is removed).
+    #[error("interrupted: the run's namespaces and processes are removed")]
+    Interrupted,
 }
 
 /// A namespace, a command in one or a closure inside one failed while setting up.

@@ -255,6 +255,9 @@ impl GatewayProcess {
             if let Some(value) = self.seen.iter().find_map(|event| event.get(key)) {
                 return Ok(value.clone());
             }
+            if crate::interrupt::requested() {
+                return Err(RealError::Interrupted);
+            }
             if let Some(status) = self.child.exited() {
                 return Err(RealError::Process(format!(
                     "{} exited ({status}) before `{key}`",

@@ -28,8 +28,9 @@ use crate::{
     RealError,
     client::{RealClient, Seen},
     compare::{self, Finding},
+    interrupt,
     links::{Links, hosts_by_address},
-    netns::Namespaces,
+    netns::{Namespaces, ip},
     processes::{Binaries, Child, GatewayProcess, METRICS_PORT, scrape},
     servers::{DnsServer, Resources},
     topology::{Topology, resource_ips},
@@ -146,6 +147,8 @@ static RUNS: AtomicU32 = AtomicU32::new(0);
 /// made; differences from the model are [`RealRun::findings`].
 pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealError> {
     check_supported(scenario)?;
+    interrupt::install();
+    remove_leftovers();
     scenario
         .validate()
         .map_err(|error| RealError::Unsupported(format!("invalid scenario: {error:?}")))?;
@@ -317,6 +320,42 @@ pub struct FastPath {
     pub simulated: BTreeMap<String, u64>,
     pub real: BTreeMap<String, u64>,
     finding: Option<Finding>,
+}
+
+/// Namespaces of earlier runs whose process is gone (killed before its guards could run), and
+/// the servers still running in them, are removed before a run starts.
+fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("vpnsim-real-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(output) = std::process::Command::new("ip")
+            .args(["netns", "pids", &name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = ip(&["netns", "del", &name]);
+        eprintln!("real world: removed {name}, left behind by a run that was killed");
+    }
 }
 
 struct Capture {
@@ -602,6 +641,9 @@ impl World {
     /// Runs the world until the run's time `until_ms`.
     fn run_until(&mut self, until_ms: u64) -> Result<(), RealError> {
         while self.now_ms() < until_ms {
+            if interrupt::requested() {
+                return Err(RealError::Interrupted);
+            }
             self.poll()?;
             std::thread::sleep(Duration::from_micros(500));
         }
