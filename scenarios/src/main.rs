@@ -146,8 +146,14 @@ fn main() -> ExitCode {
             tolerance_ms,
             seed,
         } => match (file, case) {
-            (_, Some(case)) => scenarios::explore::generated_case(case)
-                .and_then(|scenario| scenarios::real::run_scenario(&scenario, tolerance_ms, seed)),
+            (_, Some(case)) => scenarios::explore::generated_case(case).and_then(|scenario| {
+                scenarios::real::run_scenario(
+                    &scenario,
+                    &format!("case-{case}"),
+                    tolerance_ms,
+                    seed,
+                )
+            }),
             (Some(file), None) => scenarios::real::run_file(&file, tolerance_ms, seed),
             (None, None) => Err(anyhow::anyhow!("give a scenario file or --case SEED")),
         },

@@ -11,17 +11,24 @@ use crate::artifacts::{shown, vpnsim_dir};
 
 /// Plays the scenario in `file` and prints how the real world compares with the model.
 pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
-    run_scenario(&Scenario::from_file(file)?, tolerance_ms, seed)
+    let scenario = Scenario::from_file(file)?;
+    run_scenario(&scenario, &scenario.name, tolerance_ms, seed)
 }
 
-/// Plays `scenario` and prints how the real world compares with the model.
-pub fn run_scenario(scenario: &Scenario, tolerance_ms: u64, seed: u64) -> Result<()> {
+/// Plays `scenario` and prints how the real world compares with the model; its artifacts go
+/// to `target/vpnsim/real/<dir_name>/`.
+pub fn run_scenario(
+    scenario: &Scenario,
+    dir_name: &str,
+    tolerance_ms: u64,
+    seed: u64,
+) -> Result<()> {
     if let Some(missing) = real_world::missing_support() {
         bail!(
             "the real world cannot run here: {missing} (it needs root, iproute2, ethtool, network namespaces, /dev/net/tun and BPF)"
         );
     }
-    let dir = vpnsim_dir().join("real").join(&scenario.name);
+    let dir = vpnsim_dir().join("real").join(dir_name);
     let options = RealOptions {
         binaries: Binaries::find()?,
         dir: dir.clone(),
