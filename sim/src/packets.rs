@@ -5,8 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
-use scenario_format::settings::TCP_MSS;
 use observation::{TcpFlags, ip_addresses};
+use scenario_format::settings::TCP_MSS;
 
 use crate::tcp::Segment;
 
