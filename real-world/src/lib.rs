@@ -17,21 +17,26 @@
 //! Needs root, `ip` and `ethtool` (iproute2), network namespaces, `/dev/net/tun` and BPF;
 //! [`missing_support`] says what is missing so a caller can skip loudly.
 
+mod captures;
 mod client;
 mod compare;
+mod fast_path;
 mod interrupt;
+mod launch;
 mod links;
 mod netns;
 mod processes;
 mod run;
 mod servers;
 mod topology;
+mod world;
 
 pub use client::Seen;
 pub use compare::Finding;
+pub use fast_path::FastPath;
 pub use netns::missing_support;
 pub use processes::Binaries;
-pub use run::{FastPath, MAX_REAL_SECONDS, RealOptions, RealRun, run};
+pub use run::{MAX_REAL_SECONDS, RealOptions, RealRun, run};
 
 /// Why a real run could not be made or judged.
 #[derive(Debug, thiserror::Error)]

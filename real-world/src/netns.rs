@@ -50,3 +50,39 @@ pub fn missing_support() -> Option<String> {
         (!std::path::Path::new("/dev/net/tun").exists()).then(|| "no /dev/net/tun".into())
     })
 }
+
+/// Namespaces of earlier runs whose process is gone (killed before its guards could run), and
+/// the servers still running in them, are removed before a run starts.
+pub fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("vpnsim-real-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(output) = std::process::Command::new("ip")
+            .args(["netns", "pids", &name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = ip(&["netns", "del", &name]);
+        eprintln!("real world: removed {name}, left behind by a run that was killed");
+    }
+}
