@@ -162,3 +162,93 @@ impl Shared {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proto::tunnel::{self, FrameHeader};
+    use scenario_format::plan::AddressPlan;
+
+    use super::*;
+    use crate::packets;
+
+    /// A tunnel frame of client 0 carrying one UDP packet.
+    fn a_frame() -> Vec<u8> {
+        let inner = packets::udp(
+            "100.64.0.2:45000".parse().unwrap(),
+            "198.51.100.10:5000".parse().unwrap(),
+            &[7; 10],
+        );
+        tunnel::seal(
+            &wire::session_key(0),
+            tunnel::Direction::ToGateway,
+            FrameHeader {
+                session_id: AddressPlan::session(0).id,
+                counter: 1,
+            },
+            &inner,
+        )
+    }
+
+    /// A ChannelBind request's first bytes (method 0x009, class request) and a STUN header.
+    fn channel_bind() -> Vec<u8> {
+        let mut request = vec![0x00, 0x09, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        request.extend([0u8; 12]);
+        request
+    }
+
+    #[test]
+    fn a_partition_takes_everything_and_names_the_frames_it_took() {
+        let mut state = FaultState::default();
+        assert_eq!(state.judge(&a_frame()), LinkVerdict::Pass);
+        state.apply(&Fault::Partition);
+        let LinkVerdict::Lost { reason, frame } = state.judge(&a_frame()) else {
+            panic!("a partition takes a frame");
+        };
+        assert_eq!(reason, Some(DropReason::Partition));
+        assert!(frame.is_some());
+        assert_eq!(
+            state.judge(&channel_bind()),
+            LinkVerdict::Lost {
+                reason: None,
+                frame: None
+            }
+        );
+        state.apply(&Fault::Heal);
+        assert_eq!(state.judge(&a_frame()), LinkVerdict::Pass);
+    }
+
+    #[test]
+    fn drop_next_takes_only_tunnel_frames_and_counts_down() {
+        let mut state = FaultState::default();
+        state.apply(&Fault::DropNext(1));
+        assert_eq!(state.judge(&channel_bind()), LinkVerdict::Pass);
+        assert!(matches!(
+            state.judge(&a_frame()),
+            LinkVerdict::Lost {
+                reason: Some(DropReason::DropNext),
+                ..
+            }
+        ));
+        assert_eq!(state.judge(&a_frame()), LinkVerdict::Pass);
+    }
+
+    #[test]
+    fn a_hold_keeps_until_the_release_and_binding_requests_go_until_the_heal() {
+        let mut state = FaultState::default();
+        state.apply(&Fault::Hold);
+        assert!(matches!(
+            state.judge(&a_frame()),
+            LinkVerdict::Held { frame: Some(_) }
+        ));
+        state.apply(&Fault::Release);
+        assert_eq!(state.judge(&a_frame()), LinkVerdict::Pass);
+        state.apply(&Fault::DropBindingRequests);
+        assert!(matches!(
+            state.judge(&channel_bind()),
+            LinkVerdict::Lost { reason: None, .. }
+        ));
+        assert_eq!(state.judge(&a_frame()), LinkVerdict::Pass);
+        state.apply(&Fault::Heal);
+        assert_eq!(state.judge(&channel_bind()), LinkVerdict::Pass);
+    }
+}
