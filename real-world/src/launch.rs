@@ -74,7 +74,7 @@ pub(crate) fn start_relays(
                 "--xdp",
                 "eth0",
                 "--xdp-mode",
-                "generic",
+                "auto",
                 "--metrics",
                 &SocketAddr::new(addresses.preferred(), METRICS_PORT).to_string(),
                 "--seed",

@@ -155,6 +155,7 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
     let mut namespaces = Namespaces::new(RUNS.fetch_add(1, Ordering::Relaxed));
     let plan = AddressPlan::new(&played);
     let topology = Topology::build(&mut namespaces, &played, &plan)?;
+    let _peer_programs = native_xdp_peers(&topology)?;
     let links = Links::attach(
         &topology.router,
         &topology.router_links,
@@ -250,4 +251,24 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         pcap,
         findings,
     })
+}
+
+/// veth hands an `XDP_TX` frame of a native-mode program on to its peer only if the peer runs
+/// an XDP program too (it needs the peer's NAPI). So the router's end of each relay's link gets
+/// one: the relay program itself, with no relay address configured, which passes every frame.
+/// The returned programs stay attached until dropped.
+fn native_xdp_peers(topology: &Topology) -> Result<Vec<relay_xdp::XdpRelay>, RealError> {
+    let mut peers = Vec::new();
+    for r in 0..topology.relays.len() {
+        let link = format!("to-r{r}");
+        let mut program = relay_xdp::XdpRelay::load()
+            .map_err(|error| RealError::Setup(format!("the XDP program for {link}: {error}")))?;
+        crate::netns::inside(&topology.router, || {
+            program
+                .attach(&link, relay_xdp::AttachMode::Native)
+                .map_err(std::io::Error::other)
+        })?;
+        peers.push(program);
+    }
+    Ok(peers)
 }
