@@ -181,8 +181,15 @@ impl RealClient {
     }
 
     /// Opens connection `src` -> `dst` through `gateway` (the SYN).
-    pub fn tcp_open(&mut self, gateway: usize, src: SocketAddr, dst: SocketAddr, now: Instant) {
-        let mut side = TcpSide::client();
+    pub fn tcp_open(
+        &mut self,
+        gateway: usize,
+        conn: u32,
+        src: SocketAddr,
+        dst: SocketAddr,
+        now: Instant,
+    ) {
+        let mut side = TcpSide::client_of(conn);
         let syn = side.syn();
         self.tcp.insert(src, (dst, gateway, side));
         self.send_inner(gateway, &packets::tcp(src, dst, syn, 0xC1), now);

@@ -98,6 +98,7 @@ fn check_supported(scenario: &Scenario) -> Result<(), RealError> {
             | Step::TcpLateAck { .. }
             | Step::TcpData { .. }
             | Step::TcpClose { .. }
+            | Step::TcpSimultaneousClose { .. }
             | Step::TcpReset { .. }
             | Step::DnsQuery { .. }
             | Step::DnsChange { .. }

@@ -247,7 +247,7 @@ impl World {
                 let (c, g, dst) = self.target(scenario, target)?;
                 let port = AddressPlan::tcp_source_port(*conn, *src_port).unwrap_or_default();
                 let src = SocketAddr::new(tunnel_ip(plan, c, target.ipv6), port);
-                self.clients[c].tcp_open(g, src, dst, now);
+                self.clients[c].tcp_open(g, *conn, src, dst, now);
             }
             Step::TcpRetransmitSyn { conn } => {
                 let (c, src, _) = connection(scenario, plan, *conn)?;
@@ -316,6 +316,11 @@ impl World {
                     Side::Client => self.clients[c].tcp_act(src, now, sim::tcp::TcpSide::fin),
                     Side::Resource => self.resources[g].close(src),
                 }
+            }
+            Step::TcpSimultaneousClose { conn } => {
+                let (c, src, g) = connection(scenario, plan, *conn)?;
+                self.clients[c].tcp_act(src, now, sim::tcp::TcpSide::fin);
+                self.resources[g].close(src);
             }
             Step::TcpReset { conn, by } => {
                 let (c, src, g) = connection(scenario, plan, *conn)?;

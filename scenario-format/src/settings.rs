@@ -19,8 +19,20 @@ pub const GATEWAY_MAX_FLOWS_PER_CLIENT: usize = 48;
 pub const FLOOD_DATAGRAM_BYTES: u16 = 16;
 /// Client packets a gateway queues per proxy IP while its domain resolves.
 pub const DNS_QUEUE_LIMIT: usize = 32;
-/// Client TCP initial sequence number (the SYN's `seq`).
+/// Client TCP initial sequence number of connection 1 (the SYN's `seq`); see [`client_isn`].
 pub const CLIENT_ISN: u32 = 1000;
+/// How far apart the client's initial sequence numbers of consecutive connections are.
+pub const CLIENT_ISN_STEP: u32 = 100_000;
+
+/// The client's initial sequence number of connection `conn`: [`CLIENT_ISN`] for connection
+/// 1, then [`CLIENT_ISN_STEP`] higher for each connection number. A real client picks a new
+/// one for every connection (RFC 6528), and Linux accepts a SYN that reuses the 5-tuple of a
+/// connection in TIME_WAIT only if its sequence number is past the old connection's: the real
+/// world showed a reused 5-tuple refused with the same ISN (docs/harness.md, "Real
+/// networking").
+pub fn client_isn(conn: u32) -> u32 {
+    CLIENT_ISN.wrapping_add(conn.saturating_sub(1).wrapping_mul(CLIENT_ISN_STEP))
+}
 /// Resource TCP initial sequence number (the SYN-ACK's `seq`).
 pub const RESOURCE_ISN: u32 = 5000;
 /// The maximum segment size both scripted TCP sides announce in their SYN, as every real TCP

@@ -113,8 +113,13 @@ impl ClientHost {
             } => {
                 self.send_inner(socket, gateway, packets::udp(src, dst, &payload), shared);
             }
-            ClientCommand::TcpOpen { gateway, src, dst } => {
-                let mut side = TcpSide::client();
+            ClientCommand::TcpOpen {
+                gateway,
+                conn,
+                src,
+                dst,
+            } => {
+                let mut side = TcpSide::client_of(conn);
                 let syn = side.syn();
                 self.tcp.insert(src, (dst, gateway, side));
                 self.send_inner(socket, gateway, packets::tcp(src, dst, syn, 0xC1), shared);

@@ -146,6 +146,8 @@ pub(crate) enum ClientCommand {
     },
     TcpOpen {
         gateway: usize,
+        /// The connection's number (it picks the client's initial sequence number).
+        conn: u32,
         src: SocketAddr,
         dst: SocketAddr,
     },

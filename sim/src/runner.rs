@@ -559,7 +559,15 @@ impl<'a> Runner<'a> {
                 action: ResourceAction::Forget,
             },
         );
-        self.to_client(client, ClientCommand::TcpOpen { gateway, src, dst });
+        self.to_client(
+            client,
+            ClientCommand::TcpOpen {
+                gateway,
+                conn,
+                src,
+                dst,
+            },
+        );
     }
 
     /// The DNS server answers `name` with new addresses from now on, with the record's TTL.

@@ -3,7 +3,7 @@
 //! receives exactly as docs/harness.md says, so every segment is predictable.
 
 use observation::{TcpFlags, seq_ge};
-use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN};
+use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN, client_isn};
 
 /// A segment to send: flags, sequence and acknowledgement numbers, payload length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +30,14 @@ pub struct TcpSide {
 }
 
 impl TcpSide {
-    /// The client's side (its SYN carries `CLIENT_ISN`).
+    /// The client's side of connection 1 (its SYN carries `CLIENT_ISN`).
     pub fn client() -> Self {
         Self::new(CLIENT_ISN)
+    }
+
+    /// The client's side of connection `conn` (its SYN carries `settings::client_isn(conn)`).
+    pub fn client_of(conn: u32) -> Self {
+        Self::new(client_isn(conn))
     }
 
     /// The resource's side (its SYN-ACK carries `RESOURCE_ISN`).

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use scenario_format::plan::{AddressPlan, TUNNEL_PORT};
-use scenario_format::settings::{CLIENT_ISN, RESOURCE_ISN};
+use scenario_format::settings::{RESOURCE_ISN, client_isn};
 use scenario_format::timing::TUN_LATENCY_MS;
 use scenario_format::{PathMode, ResourceAddress, Side, Target};
 
@@ -305,7 +305,7 @@ impl Engine<'_> {
                 src,
                 dst,
                 client_end: TcpEnd {
-                    snd_nxt: CLIENT_ISN.wrapping_add(1),
+                    snd_nxt: client_isn(conn).wrapping_add(1),
                     ..TcpEnd::default()
                 },
                 // Before its SYN arrives the resource answers from its initial sequence number
@@ -327,7 +327,7 @@ impl Engine<'_> {
             return self.never_opened(conn);
         };
         let (c, g) = (state.client, state.gateway);
-        let packet = tcp_segment(state.src, state.dst, TcpFlags::SYN, CLIENT_ISN, 0, 0);
+        let packet = tcp_segment(state.src, state.dst, TcpFlags::SYN, client_isn(conn), 0, 0);
         let traffic = Traffic {
             packet,
             conn: Some(conn),

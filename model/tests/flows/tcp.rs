@@ -94,13 +94,14 @@ fn tcp_closed_by_the_resource_then_a_late_ack_is_dropped() {
             client: Some(ClientId(0))
         }
     );
-    // The final ACK (ack 1002) reached alice at 3033.
+    // The final ACK reached alice at 3033; connection 2's SYN carried `client_isn(2)`
+    // (101000), so it acknowledges 101002.
     assert!(client_deliveries(&p).contains(&(
         3033,
         Packet {
             src: sa("198.51.100.10:80"),
             dst: sa("100.64.0.2:30002"),
-            kind: tcp(TcpFlags::ACK, 5002, 1002, 0),
+            kind: tcp(TcpFlags::ACK, 5002, 101_002, 0),
         }
     )));
 }
