@@ -3,7 +3,7 @@
 //! the model's vocabulary.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{SocketAddr, UdpSocket},
     time::Instant,
 };
@@ -12,11 +12,12 @@ use observation::{ClientId, OuterContext, Packet, Receiver};
 use proto::tunnel::{self, FrameHeader};
 use scenario_format::plan::AddressPlan;
 use sim::{
+    client_paths::{ClientPaths, Route},
     packets::{self, Inner},
     tcp::TcpSide,
     wire,
 };
-use turn_client::{Endpoint, TurnClient, TurnClientConfig};
+use turn_client::TurnClientConfig;
 
 /// What a client saw: a delivered inner packet at a run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,19 +31,9 @@ pub struct Seen {
 pub struct RealClient {
     index: usize,
     socket: UdpSocket,
-    endpoint: Endpoint,
+    /// The endpoint and where frames for each gateway go, as the simulated client keeps them.
+    paths: ClientPaths,
     counter: u64,
-    /// Where frames for each gateway go.
-    targets: BTreeMap<usize, SocketAddr>,
-    /// Which gateway a frame comes from, by the address it comes from.
-    peers: BTreeMap<SocketAddr, usize>,
-    /// The TURN client's configuration, for a new allocation after roaming.
-    turn: Option<TurnClientConfig>,
-    roams: u64,
-    /// Gateways reached through our own relay.
-    via_relay: BTreeSet<usize>,
-    /// After roaming: the new allocation must bind the channels of `via_relay` once it exists.
-    rebind: bool,
     /// Per connection (by our inner address): the resource's inner address, the gateway, our
     /// side.
     tcp: BTreeMap<SocketAddr, (SocketAddr, usize, TcpSide)>,
@@ -63,26 +54,11 @@ impl RealClient {
     ) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
-        let config = turn;
-        let mut turn = config.clone().map(TurnClient::new);
-        if let Some(turn) = turn.as_mut() {
-            turn.allocate(now);
-        }
         Ok(Self {
             index,
             socket,
-            endpoint: Endpoint::new(local, turn),
+            paths: ClientPaths::new(local, gateways, turn, now),
             counter: 0,
-            turn: config,
-            roams: 0,
-            via_relay: BTreeSet::new(),
-            rebind: false,
-            targets: gateways.iter().copied().enumerate().collect(),
-            peers: gateways
-                .iter()
-                .enumerate()
-                .map(|(gateway, address)| (*address, gateway))
-                .collect(),
             tcp: BTreeMap::new(),
             seen: Vec::new(),
             errors: Vec::new(),
@@ -91,7 +67,8 @@ impl RealClient {
 
     /// The client's relayed addresses (empty without an allocation).
     pub fn relayed(&self) -> Vec<SocketAddr> {
-        self.endpoint
+        self.paths
+            .endpoint()
             .turn()
             .map(|turn| turn.relayed_addresses().to_vec())
             .unwrap_or_default()
@@ -104,60 +81,29 @@ impl RealClient {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         self.socket = socket;
-        self.roams += 1;
-        match &self.turn {
-            Some(config) => {
-                let mut config = config.clone();
-                config.seed = config.seed.wrapping_add(self.roams << 32);
-                let mut turn = TurnClient::new(config);
-                turn.allocate(now);
-                self.endpoint = Endpoint::new(local, Some(turn));
-                self.rebind = true;
-            }
-            None => self.endpoint.set_socket(local),
-        }
+        self.paths.roam(local, now);
         Ok(())
-    }
-
-    /// After roaming, once the new allocation exists: binds a channel to every gateway
-    /// reached through the relay.
-    fn rebind_when_allocated(&mut self, now: Instant) {
-        if !self.rebind || !self.endpoint.turn().is_some_and(TurnClient::is_allocated) {
-            return;
-        }
-        self.rebind = false;
-        for gateway in self.via_relay.clone() {
-            if let Some(target) = self.targets.get(&gateway).copied()
-                && let Err(error) = self.endpoint.route_via_relay(target, true, now)
-            {
-                self.errors
-                    .push(format!("path to {target} after roaming: {error}"));
-            }
-        }
     }
 
     /// Frames for `gateway` go to `target` from now on, through our relay or not.
     pub fn set_path(&mut self, gateway: usize, target: SocketAddr, via_relay: bool, now: Instant) {
-        self.targets.insert(gateway, target);
-        self.peers.insert(target, gateway);
-        if via_relay {
-            self.via_relay.insert(gateway);
-        } else {
-            self.via_relay.remove(&gateway);
-        }
-        // Roamed and not allocated again yet: the binding waits for the new allocation.
-        let waiting = via_relay && self.rebind;
-        if !waiting && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
-            self.errors.push(format!("path to {target}: {error}"));
+        if let Err(error) = self.paths.set_path(gateway, target, via_relay, now) {
+            self.errors.push(error);
         }
     }
 
     /// Seals `inner` for `gateway` and sends it.
     pub fn send_inner(&mut self, gateway: usize, inner: &[u8], now: Instant) {
-        let Some(target) = self.targets.get(&gateway).copied() else {
-            self.errors
-                .push(format!("no address for gateway {gateway}"));
-            return;
+        let target = match self.paths.route(gateway) {
+            Some(Route::To(target)) => target,
+            // Roamed and not allocated again yet: no way through the relay (as in the
+            // simulation, the packet is not sent).
+            Some(Route::AwaitingAllocation) => return,
+            None => {
+                self.errors
+                    .push(format!("no address for gateway {gateway}"));
+                return;
+            }
         };
         self.counter += 1;
         let frame = tunnel::seal(
@@ -169,7 +115,7 @@ impl RealClient {
             },
             inner,
         );
-        match self.endpoint.send(target, &frame, now) {
+        match self.paths.endpoint_mut().send(target, &frame, now) {
             Ok(datagram) => {
                 if let Err(error) = self.socket.send_to(&datagram.payload, datagram.dst) {
                     self.errors
@@ -214,7 +160,7 @@ impl RealClient {
     /// Moves datagrams and timers: what the socket holds, the TURN client's due timeouts and
     /// transmits. `at_ms` stamps what is delivered.
     pub fn poll(&mut self, now: Instant, at_ms: u64) {
-        if let Some(turn) = self.endpoint.turn_mut()
+        if let Some(turn) = self.paths.endpoint_mut().turn_mut()
             && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
         {
             turn.handle_timeout(now);
@@ -223,9 +169,10 @@ impl RealClient {
         while let Ok((len, from)) = self.socket.recv_from(&mut buffer) {
             self.receive(&buffer[..len], from, now, at_ms);
         }
-        self.rebind_when_allocated(now);
-        let local = self.endpoint.socket();
-        if let Some(turn) = self.endpoint.turn_mut() {
+        let refused = self.paths.rebind_when_allocated(now);
+        self.errors.extend(refused);
+        let local = self.paths.endpoint().socket();
+        if let Some(turn) = self.paths.endpoint_mut().turn_mut() {
             while let Some(transmit) = turn.poll_transmit() {
                 if let Err(error) = self.socket.send_to(&transmit.payload, transmit.dst) {
                     self.errors
@@ -237,7 +184,7 @@ impl RealClient {
     }
 
     fn receive(&mut self, datagram: &[u8], from: SocketAddr, now: Instant, at_ms: u64) {
-        let arrival = match self.endpoint.receive(from, datagram, now) {
+        let arrival = match self.paths.endpoint_mut().receive(from, datagram, now) {
             Ok(Some(arrival)) => arrival,
             Ok(None) => return,
             Err(error) => {
@@ -257,7 +204,7 @@ impl RealClient {
                 .push(format!("a datagram from {remote} is not a frame for us"));
             return;
         };
-        let Some(gateway) = self.peers.get(&remote).copied() else {
+        let Some(gateway) = self.paths.gateway_at(remote) else {
             self.errors.push(format!(
                 "a frame from {remote}, which is no gateway's address"
             ));

@@ -3,7 +3,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     rc::Rc,
     time::Instant,
@@ -13,9 +13,10 @@ use observation::{ClientId, OuterContext, Packet, Receiver};
 use proto::tunnel::{self, FrameHeader};
 use scenario_format::plan::AddressPlan;
 use turmoil::net::UdpSocket;
-use turn_client::{Endpoint, TurnClient, TurnClientConfig};
+use turn_client::TurnClientConfig;
 
 use crate::{
+    client_paths::{ClientPaths, Route},
     clock::{deadline_ms, end_turn, now_instant},
     commands::{ClientCommand, ClientTcpAction},
     endpoint_io::{flush_turn, receive_through, send_through, unspecified},
@@ -30,19 +31,8 @@ struct ClientHost {
     name: String,
     index: usize,
     counter: u64,
-    endpoint: Endpoint,
-    /// The TURN client's configuration, for a new allocation after roaming.
-    turn: Option<TurnClientConfig>,
-    roams: u64,
-    /// Where this client sends frames for each gateway (its socket or relayed address).
-    targets: BTreeMap<usize, SocketAddr>,
-    /// Gateways this client reaches through its own relay.
-    via_relay: BTreeSet<usize>,
-    /// After roaming: the new allocation must bind the channels of `via_relay` once it exists.
-    rebind: bool,
-    /// Which gateway a tunnel frame comes from, by the address it comes from (every socket and
-    /// relayed address of a gateway this client was ever told to use).
-    peers: BTreeMap<SocketAddr, usize>,
+    /// Its endpoint and where frames for each gateway go.
+    paths: ClientPaths,
     /// Per connection (by our inner address): the peer's inner address, the gateway, our side.
     tcp: BTreeMap<SocketAddr, (SocketAddr, usize, TcpSide)>,
 }
@@ -55,27 +45,28 @@ impl ClientHost {
         inner: Vec<u8>,
         shared: &Rc<RefCell<Shared>>,
     ) {
-        let Some(target) = self.targets.get(&gateway).copied() else {
-            shared
-                .borrow_mut()
-                .journal
-                .errors
-                .push(format!("{}: no address for gateway {gateway}", self.name));
-            return;
-        };
-        if self.via_relay.contains(&gateway)
-            && !self.endpoint.turn().is_some_and(|turn| turn.is_allocated())
-        {
+        let target = match self.paths.route(gateway) {
+            Some(Route::To(target)) => target,
+            None => {
+                shared
+                    .borrow_mut()
+                    .journal
+                    .errors
+                    .push(format!("{}: no address for gateway {gateway}", self.name));
+                return;
+            }
             // Roamed and not allocated again yet: a real client has no way through its relay.
-            shared.borrow_mut().journal.trace(
-                &self.name,
-                format!(
-                    "cannot send {} to gateway {gateway}: no allocation on the relay yet",
-                    Packet::parse(&inner)
-                ),
-            );
-            return;
-        }
+            Some(Route::AwaitingAllocation) => {
+                shared.borrow_mut().journal.trace(
+                    &self.name,
+                    format!(
+                        "cannot send {} to gateway {gateway}: no allocation on the relay yet",
+                        Packet::parse(&inner)
+                    ),
+                );
+                return;
+            }
+        };
         self.counter += 1;
         let frame = tunnel::seal(
             &wire::session_key(self.index),
@@ -88,7 +79,7 @@ impl ClientHost {
         );
         let what = format!("sent {}", Packet::parse(&inner));
         send_through(
-            &mut self.endpoint,
+            self.paths.endpoint_mut(),
             socket,
             shared,
             &self.name,
@@ -177,20 +168,12 @@ impl ClientHost {
         shared: &Rc<RefCell<Shared>>,
     ) {
         let now = now_instant(shared.borrow().origin);
-        self.targets.insert(gateway, target);
-        self.peers.insert(target, gateway);
-        if via_relay {
-            self.via_relay.insert(gateway);
-        } else {
-            self.via_relay.remove(&gateway);
-        }
-        let waiting = via_relay && self.rebind;
-        if !waiting && let Err(error) = self.endpoint.route_via_relay(target, via_relay, now) {
+        if let Err(error) = self.paths.set_path(gateway, target, via_relay, now) {
             shared
                 .borrow_mut()
                 .journal
                 .errors
-                .push(format!("{}: path to {target}: {error}", self.name));
+                .push(format!("{}: {error}", self.name));
         }
         shared.borrow_mut().journal.trace(
             &self.name,
@@ -209,7 +192,7 @@ impl ClientHost {
         shared: &Rc<RefCell<Shared>>,
         back: bool,
     ) -> std::io::Result<()> {
-        let socket_addr = self.endpoint.socket();
+        let socket_addr = self.paths.endpoint().socket();
         let port = if back {
             socket_addr.port().saturating_sub(1)
         } else {
@@ -217,31 +200,16 @@ impl ClientHost {
         };
         let moved = SocketAddr::new(socket_addr.ip(), port);
         *socket = UdpSocket::bind(SocketAddr::new(unspecified(moved.ip()), moved.port())).await?;
-        self.roams += 1;
-        match &self.turn {
-            // The allocation belongs to the old socket's 5-tuple: allocate again from the new
-            // socket, and bind the channels again once allocated. The old allocation expires at
-            // the relay.
-            Some(config) => {
-                let mut config = config.clone();
-                config.seed = config.seed.wrapping_add(self.roams << 32);
-                let mut turn = TurnClient::new(config);
-                turn.allocate(now_instant(shared.borrow().origin));
-                self.endpoint = Endpoint::new(moved, Some(turn));
-                self.rebind = true;
-                shared.borrow_mut().journal.trace(
-                    &self.name,
-                    format!("roamed to {moved}, allocating again on the relay"),
-                );
-            }
-            None => {
-                self.endpoint.set_socket(moved);
-                shared
-                    .borrow_mut()
-                    .journal
-                    .trace(&self.name, format!("roamed to {moved}"));
-            }
-        }
+        // With a relay, the allocation belongs to the old socket's 5-tuple: allocate again
+        // from the new socket, and bind the channels again once allocated. The old allocation
+        // expires at the relay.
+        self.paths.roam(moved, now_instant(shared.borrow().origin));
+        let what = if self.paths.has_relay() {
+            format!("roamed to {moved}, allocating again on the relay")
+        } else {
+            format!("roamed to {moved}")
+        };
+        shared.borrow_mut().journal.trace(&self.name, what);
         Ok(())
     }
 
@@ -256,9 +224,22 @@ impl ClientHost {
         shared: &Rc<RefCell<Shared>>,
     ) {
         let name = self.name.clone();
-        wire::received(shared, &name, from, self.endpoint.socket(), datagram, None);
-        let Some(arrival) = receive_through(&mut self.endpoint, shared, &name, from, datagram, now)
-        else {
+        wire::received(
+            shared,
+            &name,
+            from,
+            self.paths.endpoint().socket(),
+            datagram,
+            None,
+        );
+        let Some(arrival) = receive_through(
+            self.paths.endpoint_mut(),
+            shared,
+            &name,
+            from,
+            datagram,
+            now,
+        ) else {
             return;
         };
         let (remote, local, payload) =
@@ -279,13 +260,13 @@ impl ClientHost {
             shared
                 .journal
                 .trace(&name, format!("received {packet} from {remote}"));
-            match self.peers.get(&remote) {
+            match self.paths.gateway_at(remote) {
                 // The gateway's view of the outer context: (the client's end, the gateway's
                 // end).
                 Some(gateway) => shared.journal.delivered(
                     Receiver::Client {
                         client: ClientId(self.index as u32),
-                        gateway: *gateway as u32,
+                        gateway: gateway as u32,
                         outer: OuterContext {
                             remote: local,
                             local: remote,
@@ -312,21 +293,13 @@ impl ClientHost {
     /// After roaming, once the new allocation exists: binds a channel to every gateway this
     /// client reaches through its relay.
     fn rebind_when_allocated(&mut self, shared: &Rc<RefCell<Shared>>) {
-        if !self.rebind || !self.endpoint.turn().is_some_and(|turn| turn.is_allocated()) {
-            return;
-        }
-        self.rebind = false;
         let now = now_instant(shared.borrow().origin);
-        for gateway in self.via_relay.clone() {
-            let Some(target) = self.targets.get(&gateway).copied() else {
-                continue;
-            };
-            if let Err(error) = self.endpoint.route_via_relay(target, true, now) {
-                shared.borrow_mut().journal.errors.push(format!(
-                    "{}: path to {target} after roaming: {error}",
-                    self.name
-                ));
-            }
+        for error in self.paths.rebind_when_allocated(now) {
+            shared
+                .borrow_mut()
+                .journal
+                .errors
+                .push(format!("{}: {error}", self.name));
         }
     }
 }
@@ -359,32 +332,17 @@ pub(crate) fn add_client(
                 socket_addr.port(),
             ))
             .await?;
-            let config = turn;
-            let mut turn = config.clone().map(TurnClient::new);
-            if let Some(turn) = turn.as_mut() {
-                turn.allocate(now_instant(origin));
-            }
             let mut host = ClientHost {
                 name: name.clone(),
                 index,
                 counter: 0,
-                endpoint: Endpoint::new(socket_addr, turn),
-                turn: config,
-                roams: 0,
-                targets: gateways.iter().copied().enumerate().collect(),
-                via_relay: BTreeSet::new(),
-                rebind: false,
-                peers: gateways
-                    .iter()
-                    .enumerate()
-                    .map(|(gateway, address)| (*address, gateway))
-                    .collect(),
+                paths: ClientPaths::new(socket_addr, &gateways, turn, now_instant(origin)),
                 tcp: BTreeMap::new(),
             };
             let mut buf = vec![0u8; 65536];
             loop {
                 let now = now_instant(origin);
-                if let Some(turn) = host.endpoint.turn_mut()
+                if let Some(turn) = host.paths.endpoint_mut().turn_mut()
                     && turn.poll_timeout().is_some_and(|deadline| deadline <= now)
                 {
                     turn.handle_timeout(now);
@@ -397,9 +355,10 @@ pub(crate) fn add_client(
                 }
                 send_spoofed(&socket, socket_addr.ip(), &shared).await?;
                 host.rebind_when_allocated(&shared);
-                flush_turn(&mut host.endpoint, &socket, &shared, &name);
+                flush_turn(host.paths.endpoint_mut(), &socket, &shared, &name);
                 let deadline = host
-                    .endpoint
+                    .paths
+                    .endpoint_mut()
                     .turn_mut()
                     .and_then(|turn| turn.poll_timeout())
                     .map(|deadline| deadline_ms(origin, deadline));

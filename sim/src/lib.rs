@@ -21,6 +21,7 @@
 
 mod attacker_host;
 mod client_host;
+pub mod client_paths;
 mod clock;
 mod commands;
 mod dns_forgery;
