@@ -135,12 +135,28 @@ pub fn replay_command(path: &Path) -> String {
     )
 }
 
-/// `path` relative to where the person stands, when it is below it.
-pub fn shown(path: &Path) -> &Path {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok())
-        .unwrap_or(path)
+/// `path` relative to where the person stands (the directory the command was run from), so
+/// no output names a machine's absolute paths.
+pub fn shown(path: &Path) -> PathBuf {
+    match std::env::current_dir() {
+        Ok(cwd) => relative(path, &cwd),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// `path` relative to the directory `base` (with `..` where it is not below it); either may be
+/// relative to the current directory. A path on another root stays as it is.
+pub fn relative(path: &Path, base: &Path) -> PathBuf {
+    let absolute = |p: &Path| match std::env::current_dir() {
+        Ok(cwd) if p.is_relative() => cwd.join(p),
+        _ => p.to_path_buf(),
+    };
+    let (path, base) = (absolute(path), absolute(base));
+    match pathdiff::diff_paths(&path, &base) {
+        Some(relative) if relative.as_os_str().is_empty() => PathBuf::from("."),
+        Some(relative) => relative,
+        None => path,
+    }
 }
 
 /// `text` as one shell word: as it is when it needs no quoting, else in single quotes.

@@ -14,7 +14,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -37,9 +37,15 @@ use crate::{
 
 pub use crate::summary::summary_table;
 
-/// Where failures are written.
-pub fn failure_dir() -> PathBuf {
-    crate::artifacts::vpnsim_dir().join("failures")
+/// Where an exploration writes its summary, heat map and failures by default:
+/// `target/vpnsim`.
+pub fn default_out_dir() -> PathBuf {
+    crate::artifacts::vpnsim_dir()
+}
+
+/// Where the failures of an exploration writing to `out` go.
+pub fn failure_dir(out: &Path) -> PathBuf {
+    out.join("failures")
 }
 
 /// What to explore.
@@ -57,6 +63,8 @@ pub struct ExploreOptions {
     pub determinism: Determinism,
     /// Draw a progress bar on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
+    /// Where failures (and, by the command line, the summary) are written.
+    pub out: PathBuf,
 }
 
 impl ExploreOptions {
@@ -69,6 +77,7 @@ impl ExploreOptions {
             datapath: Datapath::Differential,
             determinism: Determinism::Every,
             progress: false,
+            out: default_out_dir(),
         }
     }
 }
@@ -275,7 +284,8 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
         ..Report::default()
     };
     let twin = (options.determinism != Determinism::Off).then(TwinRunner::start);
-    let watchdog = Watchdog::start(hung_case_report);
+    let failures = failure_dir(&options.out);
+    let watchdog = Watchdog::start(move |seed, scenario| hung_case_report(&failures, seed, scenario));
     for index in 0.. {
         if options.count.is_some_and(|count| index >= count)
             || options
@@ -487,8 +497,7 @@ fn topology_removals(scenario: &Scenario) -> Vec<Scenario> {
 }
 
 /// Writes a case that never ended where a person can replay it, and says how.
-fn hung_case_report(seed: u64, scenario: &Scenario) -> String {
-    let root = failure_dir();
+fn hung_case_report(root: &Path, seed: u64, scenario: &Scenario) -> String {
     let stamp = (0..)
         .find(|n| !root.join(format!("failure-{n}")).exists())
         .unwrap_or(0);
@@ -517,10 +526,14 @@ fn hung_case_report(seed: u64, scenario: &Scenario) -> String {
     }
 }
 
-/// Writes a failing case where a person can replay it, under `target/vpnsim/failures/failure-N/`:
-/// the shrunk scenario with its seed, and its run's trace, routing, pcap and flow log.
-pub fn write_failure(failure: &Failure, datapath: Datapath) -> Result<crate::artifacts::Artifacts> {
-    let root = failure_dir();
+/// Writes a failing case where a person can replay it, under `out/failures/failure-N/`: the
+/// shrunk scenario with its seed, and its run's trace, routing, pcap and flow log.
+pub fn write_failure(
+    failure: &Failure,
+    datapath: Datapath,
+    out: &Path,
+) -> Result<crate::artifacts::Artifacts> {
+    let root = failure_dir(out);
     let stamp = (0..)
         .find(|n| !root.join(format!("failure-{n}")).exists())
         .unwrap_or(0);

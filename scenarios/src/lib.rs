@@ -1,7 +1,7 @@
 //! The harness around the simulator: checks against the model, coverage counters, proptest
 //! strategies that generate scenarios, the explorer (shrinking, artifacts), the corpus with
 //! its snapshots, the routing trace and pcap writer, and the `vpnsim` command line
-//! (`explore`, `replay`, `show`, `promote`, `bench`, `xdp-fixtures`).
+//! (`explore`, `merge`, `replay`, `show`, `promote`, `real`, `bench`, `xdp-fixtures`).
 
 pub mod artifacts;
 pub mod check;
@@ -9,6 +9,7 @@ pub mod corpus;
 pub mod coverage;
 pub mod determinism;
 pub mod explore;
+pub mod heatmap;
 pub mod pcap;
 pub mod promote;
 pub mod real;

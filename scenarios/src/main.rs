@@ -46,6 +46,21 @@ enum Command {
         /// every N-th case, or `off`.
         #[arg(long, default_value = "every")]
         determinism: scenarios::determinism::Determinism,
+        /// Where `summary.json`, `coverage.html` and `failures/` go (default: target/vpnsim).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Merge the summaries of explorations (e.g. the shards of one search, each given as the
+    /// directory it wrote with --out, or its summary.json) into one `summary.json` and
+    /// `coverage.html`: counts and coverage grids added, runs and failures listed. Fails when
+    /// any of them found a failure.
+    Merge {
+        /// Directories (or summary.json files) of the explorations to merge.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Where the merged summary goes (default: target/vpnsim/merged).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run one scenario (a file, or a generated case by its seed), print its timeline and flow
     /// records, write pcap, trace and flow log, and check it.
@@ -123,7 +138,22 @@ fn main() -> ExitCode {
             shard,
             datapath,
             determinism,
-        } => run_explore(count, seconds, seed, shard, datapath, determinism),
+            out,
+        } => run_explore(
+            ExploreArgs {
+                count,
+                seconds,
+                seed,
+                shard,
+                datapath,
+                determinism,
+            },
+            out.unwrap_or_else(scenarios::explore::default_out_dir),
+        ),
+        Command::Merge { inputs, out } => run_merge(
+            &inputs,
+            &out.unwrap_or_else(|| scenarios::artifacts::vpnsim_dir().join("merged")),
+        ),
         Command::Replay {
             file,
             case,
@@ -169,62 +199,104 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_explore(
+/// What the command line asks of an exploration.
+struct ExploreArgs {
     count: Option<u64>,
     seconds: Option<f64>,
     seed: Option<u64>,
     shard: (u32, u32),
     datapath: sim::Datapath,
     determinism: scenarios::determinism::Determinism,
-) -> Result<()> {
-    use scenarios::explore::{self, ExploreOptions};
-    let seed = seed.unwrap_or_else(explore::fresh_seed);
+}
+
+fn run_explore(args: ExploreArgs, out: PathBuf) -> Result<()> {
+    use scenarios::{
+        artifacts::shown,
+        explore::{self, ExploreOptions},
+        summary::Summary,
+    };
+    let seed = args.seed.unwrap_or_else(explore::fresh_seed);
     println!("exploration seed {seed} (repeat this exploration with --seed {seed})");
     let options = ExploreOptions {
-        count: count.or(if seconds.is_some() { None } else { Some(1000) }),
-        budget: seconds.map(std::time::Duration::from_secs_f64),
+        count: args
+            .count
+            .or(if args.seconds.is_some() { None } else { Some(1000) }),
+        budget: args.seconds.map(std::time::Duration::from_secs_f64),
         seed,
-        shard,
-        datapath,
-        determinism,
+        shard: args.shard,
+        datapath: args.datapath,
+        determinism: args.determinism,
         progress: true,
+        out: out.clone(),
     };
     let report = explore::explore(&options)?;
-    print!("{}", explore::summary_table(&report));
-    let Some(failure) = &report.failure else {
+    let written = match &report.failure {
+        Some(failure) => Some(explore::write_failure(failure, args.datapath, &out)?),
+        None => None,
+    };
+    let summary = Summary::of_report(&report, written.as_ref(), &out);
+    print!("{}", summary.table());
+    let (json, html) = summary.write(&out)?;
+    println!(
+        "\nsummary: {}, heat map: {}",
+        shown(&json).display(),
+        shown(&html).display()
+    );
+    let (Some(failure), Some(written)) = (&report.failure, written) else {
         return Ok(());
     };
-    let written = explore::write_failure(failure, datapath)?;
-    let path = scenarios::artifacts::shown(&written.scenario).display();
+    let path = shown(&written.scenario);
     anyhow::bail!(
         "case {} (exploration seed {seed}, swarm profile {}) failed; shrunk from {} to {} steps \
          in {} simplifications:\n\n{}\n\n\
-         written to {} (scenario.yaml, trace.txt, routing.txt, hops.pcap, flows.log)\n\
+         written to {} (scenario.yaml, routing.md, trace.txt, routing.txt, hops.pcap, flows.log)\n\
          replay it with:\n  {}\nthe case as generated:\n  cargo xtask replay --case {}\n\
-         keep it as a corpus story with:\n  cargo xtask promote {path} NAME",
+         keep it as a corpus story with:\n  cargo xtask promote {} NAME",
         failure.case_seed,
         failure.profile,
         failure.original.steps.len(),
         failure.shrunk.steps.len(),
         failure.shrink_steps,
         failure.error,
-        scenarios::artifacts::shown(&written.dir).display(),
+        shown(&written.dir).display(),
         scenarios::artifacts::replay_command(&written.scenario),
         failure.case_seed,
+        path.display(),
     )
+}
+
+fn run_merge(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    use scenarios::artifacts::shown;
+    let merged = scenarios::summary::merge_into(inputs, out)?;
+    print!("{}", merged.table());
+    println!(
+        "\nmerged {} summaries into {}",
+        inputs.len(),
+        shown(out).display()
+    );
+    if !merged.missing.is_empty() {
+        println!(
+            "required coverage no run reached: {}",
+            merged.missing.join("; ")
+        );
+    }
+    if !merged.failures.is_empty() {
+        anyhow::bail!(
+            "{} of {} runs found a failure",
+            merged.runs.iter().filter(|run| run.failed).count(),
+            merged.runs.len()
+        );
+    }
+    Ok(())
 }
 
 fn run_promote(file: &Path, name: &str, corpus: Option<PathBuf>) -> Result<()> {
     let corpus = corpus.unwrap_or_else(corpus::corpus_dir);
     let promoted = promote::promote(file, name, &corpus)?;
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| promoted.path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| promoted.path.clone());
     println!(
         "promoted {} to {} ({} steps)",
-        file.display(),
-        shown.display(),
+        scenarios::artifacts::shown(file).display(),
+        scenarios::artifacts::shown(&promoted.path).display(),
         promoted.scenario.steps.len()
     );
     println!(

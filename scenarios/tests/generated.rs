@@ -68,14 +68,14 @@ fn generated_scenarios_match_the_model_and_cover_every_path() {
     let report = explore::explore(&options).expect("explores");
     eprint!("{}", explore::summary_table(&report));
     if let Some(failure) = &report.failure {
-        let written = explore::write_failure(failure, options.datapath).expect("writes");
+        let written = explore::write_failure(failure, options.datapath, &options.out).expect("writes");
         panic!(
             "case {} failed (shrunk from {} to {} steps):\n{}\n\nwritten to {}\nreplay it with: {}",
             failure.case_seed,
             failure.original.steps.len(),
             failure.shrunk.steps.len(),
             failure.error,
-            written.dir.display(),
+            scenarios::artifacts::shown(&written.dir).display(),
             scenarios::artifacts::replay_command(&written.scenario)
         );
     }
@@ -100,13 +100,13 @@ fn generated_scenarios_match_the_model_and_cover_every_path() {
     assert!(
         missing.is_empty(),
         "the generated cases never reached: {missing:?}\n{}",
-        report.coverage.grid()
+        report.coverage.grid(xdp_ran(report.datapath)).text()
     );
     // Both peers on one relay in at least a fifth of the cases.
     assert!(
         report.coverage.same_relay_scenarios * 5 >= checked,
         "{}",
-        report.coverage.grid()
+        report.coverage.grid(xdp_ran(report.datapath)).text()
     );
     assert_eq!(coverage::xdp_paths().len(), 12);
 }

@@ -3,6 +3,7 @@
 //! - `setup`: installs what the eBPF build needs (rust-src, bpf-linker), once.
 //! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
 //! - `explore`: setup, then the main job (see `vpnsim explore --help`).
+//! - `merge`: setup, then shards' summaries merged into one (see `vpnsim merge --help`).
 //! - `replay`: setup, then one scenario file run and checked (see `vpnsim replay --help`).
 //! - `show`: setup, then a scenario file and what the model expects from it (`vpnsim show`).
 //! - `promote`: setup, then a scenario file copied into the corpus (`vpnsim promote`).
@@ -34,7 +35,11 @@ tasks:
   test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
   explore    setup, then run the main job: generated scenarios checked against the model
              (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7,
-             --seconds 60, --shard 2/4, --datapath xdp-first)
+             --seconds 60, --shard 2/4, --datapath xdp-first, --out DIR); writes
+             summary.json, coverage.html and failures/ into DIR (default target/vpnsim)
+  merge      setup, then merge the summaries of explorations (shards, each the directory it
+             wrote with --out) into one summary.json and coverage.html: `vpnsim merge --out
+             DIR SHARD_DIR...`; fails if any shard found a failure
   replay     setup, then run one scenario and print its timeline, writing pcap, trace and
              flow log: `vpnsim replay FILE` or `vpnsim replay --case SEED`
   show       setup, then print a scenario file and what the model expects from it (timeline,
@@ -109,7 +114,7 @@ fn run() -> Result<()> {
             )?;
             vpnsim("real", &rest)
         }
-        Some(task @ ("explore" | "replay" | "show" | "promote" | "bench")) => {
+        Some(task @ ("explore" | "merge" | "replay" | "show" | "promote" | "bench")) => {
             setup::ensure_ebpf_toolchain()?;
             vpnsim(task, &rest)
         }

@@ -3,10 +3,11 @@
 //! 5-tuples reused after an earlier flow ended, and the swarm profiles the cases ran under.
 //! The model says which corners each case reached (`model::coverage`); the grid adds them up.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
 use model::coverage::{ModelCoverage, TCP_EVENTS, TCP_STATES, TIMERS};
 
+use super::grid::{Grid, Requirement, Section};
 use crate::strategy::profile::{ActionKind, Profile};
 
 /// TCP segments by flow state the generated cases must reach: every way a connection starts,
@@ -85,106 +86,108 @@ impl Behaviour {
         }
     }
 
-    /// Required counters still at zero, by name.
-    pub fn missing(&self) -> Vec<String> {
-        let mut missing = Vec::new();
-        for timer in TIMERS.into_iter().chain(REQUIRED_RELAY_TIMERS) {
+    /// The behaviour sections of the grid, with what the generated cases must reach.
+    pub fn sections(&self, grid: &mut Grid) {
+        const TIMER_SECTION: &str = "timer deadlines (packets)";
+        const WHEN: [&str; 3] = ["-1 ms", "on", "+1 ms"];
+        let mut timers = Section::new(TIMER_SECTION, &WHEN);
+        for timer in TIMERS.into_iter().chain(sim::RELAY_TIMERS) {
             let counts = self
                 .timer_boundaries
                 .get(timer)
                 .copied()
                 .unwrap_or_default();
-            for (count, when) in counts.iter().zip(["1 ms before", "on", "1 ms after"]) {
-                if *count == 0 {
-                    missing.push(format!("traffic {when} the deadline of the {timer}"));
-                }
+            timers.row(timer, counts.to_vec());
+        }
+        grid.sections.push(timers);
+        for timer in TIMERS.into_iter().chain(REQUIRED_RELAY_TIMERS) {
+            for (column, when) in WHEN.iter().zip(["1 ms before", "on", "1 ms after"]) {
+                grid.requirements.push(Requirement::cell(
+                    format!("traffic {when} the deadline of the {timer}"),
+                    TIMER_SECTION,
+                    timer,
+                    column,
+                ));
             }
         }
+
+        const TCP_SECTION: &str = "TCP segments by flow state";
+        let mut tcp = Section::new(TCP_SECTION, &TCP_EVENTS);
+        for state in TCP_STATES {
+            let counts = TCP_EVENTS
+                .iter()
+                .map(|event| {
+                    self.tcp_state_events
+                        .get(&(state, *event))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect();
+            tcp.row(state, counts);
+        }
+        grid.sections.push(tcp);
         for (state, event) in REQUIRED_TCP {
-            if self
-                .tcp_state_events
-                .get(&(state, event))
-                .copied()
-                .unwrap_or(0)
-                == 0
-            {
-                missing.push(format!("a TCP {event} in state {state}"));
-            }
+            grid.requirements.push(Requirement::cell(
+                format!("a TCP {event} in state {state}"),
+                TCP_SECTION,
+                state,
+                event,
+            ));
         }
+
+        const REUSE_SECTION: &str = "5-tuples and addresses reused";
+        let mut reuse = Section::new(REUSE_SECTION, &["times"]);
         for after in REQUIRED_REUSE {
-            if self.reuse.get(after).copied().unwrap_or(0) == 0 {
-                missing.push(format!("a 5-tuple reused {after}"));
+            reuse.row(after, vec![self.reuse.get(after).copied().unwrap_or(0)]);
+        }
+        for (after, count) in &self.reuse {
+            if !REQUIRED_REUSE.contains(after) {
+                reuse.row(*after, vec![*count]);
             }
         }
-        if self.profiles.len() < 2 {
-            missing.push("more than one swarm profile".to_owned());
+        grid.sections.push(reuse);
+        for after in REQUIRED_REUSE {
+            grid.requirements.push(Requirement::cell(
+                format!("a 5-tuple reused {after}"),
+                REUSE_SECTION,
+                after,
+                "times",
+            ));
         }
+
+        const PROFILE_SECTION: &str = "swarm profiles (cases)";
+        let mut profiles = Section::new(PROFILE_SECTION, &["cases"]);
+        profiles.top = Some(3);
+        for (profile, cases) in &self.profiles {
+            profiles.row(profile.clone(), vec![*cases]);
+        }
+        profiles.order();
+        grid.sections.push(profiles);
+        grid.requirements.push(Requirement::distinct_rows(
+            "more than one swarm profile".to_owned(),
+            PROFILE_SECTION,
+            2,
+        ));
+
+        const LEFT_OUT_SECTION: &str = "cases whose profile left out";
+        let mut left_out = Section::new(LEFT_OUT_SECTION, &["cases"]);
+        for kind in ActionKind::ALL {
+            left_out.row(
+                kind.name(),
+                vec![self.left_out.get(&kind).copied().unwrap_or(0)],
+            );
+        }
+        grid.sections.push(left_out);
         for kind in ActionKind::ALL
             .into_iter()
             .filter(|k| *k != ActionKind::Path)
         {
-            if self.left_out.get(&kind).copied().unwrap_or(0) == 0 {
-                missing.push(format!("a swarm profile without {}", kind.name()));
-            }
+            grid.requirements.push(Requirement::cell(
+                format!("a swarm profile without {}", kind.name()),
+                LEFT_OUT_SECTION,
+                kind.name(),
+                "cases",
+            ));
         }
-        missing
-    }
-
-    pub fn grid(&self, out: &mut String) {
-        let _ = writeln!(out, "timer deadlines (packets)   -1 ms     on  +1 ms");
-        for timer in TIMERS.into_iter().chain(sim::RELAY_TIMERS) {
-            let [before, on, after] = self
-                .timer_boundaries
-                .get(timer)
-                .copied()
-                .unwrap_or_default();
-            let _ = writeln!(out, "  {timer:<25} {before:>6} {on:>6} {after:>6}");
-        }
-        let _ = writeln!(
-            out,
-            "TCP segments by flow state  {}",
-            TCP_EVENTS
-                .iter()
-                .map(|event| format!("{event:>8}"))
-                .collect::<String>()
-        );
-        for state in TCP_STATES {
-            let row: String = TCP_EVENTS
-                .iter()
-                .map(|event| {
-                    let count = self.tcp_state_events.get(&(state, *event)).copied();
-                    format!("{:>8}", count.unwrap_or(0))
-                })
-                .collect();
-            let _ = writeln!(out, "  {state:<25} {row}");
-        }
-        let reuse: Vec<String> = self
-            .reuse
-            .iter()
-            .map(|(after, count)| format!("{after} {count}"))
-            .collect();
-        let _ = writeln!(out, "5-tuples reused           {}", reuse.join(", "));
-        let left_out: Vec<String> = ActionKind::ALL
-            .iter()
-            .map(|kind| {
-                format!(
-                    "{} {}",
-                    kind.name(),
-                    self.left_out.get(kind).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        let everything = self
-            .profiles
-            .get(&Profile::everything().to_string())
-            .copied()
-            .unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "swarm profiles            {} distinct; {} cases with everything on; cases without: {}",
-            self.profiles.len(),
-            everything,
-            left_out.join(", ")
-        );
     }
 }

@@ -6,10 +6,12 @@
 //! stop reaching a case.
 
 mod behaviour;
+pub mod grid;
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::collections::BTreeMap;
 
 pub use behaviour::{Behaviour, REQUIRED_REUSE, REQUIRED_TCP};
+pub use grid::{Grid, Requirement, Section};
 
 use model::{DropReason, GatewayDropReason};
 use observation::AttackAnswer;
@@ -278,169 +280,167 @@ impl Coverage {
     /// Required counters still at zero, by name. `xdp`: whether the relays ran their XDP
     /// program (the XDP paths are required only then).
     pub fn missing(&self, xdp: bool) -> Vec<String> {
-        let mut missing = Vec::new();
-        if xdp {
-            for path in xdp_paths() {
-                if self.xdp.get(path).copied().unwrap_or(0) == 0 {
-                    missing.push(format!("XDP path {path}"));
+        self.grid(xdp).missing()
+    }
+
+    /// The coverage grid: every counter, zero or not, and what must not be zero (the XDP
+    /// paths only when `xdp`, the relays having run their program).
+    pub fn grid(&self, xdp: bool) -> Grid {
+        let mut grid = Grid::default();
+        let mut scenarios = Section::new("scenarios", &["cases"]);
+        scenarios
+            .row("checked", vec![self.scenarios])
+            .row("both peers on one relay", vec![self.same_relay_scenarios])
+            .row("IPv6 outside the tunnel", vec![self.ipv6_scenarios]);
+        grid.sections.push(scenarios);
+
+        const XDP_SECTION: &str = "XDP rewrites (runs)";
+        const FAMILIES: [&str; 4] = ["v4 to v4", "v4 to v6", "v6 to v4", "v6 to v6"];
+        let mut rewrites = Section::new(XDP_SECTION, &FAMILIES);
+        for (label, base) in [
+            ("channel -> udp", reason::TX_CHAN_TO_UDP_BASE),
+            ("channel -> channel (self)", reason::TX_CHAN_TO_CHAN_BASE),
+            ("udp -> channel", reason::TX_UDP_TO_CHAN_BASE),
+        ] {
+            let runs = (base..base + 4)
+                .map(|why| self.xdp.get(reason::name(why)).copied().unwrap_or(0))
+                .collect();
+            rewrites.row(label, runs);
+            if xdp {
+                for (why, column) in (base..base + 4).zip(FAMILIES) {
+                    grid.requirements.push(Requirement::cell(
+                        format!("XDP path {}", reason::name(why)),
+                        XDP_SECTION,
+                        label,
+                        column,
+                    ));
                 }
             }
         }
-        if self.dns_flows == 0 {
-            missing.push("flows to DNS resources".to_owned());
+        grid.sections.push(rewrites);
+        let mut others = Section::new("XDP passes and drops (runs)", &["runs"]);
+        for (name, runs) in self.xdp.iter().filter(|(name, _)| !name.starts_with("tx/")) {
+            others.row(*name, vec![*runs]);
         }
-        for reason in CLOSE_REASONS {
-            if self.close_reasons.get(&reason).copied().unwrap_or(0) == 0 {
-                missing.push(format!("close reason {}", reason.as_str()));
-            }
-        }
-        for reason in DROP_REASONS {
-            if self.drop_reasons.get(&reason).copied().unwrap_or(0) == 0 {
-                missing.push(format!("drop reason {}", reason.name()));
-            }
-        }
-        missing.extend(self.behaviour.missing());
-        if self.simultaneous_closes == 0 {
-            missing.push("a simultaneous TCP close".to_owned());
-        }
-        if self.stale_nonces == 0 {
-            missing.push("a request with a nonce past its lifetime (438)".to_owned());
-        }
-        for kind in StrayKind::ALL {
-            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
-                missing.push(format!("stray datagram {}", kind.as_str()));
-            }
-        }
-        for kind in attack_kinds() {
-            if !self.attacks.keys().any(|(seen, _)| *seen == kind) {
-                missing.push(format!("attack {kind}"));
-            }
-        }
-        missing
-    }
+        grid.sections.push(others);
 
-    /// The coverage grid: every counter, zero or not.
-    pub fn grid(&self) -> String {
-        let mut out = String::new();
-        let share = |part: u64| {
-            if self.scenarios == 0 {
-                0.0
-            } else {
-                100.0 * part as f64 / self.scenarios as f64
-            }
-        };
-        let _ = writeln!(
-            out,
-            "both peers on one relay   {:>8} scenarios ({:.0}%)",
-            self.same_relay_scenarios,
-            share(self.same_relay_scenarios)
-        );
-        let _ = writeln!(
-            out,
-            "IPv6 outside the tunnel   {:>8} scenarios ({:.0}%)",
-            self.ipv6_scenarios,
-            share(self.ipv6_scenarios)
-        );
-        let _ = writeln!(out, "XDP paths (runs)              from v4        from v6");
-        for (label, base) in [
-            ("  channel -> udp", reason::TX_CHAN_TO_UDP_BASE),
-            ("  channel -> channel (self)", reason::TX_CHAN_TO_CHAN_BASE),
-            ("  udp -> channel", reason::TX_UDP_TO_CHAN_BASE),
-        ] {
-            let runs = |why: u32| self.xdp.get(reason::name(why)).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "{label:<28} {:>6} {:>6}   {:>6} {:>6}   (to v4, to v6)",
-                runs(base),
-                runs(base + 1),
-                runs(base + 2),
-                runs(base + 3)
-            );
+        const FLOW_SECTION: &str = "flow records";
+        let mut flows = Section::new(FLOW_SECTION, &["flows"]);
+        flows
+            .row("compared", vec![self.flows])
+            .row("to DNS resources", vec![self.dns_flows]);
+        for reason in CLOSE_REASONS {
+            let closed = self.close_reasons.get(&reason).copied().unwrap_or(0);
+            flows.row(format!("closed by {}", reason.as_str()), vec![closed]);
+            grid.requirements.push(Requirement::cell(
+                format!("close reason {}", reason.as_str()),
+                FLOW_SECTION,
+                &format!("closed by {}", reason.as_str()),
+                "flows",
+            ));
         }
-        let passes: Vec<String> = self
-            .xdp
-            .iter()
-            .filter(|(name, _)| name.starts_with("pass/"))
-            .map(|(name, runs)| format!("{name} {runs}"))
-            .collect();
-        let _ = writeln!(out, "XDP passes to userspace     {}", passes.join(", "));
-        let _ = writeln!(out, "flows to DNS resources    {:>8}", self.dns_flows);
-        let closes: Vec<String> = CLOSE_REASONS
-            .iter()
-            .map(|reason| {
-                format!(
-                    "{} {}",
-                    reason.as_str(),
-                    self.close_reasons.get(reason).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "close reasons             {}", closes.join(", "));
-        let drops: Vec<String> = DROP_REASONS
-            .iter()
-            .map(|reason| {
-                format!(
-                    "{} {}",
-                    reason.name(),
-                    self.drop_reasons.get(reason).copied().unwrap_or(0)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "drop reasons              {}", drops.join(", "));
-        let _ = writeln!(
-            out,
-            "non-TURN datagrams at relays (kind, XDP verdict, then)"
-        );
-        for ((kind, reason, fate), count) in &self.strays {
-            let _ = writeln!(
-                out,
-                "  {:<22}{:<26}{fate:<46}{count:>6}",
-                kind.as_str(),
-                reason
-            );
-        }
-        for kind in StrayKind::ALL {
-            if !self.strays.keys().any(|(seen, _, _)| *seen == kind) {
-                let _ = writeln!(out, "  {:<22}{:<26}{:<46}{:>6}", kind.as_str(), "-", "-", 0);
-            }
-        }
-        let _ = writeln!(out, "attacks on relays and gateways (kind, refused with)");
-        for kind in attack_kinds() {
-            let mut seen = false;
-            for ((_, refusals), count) in self.attacks.iter().filter(|((k, _), _)| *k == kind) {
-                let _ = writeln!(out, "  {kind:<28}{refusals:<28}{count:>6}");
-                seen = true;
-            }
-            if !seen {
-                let _ = writeln!(out, "  {kind:<28}{:<28}{:>6}", "-", 0);
-            }
+        grid.sections.push(flows);
+        grid.requirements.push(Requirement::cell(
+            "flows to DNS resources".to_owned(),
+            FLOW_SECTION,
+            "to DNS resources",
+            "flows",
+        ));
+
+        const DROP_SECTION: &str = "drop reasons (packets)";
+        let mut drops = Section::new(DROP_SECTION, &["drops"]);
+        for reason in DROP_REASONS {
+            let count = self.drop_reasons.get(&reason).copied().unwrap_or(0);
+            drops.row(reason.name(), vec![count]);
+            grid.requirements.push(Requirement::cell(
+                format!("drop reason {}", reason.name()),
+                DROP_SECTION,
+                &reason.name(),
+                "drops",
+            ));
         }
         let (hostile, elsewhere): (Vec<_>, Vec<_>) = GatewayDropReason::ALL
             .iter()
             .filter_map(|reason| Some((reason.as_str(), tested_elsewhere(*reason)?)))
             .partition(|(_, place)| *place == HOSTILE_INPUT_TESTED);
         let elsewhere: Vec<&str> = elsewhere.into_iter().map(|(name, _)| name).collect();
-        let _ = writeln!(
-            out,
-            "not generated             {}, and {} kinds of malformed, forged or unsolicited \
-             input (the gateway's own tests)",
+        drops.note = Some(format!(
+            "not generated: {}, and {} kinds of malformed, forged or unsolicited input (the \
+             gateway's own tests)",
             elsewhere.join(", "),
             hostile.len()
-        );
-        self.behaviour.grid(&mut out);
-        let _ = writeln!(
-            out,
-            "nonce lifetime crossed    {:>8} requests answered 438 Stale Nonce",
-            self.stale_nonces
-        );
-        let _ = writeln!(
-            out,
-            "simultaneous TCP closes   {:>8}",
-            self.simultaneous_closes
-        );
-        out
+        ));
+        grid.sections.push(drops);
+
+        const STRAY_SECTION: &str = "non-TURN datagrams at relays (kind: XDP verdict, then)";
+        let mut strays = Section::new(STRAY_SECTION, &["datagrams"]);
+        for kind in StrayKind::ALL {
+            let mut seen = false;
+            for ((_, reason, fate), count) in self.strays.iter().filter(|((k, _, _), _)| *k == kind)
+            {
+                strays.grouped_row(
+                    kind.as_str(),
+                    format!("{}: {reason}, {fate}", kind.as_str()),
+                    *count,
+                );
+                seen = true;
+            }
+            if !seen {
+                strays.grouped_row(kind.as_str(), kind.as_str(), 0);
+            }
+            grid.requirements.push(Requirement::group(
+                format!("stray datagram {}", kind.as_str()),
+                STRAY_SECTION,
+                kind.as_str(),
+            ));
+        }
+        grid.sections.push(strays);
+
+        const ATTACK_SECTION: &str = "attacks on relays and gateways (kind: refused with)";
+        let mut attacks = Section::new(ATTACK_SECTION, &["attacks"]);
+        for kind in attack_kinds() {
+            let mut seen = false;
+            for ((_, refusals), count) in self.attacks.iter().filter(|((k, _), _)| *k == kind) {
+                attacks.grouped_row(kind, format!("{kind}: {refusals}"), *count);
+                seen = true;
+            }
+            if !seen {
+                attacks.grouped_row(kind, kind, 0);
+            }
+            grid.requirements.push(Requirement::group(
+                format!("attack {kind}"),
+                ATTACK_SECTION,
+                kind,
+            ));
+        }
+        grid.sections.push(attacks);
+
+        self.behaviour.sections(&mut grid);
+
+        const OTHER_SECTION: &str = "other corners";
+        let mut other = Section::new(OTHER_SECTION, &["times"]);
+        other
+            .row(STALE_NONCE, vec![self.stale_nonces])
+            .row(SIMULTANEOUS_CLOSE, vec![self.simultaneous_closes]);
+        grid.sections.push(other);
+        grid.requirements.push(Requirement::cell(
+            "a simultaneous TCP close".to_owned(),
+            OTHER_SECTION,
+            SIMULTANEOUS_CLOSE,
+            "times",
+        ));
+        grid.requirements.push(Requirement::cell(
+            "a request with a nonce past its lifetime (438)".to_owned(),
+            OTHER_SECTION,
+            STALE_NONCE,
+            "times",
+        ));
+        grid
     }
 }
+
+const STALE_NONCE: &str = "requests answered 438 Stale Nonce";
+const SIMULTANEOUS_CLOSE: &str = "simultaneous TCP closes";
 
 #[cfg(test)]
 mod tests {
