@@ -285,7 +285,8 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
     };
     let twin = (options.determinism != Determinism::Off).then(TwinRunner::start);
     let failures = failure_dir(&options.out);
-    let watchdog = Watchdog::start(move |seed, scenario| hung_case_report(&failures, seed, scenario));
+    let watchdog =
+        Watchdog::start(move |seed, scenario| hung_case_report(&failures, seed, scenario));
     for index in 0.. {
         if options.count.is_some_and(|count| index >= count)
             || options

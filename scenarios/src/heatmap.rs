@@ -111,7 +111,9 @@ fn missing(out: &mut String, summary: &Summary) {
         out.push_str("<p class=\"ok\" id=\"missing\">Every required counter is above zero.</p>\n");
         return;
     }
-    out.push_str("<p class=\"missing\">Required coverage never reached:</p>\n<ul id=\"missing\">\n");
+    out.push_str(
+        "<p class=\"missing\">Required coverage never reached:</p>\n<ul id=\"missing\">\n",
+    );
     for name in &summary.missing {
         let _ = writeln!(out, "<li class=\"missing\">{}</li>", escape(name));
     }
@@ -129,11 +131,7 @@ fn heat_table(out: &mut String, grid: &Grid, section: &Section) {
     }
     out.push_str("</tr>\n");
     for row in &section.rows {
-        let _ = write!(
-            out,
-            "<tr><td class=\"label\">{}</td>",
-            escape(&row.label)
-        );
+        let _ = write!(out, "<tr><td class=\"label\">{}</td>", escape(&row.label));
         for (index, column) in section.columns.iter().enumerate() {
             let count = row.counts.get(index).copied().unwrap_or(0);
             let required = grid
@@ -223,7 +221,10 @@ mod tests {
             html.contains("data-count=\"40\" style=\"background:#084594;color:#ffffff\">40<"),
             "{html}"
         );
-        assert!(html.contains("<li class=\"missing\">dns ttl on</li>"), "{html}");
+        assert!(
+            html.contains("<li class=\"missing\">dns ttl on</li>"),
+            "{html}"
+        );
         assert!(!html.contains("<script"), "self-contained and static");
     }
 

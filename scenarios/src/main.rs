@@ -218,9 +218,11 @@ fn run_explore(args: ExploreArgs, out: PathBuf) -> Result<()> {
     let seed = args.seed.unwrap_or_else(explore::fresh_seed);
     println!("exploration seed {seed} (repeat this exploration with --seed {seed})");
     let options = ExploreOptions {
-        count: args
-            .count
-            .or(if args.seconds.is_some() { None } else { Some(1000) }),
+        count: args.count.or(if args.seconds.is_some() {
+            None
+        } else {
+            Some(1000)
+        }),
         budget: args.seconds.map(std::time::Duration::from_secs_f64),
         seed,
         shard: args.shard,

@@ -111,10 +111,7 @@ pub fn datapath_name(datapath: Option<Datapath>) -> &'static str {
 
 /// Whether a run's relays ran their XDP program (then its paths are required coverage).
 pub fn xdp_ran(datapath: Option<Datapath>) -> bool {
-    matches!(
-        datapath,
-        Some(Datapath::Differential | Datapath::XdpFirst)
-    )
+    matches!(datapath, Some(Datapath::Differential | Datapath::XdpFirst))
 }
 
 impl Summary {
@@ -135,11 +132,8 @@ impl Summary {
                 steps_generated: failure_case.original.steps.len() as u64,
                 steps_shrunk: failure_case.shrunk.steps.len() as u64,
                 simplifications: failure_case.shrink_steps,
-                dir: failure.map(|written| {
-                    artifacts::relative(&written.dir, out)
-                        .display()
-                        .to_string()
-                }),
+                dir: failure
+                    .map(|written| artifacts::relative(&written.dir, out).display().to_string()),
                 replay: failure.map_or_else(
                     || replay_case(failure_case.case_seed),
                     |written| artifacts::replay_command(&written.scenario),
@@ -334,7 +328,11 @@ impl Summary {
                 format!("{} cases twice", self.determinism_checked)
             },
         );
-        let per_run = if self.runs.len() > 1 { " (runs summed)" } else { "" };
+        let per_run = if self.runs.len() > 1 {
+            " (runs summed)"
+        } else {
+            ""
+        };
         row(&format!("seconds{per_run}"), format!("{:.1}", self.seconds));
         if self.seconds > 0.0 {
             row(

@@ -214,3 +214,174 @@ fn replay_prints_and_writes_no_absolute_path_of_where_it_runs() {
         dir.display()
     );
 }
+
+/// Every text file under `dir`, recursively, with its content.
+fn text_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            files.extend(text_files(&path));
+        } else if let Ok(content) = std::fs::read_to_string(&path) {
+            files.push((path, content));
+        }
+    }
+    files
+}
+
+fn read_summary(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary.json is JSON")
+}
+
+/// The sum of one coverage cell over summaries.
+fn cell(summary: &serde_json::Value, section: &str, row: &str, column: usize) -> u64 {
+    summary["coverage"]["sections"]
+        .as_array()
+        .expect("sections")
+        .iter()
+        .find(|s| s["title"] == section)
+        .and_then(|s| {
+            s["rows"]
+                .as_array()?
+                .iter()
+                .find(|r| r["label"] == row)
+                .and_then(|r| r["counts"][column].as_u64())
+        })
+        .unwrap_or(0)
+}
+
+/// Three real shards of one exploration, each written with `--out`, merge into one summary
+/// whose counts and grid cells are the shards' sums; a shard with a failure fails the merge
+/// and is listed with its replay command. Run from a directory of its own, nothing printed or
+/// written names that directory's absolute path.
+#[test]
+fn shards_merge_into_one_summary_with_relative_paths() {
+    let dir = temp_dir("merge");
+    let absolute = dir.canonicalize().expect("canonical").display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vpnsim"))
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("vpnsim runs");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(!stdout.contains(&absolute), "{absolute} in\n{stdout}");
+        assert!(!stderr.contains(&absolute), "{absolute} in\n{stderr}");
+        (out.status, stdout, stderr)
+    };
+    let mut shards = Vec::new();
+    for k in 1..=3 {
+        let out = format!("shard-{k}");
+        let (status, stdout, stderr) = run(&[
+            "explore",
+            "--count",
+            "12",
+            "--seed",
+            "5",
+            "--shard",
+            &format!("{k}/3"),
+            "--determinism",
+            "off",
+            "--out",
+            &out,
+        ]);
+        assert!(status.success(), "shard {k} failed:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!(
+                "summary: {out}/summary.json, heat map: {out}/coverage.html"
+            )),
+            "{stdout}"
+        );
+        shards.push(read_summary(&dir.join(&out).join("summary.json")));
+    }
+    let (status, stdout, stderr) =
+        run(&["merge", "--out", "merged", "shard-1", "shard-2", "shard-3"]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("shards                      1/3 2/3 3/3"),
+        "{stdout}"
+    );
+    let merged = read_summary(&dir.join("merged/summary.json"));
+    assert_eq!(merged["runs"].as_array().map(Vec::len), Some(3));
+    for field in [
+        "cases",
+        "checked",
+        "skipped",
+        "steps",
+        "datagrams",
+        "flow_records",
+    ] {
+        let sum: u64 = shards.iter().map(|s| s[field].as_u64().expect(field)).sum();
+        assert_eq!(merged[field].as_u64(), Some(sum), "{field}");
+    }
+    assert_eq!(merged["cases"].as_u64(), Some(36));
+    for (section, row, column) in [
+        ("XDP rewrites (runs)", "channel -> udp", 0),
+        ("scenarios", "both peers on one relay", 0),
+        ("TCP segments by flow state", "open", 4),
+        ("flow records", "closed by shutdown", 0),
+    ] {
+        let sum: u64 = shards.iter().map(|s| cell(s, section, row, column)).sum();
+        assert_eq!(
+            cell(&merged, section, row, column),
+            sum,
+            "{section} / {row}"
+        );
+    }
+    assert!(
+        cell(&merged, "flow records", "compared", 0) > 0,
+        "the shards compared flow records"
+    );
+    let html = std::fs::read_to_string(dir.join("merged/coverage.html")).expect("heat map");
+    assert!(html.contains("<table id=\"runs\">"), "{html}");
+
+    // A shard that found a failure: the merge lists it, says how to replay it, and fails.
+    let failed = dir.join("shard-failed");
+    std::fs::create_dir_all(failed.join("failures/failure-0")).expect("dir");
+    let mut summary = shards[0].clone();
+    summary["runs"][0]["failed"] = true.into();
+    summary["failures"] = serde_json::json!([{
+        "exploration_seed": 5, "shard": "1/3", "case_seed": 77, "profile": "everything",
+        "error": "flow records differ", "steps_generated": 9, "steps_shrunk": 2,
+        "simplifications": 4, "dir": "failures/failure-0",
+        "replay": "cargo xtask replay shard-failed/failures/failure-0/scenario.yaml",
+        "replay_case": "cargo xtask replay --case 77"
+    }]);
+    std::fs::write(failed.join("summary.json"), summary.to_string()).expect("write");
+    let (status, stdout, stderr) = run(&[
+        "merge",
+        "--out",
+        "merged-2",
+        "shard-2",
+        "shard-failed/summary.json",
+    ]);
+    assert!(!status.success(), "{stdout}");
+    assert!(stderr.contains("1 of 2 runs found a failure"), "{stderr}");
+    assert!(
+        stdout.contains("replay: cargo xtask replay shard-failed/failures/failure-0/scenario.yaml"),
+        "{stdout}"
+    );
+    let merged = read_summary(&dir.join("merged-2/summary.json"));
+    assert_eq!(
+        merged["failures"][0]["dir"],
+        "../shard-failed/failures/failure-0"
+    );
+
+    // Not a summary: a clear error.
+    let (status, _, stderr) = run(&["merge", "shard-1/coverage.html"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("shard-1/coverage.html: not an exploration summary"),
+        "{stderr}"
+    );
+
+    for (path, content) in text_files(&dir) {
+        assert!(
+            !content.contains(&absolute),
+            "{absolute} in {}",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -114,7 +114,9 @@ impl Requirement {
                     .columns
                     .iter()
                     .zip(&row.counts)
-                    .filter(move |(column, count)| **count > 0 && self.selects(section, row, column))
+                    .filter(move |(column, count)| {
+                        **count > 0 && self.selects(section, row, column)
+                    })
             })
             .count() as u64;
         nonzero >= self.at_least
@@ -359,8 +361,11 @@ mod tests {
         profiles.top = Some(1);
         profiles.row("p1", vec![1]);
         a.sections.push(profiles.clone());
-        a.requirements
-            .push(Requirement::distinct_rows("two profiles".into(), "profiles", 2));
+        a.requirements.push(Requirement::distinct_rows(
+            "two profiles".into(),
+            "profiles",
+            2,
+        ));
         assert_eq!(a.missing(), ["two profiles"]);
         let mut b = Grid::default();
         let mut other = Section::new("profiles", &["cases", "failed"]);
