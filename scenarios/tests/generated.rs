@@ -68,7 +68,8 @@ fn generated_scenarios_match_the_model_and_cover_every_path() {
     let report = explore::explore(&options).expect("explores");
     eprint!("{}", explore::summary_table(&report));
     if let Some(failure) = &report.failure {
-        let written = explore::write_failure(failure, options.datapath, &options.out).expect("writes");
+        let written =
+            explore::write_failure(failure, options.datapath, &options.out).expect("writes");
         panic!(
             "case {} failed (shrunk from {} to {} steps):\n{}\n\nwritten to {}\nreplay it with: {}",
             failure.case_seed,
