@@ -2,8 +2,15 @@
 //! the application data, padded to a multiple of 4 bytes. Over UDP the padding is optional, so a
 //! datagram may carry 0 to 3 bytes after the data; more than that is malformed.
 
-/// The channel numbers a client may bind (RFC 8656 §12).
-pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// The channel numbers the relay serves: RFC 5766's range, 0x4000-0x7FFF, as coturn serves it,
+/// since RFC 5766 clients (coturn's among them) pick numbers from all of it. RFC 8656 §12 keeps
+/// 0x4000-0x4FFF and reserves the rest for RFC 7983's demultiplexing of DTLS-SRTP beside TURN on
+/// one socket, which is the client's concern (it chose the number), not the relay's: every
+/// datagram to the TURN port whose first two bits are 0b01 is ChannelData either way.
+pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+/// The channel numbers a client picks from: RFC 8656's range, which relays of either RFC
+/// serve.
+pub const CLIENT_CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
 /// Length of the ChannelData header.
 pub const HEADER_LEN: usize = 4;
 
@@ -18,7 +25,11 @@ pub struct ChannelData<'a> {
 pub enum ChannelDataError {
     #[error("ChannelData shorter than its 4-byte header ({len} bytes)")]
     TooShort { len: usize },
-    #[error("channel number {channel:#06x} is outside 0x4000-0x4FFF")]
+    #[error(
+        "channel number {channel:#06x} is outside {:#06x}-{:#06x}",
+        CHANNEL_RANGE.start(),
+        CHANNEL_RANGE.end()
+    )]
     ChannelOutOfRange { channel: u16 },
     #[error("ChannelData length field {declared} does not fit the {available} bytes that follow")]
     LengthMismatch { declared: usize, available: usize },
@@ -97,9 +108,12 @@ mod tests {
             Err(ChannelDataError::TooShort { len: 3 })
         );
         assert_eq!(
-            ChannelData::parse(&[0x50, 0x00, 0x00, 0x00]),
-            Err(ChannelDataError::ChannelOutOfRange { channel: 0x5000 })
+            ChannelData::parse(&[0x80, 0x00, 0x00, 0x00]),
+            Err(ChannelDataError::ChannelOutOfRange { channel: 0x8000 })
         );
+        // RFC 5766's numbers past RFC 8656's range are channels like any other.
+        let rfc5766 = ChannelData::parse(&[0x7F, 0xFF, 0x00, 0x01, 9]).expect("in range");
+        assert_eq!((rfc5766.channel, rfc5766.data), (0x7FFF, &[9u8][..]));
         assert_eq!(
             ChannelData::parse(&[0x40, 0x00, 0x00, 0x05, 1, 2]),
             Err(ChannelDataError::LengthMismatch {

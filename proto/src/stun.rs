@@ -4,7 +4,8 @@
 //! decoding, and computes MESSAGE-INTEGRITY over the exact preceding bytes, which is what lets
 //! the RFC 5769 test vectors re-encode byte for byte. This module gathers the attributes TURN
 //! needs into one attribute set and adds the few helpers every user repeats: decode with a clear
-//! error, encode, seal with MESSAGE-INTEGRITY and FINGERPRINT, and build error responses.
+//! error, encode, seal with MESSAGE-INTEGRITY and FINGERPRINT, and build error responses. Its
+//! CHANNEL-NUMBER is its own ([`ChannelNumber`]), over RFC 5766's channel range.
 
 use bytecodec::{DecodeExt as _, EncodeExt as _};
 /// The codec's attribute trait (`get_type`), for raw attributes the set does not know.
@@ -16,12 +17,15 @@ pub use stun_codec::{
         Software, UnknownAttributes, Username, XorMappedAddress, XorMappedAddress2,
     },
     rfc5766::attributes::{
-        ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport,
-        ReservationToken, XorPeerAddress, XorRelayAddress,
+        Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
+        XorPeerAddress, XorRelayAddress,
     },
     rfc8656::attributes::{AdditionalAddressFamily, AddressFamily, RequestedAddressFamily},
 };
 use stun_codec::{MessageDecoder, MessageEncoder};
+
+mod channel_number;
+pub use channel_number::{ChannelNumber, ChannelNumberDecoder, ChannelNumberEncoder};
 
 stun_codec::define_attribute_enums!(
     Attribute,

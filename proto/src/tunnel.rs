@@ -20,7 +20,7 @@
 //! ```
 //!
 //! The type byte 0xF1 cannot be confused with a STUN message (first two bits `00`) or a TURN
-//! ChannelData message (first byte `0x40..=0x4F`), so a socket shared with TURN can demultiplex
+//! ChannelData message (first byte `0x40..=0x7F`), so a socket shared with TURN can demultiplex
 //! on the first byte. The counter is chosen by the sender, strictly increasing per session; the
 //! receiver keeps the replay window.
 //!
@@ -384,7 +384,9 @@ mod tests {
     #[test]
     fn type_byte_is_neither_stun_nor_channel_data() {
         assert_ne!(FRAME_TYPE >> 6, 0);
-        assert!(!(0x40..=0x4F).contains(&FRAME_TYPE));
+        let [first, _] = crate::channel_data::CHANNEL_RANGE.start().to_be_bytes();
+        let [last, _] = crate::channel_data::CHANNEL_RANGE.end().to_be_bytes();
+        assert!(!(first..=last).contains(&FRAME_TYPE));
         assert!(is_tunnel_frame(&[0xF1]));
         assert!(!is_tunnel_frame(&[0x00, 0x01]));
         assert!(!is_tunnel_frame(&[]));

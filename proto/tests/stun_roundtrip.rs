@@ -5,9 +5,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use proptest::prelude::*;
+use proto::channel_data::CHANNEL_RANGE;
 use proto::stun::{
-    self, Attribute, ChannelNumber, Data, Lifetime, LongTermKey, Message, MessageClass,
-    RequestedTransport, TransactionId, XorPeerAddress, XorRelayAddress, methods,
+    self, Attribute, ChannelNumber, Data, EvenPort, Lifetime, LongTermKey, Message, MessageClass,
+    RequestedTransport, ReservationToken, TransactionId, XorPeerAddress, XorRelayAddress, methods,
 };
 
 fn socket_addr() -> impl Strategy<Value = SocketAddr> {
@@ -21,10 +22,12 @@ fn attribute() -> impl Strategy<Value = Attribute> {
     prop_oneof![
         socket_addr().prop_map(|a| XorPeerAddress::new(a).into()),
         socket_addr().prop_map(|a| XorRelayAddress::new(a).into()),
-        (0x4000u16..=0x4FFF).prop_map(|n| ChannelNumber::new(n).expect("in range").into()),
+        CHANNEL_RANGE.prop_map(|n| ChannelNumber::new(n).expect("in range").into()),
         (0u64..100_000).prop_map(|s| Lifetime::new(Duration::from_secs(s)).expect("fits").into()),
         prop::collection::vec(any::<u8>(), 0..200).prop_map(|d| Data::new(d).expect("fits").into()),
         any::<u8>().prop_map(|p| RequestedTransport::new(p).into()),
+        any::<bool>().prop_map(|r| EvenPort::new(r).into()),
+        any::<u64>().prop_map(|t| ReservationToken::new(t).into()),
     ]
 }
 

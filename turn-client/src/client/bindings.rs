@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proto::channel_data::CHANNEL_RANGE;
+use proto::channel_data::CLIENT_CHANNEL_RANGE;
 
 use super::transactions::Request;
 use super::{BINDING_REFRESH_INTERVAL, ClientError, ClientEvent, Families, TurnClient};
@@ -64,7 +64,7 @@ impl TurnClient {
         if let Some((number, _)) = self.channels.get(&peer) {
             return Ok(*number);
         }
-        let number = CHANNEL_RANGE
+        let number = CLIENT_CHANNEL_RANGE
             .clone()
             .find(|number| !self.peer_by_channel.contains_key(number))
             .ok_or(ClientError::NoChannelNumber)?;
