@@ -40,12 +40,13 @@ pub mod ports {
     }
 }
 
-/// ChannelData (RFC 8656 §12) numbers.
+/// ChannelData (RFC 8656 §12) numbers: RFC 5766's range, 0x4000-0x7FFF, the userspace relay's
+/// (`proto::channel_data::CHANNEL_RANGE`; the loader's tests hold the two equal).
 pub mod channel {
     /// The first valid channel number.
     pub const MIN: u16 = 0x4000;
     /// The last valid channel number.
-    pub const MAX: u16 = 0x4FFF;
+    pub const MAX: u16 = 0x7FFF;
     /// Length of the ChannelData header: channel number and data length, both big-endian.
     pub const HEADER_LEN: usize = 4;
 
@@ -87,7 +88,7 @@ pub mod reason {
     /// or more than 3 bytes of padding), or a payload too short for a ChannelData header.
     pub const PASS_CHANNEL_DATA_LENGTH: u32 = 10;
     /// A datagram to 3478 that is neither STUN nor ChannelData: the channel number is outside
-    /// 0x4000-0x4FFF.
+    /// 0x4000-0x7FFF (the first two bits are 0b10 or 0b11).
     pub const PASS_CHANNEL_NUMBER: u32 = 11;
     /// ChannelData from a client for which no channel binding is installed.
     pub const PASS_NO_CHANNEL_BINDING: u32 = 12;

@@ -22,7 +22,11 @@ use crate::XdpRelay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindingError {
-    #[error("channel number {0:#06x} is outside 0x4000-0x4FFF")]
+    #[error(
+        "channel number {0:#06x} is outside {min:#06x}-{max:#06x}",
+        min = channel::MIN,
+        max = channel::MAX
+    )]
     InvalidChannel(u16),
     #[error("allocation port {0} is outside the allocation range 49152-65535")]
     InvalidAllocationPort(u16),
@@ -326,5 +330,33 @@ impl XdpRelay {
             | relay::Event::AllocationRefreshed { .. }
             | relay::Event::AllocationFreed { .. } => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use relay_xdp_common::{channel, ports};
+
+    /// The program cannot depend on `proto` or `relay` (it is `no_std` for the BPF target), so
+    /// its copies of their numbers are held equal here.
+    #[test]
+    fn the_programs_numbers_are_the_userspace_relays() {
+        assert_eq!(
+            channel::MIN..=channel::MAX,
+            proto::channel_data::CHANNEL_RANGE,
+            "channel numbers"
+        );
+        for number in [0x3FFF, 0x4000, 0x4FFF, 0x5000, 0x7FFF, 0x8000, 0xFFFF] {
+            assert_eq!(
+                channel::is_valid(number),
+                proto::channel_data::CHANNEL_RANGE.contains(&number),
+                "{number:#06x}"
+            );
+        }
+        assert_eq!(ports::TURN, relay::TURN_PORT);
+        assert_eq!(
+            ports::ALLOCATION_MIN..=ports::ALLOCATION_MAX,
+            relay::ALLOCATION_PORTS
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use proto::channel_data::CHANNEL_RANGE;
 use turn_client::TurnTransmit;
 use xdp_fixtures::frame;
 
@@ -270,7 +271,10 @@ fn on_unbound_channel(
     data: Vec<u8>,
 ) -> Packet {
     let client = random_client(rng);
-    let channel = rng.range(0x4000, 0x4FFF) as u16;
+    let channel = rng.range(
+        usize::from(*CHANNEL_RANGE.start()),
+        usize::from(*CHANNEL_RANGE.end()),
+    ) as u16;
     let (kind, from, channel) = if rng.bool() {
         ("chan/random-number", client, channel)
     } else {
@@ -320,9 +324,13 @@ fn junk(rng: &mut Rng, framing: Framing, data: Vec<u8>) -> Packet {
             let len = rng.range(0, 64);
             rng.bytes(len)
         }
-        1 => channel_data(rng.range(0x5000, 0xFFFF) as u16, &data, &[]),
+        1 => channel_data(
+            rng.range(usize::from(*CHANNEL_RANGE.end()) + 1, 0xFFFF) as u16,
+            &data,
+            &[],
+        ),
         2 => {
-            let mut short = vec![0x40 + rng.below(16) as u8];
+            let mut short = vec![0x40 + rng.below(64) as u8];
             let len = rng.range(0, 2);
             short.extend(rng.bytes(len));
             short
