@@ -6,14 +6,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proto::{
-    channel_data::CHANNEL_RANGE,
-    stun::{
-        self, AdditionalAddressFamily, AddressFamily, Attribute, AttributeTrait as _,
-        ChannelNumber, Data, DecodeError, Lifetime, LongTermKey, Message, MessageClass, Nonce,
-        Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, UnknownAttributes,
-        XorMappedAddress, XorPeerAddress, XorRelayAddress, codes, methods,
-    },
+use proto::stun::{
+    self, AdditionalAddressFamily, AddressFamily, Attribute, AttributeTrait as _, ChannelNumber,
+    Data, DecodeError, Lifetime, LongTermKey, Message, MessageClass, Nonce, Realm,
+    RequestedAddressFamily, RequestedTransport, ReservationToken, UnknownAttributes,
+    XorMappedAddress, XorPeerAddress, XorRelayAddress, codes, methods,
 };
 
 use crate::{
@@ -460,13 +457,12 @@ impl Relay {
         now: Instant,
     ) -> Outcome {
         let port = self.owned_allocation(path, key)?;
+        // A number outside the channel range does not decode (`ChannelNumber`), so such a
+        // request was answered 400 as malformed before it came here.
         let number = request
             .get_attribute::<ChannelNumber>()
             .map(|number| number.value())
             .ok_or(codes::BAD_REQUEST)?;
-        if !CHANNEL_RANGE.contains(&number) {
-            return Err(codes::BAD_REQUEST);
-        }
         let peer = request
             .get_attribute::<XorPeerAddress>()
             .map(XorPeerAddress::address)

@@ -352,9 +352,10 @@ fn error_443_peer_family_mismatch_and_channel_rules() {
     assert_eq!(raw.channel_bind(&mut world, 0x4000, v6_peer), 443);
     let peer = addr("198.51.100.50:9000");
     let other = addr("198.51.100.51:9000");
-    // Channel numbers outside 0x4000-0x4FFF do not even decode (the codec enforces RFC 8656's
-    // range), so such a request is malformed: 400 through the broken-request path.
-    assert!(ChannelNumber::new(0x5000).is_err() && ChannelNumber::new(0x3FFF).is_err());
+    // Channel numbers outside 0x4000-0x7FFF do not even decode (`ChannelNumber` holds RFC
+    // 5766's range), so such a request is malformed: 400 through the broken-request path
+    // (`rfc_5766_channel_numbers_are_served_and_numbers_past_them_are_malformed`).
+    assert!(ChannelNumber::new(0x8000).is_err() && ChannelNumber::new(0x3FFF).is_err());
     assert_eq!(raw.channel_bind(&mut world, 0x4000, peer), 0);
     // Rebinding the same pair refreshes; a different peer on the number, or another number for
     // the peer, is refused.
@@ -374,6 +375,76 @@ fn error_443_peer_family_mismatch_and_channel_rules() {
     let bindings = world.relay.channel_bindings();
     assert_eq!(bindings.len(), 1);
     assert_eq!((bindings[0].channel, bindings[0].peer), (0x4000, peer));
+}
+
+/// RFC 5766 clients (coturn's among them) pick channel numbers from 0x4000-0x7FFF, past RFC
+/// 8656's 0x4FFF: the relay binds them and relays on them both ways like any other.
+#[test]
+fn rfc_5766_channel_numbers_are_served_and_numbers_past_them_are_malformed() {
+    let mut world = World::new(relay_config());
+    let mut raw = RawClient::new(addr("198.51.100.20:40000"), server_v4());
+    raw.get_challenge(&mut world);
+    let relayed = raw
+        .allocate(&mut world, vec![])
+        .get_attribute::<XorRelayAddress>()
+        .map(XorRelayAddress::address)
+        .expect("a relayed address");
+    let (peer, other) = (addr("198.51.100.50:9000"), addr("198.51.100.51:9000"));
+    assert_eq!(raw.channel_bind(&mut world, 0x7FFF, peer), 0);
+    assert_eq!(raw.channel_bind(&mut world, 0x5000, other), 0);
+    let bound: Vec<(u16, _)> = world
+        .relay
+        .channel_bindings()
+        .iter()
+        .map(|binding| (binding.channel, binding.peer))
+        .collect();
+    assert_eq!(bound, vec![(0x5000, other), (0x7FFF, peer)]);
+
+    world
+        .send_to_relay(raw.addr, server_v4(), &[0x7F, 0xFF, 0x00, 0x02, 0xAB, 0xCD])
+        .expect("relayed to the peer");
+    let last = world.wire.last().expect("sent");
+    assert_eq!(
+        (last.src, last.dst, &last.payload[..]),
+        (relayed, peer, &[0xAB, 0xCD][..])
+    );
+    world
+        .send_to_relay(other, relayed, b"back")
+        .expect("relayed to the client");
+    let last = world.wire.last().expect("sent");
+    assert_eq!(
+        (last.src, last.dst, &last.payload[..]),
+        (
+            server_v4(),
+            raw.addr,
+            &[0x50, 0x00, 0x00, 0x04, b'b', b'a', b'c', b'k'][..]
+        )
+    );
+
+    // Past 0x7FFF the request is malformed: 400 before any credentials are looked at, where
+    // the same request with a number in range is challenged (401).
+    let unsigned_bind = |first_byte: u8, id: u8| {
+        let mut message = stun::Message::new(
+            stun::MessageClass::Request,
+            methods::CHANNEL_BIND,
+            stun::TransactionId::new([id; 12]),
+        );
+        message.add_attribute(ChannelNumber::new(0x7FFF).expect("in range"));
+        message.add_attribute(stun::XorPeerAddress::new(peer));
+        let mut bytes = stun::encode(message).expect("encodes");
+        // CHANNEL-NUMBER's value follows the 20-byte header and its own 4-byte header.
+        bytes[24] = first_byte;
+        (bytes, stun::TransactionId::new([id; 12]))
+    };
+    let (in_range, id) = unsigned_bind(0x7F, 0xA1);
+    let answer = raw.send_raw(&mut world, &in_range, id).expect("an answer");
+    assert_eq!(code_of(&answer), 401);
+    let (past_range, id) = unsigned_bind(0x80, 0xA2);
+    let answer = raw
+        .send_raw(&mut world, &past_range, id)
+        .expect("an answer");
+    assert_eq!(code_of(&answer), 400);
+    assert_eq!(world.relay.channel_bindings().len(), 2, "nothing changed");
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn arbitrary_datagram() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..120),
         // ChannelData-looking.
-        (0x40u8..0x50, prop::collection::vec(any::<u8>(), 0..60)).prop_map(|(first, rest)| {
+        (0x40u8..0x80, prop::collection::vec(any::<u8>(), 0..60)).prop_map(|(first, rest)| {
             let mut bytes = vec![first];
             bytes.extend(rest);
             bytes

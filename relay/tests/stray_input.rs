@@ -36,12 +36,18 @@ fn strays_are_dropped_and_counted_and_the_channel_keeps_relaying() {
         0x80, 0x60, 0, 1, 0, 0, 0, 0xa0, 0x12, 0x34, 0x56, 0x78, 1, 2, 3, 4,
     ];
     dropped(&mut world, stranger, turn, &rtp, Drop::NotStun);
-    // ChannelData's first bits with channel 0x7fff, out of range.
+    // ChannelData on channel 0x7fff (in range) from an address without an allocation, and
+    // from the client, which never bound it.
+    let unbound = [0x7f, 0xff, 0, 4, 1, 2, 3, 4];
+    dropped(&mut world, stranger, turn, &unbound, Drop::NoAllocation);
+    let client_addr = world.clients[client].addr;
+    dropped(&mut world, client_addr, turn, &unbound, Drop::UnboundChannel);
+    // ChannelData whose length field promises more than follows.
     dropped(
         &mut world,
         stranger,
         turn,
-        &[0x7f, 0xff, 0, 4, 1, 2, 3, 4],
+        &[0x7f, 0xff, 0, 8, 1, 2, 3, 4],
         Drop::MalformedChannelData,
     );
     // A Binding request header (with the magic cookie) cut at 12 bytes.
@@ -88,7 +94,6 @@ fn strays_are_dropped_and_counted_and_the_channel_keeps_relaying() {
         data: b"hello",
     }
     .to_vec();
-    let client_addr = world.clients[client].addr;
     let out = world.relay.handle_input(client_addr, turn, &data, now);
     assert!(matches!(out, Ok(Some(relayed)) if relayed.dst == peer));
     let back = world.relay.handle_input(peer, relayed, b"hi", now);

@@ -2,8 +2,8 @@
 //! bytes.
 //!
 //! `proto::channel_data::ChannelData::parse` must accept exactly a header with a channel number
-//! in 0x4000-0x4FFF and a length that the rest covers with at most 3 bytes of padding, and a
-//! parsed message must write back to its unpadded bytes. Then the relay of
+//! in 0x4000-0x7FFF (`CHANNEL_RANGE`) and a length that the rest covers with at most 3 bytes of
+//! padding, and a parsed message must write back to its unpadded bytes. Then the relay of
 //! [`fixtures::relay_with_channel`] gets the bytes from its client on the TURN port (relayed
 //! only on the bound channel, to the bound peer, with exactly the parsed data) and from the
 //! bound peer on the allocation port (relayed to the client as ChannelData on the bound channel
