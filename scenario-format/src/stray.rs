@@ -25,9 +25,9 @@ pub enum StrayKind {
     /// Bytes on the TURN port whose first two bits are 0b10 (RTP-like): neither STUN (0b00)
     /// nor ChannelData (0b01).
     TurnPortGarbage,
-    /// Bytes on the TURN port that start like ChannelData (0b01) with a channel number outside
-    /// 0x4000-0x4FFF (0x7FFF).
-    BadChannelNumber,
+    /// ChannelData on the TURN port (channel 0x7FFF, in RFC 5766's range and past RFC 8656's)
+    /// from the internet host, which has no allocation there: a channel nobody bound.
+    StrangerChannelData,
     /// A STUN Binding request header with the magic cookie, cut off after 12 bytes.
     TruncatedStun,
     /// Data to an existing allocation's relayed address from a peer without a permission.
@@ -46,7 +46,7 @@ impl StrayKind {
         StrayKind::DnsReply,
         StrayKind::NtpReply,
         StrayKind::TurnPortGarbage,
-        StrayKind::BadChannelNumber,
+        StrayKind::StrangerChannelData,
         StrayKind::TruncatedStun,
         StrayKind::UnpermittedPeer,
         StrayKind::IcmpPortUnreachable,
@@ -59,7 +59,7 @@ impl StrayKind {
             StrayKind::DnsReply => "dns-reply",
             StrayKind::NtpReply => "ntp-reply",
             StrayKind::TurnPortGarbage => "turn-port-garbage",
-            StrayKind::BadChannelNumber => "bad-channel-number",
+            StrayKind::StrangerChannelData => "stranger-channel-data",
             StrayKind::TruncatedStun => "truncated-stun",
             StrayKind::UnpermittedPeer => "unpermitted-peer",
             StrayKind::IcmpPortUnreachable => "icmp-port-unreachable",
@@ -100,9 +100,9 @@ impl StrayKind {
         match self {
             StrayKind::DnsReply => RELAY_HOST_DNS_PORT,
             StrayKind::NtpReply => RELAY_HOST_NTP_PORT,
-            StrayKind::TurnPortGarbage | StrayKind::BadChannelNumber | StrayKind::TruncatedStun => {
-                TURN_PORT
-            }
+            StrayKind::TurnPortGarbage
+            | StrayKind::StrangerChannelData
+            | StrayKind::TruncatedStun => TURN_PORT,
             StrayKind::UnpermittedPeer | StrayKind::IcmpPortUnreachable | StrayKind::IcmpTooBig => {
                 relayed_port
             }
@@ -125,7 +125,7 @@ impl StrayKind {
             StrayKind::TurnPortGarbage => vec![
                 0x80, 0x60, 0x00, 0x01, 0, 0, 0, 0xa0, 0x12, 0x34, 0x56, 0x78, 1, 2, 3, 4,
             ],
-            StrayKind::BadChannelNumber => vec![0x7f, 0xff, 0x00, 0x04, 1, 2, 3, 4],
+            StrayKind::StrangerChannelData => vec![0x7f, 0xff, 0x00, 0x04, 1, 2, 3, 4],
             StrayKind::TruncatedStun => vec![
                 0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 0xde, 0xad, 0xbe, 0xef,
             ],
@@ -148,15 +148,14 @@ mod tests {
     }
 
     #[test]
-    fn turn_port_strays_are_neither_stun_nor_channel_data() {
+    fn turn_port_strays_are_what_their_names_say() {
         let garbage = StrayKind::TurnPortGarbage.payload();
-        assert_eq!(garbage[0] >> 6, 0b10);
-        let channel = u16::from_be_bytes([
-            StrayKind::BadChannelNumber.payload()[0],
-            StrayKind::BadChannelNumber.payload()[1],
-        ]);
-        assert_eq!(channel >> 14, 0b01);
-        assert!(!(0x4000..=0x4fff).contains(&channel));
+        assert_eq!(garbage[0] >> 6, 0b10, "neither STUN nor ChannelData");
+        let channel_data = StrayKind::StrangerChannelData.payload();
+        let channel = u16::from_be_bytes([channel_data[0], channel_data[1]]);
+        assert_eq!(channel, 0x7fff, "past RFC 8656's channels, in RFC 5766's");
+        let length = u16::from_be_bytes([channel_data[2], channel_data[3]]);
+        assert_eq!(usize::from(length), channel_data.len() - 4, "well formed");
         let stun = StrayKind::TruncatedStun.payload();
         assert_eq!(stun[0] >> 6, 0);
         assert!(stun.len() < 20, "a STUN header is 20 bytes");

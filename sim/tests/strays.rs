@@ -95,11 +95,11 @@ fn garbage_on_the_turn_port_is_dropped_as_not_stun() {
 }
 
 #[test]
-fn a_bad_channel_number_is_dropped_as_malformed_channel_data() {
+fn channel_data_from_a_host_without_an_allocation_is_dropped() {
     every_datapath(
-        "bad-channel-number",
+        "stranger-channel-data",
         None,
-        HostFate::RelayDropped(RelayDropReason::MalformedChannelData),
+        HostFate::RelayDropped(RelayDropReason::NoAllocation),
         Some(3478),
     );
 }

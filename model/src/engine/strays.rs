@@ -19,10 +19,8 @@ pub(crate) fn fate(kind: StrayKind) -> HostFate {
         StrayKind::TurnPortGarbage | StrayKind::TruncatedStun => {
             HostFate::RelayDropped(RelayDropReason::NotStun)
         }
-        // First bits 0b01 (ChannelData) with a channel number out of range.
-        StrayKind::BadChannelNumber => {
-            HostFate::RelayDropped(RelayDropReason::MalformedChannelData)
-        }
+        // Well-formed ChannelData from a host that has no allocation on the relay.
+        StrayKind::StrangerChannelData => HostFate::RelayDropped(RelayDropReason::NoAllocation),
         // The internet host is no one's peer.
         StrayKind::UnpermittedPeer => HostFate::RelayDropped(RelayDropReason::NoPermission),
         // Not UDP: the host stack takes ICMP errors; the relay's unconnected UDP sockets never
@@ -119,8 +117,8 @@ mod tests {
             }
         }
         assert_eq!(
-            fate(StrayKind::BadChannelNumber),
-            HostFate::RelayDropped(RelayDropReason::MalformedChannelData)
+            fate(StrayKind::StrangerChannelData),
+            HostFate::RelayDropped(RelayDropReason::NoAllocation)
         );
     }
 }
