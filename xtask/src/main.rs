@@ -85,6 +85,7 @@ fn run() -> Result<()> {
         Some("test") => {
             setup::ensure_ebpf_toolchain()?;
             setup::ensure_net_tools()?;
+            setup::ensure_workflow_lint()?;
             setup::report_bpf_availability();
             cargo(&["test", "--workspace"], &rest)
         }
