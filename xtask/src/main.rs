@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's tasks.
 //!
 //! - `setup`: installs what the eBPF build needs (rust-src, bpf-linker), once.
-//! - `test`: setup, then the whole test suite, XDP tests in the kernel included.
+//! - `test`: setup (actionlint too), then the whole test suite, XDP tests in the kernel
+//!   included, and the time each crate's tests took (`test_report`).
 //! - `explore`: setup, then the main job (see `vpnsim explore --help`).
 //! - `merge`: setup, then shards' summaries merged into one (see `vpnsim merge --help`).
 //! - `replay`: setup, then one scenario file run and checked (see `vpnsim replay --help`).
@@ -22,6 +23,7 @@ mod bench;
 mod fuzz;
 mod mutants;
 mod setup;
+mod test_report;
 
 use std::process::{Command, ExitCode};
 
@@ -32,7 +34,8 @@ usage: cargo xtask <task> [args...]
 
 tasks:
   setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
-  test       setup, then `cargo test --workspace` (extra args are passed to cargo test)
+  test       setup (actionlint and shellcheck too), then `cargo test --workspace` (extra args
+             are passed to cargo test), then the time per crate and the slowest test binaries
   explore    setup, then run the main job: generated scenarios checked against the model
              (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7,
              --seconds 60, --shard 2/4, --datapath xdp-first, --out DIR); writes
@@ -87,7 +90,7 @@ fn run() -> Result<()> {
             setup::ensure_net_tools()?;
             setup::ensure_workflow_lint()?;
             setup::report_bpf_availability();
-            cargo(&["test", "--workspace"], &rest)
+            test_report::cargo_test(&rest)
         }
         Some("mutants") => {
             setup::ensure_ebpf_toolchain()?;

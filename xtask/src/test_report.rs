@@ -1,0 +1,688 @@
+//! `cargo xtask test`'s own clock: runs `cargo test --workspace`, passing its output through to
+//! the terminal as it comes (stdout to stdout, stderr to stderr), and reads it on the way: each
+//! test binary's `Running ... (target/debug/deps/NAME-HASH)` or `Doc-tests NAME` line (cargo,
+//! on stderr) and the `test result: ... finished in X.XXs` line it ends with (the binary, on
+//! stdout). At the end it prints the time per crate (summed over the crate's binaries), the
+//! slowest binaries, the test time and the wall time with compiling, so a slow test is seen.
+//!
+//! The two streams come through two pipes, so their lines may arrive out of order; but each
+//! stream keeps its own order, and cargo runs the binaries one after the other, so the n-th
+//! result belongs to the n-th binary that printed one. A binary that died of a signal prints
+//! none (cargo names it in its error on stderr) and is left out of the pairing.
+//!
+//! A binary's crate comes from its dep-info file (`target/debug/deps/NAME-HASH.d`, written by
+//! rustc), whose first source is the binary's root (`relay/tests/properties.rs`): the package
+//! is the `Cargo.toml` above it. Integration tests are named after their file, not their crate
+//! (`gateway` and `relay` both have `tests/properties.rs`), so the name alone would not do.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::{IsTerminal, Read, Write},
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+/// How many of the slowest binaries the table lists.
+const SLOWEST: usize = 10;
+
+/// Runs `cargo test --workspace` with `extra`, then prints the timing table. Exits with cargo's
+/// exit status when cargo failed.
+pub fn cargo_test(extra: &[String]) -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf();
+    let (status, transcript, wall) = run_teed(&root, extra)?;
+    let report = transcript.report(|binary| crate_of(&root, binary));
+    if !report.binaries.is_empty() {
+        print!("\n{}", report.table(wall));
+    }
+    if !status.success() {
+        eprintln!("xtask: `cargo test --workspace` failed ({status})");
+        std::process::exit(exit_code(status));
+    }
+    Ok(())
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
+}
+
+/// Runs cargo test, copying its output to ours and reading every line of it.
+fn run_teed(root: &Path, extra: &[String]) -> Result<(ExitStatus, Transcript, Duration)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(&cargo);
+    command
+        .args(["test", "--workspace"])
+        .args(extra)
+        // The paths cargo prints and rustc's dep-info files are relative to the workspace.
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Through a pipe cargo would drop its colours.
+    if std::io::stderr().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
+        command.env("CARGO_TERM_COLOR", "always");
+    }
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {cargo}"))?;
+    let (lines, received) = mpsc::channel();
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let readers = [
+        tee(stdout, std::io::stdout(), lines.clone()),
+        tee(stderr, std::io::stderr(), lines),
+    ];
+    let mut transcript = Transcript::default();
+    for line in received {
+        transcript.line(&line);
+    }
+    let status = child.wait().context("cannot wait for cargo test")?;
+    let wall = start.elapsed();
+    for reader in readers {
+        let _ = reader.join();
+    }
+    Ok((status, transcript, wall))
+}
+
+/// Copies `from` to `to` as it comes (partial lines too), and sends each whole line.
+fn tee(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+    lines: mpsc::Sender<String>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        let mut pending = Vec::new();
+        loop {
+            let read = match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(read) => read,
+            };
+            let _ = to.write_all(&chunk[..read]);
+            let _ = to.flush();
+            pending.extend_from_slice(&chunk[..read]);
+            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let _ = lines.send(String::from_utf8_lossy(&line).into_owned());
+            }
+        }
+        if !pending.is_empty() {
+            let _ = lines.send(String::from_utf8_lossy(&pending).into_owned());
+        }
+    })
+}
+
+/// One test binary as cargo announced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binary {
+    /// What cargo says it runs: `unittests src/lib.rs`, `tests/corpus.rs`, `doc-tests`.
+    pub what: String,
+    /// The binary, as cargo prints it (`target/debug/deps/corpus-0fab8a6932f0e0e4`); none for
+    /// doc-tests.
+    pub path: Option<String>,
+    /// The binary's name without its hash (`corpus`), or the crate of doc-tests (`relay_xdp`).
+    pub name: String,
+    /// Died without a result (a signal, or an exit status other than a failed test's 101).
+    pub crashed: bool,
+}
+
+impl Binary {
+    /// The source file cargo names (`src/lib.rs`, `tests/corpus.rs`), if any.
+    fn source(&self) -> Option<&str> {
+        let source = self.what.strip_prefix("unittests ").unwrap_or(&self.what);
+        source.ends_with(".rs").then_some(source)
+    }
+
+    fn file_name(&self) -> Option<&str> {
+        let path = self.path.as_deref()?;
+        Some(path.rsplit('/').next().unwrap_or(path))
+    }
+}
+
+/// The counts and time of one `test result:` line.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Outcome {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+    pub seconds: f64,
+}
+
+/// What was read from cargo test's output so far.
+#[derive(Debug, Default)]
+pub struct Transcript {
+    binaries: Vec<Binary>,
+    outcomes: Vec<Outcome>,
+}
+
+impl Transcript {
+    /// Reads one line of either stream.
+    pub fn line(&mut self, raw: &str) {
+        let text = strip_ansi(raw);
+        let line = text.trim();
+        if let Some(rest) = line.strip_prefix("Running ") {
+            self.binaries.push(running(rest));
+        } else if let Some(name) = line.strip_prefix("Doc-tests ") {
+            self.binaries.push(Binary {
+                what: "doc-tests".to_owned(),
+                path: None,
+                name: name.trim().to_owned(),
+                crashed: false,
+            });
+        } else if let Some(outcome) = line.strip_prefix("test result: ").and_then(outcome) {
+            self.outcomes.push(outcome);
+        } else if let Some(rest) = line.strip_prefix("process didn't exit successfully: `") {
+            self.note_crash(rest);
+        }
+    }
+
+    /// cargo's `process didn't exit successfully: `PATH ARGS` (STATUS)`: a failed test exits
+    /// with 101 after its result line; anything else left no result.
+    fn note_crash(&mut self, rest: &str) {
+        let Some((command, status)) = rest.split_once('`') else {
+            return;
+        };
+        if status.contains("exit status: 101") {
+            return;
+        }
+        let program = command.split_whitespace().next().unwrap_or_default();
+        let file = program.rsplit('/').next().unwrap_or(program);
+        if let Some(binary) = self
+            .binaries
+            .iter_mut()
+            .rev()
+            .find(|binary| binary.file_name() == Some(file))
+        {
+            binary.crashed = true;
+        }
+    }
+
+    /// Pairs binaries with results and names each binary's crate with `crate_of` (or, failing
+    /// that, after the binary).
+    pub fn report(&self, crate_of: impl Fn(&Binary) -> Option<String>) -> Report {
+        let mut outcomes = self.outcomes.iter();
+        let mut lib_crates: BTreeMap<&str, String> = BTreeMap::new();
+        let mut binaries = Vec::new();
+        for binary in &self.binaries {
+            let outcome = if binary.crashed {
+                None
+            } else {
+                outcomes.next().copied()
+            };
+            let krate = if binary.path.is_none() {
+                // Doc-tests name the library; its unit tests came earlier.
+                lib_crates
+                    .get(binary.name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| binary.name.clone())
+            } else {
+                let krate = crate_of(binary).unwrap_or_else(|| binary.name.clone());
+                if binary.source().is_some_and(|source| source == "src/lib.rs") {
+                    lib_crates.insert(&binary.name, krate.clone());
+                }
+                krate
+            };
+            binaries.push(Timed {
+                krate,
+                binary: binary.clone(),
+                outcome,
+            });
+        }
+        Report { binaries }
+    }
+}
+
+/// The part of a `Running` line after the word: `unittests src/lib.rs (target/debug/deps/x-h)`,
+/// or an older cargo's bare path.
+fn running(rest: &str) -> Binary {
+    let rest = rest.trim();
+    let (what, path) = match rest.rsplit_once(" (") {
+        Some((what, path)) if path.ends_with(')') => (what, &path[..path.len() - 1]),
+        _ => (rest, rest),
+    };
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let name = match file.rsplit_once('-') {
+        Some((name, hash)) if !hash.is_empty() && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            name
+        }
+        _ => file,
+    };
+    Binary {
+        what: what.to_owned(),
+        path: Some(path.to_owned()),
+        name: name.to_owned(),
+        crashed: false,
+    }
+}
+
+/// `ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.03s`.
+fn outcome(rest: &str) -> Option<Outcome> {
+    let mut outcome = Outcome::default();
+    let mut finished = false;
+    for part in rest.split(';') {
+        let part = part.trim();
+        let part = part.split_once(". ").map_or(part, |(_, count)| count);
+        if let Some(time) = part.strip_prefix("finished in ") {
+            outcome.seconds = time.trim().strip_suffix('s')?.parse().ok()?;
+            finished = true;
+        } else if let Some((count, what)) = part.split_once(' ') {
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => outcome.passed = count,
+                "failed" => outcome.failed = count,
+                "ignored" => outcome.ignored = count,
+                _ => {}
+            }
+        }
+    }
+    finished.then_some(outcome)
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The package a test binary belongs to, from its dep-info file and the `Cargo.toml` above
+/// its root source file.
+fn crate_of(root: &Path, binary: &Binary) -> Option<String> {
+    let path = root.join(binary.path.as_deref()?);
+    let dep_info = std::fs::read_to_string(PathBuf::from(format!("{}.d", path.display()))).ok()?;
+    let sources = dep_info_sources(&dep_info);
+    let source = match binary.source() {
+        Some(source) => sources.iter().find(|dep| {
+            dep.strip_suffix(source)
+                .is_some_and(|dir| dir.is_empty() || dir.ends_with('/'))
+        })?,
+        None => sources.first()?,
+    };
+    let package_dir = match binary.source() {
+        Some(name) => source[..source.len() - name.len()].to_owned(),
+        None => {
+            // `dir/src/lib.rs` or `dir/tests/x.rs`: the package is two levels up.
+            let path = Path::new(source);
+            path.parent()?.parent()?.display().to_string()
+        }
+    };
+    let manifest = std::fs::read_to_string(root.join(package_dir).join("Cargo.toml")).ok()?;
+    package_name(&manifest)
+}
+
+/// The sources of a dep-info file's first rule (`target: a.rs b.rs`), spaces unescaped.
+pub fn dep_info_sources(dep_info: &str) -> Vec<String> {
+    let first = dep_info.lines().next().unwrap_or_default();
+    // The target is a path too; its `: ` is the first one not escaped.
+    let Some(split) = first.find(": ") else {
+        return Vec::new();
+    };
+    let mut sources = Vec::new();
+    let mut current = String::new();
+    let mut chars = first[split + 2..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+            }
+            ' ' => {
+                if !current.is_empty() {
+                    sources.push(std::mem::take(&mut current));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        sources.push(current);
+    }
+    sources
+}
+
+/// `name` in a manifest's `[package]` table.
+pub fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "name"
+        {
+            return Some(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+/// A binary with its crate and result.
+#[derive(Debug, Clone)]
+pub struct Timed {
+    pub krate: String,
+    pub binary: Binary,
+    pub outcome: Option<Outcome>,
+}
+
+/// Every binary of a run, in the order they ran.
+#[derive(Debug)]
+pub struct Report {
+    pub binaries: Vec<Timed>,
+}
+
+#[derive(Default)]
+struct CrateTotal {
+    binaries: usize,
+    tests: u64,
+    failed: u64,
+    seconds: f64,
+}
+
+impl Report {
+    /// The table: time per crate, the slowest binaries, test time and wall time.
+    pub fn table(&self, wall: Duration) -> String {
+        let mut crates: BTreeMap<&str, CrateTotal> = BTreeMap::new();
+        let mut total = Outcome::default();
+        for timed in &self.binaries {
+            let entry = crates.entry(&timed.krate).or_default();
+            entry.binaries += 1;
+            if let Some(outcome) = timed.outcome {
+                entry.tests += outcome.passed + outcome.failed;
+                entry.failed += outcome.failed;
+                entry.seconds += outcome.seconds;
+                total.passed += outcome.passed;
+                total.failed += outcome.failed;
+                total.ignored += outcome.ignored;
+                total.seconds += outcome.seconds;
+            }
+        }
+        let mut rows: Vec<(&str, CrateTotal)> = crates.into_iter().collect();
+        rows.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds).then(a.0.cmp(b.0)));
+        let width = rows
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0)
+            .max("crate".len());
+        let share = |seconds: f64| {
+            if total.seconds > 0.0 {
+                format!("{:.0}%", 100.0 * seconds / total.seconds)
+            } else {
+                "-".to_owned()
+            }
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "test time per crate (summed over its test binaries)");
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>8}  {:>6}  {:>6}  {:>9}  {:>5}",
+            "crate", "binaries", "tests", "failed", "time", "share"
+        );
+        for (name, row) in &rows {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:>8}  {:>6}  {:>6}  {:>8.2}s  {:>5}",
+                name,
+                row.binaries,
+                row.tests,
+                row.failed,
+                row.seconds,
+                share(row.seconds)
+            );
+        }
+        let mut slowest: Vec<&Timed> = self.binaries.iter().collect();
+        slowest.sort_by(|a, b| {
+            let seconds = |timed: &Timed| timed.outcome.map_or(-1.0, |outcome| outcome.seconds);
+            seconds(b).total_cmp(&seconds(a))
+        });
+        let _ = writeln!(out, "slowest test binaries");
+        for timed in slowest.iter().take(SLOWEST) {
+            let time = match timed.outcome {
+                Some(outcome) => format!("{:>8.2}s", outcome.seconds),
+                None => format!("{:>9}", "no result"),
+            };
+            let _ = writeln!(
+                out,
+                "  {time}  {:<width$}  {}",
+                timed.krate, timed.binary.what
+            );
+        }
+        let wall = wall.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "test time {:.1}s in {} binaries ({} passed, {} failed, {} ignored); wall time {:.1}s \
+             with compiling ({:.1}s not in a test)",
+            total.seconds,
+            self.binaries.len(),
+            total.passed,
+            total.failed,
+            total.ignored,
+            wall,
+            (wall - total.seconds).max(0.0)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// cargo test's output as it reaches us: stderr's lines (cargo) and stdout's (the
+    /// binaries) through two pipes, here the stderr lines of two binaries first.
+    const SAMPLE: &[&str] = &[
+        "   Compiling relay v0.1.0 (/work/main/relay)",
+        "    Finished `test` profile [unoptimized + debuginfo] target(s) in 41.20s",
+        "     Running unittests src/lib.rs (target/debug/deps/relay-0a1b2c3d4e5f6789)",
+        "     Running tests/properties.rs (target/debug/deps/properties-53e71cb1e7b198be)",
+        "",
+        "running 31 tests",
+        "test allocation::tests::refresh ... ok",
+        "test result: ok. 30 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+         finished in 0.42s",
+        "running 4 tests",
+        "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+         finished in 12.50s",
+        "\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m tests/properties.rs \
+         (target/debug/deps/properties-6373752050cfb1d5)",
+        "test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; \
+         finished in 3.05s",
+        "error: test failed, to rerun pass `-p gateway --test properties`",
+        "Caused by:",
+        "  process didn't exit successfully: \
+         `/work/main/target/debug/deps/properties-6373752050cfb1d5` (exit status: 101)",
+        "     Running tests/corpus.rs (target/debug/deps/corpus-0fab8a6932f0e0e4)",
+        "  process didn't exit successfully: \
+         `/work/main/target/debug/deps/corpus-0fab8a6932f0e0e4 --nocapture` \
+         (signal: 11, SIGSEGV: invalid memory reference)",
+        "     Running tests/generated.rs (target/debug/deps/generated-1043dc2e9b5ab987)",
+        "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+         finished in 95.10s",
+        "   Doc-tests relay",
+        "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+         finished in 1.00s",
+    ];
+
+    fn sample_report() -> Report {
+        let mut transcript = Transcript::default();
+        for line in SAMPLE {
+            transcript.line(&format!("{line}\n"));
+        }
+        transcript.report(|binary| {
+            let path = binary.path.as_deref()?;
+            Some(
+                match path.rsplit('/').next()? {
+                    "relay-0a1b2c3d4e5f6789" | "properties-53e71cb1e7b198be" => "relay",
+                    "properties-6373752050cfb1d5" => "gateway",
+                    _ => "scenarios",
+                }
+                .to_owned(),
+            )
+        })
+    }
+
+    #[test]
+    fn running_lines_name_the_binary_and_its_source() {
+        let binary = running("unittests src/lib.rs (target/debug/deps/relay_xdp-0a1b2c3d4e5f6789)");
+        assert_eq!(binary.what, "unittests src/lib.rs");
+        assert_eq!(binary.source(), Some("src/lib.rs"));
+        assert_eq!(binary.name, "relay_xdp");
+        assert_eq!(
+            binary.path.as_deref(),
+            Some("target/debug/deps/relay_xdp-0a1b2c3d4e5f6789")
+        );
+        let old = running("target/debug/deps/corpus-0fab8a6932f0e0e4");
+        assert_eq!(old.name, "corpus");
+        assert_eq!(old.source(), None);
+    }
+
+    #[test]
+    fn result_lines_give_counts_and_time() {
+        assert_eq!(
+            outcome(
+                "FAILED. 7 passed; 1 failed; 2 ignored; 0 measured; 0 filtered out; finished in 3.05s"
+            ),
+            Some(Outcome {
+                passed: 7,
+                failed: 1,
+                ignored: 2,
+                seconds: 3.05
+            })
+        );
+        assert_eq!(outcome("ok. 1 passed; 0 failed"), None);
+    }
+
+    #[test]
+    fn results_pair_with_binaries_in_order_and_a_crash_has_none() {
+        let report = sample_report();
+        let seen: Vec<(&str, &str, Option<f64>)> = report
+            .binaries
+            .iter()
+            .map(|timed| {
+                (
+                    timed.krate.as_str(),
+                    timed.binary.what.as_str(),
+                    timed.outcome.map(|outcome| outcome.seconds),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("relay", "unittests src/lib.rs", Some(0.42)),
+                ("relay", "tests/properties.rs", Some(12.5)),
+                ("gateway", "tests/properties.rs", Some(3.05)),
+                ("scenarios", "tests/corpus.rs", None),
+                ("scenarios", "tests/generated.rs", Some(95.1)),
+                // The library's doc-tests go to the crate of its unit tests.
+                ("relay", "doc-tests", Some(1.0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_sums_per_crate_and_lists_the_slowest() {
+        let table = sample_report().table(Duration::from_secs_f64(200.0));
+        let expected = "\
+test time per crate (summed over its test binaries)
+  crate      binaries   tests  failed       time  share
+  scenarios         2       3       0     95.10s    85%
+  relay             3      36       0     13.92s    12%
+  gateway           1       8       1      3.05s     3%
+slowest test binaries
+     95.10s  scenarios  tests/generated.rs
+     12.50s  relay      tests/properties.rs
+      3.05s  gateway    tests/properties.rs
+      1.00s  relay      doc-tests
+      0.42s  relay      unittests src/lib.rs
+  no result  scenarios  tests/corpus.rs
+test time 112.1s in 6 binaries (46 passed, 1 failed, 1 ignored); wall time 200.0s with \
+compiling (87.9s not in a test)
+";
+        assert_eq!(table, expected, "\n{table}");
+    }
+
+    #[test]
+    fn dep_info_gives_the_root_source_first() {
+        let dep_info = "/work/main/target/debug/deps/properties-63.d: relay/tests/properties.rs \
+                        relay/tests/support/mod.rs\n\nrelay/tests/properties.rs:\n";
+        assert_eq!(
+            dep_info_sources(dep_info),
+            ["relay/tests/properties.rs", "relay/tests/support/mod.rs"]
+        );
+        assert_eq!(
+            dep_info_sources("/w/a\\ b/x.d: my\\ dir/src/lib.rs\n"),
+            ["my dir/src/lib.rs"]
+        );
+    }
+
+    #[test]
+    fn the_package_name_is_read_from_its_table() {
+        let manifest = "[package]\nname = \"relay-test-support\"\nversion.workspace = true\n\n\
+                        [dependencies]\nname = \"not-this\"\n";
+        assert_eq!(
+            package_name(manifest).as_deref(),
+            Some("relay-test-support")
+        );
+        assert_eq!(package_name("[workspace]\nmembers = []\n"), None);
+    }
+
+    #[test]
+    fn this_workspace_resolves_an_integration_test_to_its_package() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-test-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("properties-0123456789abcdef");
+        std::fs::write(
+            dir.join("properties-0123456789abcdef.d"),
+            format!(
+                "{}.d: gateway/tests/properties.rs gateway/tests/common/mod.rs\n",
+                binary.display()
+            ),
+        )
+        .unwrap();
+        let found = crate_of(
+            root,
+            &running(&format!("tests/properties.rs ({})", binary.display())),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.as_deref(), Some("gateway"));
+    }
+
+    #[test]
+    fn colours_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m x"),
+            "     Running x"
+        );
+    }
+}
