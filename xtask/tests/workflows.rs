@@ -20,13 +20,10 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `program` where `cargo xtask test` installs it (a virtual environment, or `pip --target`
-/// where none can be made; `setup::WORKFLOW_LINT_VENV` and `WORKFLOW_LINT_PIP_TARGET`), else
-/// on PATH; only if it runs.
+/// `program` where `cargo xtask test` installs it (`setup::WORKFLOW_LINT_VENV`), else on
+/// PATH; only if it runs.
 fn find(program: &str) -> Option<PathBuf> {
-    let installed = ["target/tools/venv/bin", "target/tools/pip/bin"]
-        .iter()
-        .map(|dir| root().join(dir).join(program));
+    let installed = std::iter::once(root().join("target/tools/venv/bin").join(program));
     let on_path = std::env::var_os("PATH")
         .map(|path| {
             std::env::split_paths(&path)
