@@ -77,6 +77,10 @@ struct Args {
     /// Channels one allocation may hold at once (508 beyond).
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_channels: usize,
+    /// Ports kept reserved at once, over all users, for the RESERVATION-TOKEN of an Allocate
+    /// with EVEN-PORT's R bit set (508 beyond); each is kept 30 s.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_reservations: usize,
     /// Peer range refused with 403, beside loopback, unspecified, multicast and link-local,
     /// which are always refused (repeatable).
     #[arg(long, value_name = "CIDR")]
@@ -152,6 +156,7 @@ fn serve(args: Args) -> anyhow::Result<()> {
         relay.allocation_quota = args.allocation_quota;
         relay.max_permissions = args.max_permissions;
         relay.max_channels = args.max_channels;
+        relay.max_reservations = args.max_reservations;
         relay.peer_policy = relay::PeerPolicy {
             denied: args.denied_peer_ip,
             allowed: args.allowed_peer_ip,
@@ -235,6 +240,22 @@ mod tests {
         assert_eq!(args.port_range, 50_000..=50_999);
         assert_eq!(args.turn_port, TURN_PORT);
         assert_eq!(args.allocation_quota, 10);
+        // The bounds default as the relay's own configuration does.
+        let relay = RelayConfig::new("example.org", b"s3cret");
+        assert_eq!(
+            (
+                args.allocation_quota,
+                args.max_permissions,
+                args.max_channels,
+                args.max_reservations
+            ),
+            (
+                relay.allocation_quota,
+                relay.max_permissions,
+                relay.max_channels,
+                relay.max_reservations
+            )
+        );
         assert_eq!(args.listen_v4, None);
     }
 

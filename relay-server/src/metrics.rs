@@ -38,7 +38,7 @@ pub(crate) fn render(
 ) -> String {
     let mut registry = Registry::with_prefix("relay");
     let occupancy = relay.occupancy();
-    let gauges: [(&str, &str, usize); 4] = [
+    let gauges: [(&str, &str, usize); 5] = [
         ("allocations", "Allocations alive", occupancy.allocations),
         (
             "most_allocations_of_one_user",
@@ -54,6 +54,12 @@ pub(crate) fn render(
             "most_channels_on_one_allocation",
             "The most channels one allocation stores (bound: --max-channels)",
             occupancy.most_channels,
+        ),
+        (
+            "reservations",
+            "Ports kept for a RESERVATION-TOKEN (EVEN-PORT with R set; bound: \
+             --max-reservations)",
+            occupancy.reservations,
         ),
     ];
     for (name, help, value) in gauges {

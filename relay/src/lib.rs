@@ -23,6 +23,7 @@ mod auth;
 mod occupancy;
 mod peer_policy;
 mod requests;
+mod reservations;
 mod types;
 
 use std::{
@@ -41,6 +42,8 @@ use proto::{
     rng::SplitMix64,
     stun::{self, Data, Message, MessageClass, XorPeerAddress, methods},
 };
+pub use reservations::RESERVATION_LIFETIME;
+use reservations::Reservations;
 use rustc_hash::FxHashMap;
 pub use types::{ChannelBinding, Drop, Event, FreeReason, Relayed, Transmit};
 
@@ -77,6 +80,9 @@ pub struct RelayConfig {
     pub max_permissions: usize,
     /// Channels one allocation may hold at once, bound or cooling down (508 beyond).
     pub max_channels: usize,
+    /// Ports the relay keeps reserved at once for a RESERVATION-TOKEN (RFC 8656 §7.2), over all
+    /// users: an Allocate with EVEN-PORT's R bit set past it is refused with 508.
+    pub max_reservations: usize,
     /// Which peer addresses allocations may reach (403 for the others).
     pub peer_policy: PeerPolicy,
     /// Unix time (seconds) at the `now` given to [`Relay::new`]; usernames expire against it.
@@ -97,6 +103,7 @@ impl RelayConfig {
             nonce_lifetime: Duration::from_secs(3600),
             max_permissions: 128,
             max_channels: 64,
+            max_reservations: 64,
             peer_policy: PeerPolicy::default(),
             unix_time_at_start: 0,
             seed: 0,
@@ -167,6 +174,8 @@ pub struct Relay {
     rng: SplitMix64,
     allocations: BTreeMap<u16, Allocation>,
     by_client: FxHashMap<SocketAddr, u16>,
+    /// Ports kept for a later Allocate with a RESERVATION-TOKEN.
+    reservations: Reservations,
     /// Active channels by (client, number) and by (port, peer): the data path's only lookups.
     channel_routes: FxHashMap<RouteKey, ChannelRoute>,
     peer_routes: FxHashMap<RouteKey, PeerRoute>,
@@ -204,6 +213,7 @@ impl Relay {
             origin: now,
             allocations: BTreeMap::new(),
             by_client: FxHashMap::default(),
+            reservations: Reservations::default(),
             channel_routes: FxHashMap::default(),
             peer_routes: FxHashMap::default(),
             announced: BTreeMap::new(),
@@ -251,8 +261,9 @@ impl Relay {
         result
     }
 
-    /// Expires allocations, permissions and channels whose time has come.
+    /// Expires allocations, permissions, channels and port reservations whose time has come.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.reservations.forget_expired(now);
         let expired: Vec<u16> = self
             .allocations
             .values()
@@ -601,6 +612,7 @@ impl Relay {
             .allocations
             .values()
             .map(|allocation| allocation.next_deadline(now))
+            .chain(self.reservations.next_deadline())
             .min();
     }
 

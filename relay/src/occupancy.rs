@@ -17,6 +17,9 @@ pub struct Occupancy {
     /// The most channels one allocation stores, cooling-down ones included (bound:
     /// `max_channels`).
     pub most_channels: usize,
+    /// Ports reserved for a RESERVATION-TOKEN, expired ones not yet forgotten included (bound:
+    /// `max_reservations`).
+    pub reservations: usize,
 }
 
 impl Occupancy {
@@ -38,6 +41,11 @@ impl Occupancy {
                 self.most_channels,
                 config.max_channels,
             ),
+            (
+                "port reservations",
+                self.reservations,
+                config.max_reservations,
+            ),
         ])
     }
 }
@@ -48,6 +56,7 @@ impl Relay {
         let mut by_user: BTreeMap<&str, usize> = BTreeMap::new();
         let mut occupancy = Occupancy {
             allocations: self.allocations.len(),
+            reservations: self.reservations.len(),
             ..Occupancy::default()
         };
         for allocation in self.allocations.values() {

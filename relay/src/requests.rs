@@ -8,19 +8,36 @@ use std::{
 
 use proto::stun::{
     self, AdditionalAddressFamily, AddressFamily, Attribute, AttributeTrait as _, ChannelNumber,
-    Data, DecodeError, Lifetime, LongTermKey, Message, MessageClass, Nonce, Realm,
+    Data, DecodeError, EvenPort, Lifetime, LongTermKey, Message, MessageClass, Nonce, Realm,
     RequestedAddressFamily, RequestedTransport, ReservationToken, UnknownAttributes,
     XorMappedAddress, XorPeerAddress, XorRelayAddress, codes, methods,
 };
 
 use crate::{
-    DEFAULT_ALLOCATION_LIFETIME, Drop, Event, FreeReason, MAX_ALLOCATION_LIFETIME, Relay, Transmit,
+    DEFAULT_ALLOCATION_LIFETIME, Drop, Event, FreeReason, MAX_ALLOCATION_LIFETIME,
+    RESERVATION_LIFETIME, Relay, Transmit,
     allocation::{Allocation, Families},
     auth::{self, AuthFailure},
+    reservations::Reservation,
 };
 
 /// The outcome of an authenticated request: a success response to sign, or an error code.
 type Outcome = Result<Message, u16>;
+
+/// The relayed port an Allocate asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WantedPort {
+    Any,
+    /// EVEN-PORT with R clear.
+    Even,
+    /// EVEN-PORT with R set: an even port N, and N+1 reserved.
+    EvenAndNextReserved,
+    /// The port a RESERVATION-TOKEN reserved, with the families of the allocation that made it.
+    Reserved {
+        port: u16,
+        families: Families,
+    },
+}
 
 /// Where a reply goes: from the relay address the request came to, back to the client.
 #[derive(Debug, Clone, Copy)]
@@ -232,6 +249,8 @@ impl Relay {
             _ => tracing::warn!(port, "an unbindable allocation's success was already sent"),
         }
         self.count_rejection(&refusal);
+        // The client never learns of the token either.
+        self.reservations.cancel_made_by(port);
         self.free_allocation(port, FreeReason::Unbindable);
         self.update_deadline(now);
         true
@@ -267,6 +286,9 @@ impl Relay {
         Ok(port)
     }
 
+    /// An Allocate (RFC 8656 §7.2), its checks in the RFC's order: 437, REQUESTED-TRANSPORT,
+    /// RESERVATION-TOKEN, the families, EVEN-PORT, the quota; then the port, the reservation
+    /// an EVEN-PORT with R set makes, and the allocation.
     fn allocate(
         &mut self,
         path: ReplyPath,
@@ -283,11 +305,16 @@ impl Relay {
         if transport.protocol() != stun::TRANSPORT_UDP {
             return Err(codes::UNSUPPORTED_TRANSPORT_PROTOCOL);
         }
-        if request.get_attribute::<ReservationToken>().is_some() {
-            // Reservations (EVEN-PORT with R set, RESERVATION-TOKEN) are not kept by this relay.
-            return Err(codes::INSUFFICIENT_CAPACITY);
+        let wanted = self.wanted_port(request, key, now)?;
+        let families = match wanted {
+            WantedPort::Reserved { families, .. } => families,
+            _ => self.requested_families(request)?,
+        };
+        if wanted == WantedPort::EvenAndNextReserved
+            && request.get_attribute::<AdditionalAddressFamily>().is_some()
+        {
+            return Err(codes::BAD_REQUEST);
         }
-        let families = self.requested_families(request)?;
         let held = self
             .allocations
             .values()
@@ -296,8 +323,22 @@ impl Relay {
         if held >= self.config.allocation_quota {
             return Err(codes::ALLOCATION_QUOTA_REACHED);
         }
+        if wanted == WantedPort::EvenAndNextReserved
+            && self.reservations.len() >= self.config.max_reservations
+        {
+            tracing::debug!(client = %path.client, "no room for another port reservation");
+            return Err(codes::INSUFFICIENT_CAPACITY);
+        }
         let lifetime = desired_lifetime(request);
-        let port = self.pick_port().ok_or(codes::INSUFFICIENT_CAPACITY)?;
+        let port = match wanted {
+            WantedPort::Reserved { port, .. } => {
+                self.reservations.take(port);
+                port
+            }
+            _ => self.pick_port(wanted).ok_or(codes::INSUFFICIENT_CAPACITY)?,
+        };
+        let reservation_token = (wanted == WantedPort::EvenAndNextReserved)
+            .then(|| self.reserve(port + 1, families, key, port, now));
         let allocation = Allocation::new(
             path.client,
             path.server,
@@ -321,8 +362,77 @@ impl Relay {
             response.add_attribute(XorRelayAddress::new(address));
         }
         response.add_attribute(lifetime_attribute(lifetime));
+        if let Some(token) = reservation_token {
+            response.add_attribute(ReservationToken::new(token));
+        }
         response.add_attribute(XorMappedAddress::new(path.client));
         Ok(response)
+    }
+
+    /// What port an Allocate asks for (RFC 8656 §7.2): the one its RESERVATION-TOKEN reserved
+    /// (400 beside EVEN-PORT or an address family, which the reservation decides; 508 for a
+    /// token no live reservation of this username holds), an even one (EVEN-PORT), an even
+    /// one with the next kept (EVEN-PORT with R set), or any.
+    fn wanted_port(
+        &self,
+        request: &Message,
+        key: &LongTermKey,
+        now: Instant,
+    ) -> Result<WantedPort, u16> {
+        let even_port = request.get_attribute::<EvenPort>();
+        if let Some(token) = request.get_attribute::<ReservationToken>() {
+            if even_port.is_some()
+                || request.get_attribute::<RequestedAddressFamily>().is_some()
+                || request.get_attribute::<AdditionalAddressFamily>().is_some()
+            {
+                return Err(codes::BAD_REQUEST);
+            }
+            return match self
+                .reservations
+                .find(token.token(), key.username.name(), now)
+            {
+                Ok((port, families)) => Ok(WantedPort::Reserved { port, families }),
+                Err(refusal) => {
+                    tracing::debug!(?refusal, "refused a reservation token");
+                    Err(codes::INSUFFICIENT_CAPACITY)
+                }
+            };
+        }
+        Ok(match even_port {
+            Some(even) if even.is_requested() => WantedPort::EvenAndNextReserved,
+            Some(_) => WantedPort::Even,
+            None => WantedPort::Any,
+        })
+    }
+
+    /// Keeps `port` for the username of `key` for [`RESERVATION_LIFETIME`], and returns the
+    /// token that claims it: drawn from the seeded generator, never 0 (which some clients take
+    /// for no token) and never one a live reservation holds.
+    fn reserve(
+        &mut self,
+        port: u16,
+        families: Families,
+        key: &LongTermKey,
+        made_by: u16,
+        now: Instant,
+    ) -> u64 {
+        let token = loop {
+            let token = self.rng.next_u64();
+            if token != 0 && !self.reservations.has_token(token) {
+                break token;
+            }
+        };
+        self.reservations.insert(
+            port,
+            Reservation {
+                token,
+                families,
+                username: key.username.name().to_owned(),
+                made_by,
+                expires_at: now + RESERVATION_LIFETIME,
+            },
+        );
+        token
     }
 
     /// The families an Allocate asks for (RFC 8656 §7.2): REQUESTED-ADDRESS-FAMILY (IPv4 when
@@ -355,16 +465,30 @@ impl Relay {
         }
     }
 
-    fn pick_port(&mut self) -> Option<u16> {
+    /// A free port of the range (no allocation, no reservation) of the kind `wanted` asks for,
+    /// searched from a point the seeded generator draws.
+    fn pick_port(&mut self, wanted: WantedPort) -> Option<u16> {
         let start = u32::from(*self.config.port_range.start());
-        let size = u32::from(*self.config.port_range.end()) - start + 1;
+        let last = *self.config.port_range.end();
+        let size = u32::from(last) - start + 1;
         if self.allocations.len() >= size as usize {
             return None;
         }
         let offset = (self.rng.next_u64() % u64::from(size)) as u32;
+        let free =
+            |port: u16| !self.allocations.contains_key(&port) && !self.reservations.holds(port);
         (0..size)
             .map(|step| (start + (offset + step) % size) as u16)
-            .find(|port| !self.allocations.contains_key(port))
+            .find(|&port| {
+                free(port)
+                    && match wanted {
+                        WantedPort::Even => port % 2 == 0,
+                        WantedPort::EvenAndNextReserved => {
+                            port % 2 == 0 && port < last && free(port + 1)
+                        }
+                        WantedPort::Any | WantedPort::Reserved { .. } => true,
+                    }
+            })
     }
 
     fn refresh(

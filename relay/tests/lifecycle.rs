@@ -318,7 +318,7 @@ fn error_440_442_486_508() {
         .expect("answer");
     assert_eq!(code_of(&answer), 442, "TCP relaying is not offered");
     let answer = raw.allocate(&mut world, vec![ReservationToken::new(7).into()]);
-    assert_eq!(code_of(&answer), 508, "no reservations kept");
+    assert_eq!(code_of(&answer), 508, "a token no reservation holds");
     assert_eq!(code_of(&raw.allocate(&mut world, vec![])), 0);
 
     let mut same_user = RawClient::new(addr("198.51.100.21:40000"), server_v4());
