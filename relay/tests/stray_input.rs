@@ -41,7 +41,13 @@ fn strays_are_dropped_and_counted_and_the_channel_keeps_relaying() {
     let unbound = [0x7f, 0xff, 0, 4, 1, 2, 3, 4];
     dropped(&mut world, stranger, turn, &unbound, Drop::NoAllocation);
     let client_addr = world.clients[client].addr;
-    dropped(&mut world, client_addr, turn, &unbound, Drop::UnboundChannel);
+    dropped(
+        &mut world,
+        client_addr,
+        turn,
+        &unbound,
+        Drop::UnboundChannel,
+    );
     // ChannelData whose length field promises more than follows.
     dropped(
         &mut world,
