@@ -48,5 +48,5 @@ pub use journal::TraceLine;
 pub use observation;
 pub use relay_timers::RELAY_TIMERS;
 pub use wire::{Direction, Hop, XdpNote};
-pub use world::{Outcome, RunOptions, SimError, run};
+pub use world::{Outcome, RunOptions, SimError, hosts_by_ip, run};
 pub use xdp::Datapath;

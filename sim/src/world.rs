@@ -382,8 +382,8 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
 }
 
 /// The scenario's host name of every address of every host (the DNS server is `dns`, the
-/// internet host `internet`).
-fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, String> {
+/// internet host `internet`, the attacker `attacker`).
+pub fn hosts_by_ip(scenario: &Scenario, plan: &AddressPlan) -> BTreeMap<IpAddr, String> {
     let topology = &scenario.topology;
     let named = topology
         .clients
