@@ -35,7 +35,7 @@ use proto::{
     stun::{self, Attribute, MessageClass},
     tunnel,
 };
-use scenario_format::Scenario;
+use scenario_format::{Scenario, Step};
 use sim::{Direction, Hop, Outcome, XdpNote};
 
 use crate::show::{seconds, step_line};
@@ -172,15 +172,111 @@ impl Route {
             self.host,
             self.kind
         );
-        match &self.arrival {
-            Arrival::Received => {}
-            Arrival::Xdp { relay, note } => {
-                let _ = write!(line, "  [{relay} {} {}]", note.verdict, note.reason);
-            }
-            Arrival::NotReceived => line.push_str("  [not received]"),
+        if let Some(annotation) = self.arrival.annotation() {
+            let _ = write!(line, "  [{annotation}]");
         }
         line
     }
+}
+
+impl Arrival {
+    /// What the far end did, when there is more to say than that it received the datagram:
+    /// `r1 XDP_TX tx/chan4-to-chan6`, `not received`.
+    pub fn annotation(&self) -> Option<String> {
+        match self {
+            Arrival::Received => None,
+            Arrival::Xdp { relay, note } => {
+                Some(format!("{relay} {} {}", note.verdict, note.reason))
+            }
+            Arrival::NotReceived => Some("not received".to_owned()),
+        }
+    }
+}
+
+/// A part of a run, as the routing trace heads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section<'a> {
+    /// Before the first step: relays start, peers allocate.
+    Setup,
+    /// Step `index`, from its start.
+    Step {
+        index: usize,
+        start_ms: u64,
+        step: &'a Step,
+    },
+    /// After the last step.
+    End { at_ms: u64 },
+}
+
+impl Section<'_> {
+    /// `step 1 at 3.000s: udp: { client: alice, ... }`, with the time as `time` writes it.
+    pub fn title(&self, time: impl Fn(u64) -> String) -> String {
+        match self {
+            Section::Setup => format!(
+                "setup at {}: relays start, peers allocate, every client on the direct path",
+                time(0)
+            ),
+            Section::Step {
+                index,
+                start_ms,
+                step,
+            } => format!("step {index} at {}: {}", time(*start_ms), step_line(step)),
+            Section::End { at_ms } => format!("end at {}: every gateway shuts down", time(*at_ms)),
+        }
+    }
+}
+
+/// One entry of a sectioned trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry<'a, T> {
+    /// A section begins.
+    Section(Section<'a>),
+    /// Something that happened in the section begun last.
+    Item(T),
+}
+
+/// `items` (each with its time in ms, in time order) under the sections of the run they fall
+/// in: the setup first, each step before the first item at or after its start, the end before
+/// the first item at or after it once every step has begun, and the steps and end no item
+/// reached after the last item.
+pub fn sectioned<'a, T>(
+    scenario: &'a Scenario,
+    items: impl IntoIterator<Item = (u64, T)>,
+) -> Vec<Entry<'a, T>> {
+    let timeline = scenario_format::timing::Timeline::of(scenario);
+    let mut steps = scenario
+        .steps
+        .iter()
+        .zip(timeline.step_start)
+        .enumerate()
+        .map(|(index, (step, start_ms))| Section::Step {
+            index,
+            start_ms,
+            step,
+        })
+        .peekable();
+    let end = Section::End {
+        at_ms: timeline.t_end,
+    };
+    let mut entries = vec![Entry::Section(Section::Setup)];
+    let mut end_said = false;
+    for (at_ms, item) in items {
+        while let Some(step) = steps
+            .next_if(|step| matches!(step, Section::Step { start_ms, .. } if *start_ms <= at_ms))
+        {
+            entries.push(Entry::Section(step));
+        }
+        if !end_said && steps.peek().is_none() && at_ms >= timeline.t_end {
+            entries.push(Entry::Section(end));
+            end_said = true;
+        }
+        entries.push(Entry::Item(item));
+    }
+    entries.extend(steps.map(Entry::Section));
+    if !end_said {
+        entries.push(Entry::Section(end));
+    }
+    entries
 }
 
 /// The routing trace as text: a header per step (`# step 1 at 3.000s: udp: { ... }`), and under
@@ -188,56 +284,17 @@ impl Route {
 pub fn render(scenario: &Scenario, outcome: &Outcome) -> String {
     let routes = routes(scenario, outcome);
     let host_width = routes.iter().map(|r| r.host.len()).max().unwrap_or(0);
-    let timeline = scenario_format::timing::Timeline::of(scenario);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# setup at {}: relays start, peers allocate, every client on the direct path",
-        seconds(0)
-    );
-    let mut steps = scenario
-        .steps
-        .iter()
-        .zip(&timeline.step_start)
-        .enumerate()
-        .peekable();
-    let mut end_said = false;
-    for route in &routes {
-        while let Some((index, (step, start))) =
-            steps.next_if(|(_, (_, start))| **start <= route.at_ms)
-        {
-            let _ = writeln!(
-                out,
-                "# step {index} at {}: {}",
-                seconds(*start),
-                step_line(step)
-            );
+    for entry in sectioned(scenario, routes.iter().map(|route| (route.at_ms, route))) {
+        match entry {
+            Entry::Section(section) => {
+                let _ = writeln!(out, "# {}", section.title(seconds));
+            }
+            Entry::Item(route) => {
+                out.push_str(&route.line(host_width));
+                out.push('\n');
+            }
         }
-        if !end_said && steps.peek().is_none() && route.at_ms >= timeline.t_end {
-            let _ = writeln!(
-                out,
-                "# end at {}: every gateway shuts down",
-                seconds(timeline.t_end)
-            );
-            end_said = true;
-        }
-        out.push_str(&route.line(host_width));
-        out.push('\n');
-    }
-    for (index, (step, start)) in steps {
-        let _ = writeln!(
-            out,
-            "# step {index} at {}: {}",
-            seconds(*start),
-            step_line(step)
-        );
-    }
-    if !end_said {
-        let _ = writeln!(
-            out,
-            "# end at {}: every gateway shuts down",
-            seconds(timeline.t_end)
-        );
     }
     out
 }

@@ -151,6 +151,16 @@ pub fn delivery_line(scenario: &Scenario, delivery: &Delivery) -> String {
 
 /// One drop on one line: when, the step, where, why, the packet.
 pub fn drop_line(scenario: &Scenario, drop: &PacketDrop) -> String {
+    format!(
+        "{:>9} step {:<3} {}",
+        seconds(drop.at_ms),
+        drop.step,
+        drop_what(scenario, drop)
+    )
+}
+
+/// Where, why and what was dropped: `by gw (client alice): tcp-without-syn: TCP ...`.
+pub fn drop_what(scenario: &Scenario, drop: &PacketDrop) -> String {
     let place = match &drop.place {
         DropPlace::Gateway {
             gateway,
@@ -171,13 +181,7 @@ pub fn drop_line(scenario: &Scenario, drop: &PacketDrop) -> String {
     } else {
         ""
     };
-    format!(
-        "{:>9} step {:<3} {place}: {}{icmp}: {}",
-        seconds(drop.at_ms),
-        drop.step,
-        drop.reason,
-        drop.packet
-    )
+    format!("{place}: {}{icmp}: {}", drop.reason, drop.packet)
 }
 
 /// A step as it is written in a scenario file: `udp: { client: alice, resource: web, ... }`.
