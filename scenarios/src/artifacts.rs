@@ -1,6 +1,6 @@
 //! What a run leaves behind for a person to look at: the scenario with its seed and the failure,
-//! the sim's timeline, the routing trace, the pcap of every datagram and the flow records, in
-//! one directory, and the one command that replays it.
+//! the sim's timeline, the routing trace (as text and as a diagram), the pcap of every datagram
+//! and the flow records, in one directory, and the one command that replays it.
 
 use std::{
     fmt::Write as _,
@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use scenario_format::Scenario;
 use sim::Outcome;
 
-use crate::{pcap, routing, show};
+use crate::{pcap, routing, routing_diagram, show};
 
 /// The files [`write_artifacts`] wrote. The run's files are there only when it produced an
 /// outcome (a simulation that failed to run leaves the scenario alone).
@@ -24,6 +24,8 @@ pub struct Artifacts {
     pub trace: Option<PathBuf>,
     /// `routing.txt`: every datagram hop by hop ([`routing::render`]).
     pub routing: Option<PathBuf>,
+    /// `routing.md`: the routing as a Mermaid sequence diagram ([`routing_diagram::markdown`]).
+    pub routing_diagram: Option<PathBuf>,
     /// `hops.pcap`: every datagram as Ethernet + IP + UDP ([`pcap`]).
     pub pcap: Option<PathBuf>,
     /// `flows.log`: the gateways' flow records, one per line.
@@ -31,7 +33,8 @@ pub struct Artifacts {
 }
 
 /// Writes `scenario.yaml`, and when there is an outcome `trace.txt`, `routing.txt`,
-/// `hops.pcap` and `flows.log`, into `dir` (created if needed; files there are replaced).
+/// `routing.md`, `hops.pcap` and `flows.log`, into `dir` (created if needed; files there are
+/// replaced).
 /// `failure` is what went wrong, in words (empty if nothing did).
 pub fn write_artifacts(
     dir: &Path,
@@ -51,6 +54,7 @@ pub fn write_artifacts(
         scenario: write("scenario.yaml", &scenario_file(scenario, seed, failure))?,
         trace: None,
         routing: None,
+        routing_diagram: None,
         pcap: None,
         flows: None,
     };
@@ -59,6 +63,11 @@ pub fn write_artifacts(
     };
     artifacts.trace = Some(write("trace.txt", &trace_text(outcome))?);
     artifacts.routing = Some(write("routing.txt", &routing::render(scenario, outcome))?);
+    let replay = replay_command(&artifacts.scenario);
+    artifacts.routing_diagram = Some(write(
+        "routing.md",
+        &routing_diagram::markdown(scenario, outcome, seed, &replay, failure),
+    )?);
     let pcap_path = dir.join("hops.pcap");
     pcap::write_file(&pcap_path, outcome)?;
     artifacts.pcap = Some(pcap_path);

@@ -1,6 +1,7 @@
 //! The harness around the simulator: checks against the model, coverage counters, proptest
 //! strategies that generate scenarios, the explorer (shrinking, artifacts), the corpus with
-//! its snapshots, the routing trace and pcap writer, and the `vpnsim` command line
+//! its snapshots, the routing trace (as text and as a Mermaid diagram), the pcap
+//! writer, and the `vpnsim` command line
 //! (`explore`, `merge`, `replay`, `show`, `promote`, `real`, `bench`, `xdp-fixtures`).
 
 pub mod artifacts;
@@ -15,6 +16,7 @@ pub mod promote;
 pub mod real;
 pub mod replay;
 pub mod routing;
+pub mod routing_diagram;
 pub mod show;
 pub mod strategy;
 pub mod summary;

@@ -1,7 +1,7 @@
 //! `vpnsim replay FILE`: one scenario run again, for a person. It prints the routing trace as a
 //! timeline (a header per step, one line per datagram per hop) and the flow records, writes
-//! the scenario, the sim's trace, the routing trace, a pcap and the flow log under
-//! `target/vpnsim/replay/<scenario name>/` (in the workspace's target directory, like
+//! the scenario, the sim's trace, the routing trace and its diagram, a pcap and the flow log
+//! under `target/vpnsim/replay/<scenario name>/` (in the workspace's target directory, like
 //! `target/vpnsim/failures/`), runs every check, and fails with the broken one in words.
 //!
 //! The seed is `--seed`, else the file's `# seed: N` comment line (files that `explore` and
@@ -136,7 +136,7 @@ pub fn report(
     )?;
     writeln!(
         out,
-        "  trace.txt (every host event), routing.txt, hops.pcap, flows.log"
+        "  trace.txt (every host event), routing.txt, routing.md (its diagram), hops.pcap, flows.log"
     )?;
     match result {
         Ok(_) => {
@@ -185,6 +185,7 @@ mod tests {
             Some(&written.scenario),
             written.trace.as_ref(),
             written.routing.as_ref(),
+            written.routing_diagram.as_ref(),
             written.pcap.as_ref(),
             written.flows.as_ref(),
         ] {
