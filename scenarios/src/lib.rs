@@ -1,6 +1,6 @@
 //! The harness around the simulator: checks against the model, coverage counters, proptest
 //! strategies that generate scenarios, the explorer (shrinking, artifacts), the corpus with
-//! its snapshots, the routing trace (as text and as a Mermaid diagram), the pcap
+//! its snapshots, the routing trace (as text and as a Mermaid diagram), HTML pages, the pcap
 //! writer, and the `vpnsim` command line
 //! (`explore`, `merge`, `replay`, `show`, `promote`, `real`, `bench`, `xdp-fixtures`).
 
@@ -11,6 +11,7 @@ pub mod coverage;
 pub mod determinism;
 pub mod explore;
 pub mod heatmap;
+pub mod html;
 pub mod pcap;
 pub mod promote;
 pub mod real;
