@@ -88,6 +88,7 @@ fn run() -> Result<()> {
         Some("test") => {
             setup::ensure_ebpf_toolchain()?;
             setup::ensure_net_tools()?;
+            setup::ensure_browser()?;
             setup::ensure_workflow_lint()?;
             setup::report_bpf_availability();
             test_report::cargo_test(&rest)

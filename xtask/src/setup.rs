@@ -62,17 +62,10 @@ fn ensure_rust_src() -> Result<()> {
 /// `tcpdump`. As root without them, installs them from Debian; otherwise leaves the tests to
 /// skip loudly (or fail, under CI).
 pub fn ensure_net_tools() -> Result<()> {
-    let works = |program: &str, flag: &str| {
-        Command::new(program)
-            .arg(flag)
-            .output()
-            .is_ok_and(|out| out.status.success())
-    };
-    let is_root = output("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0");
     // tcpdump writes the real world's router capture (`vpnsim real`).
     let present =
         works("ip", "-V") && works("ethtool", "--version") && works("tcpdump", "--version");
-    if present || !is_root {
+    if present || !is_root() {
         return Ok(());
     }
     eprintln!(
@@ -80,6 +73,35 @@ pub fn ensure_net_tools() -> Result<()> {
     );
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get").args(["install", "-y", "-q", "iproute2", "ethtool", "tcpdump"]))
+}
+
+/// `scenarios/tests/browser.rs` checks that the diagrams a run writes (`routing.md`) really
+/// draw: headless Chromium loads them with the vendored Mermaid and takes a screenshot. As
+/// root without a browser it takes (Debian's `chromium`, or Google Chrome, which GitHub's
+/// Ubuntu runners carry), installs `chromium` from Debian; otherwise leaves the test to skip
+/// loudly (or fail, under CI).
+pub fn ensure_browser() -> Result<()> {
+    let present = ["chromium", "google-chrome"]
+        .iter()
+        .any(|browser| works(browser, "--version"));
+    if present || !is_root() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing chromium for the browser test (headless, a few minutes)");
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get").args(["install", "-y", "-q", "chromium"]))
+}
+
+/// Whether `program flag` runs and exits with success.
+fn works(program: &str, flag: &str) -> bool {
+    Command::new(program)
+        .arg(flag)
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn is_root() -> bool {
+    output("id", &["-u"]).is_ok_and(|uid| uid.trim() == "0")
 }
 
 /// Where `cargo xtask test` installs actionlint and shellcheck for the workflow test
