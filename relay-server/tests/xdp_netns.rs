@@ -16,13 +16,13 @@ mod support;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use netns_kit::{SubnetLink, TxChecksum};
 use proto::credentials;
-use support::{Client, GIVE_UP, http_get, receive_within};
+use support::{Client, GIVE_UP, KilledOnDrop, http_get, receive_within};
 
 const SECRET: &str = "netns shared secret";
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 201, 0, 1);
@@ -85,22 +85,9 @@ impl Namespaces {
     }
 }
 
-/// The relay-server process; killed (and reaped) when dropped.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Skips loudly, or fails where a skip is not allowed.
+/// Skips this test loudly, or fails where a skip is not allowed.
 fn skip(why: &str) {
-    let required = std::env::var("CI").is_ok_and(|value| value == "true")
-        || std::env::var_os(relay_xdp::REQUIRE_BPF_ENV).is_some();
-    assert!(!required, "cannot run the XDP namespace test here: {why}");
-    eprintln!("SKIPPED: relay-server XDP namespace test: {why}");
+    support::skip("relay-server XDP namespace test", why);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -130,7 +117,7 @@ async fn channel_data_is_relayed_in_the_kernel_with_xdp_attached() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("relay-server starts");
-    let mut relay = RelayProcess(child);
+    let mut relay = KilledOnDrop(child);
 
     // The client's and the peer's sockets, opened inside their namespaces.
     let client_socket = namespaces.inside("client", || {

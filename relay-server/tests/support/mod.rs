@@ -1,5 +1,5 @@
 //! What the relay-server tests share: a TURN client on a real socket, a plain GET of the
-//! metrics endpoint, and a bounded receive.
+//! metrics endpoint, a bounded receive, child processes killed on drop, and loud skips.
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
@@ -165,4 +165,27 @@ pub async fn receive_within(socket: &UdpSocket) -> (SocketAddr, Vec<u8>) {
         .expect("a datagram in time")
         .expect("receive");
     (from, buffer[..len].to_vec())
+}
+
+/// A child process (relay-server, coturn's tools), killed and reaped when dropped, so a failing
+/// test leaves nothing running.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Skips `test` loudly (`!!! SKIPPED` on stderr, past the test harness's capture), or fails
+/// where a skip is not allowed: with `CI=true` or `RELAY_XDP_REQUIRE_BPF=1`
+/// ([`relay_xdp::bpf_required`]).
+pub fn skip(test: &str, why: &str) {
+    assert!(
+        !relay_xdp::bpf_required(),
+        "{test} cannot run here, and CI requires it: {why}"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED {test}: {why}\n");
 }
