@@ -58,21 +58,40 @@ fn ensure_rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src"]))
 }
 
-/// The namespace tests drive `ip` (iproute2) and `ethtool`, and the real world captures with
-/// `tcpdump`. As root without them, installs them from Debian; otherwise leaves the tests to
-/// skip loudly (or fail, under CI).
+/// The namespace tests drive `ip` (iproute2) and `ethtool`, the real world captures with
+/// `tcpdump`, and the relay's interop test drives coturn's TURN client against relay-server.
+/// As root without them, installs them from Debian; otherwise leaves the tests to skip loudly
+/// (or fail, under CI).
 pub fn ensure_net_tools() -> Result<()> {
-    // tcpdump writes the real world's router capture (`vpnsim real`).
-    let present =
-        works("ip", "-V") && works("ethtool", "--version") && works("tcpdump", "--version");
+    // tcpdump writes the real world's router capture (`vpnsim real`). coturn brings
+    // `turnutils_uclient`, a standard TURN client, and `turnutils_peer`, its echo peer, which
+    // `relay-server/tests/uclient.rs` runs in each of the client's modes; neither has a flag
+    // that exits with success, so they are looked for on the PATH.
+    let present = works("ip", "-V")
+        && works("ethtool", "--version")
+        && works("tcpdump", "--version")
+        && on_path("turnutils_uclient")
+        && on_path("turnutils_peer");
     if present || !is_root() {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing iproute2, ethtool and tcpdump for the network-namespace tests"
+        "xtask setup: installing iproute2, ethtool, tcpdump and coturn for the \
+         network-namespace and TURN interop tests"
     );
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "iproute2", "ethtool", "tcpdump"]))
+    run(Command::new("apt-get")
+        .args([
+            "install", "-y", "-q", "iproute2", "ethtool", "tcpdump", "coturn",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Whether a file `name` is in a directory of the PATH.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join(name).is_file())
+    })
 }
 
 /// `scenarios/tests/browser.rs` checks that the diagrams a run writes (`routing.md`) really
