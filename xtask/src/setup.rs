@@ -108,7 +108,9 @@ pub fn ensure_browser() -> Result<()> {
     }
     eprintln!("xtask setup: installing chromium for the browser test (headless, a few minutes)");
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "chromium"]))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "chromium"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Whether `program flag` runs and exits with success.
