@@ -42,6 +42,11 @@ td.label { white-space: nowrap; }
 .missing { color: #c62828; }
 .ok { color: #2e7d32; }
 code { background: #f3f3f3; padding: 1px 4px; }
+ul#missing { columns: 3 22em; font-size: 13px; }
+#grid { display: flex; flex-wrap: wrap; gap: 0 2.5em; align-items: flex-start; }
+#grid h2 { font-size: 15px; margin: 0.6em 0 0; }
+#grid section { max-width: 100%; overflow-x: auto; }
+#grid section p { max-width: 36em; font-size: 13px; }
 ";
 
 fn runs(out: &mut String, summary: &Summary) {
@@ -124,7 +129,7 @@ fn missing(out: &mut String, summary: &Summary) {
 /// section's largest; a required cell at zero is red.
 fn heat_table(out: &mut String, grid: &Grid, section: &Section) {
     let max = section.max();
-    let _ = writeln!(out, "<h2>{}</h2>", escape(&section.title));
+    let _ = writeln!(out, "<section>\n<h2>{}</h2>", escape(&section.title));
     let _ = write!(out, "<table class=\"section\"><tr><th></th>");
     for column in &section.columns {
         let _ = write!(out, "<th>{}</th>", escape(column));
@@ -161,6 +166,7 @@ fn heat_table(out: &mut String, grid: &Grid, section: &Section) {
     if let Some(note) = &section.note {
         let _ = writeln!(out, "<p>{}</p>", escape(note));
     }
+    out.push_str("</section>\n");
 }
 
 /// A background from pale yellow to deep blue by `ln(count + 1) / ln(max + 1)`, and a text

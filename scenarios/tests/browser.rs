@@ -152,3 +152,83 @@ fn a_replayed_story_draws_its_routing_diagram_in_chromium() {
         scenarios::artifacts::shown(&rendered.screenshot).display()
     );
 }
+
+/// The heat map an exploration writes, `coverage.html`, drawn in Chromium: the runs, one table
+/// per section of the coverage grid with one shaded cell per count, and the required counters
+/// a short run leaves at zero in red; the screenshot shows the shades.
+#[test]
+fn an_explorations_coverage_heat_map_draws_in_chromium() {
+    let test = "an_explorations_coverage_heat_map_draws_in_chromium";
+    let Some(chromium) = chromium::chromium_or_skip(test) else {
+        return;
+    };
+    let out = chromium::out_dir().join("explore");
+    let mut options = scenarios::explore::ExploreOptions::new(40, 3);
+    options.determinism = scenarios::determinism::Determinism::Off;
+    options.out = out.clone();
+    let report = scenarios::explore::explore(&options).expect("explores");
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    let summary = scenarios::summary::Summary::of_report(&report, None, &out);
+    let (_, page) = summary
+        .write(&out)
+        .expect("writes summary.json and coverage.html");
+    let rendered = chromium::render_in_chromium(&chromium, &page).expect("Chromium renders");
+
+    let dom = &rendered.dom;
+    assert!(dom.contains("<table id=\"runs\">"), "no table of runs");
+    assert_eq!(
+        dom.matches("<table class=\"section\">").count(),
+        summary.coverage.sections.len(),
+        "one table per section of the grid"
+    );
+    let cells: usize = summary
+        .coverage
+        .sections
+        .iter()
+        .map(|section| section.rows.len() * section.columns.len())
+        .sum();
+    assert_eq!(
+        dom.matches("data-count=\"").count(),
+        cells,
+        "one cell per count"
+    );
+    let checked = format!("data-count=\"{}\"", summary.checked);
+    assert!(dom.contains(&checked), "the checked cases' cell");
+    // 40 cases reach only part of what CI's 1000 must: the missing are listed, and their
+    // cells marked.
+    assert!(!summary.missing.is_empty());
+    for name in &summary.missing {
+        let item = format!(
+            "<li class=\"missing\">{}</li>",
+            scenarios::heatmap::escape(name)
+        );
+        assert!(dom.contains(&item), "{name} not listed as missing");
+    }
+    assert!(dom.contains("class=\"cell zero required\""));
+
+    // What a person sees: the largest count of each section in deep blue, required zeros in
+    // red, as the style sheet says.
+    let screenshot = chromium::Screenshot::read(&rendered.screenshot).expect("a PNG");
+    let pixels = (screenshot.width * screenshot.height) as usize;
+    let inked = screenshot.inked();
+    assert!(
+        inked * 20 > pixels,
+        "only {inked} of {pixels} pixels are not white in {}",
+        rendered.screenshot.display()
+    );
+    for (what, colour) in [
+        ("the sections' largest counts", [0x08, 0x45, 0x94]),
+        ("required counters at zero", [0xC6, 0x28, 0x28]),
+    ] {
+        let found = screenshot.of_colour(colour, 2);
+        assert!(
+            found >= 500,
+            "only {found} pixels of {what} in {}",
+            rendered.screenshot.display()
+        );
+    }
+    eprintln!(
+        "{test}: the screenshot is {}",
+        scenarios::artifacts::shown(&rendered.screenshot).display()
+    );
+}

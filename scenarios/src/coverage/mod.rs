@@ -355,7 +355,7 @@ impl Coverage {
             grid.requirements.push(Requirement::cell(
                 format!("drop reason {}", reason.name()),
                 DROP_SECTION,
-                &reason.name(),
+                reason.name(),
                 "drops",
             ));
         }
