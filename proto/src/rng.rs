@@ -1,6 +1,6 @@
 //! SplitMix64: a tiny, seeded generator for the choices the state machines make (allocation
-//! ports, STUN transaction ids). Seeded explicitly, so one seed replays a run; never used for
-//! secrets.
+//! ports, reservation tokens, STUN transaction ids). Seeded explicitly, so one seed replays a
+//! run; never used for secrets (a reservation token serves only the username that made it).
 
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
