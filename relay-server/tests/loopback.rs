@@ -13,9 +13,9 @@ use std::{
 };
 
 use proto::credentials;
-use relay_server::{RelayConfig, Server, ServerConfig, Summary};
-use support::{Client, GIVE_UP, http_get, receive_within};
-use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
+use relay_server::RelayConfig;
+use support::{Client, GIVE_UP, LoopbackRelay, http_get, receive_within};
+use tokio::net::UdpSocket;
 use turn_client::ClientEvent;
 
 const SECRET: &[u8] = b"loopback shared secret";
@@ -33,61 +33,14 @@ async fn new_client(server: SocketAddr, id: &str, seed: u64) -> Client {
     Client::on(socket, server, credentials, seed)
 }
 
-struct TestRelay {
-    /// Where clients send (127.0.0.1 and the TURN socket's port).
-    turn: SocketAddr,
-    /// Where Prometheus would scrape.
-    metrics: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Summary>,
-}
-
-impl TestRelay {
-    /// A server bound to 127.0.0.1 whose public IPv4 address is `public`.
-    async fn start(public: Ipv4Addr, ports: RangeInclusive<u16>) -> Self {
-        let mut relay = RelayConfig::new(REALM, SECRET);
-        relay.public_v4 = Some(public);
-        relay.port_range = ports;
-        relay.unix_time_at_start = START_UNIX;
-        relay.seed = 7;
-        // Peers here live on loopback, which the relay refuses unless an operator allows it.
-        relay
-            .peer_policy
-            .allowed
-            .push("127.0.0.0/8".parse().expect("a CIDR"));
-        let server = Server::bind(ServerConfig {
-            relay,
-            listen_v4: Some(LOCALHOST),
-            listen_v6: None,
-            turn_port: 0,
-            xdp: None,
-            metrics: Some(SocketAddr::from((LOCALHOST, 0))),
-            allow_ephemeral_overlap: false,
-        })
-        .await
-        .expect("the server binds 127.0.0.1");
-        let turn = server.turn_addr_v4().expect("an IPv4 TURN socket");
-        let metrics = server.metrics_addr().expect("a metrics endpoint");
-        assert_eq!(server.turn_addrs(), [turn]);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            turn,
-            metrics,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) -> Summary {
-        let _ = self.stop.send(());
-        tokio::time::timeout(GIVE_UP, self.task)
-            .await
-            .expect("the server stops")
-            .expect("the server task does not panic")
-    }
+/// A server bound to 127.0.0.1 whose public IPv4 address is `public`.
+async fn start_relay(public: Ipv4Addr, ports: RangeInclusive<u16>) -> LoopbackRelay {
+    let mut relay = RelayConfig::new(REALM, SECRET);
+    relay.public_v4 = Some(public);
+    relay.port_range = ports;
+    relay.unix_time_at_start = START_UNIX;
+    relay.seed = 7;
+    LoopbackRelay::start(LOCALHOST, relay).await
 }
 
 /// Allocate, bind a channel to a plain UDP peer, and relay data both ways.
@@ -100,7 +53,7 @@ impl TestRelay {
 #[tokio::test]
 async fn client_and_plain_peer_exchange_data_through_a_channel() {
     let public: Ipv4Addr = "203.0.113.1".parse().expect("ip");
-    let relay = TestRelay::start(public, 61_000..=61_099).await;
+    let relay = start_relay(public, 61_000..=61_099).await;
     let mut client = new_client(relay.turn, "alice", 1).await;
     let relayed = client.allocate().await;
     assert_eq!(relayed.ip(), public);
@@ -174,7 +127,7 @@ async fn client_and_plain_peer_exchange_data_through_a_channel() {
 /// from one allocation to the other itself.
 #[tokio::test]
 async fn two_allocations_on_one_relay_talk_to_each_other() {
-    let relay = TestRelay::start(LOCALHOST, 61_100..=61_199).await;
+    let relay = start_relay(LOCALHOST, 61_100..=61_199).await;
     let mut alice = new_client(relay.turn, "alice", 1).await;
     let mut bob = new_client(relay.turn, "bob", 2).await;
     let alice_relayed = alice.allocate().await;
@@ -208,7 +161,7 @@ async fn two_allocations_on_one_relay_talk_to_each_other() {
 /// its credentials, the relay refuses them (401) and the client gives up.
 #[tokio::test]
 async fn wrong_credentials_fail_the_allocation_with_401() {
-    let relay = TestRelay::start(LOCALHOST, 61_200..=61_299).await;
+    let relay = start_relay(LOCALHOST, 61_200..=61_299).await;
     let credentials =
         credentials::rest_api_credentials(b"not the secret", START_UNIX + 86_400, "mallory");
     let socket = UdpSocket::bind((LOCALHOST, 0))
@@ -236,7 +189,7 @@ async fn wrong_credentials_fail_the_allocation_with_401() {
 #[tokio::test]
 async fn an_allocation_whose_port_cannot_be_bound_is_answered_508() {
     const ONLY_PORT: u16 = 61_300;
-    let relay = TestRelay::start(LOCALHOST, ONLY_PORT..=ONLY_PORT).await;
+    let relay = start_relay(LOCALHOST, ONLY_PORT..=ONLY_PORT).await;
     let squatter = std::net::UdpSocket::bind((LOCALHOST, ONLY_PORT)).expect("the port is free");
     let mut client = new_client(relay.turn, "alice", 4).await;
     client.allocate_until_it_fails().await;

@@ -28,7 +28,7 @@ mod support;
 
 use std::{
     fs::File,
-    net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket},
+    net::{Ipv4Addr, UdpSocket as StdUdpSocket},
     ops::RangeInclusive,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -36,9 +36,8 @@ use std::{
 };
 
 use proto::credentials;
-use relay_server::{RelayConfig, Server, ServerConfig, Summary};
-use support::{GIVE_UP, KilledOnDrop, http_get, skip};
-use tokio::sync::oneshot;
+use relay_server::RelayConfig;
+use support::{KilledOnDrop, LoopbackRelay, http_get, skip};
 
 const SECRET: &[u8] = b"uclient interop shared secret";
 const REALM: &str = "uclient.test";
@@ -137,7 +136,7 @@ async fn interop(mode: Mode) {
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("uclient");
     std::fs::create_dir_all(&logs).expect("a log directory");
 
-    let relay = TestRelay::start(mode.ports.clone()).await;
+    let relay = start_relay(mode.ports.clone()).await;
     // Killed when the test ends, passed or not.
     let peer = if mode.needs_peer {
         let port = free_port_pair(PEER_IP);
@@ -324,64 +323,20 @@ fn free_port_pair(ip: Ipv4Addr) -> u16 {
     panic!("no two free neighbouring ports on {ip}");
 }
 
-struct TestRelay {
-    /// Where clients send.
-    turn: SocketAddr,
-    metrics: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Summary>,
-}
-
-impl TestRelay {
-    async fn start(ports: RangeInclusive<u16>) -> Self {
-        let mut relay = RelayConfig::new(REALM, SECRET);
-        relay.public_v4 = Some(RELAY_IP);
-        relay.port_range = ports;
-        relay.unix_time_at_start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_secs();
-        relay.seed = 5766;
-        // Every uclient allocation uses one username: a probe, then an allocation and its RTCP
-        // twin per client, more than the default quota of 10.
-        relay.allocation_quota = 100;
-        // The echo peer lives on loopback, which the relay refuses unless an operator allows it.
-        relay
-            .peer_policy
-            .allowed
-            .push("127.0.0.0/8".parse().expect("a CIDR"));
-        let server = Server::bind(ServerConfig {
-            relay,
-            listen_v4: Some(RELAY_IP),
-            listen_v6: None,
-            turn_port: 0,
-            xdp: None,
-            metrics: Some(SocketAddr::from((RELAY_IP, 0))),
-            allow_ephemeral_overlap: false,
-        })
-        .await
-        .expect("the server binds 127.0.0.1");
-        let turn = server.turn_addr_v4().expect("an IPv4 TURN socket");
-        let metrics = server.metrics_addr().expect("a metrics endpoint");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            turn,
-            metrics,
-            stop,
-            task,
-        }
-    }
-
-    async fn stop(self) -> Summary {
-        let _ = self.stop.send(());
-        tokio::time::timeout(GIVE_UP, self.task)
-            .await
-            .expect("the server stops")
-            .expect("the server task does not panic")
-    }
+/// A relay on 127.0.0.1 that allocates from `ports`, with room for every uclient allocation.
+async fn start_relay(ports: RangeInclusive<u16>) -> LoopbackRelay {
+    let mut relay = RelayConfig::new(REALM, SECRET);
+    relay.public_v4 = Some(RELAY_IP);
+    relay.port_range = ports;
+    relay.unix_time_at_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    relay.seed = 5766;
+    // Every uclient allocation uses one username: a probe, then an allocation and its RTCP
+    // twin per client, more than the default quota of 10.
+    relay.allocation_quota = 100;
+    LoopbackRelay::start(RELAY_IP, relay).await
 }
 
 #[test]

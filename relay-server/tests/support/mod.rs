@@ -1,5 +1,6 @@
-//! What the relay-server tests share: a TURN client on a real socket, a plain GET of the
-//! metrics endpoint, a bounded receive, child processes killed on drop, and loud skips.
+//! What the relay-server tests share: a relay server in the test's runtime on loopback, a TURN
+//! client on a real socket, a plain GET of the metrics endpoint, a bounded receive, child
+//! processes killed on drop, and loud skips.
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
@@ -9,11 +10,66 @@ use std::{
 };
 
 use proto::credentials::Credentials;
-use tokio::net::UdpSocket;
+use relay_server::{RelayConfig, Server, ServerConfig, Summary};
+use tokio::{net::UdpSocket, sync::oneshot, task::JoinHandle};
 use turn_client::{ClientEvent, Families, TurnClient, TurnClientConfig};
 
 /// How long any one wait may take before the test fails.
 pub const GIVE_UP: Duration = Duration::from_secs(5);
+
+/// A relay server running in the test's runtime, on one loopback address.
+pub struct LoopbackRelay {
+    /// Where clients send (the loopback address and the TURN socket's port).
+    pub turn: SocketAddr,
+    /// Where Prometheus would scrape.
+    pub metrics: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Summary>,
+}
+
+impl LoopbackRelay {
+    /// Binds `relay` on `ip` (TURN port and metrics on ephemeral ports) and runs it. Peers on
+    /// loopback, which a relay refuses unless an operator allows them, are allowed.
+    pub async fn start(ip: std::net::Ipv4Addr, mut relay: RelayConfig) -> Self {
+        relay
+            .peer_policy
+            .allowed
+            .push("127.0.0.0/8".parse().expect("a CIDR"));
+        let server = Server::bind(ServerConfig {
+            relay,
+            listen_v4: Some(ip),
+            listen_v6: None,
+            turn_port: 0,
+            xdp: None,
+            metrics: Some(SocketAddr::from((ip, 0))),
+            allow_ephemeral_overlap: false,
+        })
+        .await
+        .expect("the server binds its loopback address");
+        let turn = server.turn_addr_v4().expect("an IPv4 TURN socket");
+        let metrics = server.metrics_addr().expect("a metrics endpoint");
+        assert_eq!(server.turn_addrs(), [turn]);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            turn,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the server and returns its summary.
+    pub async fn stop(self) -> Summary {
+        let _ = self.stop.send(());
+        tokio::time::timeout(GIVE_UP, self.task)
+            .await
+            .expect("the server stops")
+            .expect("the server task does not panic")
+    }
+}
 
 /// A `TurnClient` on a real socket.
 pub struct Client {
