@@ -129,24 +129,14 @@ fn a_replayed_story_draws_its_routing_diagram_in_chromium() {
     // and the first steps).
     let screenshot = chromium::Screenshot::read(&rendered.screenshot).expect("a PNG");
     assert_eq!((screenshot.width, screenshot.height), chromium::WINDOW);
-    let pixels = (screenshot.width * screenshot.height) as usize;
-    let inked = screenshot.inked();
-    assert!(
-        inked * 10 > pixels,
-        "only {inked} of {pixels} pixels are not white in {}",
-        rendered.screenshot.display()
+    screenshot.assert_shows(
+        &rendered.screenshot,
+        10,
+        &[
+            ("the participants' boxes", PARTICIPANT_FILL, 3 * 5_000),
+            ("the steps' notes", NOTE_FILL, 3 * 20_000),
+        ],
     );
-    for (what, colour, at_least) in [
-        ("the participants' boxes", PARTICIPANT_FILL, 3 * 5_000),
-        ("the steps' notes", NOTE_FILL, 3 * 20_000),
-    ] {
-        let found = screenshot.of_colour(colour, 2);
-        assert!(
-            found >= at_least,
-            "only {found} pixels of {what} in {}",
-            rendered.screenshot.display()
-        );
-    }
     eprintln!(
         "{test}: the screenshot is {}",
         scenarios::artifacts::shown(&rendered.screenshot).display()
@@ -209,24 +199,14 @@ fn an_explorations_coverage_heat_map_draws_in_chromium() {
     // What a person sees: the largest count of each section in deep blue, required zeros in
     // red, as the style sheet says.
     let screenshot = chromium::Screenshot::read(&rendered.screenshot).expect("a PNG");
-    let pixels = (screenshot.width * screenshot.height) as usize;
-    let inked = screenshot.inked();
-    assert!(
-        inked * 20 > pixels,
-        "only {inked} of {pixels} pixels are not white in {}",
-        rendered.screenshot.display()
+    screenshot.assert_shows(
+        &rendered.screenshot,
+        20,
+        &[
+            ("the sections' largest counts", [0x08, 0x45, 0x94], 500),
+            ("required counters at zero", [0xC6, 0x28, 0x28], 500),
+        ],
     );
-    for (what, colour) in [
-        ("the sections' largest counts", [0x08, 0x45, 0x94]),
-        ("required counters at zero", [0xC6, 0x28, 0x28]),
-    ] {
-        let found = screenshot.of_colour(colour, 2);
-        assert!(
-            found >= 500,
-            "only {found} pixels of {what} in {}",
-            rendered.screenshot.display()
-        );
-    }
     eprintln!(
         "{test}: the screenshot is {}",
         scenarios::artifacts::shown(&rendered.screenshot).display()

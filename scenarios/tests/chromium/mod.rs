@@ -194,6 +194,26 @@ impl Screenshot {
         self.rgb.iter().filter(|&&p| p != [255, 255, 255]).count()
     }
 
+    /// Asserts that what a person sees is drawn: at least one pixel in `ink_one_in` is not
+    /// white, and at least so many pixels have each colour (`what` names it in a failure).
+    pub fn assert_shows(&self, path: &Path, ink_one_in: usize, colours: &[(&str, [u8; 3], usize)]) {
+        let pixels = (self.width * self.height) as usize;
+        let inked = self.inked();
+        assert!(
+            inked * ink_one_in > pixels,
+            "only {inked} of {pixels} pixels are not white in {}",
+            path.display()
+        );
+        for (what, colour, at_least) in colours {
+            let found = self.of_colour(*colour, 2);
+            assert!(
+                found >= *at_least,
+                "only {found} pixels of {what} in {}",
+                path.display()
+            );
+        }
+    }
+
     /// How many pixels are `colour`, give or take `tolerance` in each channel.
     pub fn of_colour(&self, colour: [u8; 3], tolerance: u8) -> usize {
         self.rgb
