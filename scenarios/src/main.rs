@@ -24,32 +24,7 @@ enum Command {
     /// Generate scenarios, run each with the real gateway and relays (their XDP program beside
     /// them), and check deliveries, drops, flow records and invariants against the reference
     /// model. A failure is shrunk, written to a file and replayable with one command.
-    Explore {
-        /// Cases to generate (default 1000 unless --seconds is given).
-        #[arg(long)]
-        count: Option<u64>,
-        /// Wall-time budget in seconds.
-        #[arg(long)]
-        seconds: Option<f64>,
-        /// Seed of the exploration: the same seed explores the same cases. Without it, a fresh
-        /// seed is drawn (and printed first), so each run explores new cases.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Explore shard k of n (disjoint cases), e.g. `--shard 2/4`.
-        #[arg(long, default_value = "1/1", value_parser = parse_shard)]
-        shard: (u32, u32),
-        /// How relays move data: differential (XDP and userspace on every datagram, compared),
-        /// xdp-first, or userspace.
-        #[arg(long, default_value = "differential")]
-        datapath: sim::Datapath,
-        /// Run cases twice and fail on any difference between the two runs: `every` case,
-        /// every N-th case, or `off`.
-        #[arg(long, default_value = "every")]
-        determinism: scenarios::determinism::Determinism,
-        /// Where `summary.json`, `coverage.html` and `failures/` go (default: target/vpnsim).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Explore(ExploreArgs),
     /// Merge the summaries of explorations (e.g. the shards of one search, each given as the
     /// directory it wrote with --out, or its summary.json) into one `summary.json` and
     /// `coverage.html`: counts and coverage grids added, runs and failures listed. Fails when
@@ -128,28 +103,39 @@ enum Command {
     },
 }
 
+/// What the command line asks of an exploration.
+#[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    /// Cases to generate (default 1000 unless --seconds is given).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Wall-time budget in seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Seed of the exploration: the same seed explores the same cases. Without it, a fresh
+    /// seed is drawn (and printed first), so each run explores new cases.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Explore shard k of n (disjoint cases), e.g. `--shard 2/4`.
+    #[arg(long, default_value = "1/1", value_parser = parse_shard)]
+    shard: (u32, u32),
+    /// How relays move data: differential (XDP and userspace on every datagram, compared),
+    /// xdp-first, or userspace.
+    #[arg(long, default_value = "differential")]
+    datapath: sim::Datapath,
+    /// Run cases twice and fail on any difference between the two runs: `every` case,
+    /// every N-th case, or `off`.
+    #[arg(long, default_value = "every")]
+    determinism: scenarios::determinism::Determinism,
+    /// Where `summary.json`, `coverage.html` and `failures/` go (default: target/vpnsim).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Explore {
-            count,
-            seconds,
-            seed,
-            shard,
-            datapath,
-            determinism,
-            out,
-        } => run_explore(
-            ExploreArgs {
-                count,
-                seconds,
-                seed,
-                shard,
-                datapath,
-                determinism,
-            },
-            out.unwrap_or_else(scenarios::explore::default_out_dir),
-        ),
+        Command::Explore(args) => run_explore(args),
         Command::Merge { inputs, out } => run_merge(
             &inputs,
             &out.unwrap_or_else(|| scenarios::artifacts::vpnsim_dir().join("merged")),
@@ -199,17 +185,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// What the command line asks of an exploration.
-struct ExploreArgs {
-    count: Option<u64>,
-    seconds: Option<f64>,
-    seed: Option<u64>,
-    shard: (u32, u32),
-    datapath: sim::Datapath,
-    determinism: scenarios::determinism::Determinism,
-}
-
-fn run_explore(args: ExploreArgs, out: PathBuf) -> Result<()> {
+fn run_explore(args: ExploreArgs) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(explore::default_out_dir);
     use scenarios::{
         artifacts::shown,
         explore::{self, ExploreOptions},
