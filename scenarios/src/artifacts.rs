@@ -43,10 +43,11 @@ pub fn write_artifacts(
     outcome: Option<&Outcome>,
     failure: &str,
 ) -> Result<Artifacts> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", shown(dir).display()))?;
     let write = |name: &str, text: &str| -> Result<PathBuf> {
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text)
+            .with_context(|| format!("writing {}", shown(&path).display()))?;
         Ok(path)
     };
     let mut artifacts = Artifacts {

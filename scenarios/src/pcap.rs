@@ -99,8 +99,10 @@ pub fn write<W: Write>(outcome: &Outcome, out: W) -> Result<usize> {
 
 /// Writes the pcap of `outcome` to `path`; returns how many packets it holds.
 pub fn write_file(path: &Path, outcome: &Outcome) -> Result<usize> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    write(outcome, BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
+    let file = File::create(path)
+        .with_context(|| format!("creating {}", crate::artifacts::shown(path).display()))?;
+    write(outcome, BufWriter::new(file))
+        .with_context(|| format!("writing {}", crate::artifacts::shown(path).display()))
 }
 
 #[cfg(test)]

@@ -49,8 +49,8 @@ pub fn replay_dir(name: &str) -> PathBuf {
 /// Replays the scenario file at `path` with `seed`, or the seed its `# seed: N` line names,
 /// or [`DEFAULT_SEED`].
 pub fn replay(path: &Path, seed: Option<u64>, datapath: Datapath) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", artifacts::shown(path).display()))?;
     let scenario = Scenario::from_yaml(&text, &path.display().to_string())?;
     let seed = seed
         .or_else(|| artifacts::seed_in(&text))

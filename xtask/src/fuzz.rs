@@ -107,11 +107,10 @@ fn parse_args(args: &[String]) -> Result<(Vec<&'static str>, u64)> {
     Ok((targets, seconds))
 }
 
-/// The workspace root (where commands run) and the user's working directory (what printed
-/// paths are relative to).
+/// The workspace root, where commands run (printed paths are relative to the user's working
+/// directory instead).
 struct Paths {
     root: PathBuf,
-    cwd: PathBuf,
 }
 
 impl Paths {
@@ -120,32 +119,14 @@ impl Paths {
             .parent()
             .context("xtask is not inside the workspace")?
             .to_path_buf();
-        let cwd = std::env::current_dir().context("no current directory")?;
-        Ok(Self { root, cwd })
+        Ok(Self { root })
     }
 
     /// `path` (absolute, or relative to the root) as the user's working directory sees it.
     fn shown(&self, path: &Path) -> String {
-        let path = self.root.join(path);
-        let mut from = self.cwd.components().peekable();
-        let mut to = path.components().peekable();
-        while let (Some(a), Some(b)) = (from.peek(), to.peek()) {
-            if a != b {
-                break;
-            }
-            from.next();
-            to.next();
-        }
-        let mut shown = PathBuf::new();
-        for _ in from {
-            shown.push("..");
-        }
-        shown.extend(to);
-        if shown.as_os_str().is_empty() {
-            ".".to_owned()
-        } else {
-            shown.display().to_string()
-        }
+        crate::shown::shown(&self.root.join(path))
+            .display()
+            .to_string()
     }
 }
 

@@ -23,6 +23,7 @@ mod bench;
 mod fuzz;
 mod mutants;
 mod setup;
+mod shown;
 mod test_report;
 
 use std::process::{Command, ExitCode};

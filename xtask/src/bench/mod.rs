@@ -248,7 +248,7 @@ pub fn relay(args: &[String]) -> Result<()> {
          target/bench/relay-runs/.\n"
     );
     std::fs::write(&path, document).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("written to {}", relative_to_current_dir(&path).display());
+    println!("written to {}", crate::shown::shown(&path).display());
     Ok(())
 }
 
@@ -499,14 +499,6 @@ fn workspace_root() -> Result<PathBuf> {
         .parent()
         .map(Path::to_path_buf)
         .context("xtask has no parent directory")
-}
-
-/// `path` relative to the current directory when it is under it.
-fn relative_to_current_dir(path: &Path) -> PathBuf {
-    std::env::current_dir()
-        .ok()
-        .and_then(|current| path.strip_prefix(current).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// E.g. `2 cores (Intel Xeon ...), Linux 6.18.44`.
