@@ -1,14 +1,14 @@
 //! `cargo xtask test`'s own clock: runs `cargo test --workspace`, passing its output through to
-//! the terminal as it comes (stdout to stdout, stderr to stderr), and reads it on the way: each
-//! test binary's `Running ... (target/debug/deps/NAME-HASH)` or `Doc-tests NAME` line (cargo,
-//! on stderr) and the `test result: ... finished in X.XXs` line it ends with (the binary, on
-//! stdout). At the end it prints the time per crate (summed over the crate's binaries), the
-//! slowest binaries, the test time and the wall time with compiling, so a slow test is seen.
+//! the terminal as it comes, and reads it on the way: each test binary's `Running ...
+//! (target/debug/deps/NAME-HASH)` or `Doc-tests NAME` line (cargo's) and the `test result:`
+//! line that follows it (the binary's). At the end it prints the time per crate (summed over
+//! the crate's binaries), the slowest binaries, the test time and the wall time with compiling,
+//! so a slow test is seen.
 //!
-//! The two streams come through two pipes, so their lines may arrive out of order; but each
-//! stream keeps its own order, and cargo runs the binaries one after the other, so the n-th
-//! result belongs to the n-th binary that printed one. A binary that died of a signal prints
-//! none (cargo names it in its error on stderr) and is left out of the pairing.
+//! cargo's stdout and stderr go into one pipe, so the lines arrive in the order they were
+//! written: a result line belongs to the binary announced last. A binary's time is the wall
+//! time from its announcement to the next one's (or to the end): that counts its start-up, and
+//! also times a binary with a harness of its own that prints no result line.
 //!
 //! A binary's crate comes from its dep-info file (`target/debug/deps/NAME-HASH.d`, written by
 //! rustc), whose first source is the binary's root (`relay/tests/properties.rs`): the package
@@ -20,9 +20,7 @@ use std::{
     fmt::Write as _,
     io::{IsTerminal, Read, Write},
     path::{Path, PathBuf},
-    process::{Command, ExitStatus, Stdio},
-    sync::mpsc,
-    thread,
+    process::{Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -61,67 +59,51 @@ fn exit_code(status: ExitStatus) -> i32 {
 /// Runs cargo test, copying its output to ours and reading every line of it.
 fn run_teed(root: &Path, extra: &[String]) -> Result<(ExitStatus, Transcript, Duration)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let (mut output, writer) = std::io::pipe().context("cannot make a pipe")?;
     let mut command = Command::new(&cargo);
     command
         .args(["test", "--workspace"])
         .args(extra)
         // The paths cargo prints and rustc's dep-info files are relative to the workspace.
         .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(writer.try_clone().context("cannot share the pipe")?)
+        .stderr(writer);
     // Through a pipe cargo would drop its colours.
-    if std::io::stderr().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
+    if std::io::stdout().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
         command.env("CARGO_TERM_COLOR", "always");
     }
     let start = Instant::now();
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {cargo}"))?;
-    let (lines, received) = mpsc::channel();
-    let stdout = child.stdout.take().context("no stdout pipe")?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let readers = [
-        tee(stdout, std::io::stdout(), lines.clone()),
-        tee(stderr, std::io::stderr(), lines),
-    ];
+    // The pipe ends when cargo and every test binary have closed it: not while `command` still
+    // holds our copies of its writing end.
+    drop(command);
     let mut transcript = Transcript::default();
-    for line in received {
-        transcript.line(&line);
+    let mut terminal = std::io::stdout();
+    let mut chunk = [0u8; 8192];
+    let mut pending = Vec::new();
+    loop {
+        let read = match output.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        // Partial lines too: a test's progress shows as it comes.
+        let _ = terminal.write_all(&chunk[..read]);
+        let _ = terminal.flush();
+        pending.extend_from_slice(&chunk[..read]);
+        while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            transcript.line(&String::from_utf8_lossy(&line), start.elapsed());
+        }
+    }
+    if !pending.is_empty() {
+        transcript.line(&String::from_utf8_lossy(&pending), start.elapsed());
     }
     let status = child.wait().context("cannot wait for cargo test")?;
     let wall = start.elapsed();
-    for reader in readers {
-        let _ = reader.join();
-    }
+    transcript.end(wall);
     Ok((status, transcript, wall))
-}
-
-/// Copies `from` to `to` as it comes (partial lines too), and sends each whole line.
-fn tee(
-    mut from: impl Read + Send + 'static,
-    mut to: impl Write + Send + 'static,
-    lines: mpsc::Sender<String>,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        let mut pending = Vec::new();
-        loop {
-            let read = match from.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(read) => read,
-            };
-            let _ = to.write_all(&chunk[..read]);
-            let _ = to.flush();
-            pending.extend_from_slice(&chunk[..read]);
-            while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                let _ = lines.send(String::from_utf8_lossy(&line).into_owned());
-            }
-        }
-        if !pending.is_empty() {
-            let _ = lines.send(String::from_utf8_lossy(&pending).into_owned());
-        }
-    })
 }
 
 /// One test binary as cargo announced it.
@@ -136,6 +118,12 @@ pub struct Binary {
     pub name: String,
     /// Died without a result (a signal, or an exit status other than a failed test's 101).
     pub crashed: bool,
+    /// Its `test result:` line, if it printed one.
+    pub outcome: Option<Outcome>,
+    /// When cargo announced it, since cargo test started.
+    pub started: Duration,
+    /// From its announcement to the next binary's (or the end).
+    pub seconds: f64,
 }
 
 impl Binary {
@@ -164,27 +152,48 @@ pub struct Outcome {
 #[derive(Debug, Default)]
 pub struct Transcript {
     binaries: Vec<Binary>,
-    outcomes: Vec<Outcome>,
 }
 
 impl Transcript {
-    /// Reads one line of either stream.
-    pub fn line(&mut self, raw: &str) {
+    /// Reads one line, which arrived `at` since cargo test started.
+    pub fn line(&mut self, raw: &str, at: Duration) {
         let text = strip_ansi(raw);
         let line = text.trim();
         if let Some(rest) = line.strip_prefix("Running ") {
-            self.binaries.push(running(rest));
+            self.announce(running(rest), at);
         } else if let Some(name) = line.strip_prefix("Doc-tests ") {
-            self.binaries.push(Binary {
+            let binary = Binary {
                 what: "doc-tests".to_owned(),
                 path: None,
                 name: name.trim().to_owned(),
                 crashed: false,
-            });
+                outcome: None,
+                started: at,
+                seconds: 0.0,
+            };
+            self.announce(binary, at);
         } else if let Some(outcome) = line.strip_prefix("test result: ").and_then(outcome) {
-            self.outcomes.push(outcome);
+            if let Some(last) = self.binaries.last_mut() {
+                last.outcome.get_or_insert(outcome);
+            }
         } else if let Some(rest) = line.strip_prefix("process didn't exit successfully: `") {
             self.note_crash(rest);
+        }
+    }
+
+    /// A new binary starts: the one before it has ended.
+    fn announce(&mut self, mut binary: Binary, at: Duration) {
+        self.end(at);
+        binary.started = at;
+        self.binaries.push(binary);
+    }
+
+    /// The binary running at `at` has ended.
+    pub fn end(&mut self, at: Duration) {
+        if let Some(last) = self.binaries.last_mut()
+            && last.seconds == 0.0
+        {
+            last.seconds = at.saturating_sub(last.started).as_secs_f64();
         }
     }
 
@@ -212,15 +221,9 @@ impl Transcript {
     /// Pairs binaries with results and names each binary's crate with `crate_of` (or, failing
     /// that, after the binary).
     pub fn report(&self, crate_of: impl Fn(&Binary) -> Option<String>) -> Report {
-        let mut outcomes = self.outcomes.iter();
         let mut lib_crates: BTreeMap<&str, String> = BTreeMap::new();
         let mut binaries = Vec::new();
         for binary in &self.binaries {
-            let outcome = if binary.crashed {
-                None
-            } else {
-                outcomes.next().copied()
-            };
             let krate = if binary.path.is_none() {
                 // Doc-tests name the library; its unit tests came earlier.
                 lib_crates
@@ -237,7 +240,6 @@ impl Transcript {
             binaries.push(Timed {
                 krate,
                 binary: binary.clone(),
-                outcome,
             });
         }
         Report { binaries }
@@ -264,6 +266,9 @@ fn running(rest: &str) -> Binary {
         path: Some(path.to_owned()),
         name: name.to_owned(),
         crashed: false,
+        outcome: None,
+        started: Duration::ZERO,
+        seconds: 0.0,
     }
 }
 
@@ -385,12 +390,11 @@ pub fn package_name(manifest: &str) -> Option<String> {
     None
 }
 
-/// A binary with its crate and result.
+/// A binary with its crate.
 #[derive(Debug, Clone)]
 pub struct Timed {
     pub krate: String,
     pub binary: Binary,
-    pub outcome: Option<Outcome>,
 }
 
 /// Every binary of a run, in the order they ran.
@@ -413,16 +417,17 @@ impl Report {
         let mut crates: BTreeMap<&str, CrateTotal> = BTreeMap::new();
         let mut total = Outcome::default();
         for timed in &self.binaries {
+            let binary = &timed.binary;
             let entry = crates.entry(&timed.krate).or_default();
             entry.binaries += 1;
-            if let Some(outcome) = timed.outcome {
+            entry.seconds += binary.seconds;
+            total.seconds += binary.seconds;
+            if let Some(outcome) = binary.outcome {
                 entry.tests += outcome.passed + outcome.failed;
                 entry.failed += outcome.failed;
-                entry.seconds += outcome.seconds;
                 total.passed += outcome.passed;
                 total.failed += outcome.failed;
                 total.ignored += outcome.ignored;
-                total.seconds += outcome.seconds;
             }
         }
         let mut rows: Vec<(&str, CrateTotal)> = crates.into_iter().collect();
@@ -460,20 +465,20 @@ impl Report {
             );
         }
         let mut slowest: Vec<&Timed> = self.binaries.iter().collect();
-        slowest.sort_by(|a, b| {
-            let seconds = |timed: &Timed| timed.outcome.map_or(-1.0, |outcome| outcome.seconds);
-            seconds(b).total_cmp(&seconds(a))
-        });
+        slowest.sort_by(|a, b| b.binary.seconds.total_cmp(&a.binary.seconds));
         let _ = writeln!(out, "slowest test binaries");
         for timed in slowest.iter().take(SLOWEST) {
-            let time = match timed.outcome {
-                Some(outcome) => format!("{:>8.2}s", outcome.seconds),
-                None => format!("{:>9}", "no result"),
+            let binary = &timed.binary;
+            let result = match binary.outcome {
+                Some(outcome) if outcome.failed > 0 => format!("{} failed", outcome.failed),
+                Some(outcome) => format!("{} passed", outcome.passed),
+                None if binary.crashed => "died without a result".to_owned(),
+                None => "no result line".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "  {time}  {:<width$}  {}",
-                timed.krate, timed.binary.what
+                "  {:>8.2}s  {:<width$}  {}  ({result})",
+                binary.seconds, timed.krate, binary.what
             );
         }
         let wall = wall.as_secs_f64();
@@ -497,52 +502,98 @@ impl Report {
 mod tests {
     use super::*;
 
-    /// cargo test's output as it reaches us: stderr's lines (cargo) and stdout's (the
-    /// binaries) through two pipes, here the stderr lines of two binaries first.
-    const SAMPLE: &[&str] = &[
-        "   Compiling relay v0.1.0 (/work/main/relay)",
-        "    Finished `test` profile [unoptimized + debuginfo] target(s) in 41.20s",
-        "     Running unittests src/lib.rs (target/debug/deps/relay-0a1b2c3d4e5f6789)",
-        "     Running tests/properties.rs (target/debug/deps/properties-53e71cb1e7b198be)",
-        "",
-        "running 31 tests",
-        "test allocation::tests::refresh ... ok",
-        "test result: ok. 30 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
-         finished in 0.42s",
-        "running 4 tests",
-        "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in 12.50s",
-        "\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m tests/properties.rs \
-         (target/debug/deps/properties-6373752050cfb1d5)",
-        "test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in 3.05s",
-        "error: test failed, to rerun pass `-p gateway --test properties`",
-        "Caused by:",
-        "  process didn't exit successfully: \
-         `/work/main/target/debug/deps/properties-6373752050cfb1d5` (exit status: 101)",
-        "     Running tests/corpus.rs (target/debug/deps/corpus-0fab8a6932f0e0e4)",
-        "  process didn't exit successfully: \
-         `/work/main/target/debug/deps/corpus-0fab8a6932f0e0e4 --nocapture` \
-         (signal: 11, SIGSEGV: invalid memory reference)",
-        "     Running tests/generated.rs (target/debug/deps/generated-1043dc2e9b5ab987)",
-        "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in 95.10s",
-        "   Doc-tests relay",
-        "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
-         finished in 1.00s",
+    /// cargo test's output as it reaches us, one stream in the order it was written, each
+    /// line with the second it arrived.
+    const SAMPLE: &[(f64, &str)] = &[
+        (1.0, "   Compiling relay v0.1.0 (/work/main/relay)"),
+        (
+            41.2,
+            "    Finished `test` profile [unoptimized + debuginfo] target(s) in 41.20s",
+        ),
+        (
+            41.3,
+            "     Running unittests src/lib.rs (target/debug/deps/relay-0a1b2c3d4e5f6789)",
+        ),
+        (41.3, "running 31 tests"),
+        (41.5, "test allocation::tests::refresh ... ok"),
+        (
+            41.7,
+            "test result: ok. 30 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; \
+             finished in 0.42s",
+        ),
+        (
+            41.8,
+            "     Running tests/properties.rs (target/debug/deps/properties-53e71cb1e7b198be)",
+        ),
+        (
+            54.3,
+            "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 12.50s",
+        ),
+        (
+            54.3,
+            "\u{1b}[1m\u{1b}[92m     Running\u{1b}[0m tests/properties.rs \
+             (target/debug/deps/properties-6373752050cfb1d5)",
+        ),
+        (
+            57.4,
+            "test result: FAILED. 7 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 3.05s",
+        ),
+        (
+            57.4,
+            "error: test failed, to rerun pass `-p gateway --test properties`",
+        ),
+        (57.4, "Caused by:"),
+        (
+            57.4,
+            "  process didn't exit successfully: \
+             `/work/main/target/debug/deps/properties-6373752050cfb1d5` (exit status: 101)",
+        ),
+        (
+            57.5,
+            "     Running tests/no_alloc.rs (target/debug/deps/no_alloc-0123456789abcdef)",
+        ),
+        (57.5, "no allocation on the forwarding path: ok"),
+        (
+            59.5,
+            "     Running tests/corpus.rs (target/debug/deps/corpus-0fab8a6932f0e0e4)",
+        ),
+        (
+            60.0,
+            "  process didn't exit successfully: \
+             `/work/main/target/debug/deps/corpus-0fab8a6932f0e0e4 --nocapture` \
+             (signal: 11, SIGSEGV: invalid memory reference)",
+        ),
+        (
+            60.0,
+            "     Running tests/generated.rs (target/debug/deps/generated-1043dc2e9b5ab987)",
+        ),
+        (
+            155.1,
+            "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 95.10s",
+        ),
+        (155.2, "   Doc-tests relay"),
+        (
+            156.2,
+            "test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+             finished in 1.00s",
+        ),
     ];
 
     fn sample_report() -> Report {
         let mut transcript = Transcript::default();
-        for line in SAMPLE {
-            transcript.line(&format!("{line}\n"));
+        for (at, line) in SAMPLE {
+            transcript.line(&format!("{line}\n"), Duration::from_secs_f64(*at));
         }
+        transcript.end(Duration::from_secs_f64(156.2));
         transcript.report(|binary| {
             let path = binary.path.as_deref()?;
             Some(
                 match path.rsplit('/').next()? {
                     "relay-0a1b2c3d4e5f6789" | "properties-53e71cb1e7b198be" => "relay",
-                    "properties-6373752050cfb1d5" => "gateway",
+                    "properties-6373752050cfb1d5" | "no_alloc-0123456789abcdef" => "gateway",
                     _ => "scenarios",
                 }
                 .to_owned(),
@@ -582,29 +633,34 @@ mod tests {
     }
 
     #[test]
-    fn results_pair_with_binaries_in_order_and_a_crash_has_none() {
+    fn results_and_times_belong_to_the_binary_announced_last() {
         let report = sample_report();
-        let seen: Vec<(&str, &str, Option<f64>)> = report
+        let seen: Vec<(&str, &str, Option<u64>, bool, f64)> = report
             .binaries
             .iter()
             .map(|timed| {
+                let binary = &timed.binary;
                 (
                     timed.krate.as_str(),
-                    timed.binary.what.as_str(),
-                    timed.outcome.map(|outcome| outcome.seconds),
+                    binary.what.as_str(),
+                    binary.outcome.map(|outcome| outcome.passed),
+                    binary.crashed,
+                    (binary.seconds * 10.0).round() / 10.0,
                 )
             })
             .collect();
         assert_eq!(
             seen,
             [
-                ("relay", "unittests src/lib.rs", Some(0.42)),
-                ("relay", "tests/properties.rs", Some(12.5)),
-                ("gateway", "tests/properties.rs", Some(3.05)),
-                ("scenarios", "tests/corpus.rs", None),
-                ("scenarios", "tests/generated.rs", Some(95.1)),
+                ("relay", "unittests src/lib.rs", Some(30), false, 0.5),
+                ("relay", "tests/properties.rs", Some(4), false, 12.5),
+                ("gateway", "tests/properties.rs", Some(7), false, 3.2),
+                // A harness of its own: no result line, but a time.
+                ("gateway", "tests/no_alloc.rs", None, false, 2.0),
+                ("scenarios", "tests/corpus.rs", None, true, 0.5),
+                ("scenarios", "tests/generated.rs", Some(3), false, 95.2),
                 // The library's doc-tests go to the crate of its unit tests.
-                ("relay", "doc-tests", Some(1.0)),
+                ("relay", "doc-tests", Some(2), false, 1.0),
             ]
         );
     }
@@ -615,18 +671,19 @@ mod tests {
         let expected = "\
 test time per crate (summed over its test binaries)
   crate      binaries   tests  failed       time  share
-  scenarios         2       3       0     95.10s    85%
-  relay             3      36       0     13.92s    12%
-  gateway           1       8       1      3.05s     3%
+  scenarios         2       3       0     95.70s    83%
+  relay             3      36       0     14.00s    12%
+  gateway           2       8       1      5.20s     5%
 slowest test binaries
-     95.10s  scenarios  tests/generated.rs
-     12.50s  relay      tests/properties.rs
-      3.05s  gateway    tests/properties.rs
-      1.00s  relay      doc-tests
-      0.42s  relay      unittests src/lib.rs
-  no result  scenarios  tests/corpus.rs
-test time 112.1s in 6 binaries (46 passed, 1 failed, 1 ignored); wall time 200.0s with \
-compiling (87.9s not in a test)
+     95.20s  scenarios  tests/generated.rs  (3 passed)
+     12.50s  relay      tests/properties.rs  (4 passed)
+      3.20s  gateway    tests/properties.rs  (1 failed)
+      2.00s  gateway    tests/no_alloc.rs  (no result line)
+      1.00s  relay      doc-tests  (2 passed)
+      0.50s  relay      unittests src/lib.rs  (30 passed)
+      0.50s  scenarios  tests/corpus.rs  (died without a result)
+test time 114.9s in 7 binaries (46 passed, 1 failed, 1 ignored); wall time 200.0s with \
+compiling (85.1s not in a test)
 ";
         assert_eq!(table, expected, "\n{table}");
     }
