@@ -201,44 +201,33 @@ impl XdpBeside {
 }
 
 impl XdpBeside {
-    /// The reason counter the last run raised. Reading all 64 per-CPU slots costs 64 bpf()
-    /// calls, so this reads only the slots of reasons that return `verdict`, those this relay
-    /// has seen most first, and stops at the first that moved; [`Self::counters_agree`] then
-    /// checks at the end of the run that no other slot moved. A run that raised none of them
-    /// reads every slot to say what it counted.
+    /// The reason counter the last run raised: all slots are read in one batch lookup, and
+    /// exactly one of them, of a reason that returns `verdict`, must have moved, by one.
     fn counted_reason(&mut self, verdict: Verdict) -> Result<u32, String> {
-        let mut candidates: Vec<u32> = reason::ALL
-            .into_iter()
-            .filter(|&why| Verdict::from_action(reason::action(why)) == verdict)
-            .collect();
-        candidates.sort_by_key(|why| std::cmp::Reverse(self.reasons.get(why).copied()));
-        for why in candidates {
-            let now = self
-                .program()
-                .reason_counter(why)
-                .map_err(|error| error.to_string())?;
-            let before = &mut self.counters.0[why as usize];
-            match now.saturating_sub(*before) {
-                0 => continue,
-                1 => {
-                    *before = now;
-                    *self.reasons.entry(why).or_default() += 1;
-                    return Ok(why);
-                }
-                runs => {
+        let now = self.read_counters()?;
+        let moved = now.since(&self.counters);
+        self.counters = now;
+        let raised = moved.non_zero();
+        match raised.as_slice() {
+            [(_, 1)] => {
+                let why = (0..reason::COUNT)
+                    .find(|&why| moved.get(why) == 1)
+                    .expect("the one slot that moved");
+                if Verdict::from_action(reason::action(why)) != verdict {
                     return Err(format!(
-                        "one run counted {} {runs} times",
+                        "a run with verdict {} counted {}, a reason of another verdict",
+                        verdict.name(),
                         reason::name(why)
                     ));
                 }
+                *self.reasons.entry(why).or_default() += 1;
+                Ok(why)
             }
+            _ => Err(format!(
+                "a run with verdict {} counted {raised:?}, not exactly one reason once",
+                verdict.name()
+            )),
         }
-        let counted = self.read_counters()?.since(&self.counters);
-        Err(format!(
-            "a run with verdict {} counted {:?}, not exactly one reason of that verdict",
-            verdict.name(),
-            counted.non_zero()
-        ))
     }
 
     fn read_counters(&self) -> Result<ReasonCounters, String> {
@@ -247,8 +236,8 @@ impl XdpBeside {
             .map_err(|error| error.to_string())
     }
 
-    /// Whether every reason slot moved exactly as the runs' reasons say: no run raised a
-    /// second slot beside its own. Reads all of them, once per simulation.
+    /// Whether no reason slot moved since the last run was read: nothing but the attributed
+    /// runs raised a counter. Checked once per simulation, at its end.
     pub(crate) fn counters_agree(&self) -> Result<(), String> {
         let unattributed = self.read_counters()?.since(&self.counters);
         if unattributed.total() == 0 {
@@ -428,6 +417,15 @@ mod tests {
         assert!(
             error.contains("pass/not-relay-address"),
             "the message names the slot: {error}"
+        );
+
+        // The next attributed run sees two counts where one run made one.
+        let error = xdp
+            .run_frame(&elsewhere)
+            .expect_err("two counts for one run");
+        assert!(
+            error.contains("not exactly one reason once") && error.contains("2)"),
+            "the message says what moved: {error}"
         );
     }
 }

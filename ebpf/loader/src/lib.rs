@@ -14,6 +14,7 @@
 //! [`relay::Relay::channel_bindings`] ([`relay_table`]). [`bench`](mod@bench) times the rewriting paths
 //! against a floor program from the same object.
 
+mod batch;
 pub mod bench;
 mod bindings;
 
@@ -21,7 +22,7 @@ use std::{io::Write as _, time::Duration};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode},
 };
 pub use bindings::{BindingError, binding_from_relay, relay_table};
@@ -114,8 +115,8 @@ pub enum RunError {
     FrameTooShort { len: usize },
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[from] ProgramError),
-    #[error("reading the reason counters failed: {0}")]
-    Counters(#[from] MapError),
+    #[error("reading the reason counters in one batch failed: {0}")]
+    Counters(std::io::Error),
     #[error("the loaded object has no XDP program named `{0}`")]
     MissingProgram(&'static str),
 }
@@ -256,19 +257,15 @@ impl XdpRelay {
         })
     }
 
-    /// Runs per verdict reason since load, summed over CPUs, indexed by `reason::*`. One
-    /// lookup per slot; [`Self::reason_counter`] reads one.
+    /// Runs per verdict reason since load, summed over CPUs, indexed by `reason::*`: every
+    /// slot in one batch lookup.
     pub fn reason_counters(&self) -> Result<ReasonCounters, RunError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, error)| RunError::Counters(error))?;
+        let sums = batch::per_cpu_sums(self.counters.map(), reason::COUNT as usize, cpus)
+            .map_err(RunError::Counters)?;
         let mut counts = [0u64; reason::COUNT as usize];
-        for (index, count) in counts.iter_mut().enumerate() {
-            *count = self.reason_counter(index as u32)?;
-        }
+        counts.copy_from_slice(&sums);
         Ok(ReasonCounters(counts))
-    }
-
-    /// Runs of one verdict reason since load, summed over CPUs.
-    pub fn reason_counter(&self, reason: u32) -> Result<u64, RunError> {
-        Ok(self.counters.get(&reason, 0)?.iter().sum())
     }
 }
 
