@@ -17,6 +17,7 @@
 mod batch;
 pub mod bench;
 mod bindings;
+pub mod own_cost;
 
 use std::{io::Write as _, time::Duration};
 
@@ -119,6 +120,10 @@ pub enum RunError {
     Counters(std::io::Error),
     #[error("the loaded object has no XDP program named `{0}`")]
     MissingProgram(&'static str),
+    #[error("enabling the kernel's BPF run-time statistics failed: {0}")]
+    Stats(aya::sys::SyscallError),
+    #[error("reading a program's run-time statistics failed: {0}")]
+    StatsRead(ProgramError),
 }
 
 /// How to attach the program to an interface.

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use common::{hex, install, run_fixture};
 use proptest::prelude::*;
-use relay_xdp::{BindingError, ChannelBinding, Verdict, XdpRelay, bench, load_or_skip, reason};
+use relay_xdp::{
+    BindingError, ChannelBinding, Verdict, XdpRelay, bench, load_or_skip, own_cost, reason,
+};
 use xdp_fixtures::{Fixture, Setup, all_fixtures, edge_fixtures, frame, path_fixtures, world};
 
 #[test]
@@ -414,6 +416,35 @@ fn the_floor_program_and_bench_rows_work() {
     }
     let table = bench::render(&rows);
     assert!(table.contains("chan6-to-chan4"));
+}
+
+#[test]
+fn own_cost_charges_each_path_and_its_floor_their_own_runs() {
+    let Some(mut relay) = load_or_skip("own_cost_charges_each_path_and_its_floor_their_own_runs")
+    else {
+        return;
+    };
+    install(&mut relay, &world::setup());
+    let fixtures = path_fixtures();
+    // Four rounds, one per quarter: the machinery, not a measurement.
+    let rows = own_cost::measure_all(
+        &relay,
+        fixtures.iter().map(|f| (f.name, f.frame.as_slice())),
+        4 * bench::ROUND_PAIRS,
+    )
+    .expect("own cost");
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        // A rewrite parses, looks up a map and rewrites headers: it costs more than returning.
+        assert!(
+            row.floor_ns > 0.0 && row.program_ns > row.floor_ns,
+            "{row:?}"
+        );
+        assert!(row.own_ns > 0.0, "{row:?}");
+        assert!(row.parts_ns.iter().all(|part| *part > 0.0), "{row:?}");
+    }
+    let table = own_cost::render(&rows);
+    assert!(table.contains("udp6-to-chan6") && table.contains('%'));
 }
 
 /// Random payloads behind real headers, aimed at the relay: to 3478 (random ChannelData
