@@ -18,6 +18,12 @@
 //! - `fuzz`: cargo-fuzz (installed when missing) on every parser and both state machines.
 //!
 //! Arguments after the task name go to the underlying command.
+//!
+//! `explore`, `merge`, `replay`, `show` and `promote` run the `vpnsim` that `cargo xtask test`
+//! builds (the dev profile, whose simulation crates and dependencies are optimised), so the
+//! main job right after the suite compiles nothing; `--release` before the other arguments
+//! builds and runs the release one instead, a little faster per case, for long explorations.
+//! `real` and `bench` always run release builds.
 
 mod bench;
 mod fuzz;
@@ -40,7 +46,9 @@ tasks:
   explore    setup, then run the main job: generated scenarios checked against the model
              (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7,
              --seconds 60, --shard 2/4, --datapath xdp-first, --out DIR); writes
-             summary.json, coverage.html and failures/ into DIR (default target/vpnsim)
+             summary.json, coverage.html and failures/ into DIR (default target/vpnsim).
+             It runs the build `test` makes (the dev profile, optimised); `--release` first
+             builds and runs a release build, about a tenth faster per case, for long runs
   merge      setup, then merge the summaries of explorations (shards, each the directory it
              wrote with --out) into one summary.json and coverage.html: `vpnsim merge --out
              DIR SHARD_DIR...`; fails if any shard found a failure
@@ -118,11 +126,19 @@ fn run() -> Result<()> {
                 ],
                 &[],
             )?;
-            vpnsim("real", &rest)
+            vpnsim(Profile::Release, "real", &rest)
         }
-        Some(task @ ("explore" | "merge" | "replay" | "show" | "promote" | "bench")) => {
+        Some("bench") => {
             setup::ensure_ebpf_toolchain()?;
-            vpnsim(task, &rest)
+            vpnsim(Profile::Release, "bench", &rest)
+        }
+        Some(task @ ("explore" | "merge" | "replay" | "show" | "promote")) => {
+            setup::ensure_ebpf_toolchain()?;
+            let (profile, rest) = match rest.split_first() {
+                Some((first, rest)) if first == "--release" => (Profile::Release, rest),
+                _ => (Profile::Dev, rest.as_slice()),
+            };
+            vpnsim(profile, task, rest)
         }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
@@ -132,22 +148,25 @@ fn run() -> Result<()> {
     }
 }
 
-/// Runs a `vpnsim` subcommand from a release build (simulations run several times faster).
-fn vpnsim(subcommand: &str, rest: &[String]) -> Result<()> {
-    cargo(
-        &[
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            "scenarios",
-            "--bin",
-            "vpnsim",
-            "--",
-            subcommand,
-        ],
-        rest,
-    )
+/// Which build of `vpnsim` a task runs.
+#[derive(Clone, Copy)]
+enum Profile {
+    /// The one `cargo test` builds: debug assertions on, the simulation crates and every
+    /// dependency optimised (`[profile.dev.package]` in the workspace manifest).
+    Dev,
+    Release,
+}
+
+/// Runs a `vpnsim` subcommand from the given build.
+fn vpnsim(profile: Profile, subcommand: &str, rest: &[String]) -> Result<()> {
+    let profile_args: &[&str] = match profile {
+        Profile::Dev => &[],
+        Profile::Release => &["--release"],
+    };
+    let mut args = vec!["run", "--quiet"];
+    args.extend_from_slice(profile_args);
+    args.extend_from_slice(&["--package", "scenarios", "--bin", "vpnsim", "--", subcommand]);
+    cargo(&args, rest)
 }
 
 /// Runs cargo with `args` then `extra`, failing if cargo fails.
