@@ -15,6 +15,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use proto::flow::{ClientId, MAX_OUTER_CONTEXTS, Protocol, ResourceId};
 
+use crate::chunked_slots::ChunkedSlots;
 use crate::packet::{IpPacket, Transport};
 use crate::tcp_tracker::{Direction, TcpTracker, TcpVerdict};
 
@@ -78,7 +79,7 @@ pub(crate) struct DnsFlow {
     pub(crate) domain: Arc<str>,
 }
 
-/// One open flow. Kept small: see the memory benchmark.
+/// One open flow. Kept small: see the memory benchmark, and the size test below.
 #[derive(Debug)]
 pub(crate) struct Flow {
     pub(crate) client: ClientId,
@@ -100,8 +101,22 @@ pub(crate) struct Flow {
     generation: u32,
     /// First outer context (an index into the gateway's outer-context interner).
     outer_first: u32,
-    /// Further distinct outer contexts, first-seen order, at most `MAX_OUTER_CONTEXTS - 1`.
-    outer_more: Option<Box<[u32]>>,
+    /// Further distinct outer contexts, first-seen order (rare: a path change or roaming).
+    /// Boxed behind a thin pointer, so that a flow with one context pays 8 bytes for them.
+    outer_more: Option<Box<MoreOuters>>,
+}
+
+/// The outer contexts of a flow after its first, at most `MAX_OUTER_CONTEXTS - 1`.
+#[derive(Debug)]
+struct MoreOuters {
+    len: u8,
+    items: [u32; MAX_OUTER_CONTEXTS - 1],
+}
+
+impl MoreOuters {
+    fn as_slice(&self) -> &[u32] {
+        &self.items[..usize::from(self.len)]
+    }
 }
 
 impl Flow {
@@ -200,27 +215,34 @@ impl Flow {
 
     #[cold]
     fn add_further_outer(&mut self, outer: u32) {
-        let more = self.outer_more.as_deref().unwrap_or(&[]);
-        if more.contains(&outer) || more.len() + 1 >= MAX_OUTER_CONTEXTS {
+        let more = self.outer_more.get_or_insert_with(|| {
+            Box::new(MoreOuters {
+                len: 0,
+                items: [0; MAX_OUTER_CONTEXTS - 1],
+            })
+        });
+        let len = usize::from(more.len);
+        if more.as_slice().contains(&outer) || len + 1 >= MAX_OUTER_CONTEXTS {
             return;
         }
-        let mut v = Vec::with_capacity(more.len() + 1);
-        v.extend_from_slice(more);
-        v.push(outer);
-        self.outer_more = Some(v.into_boxed_slice());
+        more.items[len] = outer;
+        more.len += 1;
     }
 
     /// The outer contexts (interned indexes), first-seen order.
     pub(crate) fn outers(&self) -> impl Iterator<Item = u32> + '_ {
-        std::iter::once(self.outer_first)
-            .chain(self.outer_more.iter().flat_map(|m| m.iter().copied()))
+        std::iter::once(self.outer_first).chain(
+            self.outer_more
+                .iter()
+                .flat_map(|more| more.as_slice().iter().copied()),
+        )
     }
 }
 
 /// The open flows.
 #[derive(Debug)]
 pub(crate) struct FlowTable {
-    slots: Vec<Option<Flow>>,
+    slots: ChunkedSlots<Flow>,
     free: Vec<u32>,
     by_client_side: HashTable<u32>,
     by_resource_side: HashTable<u32>,
@@ -236,7 +258,7 @@ pub(crate) struct FlowTable {
 impl FlowTable {
     pub(crate) fn new(hash_seed: u64, idle_timeout: Nanos) -> Self {
         Self {
-            slots: Vec::new(),
+            slots: ChunkedSlots::default(),
             free: Vec::new(),
             by_client_side: HashTable::new(),
             by_resource_side: HashTable::new(),
@@ -253,7 +275,7 @@ impl FlowTable {
     }
 
     fn slot(&self, idx: u32) -> Option<&Flow> {
-        self.slots.get(idx as usize).and_then(Option::as_ref)
+        self.slots.get(idx as usize)
     }
 
     /// The open flow whose client-side key is `key`.
@@ -261,8 +283,8 @@ impl FlowTable {
         let slots = &self.slots;
         self.by_client_side
             .find(self.hash(key), |&i| {
-                slots[i as usize]
-                    .as_ref()
+                slots
+                    .get(i as usize)
                     .is_some_and(|f| f.client_side_key() == *key)
             })
             .copied()
@@ -273,8 +295,8 @@ impl FlowTable {
         let slots = &self.slots;
         self.by_resource_side
             .find(self.hash(key), |&i| {
-                slots[i as usize]
-                    .as_ref()
+                slots
+                    .get(i as usize)
                     .is_some_and(|f| f.resource_side_key() == *key)
             })
             .copied()
@@ -291,27 +313,30 @@ impl FlowTable {
         *self.per_client.entry(flow.client).or_default() += 1;
         let idx = match self.free.pop() {
             Some(idx) => {
-                self.slots[idx as usize] = Some(flow);
+                *self.slots.slot_mut(idx as usize).expect("a freed slot") = Some(flow);
                 idx
             }
-            None => {
-                self.slots.push(Some(flow));
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.push(flow) as u32,
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
         let rehash = |key: FlowKey| hasher.hash_one(key);
         self.by_client_side.insert_unique(client_hash, idx, |&i| {
-            slots[i as usize]
-                .as_ref()
+            slots
+                .get(i as usize)
                 .map_or(0, |f| rehash(f.client_side_key()))
         });
         self.by_resource_side
             .insert_unique(resource_hash, idx, |&i| {
-                slots[i as usize]
-                    .as_ref()
+                slots
+                    .get(i as usize)
                     .map_or(0, |f| rehash(f.resource_side_key()))
             });
+        // Grown by an eighth rather than doubled: the heap holds an entry per flow, and
+        // doubling left up to as much room again standing empty.
+        if self.deadlines.len() == self.deadlines.capacity() {
+            self.deadlines
+                .reserve_exact((self.deadlines.len() / 8).max(1024));
+        }
         self.deadlines.push(Reverse((deadline, idx, generation)));
         idx
     }
@@ -321,12 +346,12 @@ impl FlowTable {
     }
 
     pub(crate) fn get_mut(&mut self, idx: u32) -> Option<&mut Flow> {
-        self.slots.get_mut(idx as usize).and_then(Option::as_mut)
+        self.slots.get_mut(idx as usize)
     }
 
     /// Removes a flow from the table and its indexes.
     pub(crate) fn remove(&mut self, idx: u32) -> Option<Flow> {
-        let flow = self.slots.get_mut(idx as usize)?.take()?;
+        let flow = self.slots.slot_mut(idx as usize)?.take()?;
         if let Some(open) = self.per_client.get_mut(&flow.client) {
             *open -= 1;
             if *open == 0 {
@@ -379,7 +404,7 @@ impl FlowTable {
     /// Slots of all open flows, ascending.
     pub(crate) fn open_slots(&self) -> Vec<u32> {
         (0..self.slots.len() as u32)
-            .filter(|&i| self.slots[i as usize].is_some())
+            .filter(|&i| self.slots.is_occupied(i as usize))
             .collect()
     }
 
@@ -395,10 +420,11 @@ impl FlowTable {
 
     /// Renumbers every flow's outer contexts with `map` (the interner was compacted).
     pub(crate) fn remap_outers(&mut self, map: impl Fn(u32) -> u32) {
-        for flow in self.slots.iter_mut().flatten() {
+        for flow in self.slots.values_mut() {
             flow.outer_first = map(flow.outer_first);
             if let Some(more) = flow.outer_more.as_mut() {
-                for outer in more.iter_mut() {
+                let len = usize::from(more.len);
+                for outer in &mut more.items[..len] {
                     *outer = map(*outer);
                 }
             }
@@ -407,5 +433,19 @@ impl FlowTable {
 
     pub(crate) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open flow costs this much in the slab, besides its index and deadline entries;
+    /// a field added here shows up in the memory benchmark.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_flow_fits_in_128_bytes() {
+        assert_eq!(size_of::<Flow>(), 128);
+        assert_eq!(size_of::<Option<Flow>>(), 128);
     }
 }

@@ -69,6 +69,7 @@
 //! everything iterated is a `BTreeMap`, a queue or sorted.
 
 mod checksum;
+mod chunked_slots;
 mod cidr;
 mod config;
 mod control;

@@ -29,7 +29,11 @@ pub(crate) enum TcpVerdict {
 
 /// FIN/ACK state of one TCP flow. `*_fin_ack` is the acknowledgement number that covers that
 /// side's first FIN (its sequence number + 1).
+///
+/// Packed: 9 bytes instead of 12, which lets a flow fit in 128 bytes (the memory benchmark).
+/// Its fields are only ever copied, never borrowed, as packed fields must be.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, packed)]
 pub(crate) struct TcpTracker {
     state: u8,
     client_fin_ack: u32,
@@ -54,17 +58,15 @@ impl TcpTracker {
         if flags & TCP_RST != 0 {
             return TcpVerdict::ClosedByRst;
         }
-        let (my_fin, my_fin_ack, their_fin, their_acked, their_fin_ack) = match dir {
+        let (my_fin, their_fin, their_acked, their_fin_ack) = match dir {
             Direction::ToResource => (
                 FIN_FROM_CLIENT,
-                &mut self.client_fin_ack,
                 FIN_FROM_RESOURCE,
                 RESOURCE_FIN_ACKED,
                 self.resource_fin_ack,
             ),
             Direction::ToClient => (
                 FIN_FROM_RESOURCE,
-                &mut self.resource_fin_ack,
                 FIN_FROM_CLIENT,
                 CLIENT_FIN_ACKED,
                 self.client_fin_ack,
@@ -72,10 +74,14 @@ impl TcpTracker {
         };
         if flags & TCP_FIN != 0 && self.state & my_fin == 0 {
             let syn = u32::from(flags & TCP_SYN != 0);
-            *my_fin_ack = seq
+            let fin_ack = seq
                 .wrapping_add(payload_len as u32)
                 .wrapping_add(syn)
                 .wrapping_add(1);
+            match dir {
+                Direction::ToResource => self.client_fin_ack = fin_ack,
+                Direction::ToClient => self.resource_fin_ack = fin_ack,
+            }
             self.state |= my_fin;
         }
         if flags & TCP_ACK != 0

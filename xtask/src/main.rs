@@ -165,7 +165,14 @@ fn vpnsim(profile: Profile, subcommand: &str, rest: &[String]) -> Result<()> {
     };
     let mut args = vec!["run", "--quiet"];
     args.extend_from_slice(profile_args);
-    args.extend_from_slice(&["--package", "scenarios", "--bin", "vpnsim", "--", subcommand]);
+    args.extend_from_slice(&[
+        "--package",
+        "scenarios",
+        "--bin",
+        "vpnsim",
+        "--",
+        subcommand,
+    ]);
     cargo(&args, rest)
 }
 
