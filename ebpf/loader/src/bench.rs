@@ -94,27 +94,10 @@ pub fn measure_all<'a>(
     calls: usize,
 ) -> Result<Vec<BenchRow>, RunError> {
     let frames: Vec<(&str, &[u8])> = frames.into_iter().collect();
-    if let Some((_, short)) = frames.iter().find(|(_, frame)| frame.len() < MIN_FRAME_LEN) {
-        return Err(RunError::FrameTooShort { len: short.len() });
-    }
     let calls = calls.max(1);
-    let program = relay.xdp(PROGRAM_NAME)?;
-    let floor = relay.xdp(FLOOR_PROGRAM_NAME)?;
-    let longest = frames
-        .iter()
-        .map(|(_, frame)| frame.len())
-        .max()
-        .unwrap_or(0);
-    let mut out = vec![0u8; longest + HEADROOM];
-    let mut once = |xdp: &Xdp, frame: &[u8]| -> Result<(u32, u64), RunError> {
-        let result = xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..TestRunOptions::new()
-        })?;
-        Ok((result.return_value, duration_ns(result.duration)))
-    };
+    let mut caller = Caller::new(relay, &frames)?;
+    let (program, floor) = (caller.program, caller.floor);
+    let mut once = |xdp: &Xdp, frame: &[u8]| caller.call(xdp, frame);
 
     let mut paths: Vec<PathSamples> = Vec::with_capacity(frames.len());
     for (_, frame) in &frames {
@@ -190,6 +173,40 @@ pub fn measure_all<'a>(
             }
         })
         .collect())
+}
+
+/// The relay program and the floor, with an output buffer for the longest frame: one
+/// `BPF_PROG_TEST_RUN` call at a time, `repeat = 1`.
+pub(crate) struct Caller<'r> {
+    pub(crate) program: &'r Xdp,
+    pub(crate) floor: &'r Xdp,
+    out: Vec<u8>,
+}
+
+impl<'r> Caller<'r> {
+    /// Fails on a frame the kernel would refuse.
+    pub(crate) fn new(relay: &'r XdpRelay, frames: &[(&str, &[u8])]) -> Result<Self, RunError> {
+        if let Some((_, short)) = frames.iter().find(|(_, frame)| frame.len() < MIN_FRAME_LEN) {
+            return Err(RunError::FrameTooShort { len: short.len() });
+        }
+        let longest = frames.iter().map(|(_, frame)| frame.len()).max();
+        Ok(Self {
+            program: relay.xdp(PROGRAM_NAME)?,
+            floor: relay.xdp(FLOOR_PROGRAM_NAME)?,
+            out: vec![0u8; longest.unwrap_or(0) + HEADROOM],
+        })
+    }
+
+    /// Runs `xdp` once on `frame`: its return value and the kernel's ns for the call.
+    pub(crate) fn call(&mut self, xdp: &Xdp, frame: &[u8]) -> Result<(u32, u64), RunError> {
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut self.out),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })?;
+        Ok((result.return_value, duration_ns(result.duration)))
+    }
 }
 
 /// Times one frame through the relay program and through the floor, `calls` times each.

@@ -20,12 +20,14 @@
 //! `BPF_ENABLE_STATS` is closed at the end): enabled, they slow every BPF program on the host.
 
 use aya::{
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::Xdp,
     sys::{Stats, enable_stats},
 };
-use relay_xdp_common::{FLOOR_PROGRAM_NAME, PROGRAM_NAME};
 
-use crate::{HEADROOM, MIN_FRAME_LEN, RunError, XdpRelay, bench::ROUND_PAIRS};
+use crate::{
+    RunError, XdpRelay,
+    bench::{Caller, ROUND_PAIRS},
+};
 
 /// Quarters of the run whose own costs are compared with the whole run's.
 const PARTS: usize = 4;
@@ -93,22 +95,9 @@ pub fn measure_all<'a>(
     calls: usize,
 ) -> Result<Vec<OwnCost>, RunError> {
     let frames: Vec<(&str, &[u8])> = frames.into_iter().collect();
-    if let Some((_, short)) = frames.iter().find(|(_, frame)| frame.len() < MIN_FRAME_LEN) {
-        return Err(RunError::FrameTooShort { len: short.len() });
-    }
-    let program = relay.xdp(PROGRAM_NAME)?;
-    let floor = relay.xdp(FLOOR_PROGRAM_NAME)?;
-    let longest = frames.iter().map(|(_, f)| f.len()).max().unwrap_or(0);
-    let mut out = vec![0u8; longest + HEADROOM];
-    let mut once = |xdp: &Xdp, frame: &[u8]| -> Result<(), RunError> {
-        xdp.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..TestRunOptions::new()
-        })?;
-        Ok(())
-    };
+    let mut caller = Caller::new(relay, &frames)?;
+    let (program, floor) = (caller.program, caller.floor);
+    let mut once = |xdp: &Xdp, frame: &[u8]| caller.call(xdp, frame).map(|_| ());
     let _stats_on = enable_stats(Stats::RunTime).map_err(RunError::Stats)?;
 
     // A round that is not counted: caches and branch predictors warm up.
