@@ -22,7 +22,7 @@
 //! `explore`, `merge`, `replay`, `show` and `promote` run the `vpnsim` that `cargo xtask test`
 //! builds (the dev profile, whose simulation crates and dependencies are optimised), so the
 //! main job right after the suite compiles nothing; `--release` before the other arguments
-//! builds and runs the release one instead, a little faster per case, for long explorations.
+//! builds and runs the release one instead, about a quarter faster per case, for long explorations.
 //! `real` and `bench` always run release builds.
 
 mod bench;
@@ -48,7 +48,7 @@ tasks:
              --seconds 60, --shard 2/4, --datapath xdp-first, --out DIR); writes
              summary.json, coverage.html and failures/ into DIR (default target/vpnsim).
              It runs the build `test` makes (the dev profile, optimised); `--release` first
-             builds and runs a release build, about a tenth faster per case, for long runs
+             builds and runs a release build, about a quarter faster per case, for long runs
   merge      setup, then merge the summaries of explorations (shards, each the directory it
              wrote with --out) into one summary.json and coverage.html: `vpnsim merge --out
              DIR SHARD_DIR...`; fails if any shard found a failure
