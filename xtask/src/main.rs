@@ -95,12 +95,20 @@ fn run() -> Result<()> {
     match task.as_deref() {
         Some("setup") => setup::ensure_ebpf_toolchain(),
         Some("test") => {
+            let started = std::time::Instant::now();
+            // The XDP program is compiled with bpf-linker, so that comes first; the packages
+            // the tests drive download and unpack while the suite compiles.
             setup::ensure_ebpf_toolchain()?;
-            setup::ensure_net_tools()?;
-            setup::ensure_browser()?;
-            setup::ensure_workflow_lint()?;
+            let installs = setup::in_background(|| {
+                setup::ensure_net_tools()?;
+                setup::ensure_browser()?;
+                setup::ensure_workflow_lint()
+            })?;
+            let built = test_report::build_tests(&rest);
+            installs.finish()?;
+            built?;
             setup::report_bpf_availability();
-            test_report::cargo_test(&rest)
+            test_report::cargo_test(&rest, started)
         }
         Some("mutants") => {
             setup::ensure_ebpf_toolchain()?;

@@ -34,13 +34,74 @@ fn output(program: &str, args: &[&str]) -> Result<String> {
 
 /// Runs `command`, failing unless it exits with success.
 pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let log = BACKGROUND_LOG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .as_ref()
+        .map(|(file, path)| Ok::<_, std::io::Error>((file.try_clone()?, path.clone())))
+        .transpose()
+        .context("cannot share the set-up log")?;
+    if let Some((file, _)) = &log {
+        command
+            .stdout(file.try_clone().context("cannot share the set-up log")?)
+            .stderr(file.try_clone().context("cannot share the set-up log")?);
+    }
     let status = command
         .status()
         .with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
-        bail!("{command:?} failed ({status})");
+        match log {
+            Some((_, path)) => bail!(
+                "{command:?} failed ({status}); its output is in {}",
+                crate::shown::shown(&path).display()
+            ),
+            None => bail!("{command:?} failed ({status})"),
+        }
     }
     Ok(())
+}
+
+/// While set, what [`run`] starts writes its output to this file instead of the terminal: the
+/// set-up that runs beside the suite's compilation (see [`in_background`]).
+static BACKGROUND_LOG: std::sync::Mutex<Option<(std::fs::File, PathBuf)>> =
+    std::sync::Mutex::new(None);
+
+/// Set-up running on a thread of its own, its commands' output in a log file.
+pub struct Background {
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+/// Runs `work` on a thread of its own with the output of the commands it runs going to
+/// `target/tools/setup.log`: package installs are downloads and unpacking, which can go on
+/// while cargo compiles. [`Background::finish`] waits for it.
+pub fn in_background(work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<Background> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    let path = root.join("target/tools/setup.log");
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))
+        .context("cannot make target/tools")?;
+    let file = std::fs::File::create(&path).context("cannot write the set-up log")?;
+    *BACKGROUND_LOG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((file, path));
+    Ok(Background {
+        thread: std::thread::spawn(work),
+    })
+}
+
+impl Background {
+    /// Waits for the set-up to end; its error, if it failed.
+    pub fn finish(self) -> Result<()> {
+        let outcome = self
+            .thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the set-up thread panicked")));
+        *BACKGROUND_LOG
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        outcome
+    }
 }
 
 fn sysroot() -> Result<PathBuf> {

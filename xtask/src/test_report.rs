@@ -2,8 +2,8 @@
 //! the terminal as it comes, and reads it on the way: each test binary's `Running ...
 //! (target/debug/deps/NAME-HASH)` or `Doc-tests NAME` line (cargo's) and the `test result:`
 //! line that follows it (the binary's). At the end it prints the time per crate (summed over
-//! the crate's binaries), the slowest binaries, the test time and the wall time with compiling,
-//! so a slow test is seen.
+//! the crate's binaries), the slowest binaries, the test time and the wall time with set-up
+//! and compiling, so a slow test is seen.
 //!
 //! cargo's stdout and stderr go into one pipe, so the lines arrive in the order they were
 //! written: a result line belongs to the binary announced last. A binary's time is the wall
@@ -29,14 +29,38 @@ use anyhow::{Context, Result};
 /// How many of the slowest binaries the table lists.
 const SLOWEST: usize = 10;
 
-/// Runs `cargo test --workspace` with `extra`, then prints the timing table. Exits with cargo's
-/// exit status when cargo failed.
-pub fn cargo_test(extra: &[String]) -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+fn workspace_root() -> Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?
-        .to_path_buf();
-    let (status, transcript, wall) = run_teed(&root, extra)?;
+        .to_path_buf())
+}
+
+/// Compiles every test binary (`cargo test --workspace --no-run` with `extra` up to a `--`),
+/// its output passed through. Exits with cargo's exit status when the build failed.
+pub fn build_tests(extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let cargo_args = extra.split(|arg| arg == "--").next().unwrap_or_default();
+    let status = Command::new(&cargo)
+        .args(["test", "--workspace", "--no-run"])
+        .args(cargo_args)
+        .current_dir(workspace_root()?)
+        .status()
+        .with_context(|| format!("cannot start {cargo}"))?;
+    if !status.success() {
+        eprintln!("xtask: `cargo test --workspace --no-run` failed ({status})");
+        std::process::exit(exit_code(status));
+    }
+    Ok(())
+}
+
+/// Runs `cargo test --workspace` with `extra`, then prints the timing table, its wall time
+/// counted from `started` (the set-up and the build before included). Exits with cargo's exit
+/// status when cargo failed.
+pub fn cargo_test(extra: &[String], started: Instant) -> Result<()> {
+    let root = workspace_root()?;
+    let (status, transcript, _) = run_teed(&root, extra)?;
+    let wall = started.elapsed();
     let report = transcript.report(|binary| crate_of(&root, binary));
     if !report.binaries.is_empty() {
         print!("\n{}", report.table(wall));
@@ -485,7 +509,7 @@ impl Report {
         let _ = writeln!(
             out,
             "test time {:.1}s in {} binaries ({} passed, {} failed, {} ignored); wall time {:.1}s \
-             with compiling ({:.1}s not in a test)",
+             with set-up and compiling ({:.1}s not in a test)",
             total.seconds,
             self.binaries.len(),
             total.passed,
@@ -683,7 +707,7 @@ slowest test binaries
       0.50s  relay      unittests src/lib.rs  (30 passed)
       0.50s  scenarios  tests/corpus.rs  (died without a result)
 test time 114.9s in 7 binaries (46 passed, 1 failed, 1 ignored); wall time 200.0s with \
-compiling (85.1s not in a test)
+set-up and compiling (85.1s not in a test)
 ";
         assert_eq!(table, expected, "\n{table}");
     }
