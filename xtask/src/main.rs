@@ -21,9 +21,9 @@
 //!
 //! `explore`, `merge`, `replay`, `show` and `promote` run the `vpnsim` that `cargo xtask test`
 //! builds (the dev profile, whose simulation crates and dependencies are optimised), so the
-//! main job right after the suite compiles nothing; `--release` before the other arguments
-//! builds and runs the release one instead, about a quarter faster per case, for long explorations.
-//! `real` and `bench` always run release builds.
+//! main job right after the suite compiles little (a few crates, once); `--release` before the
+//! other arguments builds and runs a release build instead, about a quarter faster per case,
+//! for long explorations. `real` and `bench` always run release builds.
 
 mod bench;
 mod fuzz;
@@ -167,21 +167,62 @@ enum Profile {
 
 /// Runs a `vpnsim` subcommand from the given build.
 fn vpnsim(profile: Profile, subcommand: &str, rest: &[String]) -> Result<()> {
-    let profile_args: &[&str] = match profile {
-        Profile::Dev => &[],
-        Profile::Release => &["--release"],
-    };
-    let mut args = vec!["run", "--quiet"];
-    args.extend_from_slice(profile_args);
-    args.extend_from_slice(&[
-        "--package",
-        "scenarios",
-        "--bin",
-        "vpnsim",
-        "--",
-        subcommand,
-    ]);
-    cargo(&args, rest)
+    match profile {
+        Profile::Release => cargo(
+            &[
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "scenarios",
+                "--bin",
+                "vpnsim",
+                "--",
+                subcommand,
+            ],
+            rest,
+        ),
+        Profile::Dev => {
+            // `cargo run -p scenarios` would resolve dependency features for `scenarios` alone
+            // and rebuild a dozen crates (serde and what depends on it, among others) that the
+            // suite built with the whole workspace's features, dev-dependencies included.
+            // Building the suite's CLI test, which runs `vpnsim`, resolves them as the suite
+            // does for nearly every crate (four workspace crates still compile again, once),
+            // and builds only what `vpnsim` needs on a machine that has not run the suite.
+            cargo(
+                &[
+                    "test",
+                    "--quiet",
+                    "--workspace",
+                    "--no-run",
+                    "--test",
+                    "cli",
+                ],
+                &[],
+            )?;
+            let binary = target_dir()?.join("debug/vpnsim");
+            let status = Command::new(&binary)
+                .arg(subcommand)
+                .args(rest)
+                .status()
+                .with_context(|| format!("cannot start {}", shown::shown(&binary).display()))?;
+            if !status.success() {
+                bail!("`vpnsim {subcommand}` failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, or `target/` in the workspace.
+fn target_dir() -> Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(dir.into());
+    }
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?
+        .join("target"))
 }
 
 /// Runs cargo with `args` then `extra`, failing if cargo fails.
