@@ -25,7 +25,6 @@
 //! other arguments builds and runs a release build instead, about a quarter faster per case,
 //! for long explorations. `real` and `bench` always run release builds.
 
-mod bench;
 mod fuzz;
 mod mutants;
 mod setup;
@@ -116,7 +115,27 @@ fn run() -> Result<()> {
         }
         Some("fuzz") => fuzz::run(&rest),
         Some("bench") if rest.first().is_some_and(|first| first == "relay") => {
-            bench::relay(&rest[1..])
+            // The bench itself is the `relay-bench` crate, so that xtask, compiled before
+            // anything else on a fresh machine, stays small.
+            setup::ensure_net_tools()?;
+            setup::ensure_ebpf_toolchain()?;
+            let started = std::time::SystemTime::now();
+            cargo(
+                &["run", "--quiet", "--package", "relay-bench", "--"],
+                &rest[1..],
+            )?;
+            let table = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("xtask has no parent directory")?
+                .join("target/bench/relay.md");
+            // Not after `--help`, which writes nothing.
+            let written = std::fs::metadata(&table)
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| modified >= started);
+            if written {
+                println!("written to {}", shown::shown(&table).display());
+            }
+            Ok(())
         }
         Some("real") => {
             setup::ensure_ebpf_toolchain()?;

@@ -1,4 +1,5 @@
-//! `cargo xtask bench relay`: relay throughput on real sockets in network namespaces, for
+//! `relay-bench`, which `cargo xtask bench relay` runs (after installing what it needs): relay
+//! throughput on real sockets in network namespaces, for
 //! relay-server in userspace, relay-server with its XDP program, and coturn, on the same load,
 //! beside a reference run without a relay.
 //!
@@ -150,10 +151,21 @@ struct Options {
     xdp_mode: XdpAttach,
 }
 
-/// `cargo xtask bench relay [options]`.
-pub fn relay(args: &[String]) -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match relay() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("relay-bench: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask bench relay [options]`: xtask has installed iproute2, ethtool, tcpdump and
+/// coturn, and the eBPF toolchain, before it runs this.
+fn relay() -> Result<()> {
     let options = Options::parse_from(
-        std::iter::once("cargo xtask bench relay".to_owned()).chain(args.iter().cloned()),
+        std::iter::once("cargo xtask bench relay".to_owned()).chain(std::env::args().skip(1)),
     );
     let mut modes = Vec::new();
     for mode in &options.modes {
@@ -169,12 +181,10 @@ pub fn relay(args: &[String]) -> Result<()> {
     }
     process::catch_interrupts()?;
     let workspace = workspace_root()?;
-    super::setup::ensure_net_tools()?;
     let relay_server = if modes
         .iter()
         .any(|mode| matches!(mode, Mode::Userspace | Mode::Xdp))
     {
-        super::setup::ensure_ebpf_toolchain()?;
         Some(servers::build_relay_server(&workspace)?)
     } else {
         None
@@ -205,7 +215,7 @@ pub fn relay(args: &[String]) -> Result<()> {
         for &mode in &modes {
             process::check_interrupt()?;
             eprintln!(
-                "xtask bench: run {}/{total}: {} ({} s idle, then {} s of load)",
+                "relay-bench: run {}/{total}: {} ({} s idle, then {} s of load)",
                 results.len() + 1,
                 mode.name(),
                 options.duration_s,
@@ -215,7 +225,7 @@ pub fn relay(args: &[String]) -> Result<()> {
                 .run(mode, repetition)
                 .with_context(|| format!("run {repetition} of {}", mode.name()))?;
             eprintln!(
-                "xtask bench:   offered {}, delivered {}, {:.0} pps, {} µs relay CPU and {:.2} µs \
+                "relay-bench:   offered {}, delivered {}, {:.0} pps, {} µs relay CPU and {:.2} µs \
                  CPU of the whole run per packet",
                 result.offered.datagrams,
                 result.delivered(),
@@ -248,7 +258,7 @@ pub fn relay(args: &[String]) -> Result<()> {
          target/bench/relay-runs/.\n"
     );
     std::fs::write(&path, document).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("written to {}", crate::shown::shown(&path).display());
+    // xtask says where the table went, relative to where the user ran it.
     Ok(())
 }
 
@@ -390,7 +400,7 @@ impl Bench<'_> {
                 }
                 Err(why) => why,
             };
-            eprintln!("xtask bench: native XDP {settled}; attaching in generic mode instead");
+            eprintln!("relay-bench: native XDP {settled}; attaching in generic mode instead");
             *self.xdp_note.borrow_mut() = Some(format!(
                 "`--xdp-mode auto` tried native XDP first: {settled}, so the program runs in \
                  generic mode"
@@ -498,7 +508,7 @@ fn workspace_root() -> Result<PathBuf> {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
+        .context("relay-bench has no parent directory")
 }
 
 /// E.g. `2 cores (Intel Xeon ...), Linux 6.18.44`.

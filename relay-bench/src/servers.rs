@@ -130,7 +130,7 @@ userdb={run_dir}/turndb
 /// relay-server from a release build: builds it (the XDP program with it) and returns the
 /// binary's path.
 pub fn build_relay_server(workspace: &Path) -> Result<PathBuf> {
-    eprintln!("xtask bench: cargo build --release -p relay-server");
+    eprintln!("relay-bench: cargo build --release -p relay-server");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     process::status_within(
         Command::new(cargo).current_dir(workspace).args([
@@ -156,7 +156,7 @@ pub fn ensure_coturn() -> Result<PathBuf> {
     if let Some(found) = find_turnserver() {
         return Ok(found);
     }
-    eprintln!("xtask bench: installing coturn (turnserver) with apt-get");
+    eprintln!("relay-bench: installing coturn (turnserver) with apt-get");
     process::status_within(
         Command::new("apt-get").args(["update", "-q"]),
         INSTALL_LIMIT,

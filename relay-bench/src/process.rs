@@ -59,7 +59,7 @@ pub fn catch_interrupts() -> Result<()> {
                         _ = terminate.recv() => {}
                     }
                     if !INTERRUPTED.swap(true, Ordering::SeqCst) {
-                        eprintln!("xtask bench: interrupted; stopping the servers and removing the namespaces");
+                        eprintln!("relay-bench: interrupted; stopping the servers and removing the namespaces");
                     }
                 }
             });
@@ -228,7 +228,7 @@ impl Drop for ServerProcess {
             }
             thread::sleep(POLL);
         }
-        eprintln!("xtask bench: {} ignored SIGTERM; killing it", self.name);
+        eprintln!("relay-bench: {} ignored SIGTERM; killing it", self.name);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
