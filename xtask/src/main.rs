@@ -21,9 +21,9 @@
 //!
 //! `explore`, `merge`, `replay`, `show` and `promote` run the `vpnsim` that `cargo xtask test`
 //! builds (the dev profile, whose simulation crates and dependencies are optimised), so the
-//! main job right after the suite compiles little (a few crates, once); `--release` before the
-//! other arguments builds and runs a release build instead, about a quarter faster per case,
-//! for long explorations. `real` and `bench` always run release builds.
+//! main job right after the suite compiles nothing; `--release` before the other arguments
+//! builds and runs a release build instead, about a quarter faster per case, for long
+//! explorations. `real` and `bench` always run release builds.
 
 mod fuzz;
 mod mutants;
@@ -106,6 +106,7 @@ fn run() -> Result<()> {
             let built = test_report::build_tests(&rest);
             installs.finish()?;
             built?;
+            test_report::mark_suite_built(&target_dir()?)?;
             setup::report_bpf_availability();
             test_report::cargo_test(&rest, started)
         }
@@ -204,21 +205,15 @@ fn vpnsim(profile: Profile, subcommand: &str, rest: &[String]) -> Result<()> {
         Profile::Dev => {
             // `cargo run -p scenarios` would resolve dependency features for `scenarios` alone
             // and rebuild a dozen crates (serde and what depends on it, among others) that the
-            // suite built with the whole workspace's features, dev-dependencies included.
-            // Building the suite's CLI test, which runs `vpnsim`, resolves them as the suite
-            // does for nearly every crate (four workspace crates still compile again, once),
-            // and builds only what `vpnsim` needs on a machine that has not run the suite.
-            cargo(
-                &[
-                    "test",
-                    "--quiet",
-                    "--workspace",
-                    "--no-run",
-                    "--test",
-                    "cli",
-                ],
-                &[],
-            )?;
+            // suite built with the whole workspace's features, dev-dependencies included. Where
+            // the suite has been built, building it again is what reuses its `vpnsim` for
+            // sure (right after the suite, nothing to do); elsewhere, building only the suite's
+            // CLI test, which runs `vpnsim`, builds what `vpnsim` needs and little else.
+            let mut build = vec!["test", "--quiet", "--workspace", "--no-run"];
+            if !test_report::suite_built(&target_dir()?) {
+                build.extend_from_slice(&["--test", "cli"]);
+            }
+            cargo(&build, &[])?;
             let binary = target_dir()?.join("debug/vpnsim");
             let status = Command::new(&binary)
                 .arg(subcommand)

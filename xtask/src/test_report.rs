@@ -54,6 +54,24 @@ pub fn build_tests(extra: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Marks `target` as holding the whole suite's build: from then on `cargo xtask explore` (and
+/// the other `vpnsim` tasks) build through the suite's own command, which reuses its `vpnsim`.
+pub fn mark_suite_built(target: &Path) -> Result<()> {
+    let marker = target.join(SUITE_BUILT);
+    std::fs::create_dir_all(marker.parent().expect("a file in a directory"))
+        .context("cannot make target/tools")?;
+    std::fs::write(&marker, "cargo xtask test built the whole suite here\n")
+        .context("cannot mark the suite as built")
+}
+
+/// Whether `cargo xtask test` has built the whole suite in `target`.
+pub fn suite_built(target: &Path) -> bool {
+    target.join(SUITE_BUILT).is_file()
+}
+
+/// The marker of [`mark_suite_built`], under the target directory.
+const SUITE_BUILT: &str = "tools/suite-built";
+
 /// Runs `cargo test --workspace` with `extra`, then prints the timing table, its wall time
 /// counted from `started` (the set-up and the build before included). Exits with cargo's exit
 /// status when cargo failed.
