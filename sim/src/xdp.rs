@@ -207,12 +207,11 @@ impl XdpBeside {
         let now = self.read_counters()?;
         let moved = now.since(&self.counters);
         self.counters = now;
-        let raised = moved.non_zero();
+        let raised: Vec<u32> = (0..reason::COUNT)
+            .filter(|&why| moved.get(why) > 0)
+            .collect();
         match raised.as_slice() {
-            [(_, 1)] => {
-                let why = (0..reason::COUNT)
-                    .find(|&why| moved.get(why) == 1)
-                    .expect("the one slot that moved");
+            &[why] if moved.get(why) == 1 => {
                 if Verdict::from_action(reason::action(why)) != verdict {
                     return Err(format!(
                         "a run with verdict {} counted {}, a reason of another verdict",
@@ -224,8 +223,9 @@ impl XdpBeside {
                 Ok(why)
             }
             _ => Err(format!(
-                "a run with verdict {} counted {raised:?}, not exactly one reason once",
-                verdict.name()
+                "a run with verdict {} counted {:?}, not exactly one reason once",
+                verdict.name(),
+                moved.non_zero()
             )),
         }
     }

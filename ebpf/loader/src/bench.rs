@@ -96,12 +96,11 @@ pub fn measure_all<'a>(
     let frames: Vec<(&str, &[u8])> = frames.into_iter().collect();
     let calls = calls.max(1);
     let mut caller = Caller::new(relay, &frames)?;
-    let (program, floor) = (caller.program, caller.floor);
-    let mut once = |xdp: &Xdp, frame: &[u8]| caller.call(xdp, frame);
+    let program = caller.program;
 
     let mut paths: Vec<PathSamples> = Vec::with_capacity(frames.len());
     for (_, frame) in &frames {
-        let (action, _) = once(program, frame)?;
+        let (action, _) = caller.call(program, frame)?;
         paths.push(PathSamples {
             verdict: Verdict::from_action(action),
             program: Vec::with_capacity(calls),
@@ -109,13 +108,7 @@ pub fn measure_all<'a>(
             round_ratios: Vec::new(),
         });
     }
-    // A round that is not recorded: caches, branch predictors and the map's buckets warm up.
-    for (_, frame) in &frames {
-        for _ in 0..ROUND_PAIRS.min(calls) {
-            once(floor, frame)?;
-            once(program, frame)?;
-        }
-    }
+    caller.warm_up(&frames, ROUND_PAIRS.min(calls))?;
 
     let rounds = calls.div_ceil(ROUND_PAIRS);
     let mut round_program = Vec::with_capacity(ROUND_PAIRS);
@@ -128,15 +121,10 @@ pub fn measure_all<'a>(
             let frame = frames[index].1;
             round_program.clear();
             round_floor.clear();
-            for pair in 0..pairs {
-                if pair % 2 == 0 {
-                    round_floor.push(once(floor, frame)?.1);
-                    round_program.push(once(program, frame)?.1);
-                } else {
-                    round_program.push(once(program, frame)?.1);
-                    round_floor.push(once(floor, frame)?.1);
-                }
-            }
+            caller.pairs(frame, pairs, |side, ns| match side {
+                Side::Floor => round_floor.push(ns),
+                Side::Program => round_program.push(ns),
+            })?;
             let samples = &mut paths[index];
             samples.program.extend_from_slice(&round_program);
             samples.floor.extend_from_slice(&round_floor);
@@ -175,6 +163,13 @@ pub fn measure_all<'a>(
         .collect())
 }
 
+/// Which program a call of [`Caller::pairs`] ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Floor,
+    Program,
+}
+
 /// The relay program and the floor, with an output buffer for the longest frame: one
 /// `BPF_PROG_TEST_RUN` call at a time, `repeat = 1`.
 pub(crate) struct Caller<'r> {
@@ -195,6 +190,41 @@ impl<'r> Caller<'r> {
             floor: relay.xdp(FLOOR_PROGRAM_NAME)?,
             out: vec![0u8; longest.unwrap_or(0) + HEADROOM],
         })
+    }
+
+    /// `pairs` pairs of calls on `frame`, one of the floor and one of the program each, which
+    /// of the two goes first alternating pair by pair; `record` gets each call's kernel ns.
+    pub(crate) fn pairs(
+        &mut self,
+        frame: &[u8],
+        pairs: usize,
+        mut record: impl FnMut(Side, u64),
+    ) -> Result<(), RunError> {
+        let (program, floor) = (self.program, self.floor);
+        for pair in 0..pairs {
+            let order = if pair % 2 == 0 {
+                [(Side::Floor, floor), (Side::Program, program)]
+            } else {
+                [(Side::Program, program), (Side::Floor, floor)]
+            };
+            for (side, xdp) in order {
+                record(side, self.call(xdp, frame)?.1);
+            }
+        }
+        Ok(())
+    }
+
+    /// A round that is not recorded, `pairs` pairs per frame: caches, branch predictors and
+    /// the map's buckets warm up.
+    pub(crate) fn warm_up(
+        &mut self,
+        frames: &[(&str, &[u8])],
+        pairs: usize,
+    ) -> Result<(), RunError> {
+        for (_, frame) in frames {
+            self.pairs(frame, pairs, |_, _| {})?;
+        }
+        Ok(())
     }
 
     /// Runs `xdp` once on `frame`: its return value and the kernel's ns for the call.
