@@ -115,11 +115,9 @@ struct Paths {
 
 impl Paths {
     fn new() -> Result<Self> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("xtask is not inside the workspace")?
-            .to_path_buf();
-        Ok(Self { root })
+        Ok(Self {
+            root: crate::workspace_root()?,
+        })
     }
 
     /// `path` (absolute, or relative to the root) as the user's working directory sees it.

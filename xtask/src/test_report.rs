@@ -29,13 +29,6 @@ use anyhow::{Context, Result};
 /// How many of the slowest binaries the table lists.
 const SLOWEST: usize = 10;
 
-fn workspace_root() -> Result<PathBuf> {
-    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has no parent directory")?
-        .to_path_buf())
-}
-
 /// Compiles every test binary (`cargo test --workspace --no-run` with `extra` up to a `--`),
 /// its output passed through. Exits with cargo's exit status when the build failed.
 pub fn build_tests(extra: &[String]) -> Result<()> {
@@ -44,7 +37,7 @@ pub fn build_tests(extra: &[String]) -> Result<()> {
     let status = Command::new(&cargo)
         .args(["test", "--workspace", "--no-run"])
         .args(cargo_args)
-        .current_dir(workspace_root()?)
+        .current_dir(crate::workspace_root()?)
         .status()
         .with_context(|| format!("cannot start {cargo}"))?;
     if !status.success() {
@@ -76,7 +69,7 @@ const SUITE_BUILT: &str = "tools/suite-built";
 /// counted from `started` (the set-up and the build before included). Exits with cargo's exit
 /// status when cargo failed.
 pub fn cargo_test(extra: &[String], started: Instant) -> Result<()> {
-    let root = workspace_root()?;
+    let root = crate::workspace_root()?;
     let (status, transcript, _) = run_teed(&root, extra)?;
     let wall = started.elapsed();
     let report = transcript.report(|binary| crate_of(&root, binary));
