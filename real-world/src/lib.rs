@@ -19,7 +19,7 @@
 
 mod captures;
 mod client;
-mod compare;
+pub mod compare;
 mod fast_path;
 mod interrupt;
 mod launch;

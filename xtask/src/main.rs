@@ -27,6 +27,7 @@
 
 mod fuzz;
 mod mutants;
+mod real_world;
 mod setup;
 mod shown;
 mod test_report;
@@ -96,19 +97,34 @@ fn run() -> Result<()> {
         Some("test") => {
             let started = std::time::Instant::now();
             // The XDP program is compiled with bpf-linker, so that comes first; the packages
-            // the tests drive download and unpack while the suite compiles.
+            // the tests drive download and unpack while the suite compiles, the network tools
+            // the real world needs first.
             setup::ensure_ebpf_toolchain()?;
-            let installs = setup::in_background(|| {
-                setup::ensure_net_tools()?;
+            let (net_tools_done, net_tools) = std::sync::mpsc::channel();
+            let installs = setup::in_background(move || {
+                let installed = setup::ensure_net_tools();
+                let _ = net_tools_done.send(());
+                installed?;
                 setup::ensure_browser()?;
                 setup::ensure_workflow_lint()
             })?;
-            let built = test_report::build_tests(&rest);
+            // The whole suite: the real world plays while the rest compiles (`real_world`).
+            // With arguments (a package, a filter), the run is cargo test's own.
+            let beside = if rest.is_empty() {
+                let tests = real_world::build()?;
+                // Installed, or failed: then the real world skips loudly (a failure under CI),
+                // and `finish` below gives the reason.
+                let _ = net_tools.recv();
+                Some(real_world::play(tests)?)
+            } else {
+                None
+            };
+            let built = test_report::build_tests(&rest, beside.is_some());
             installs.finish()?;
             built?;
             test_report::mark_suite_built(&target_dir()?)?;
             setup::report_bpf_availability();
-            test_report::cargo_test(&rest, started)
+            test_report::cargo_test(&rest, started, beside)
         }
         Some("mutants") => {
             setup::ensure_ebpf_toolchain()?;

@@ -29,17 +29,30 @@ use anyhow::{Context, Result};
 /// How many of the slowest binaries the table lists.
 const SLOWEST: usize = 10;
 
-/// Compiles every test binary (`cargo test --workspace --no-run` with `extra` up to a `--`),
-/// its output passed through. Exits with cargo's exit status when the build failed.
-pub fn build_tests(extra: &[String]) -> Result<()> {
+/// `cargo`, or `nice -n 19 cargo` when `niced`: the compiler then takes the CPU only when the
+/// real world's stories, which play on the wall clock, do not want it ([`crate::real_world`]).
+pub(crate) fn cargo_command(niced: bool) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    if niced {
+        let mut command = Command::new("nice");
+        command.args(["-n", "19", &cargo]);
+        command
+    } else {
+        Command::new(cargo)
+    }
+}
+
+/// Compiles every test binary (`cargo test --workspace --no-run` with `extra` up to a `--`),
+/// its output passed through, under `nice` if `niced`. Exits with cargo's exit status when the
+/// build failed.
+pub fn build_tests(extra: &[String], niced: bool) -> Result<()> {
     let cargo_args = extra.split(|arg| arg == "--").next().unwrap_or_default();
-    let status = Command::new(&cargo)
+    let status = cargo_command(niced)
         .args(["test", "--workspace", "--no-run"])
         .args(cargo_args)
         .current_dir(crate::workspace_root()?)
         .status()
-        .with_context(|| format!("cannot start {cargo}"))?;
+        .context("cannot start cargo")?;
     if !status.success() {
         eprintln!("xtask: `cargo test --workspace --no-run` failed ({status})");
         std::process::exit(exit_code(status));
@@ -66,24 +79,56 @@ pub fn suite_built(target: &Path) -> bool {
 const SUITE_BUILT: &str = "tools/suite-built";
 
 /// Runs `cargo test --workspace` with `extra`, then prints the timing table, its wall time
-/// counted from `started` (the set-up and the build before included). Exits with cargo's exit
-/// status when cargo failed.
-pub fn cargo_test(extra: &[String], started: Instant) -> Result<()> {
+/// counted from `started` (the set-up and the build before included). With the real world
+/// `beside` (playing since before the build), first waits for it to end: other tests beside
+/// the stories blur their times past the tolerance (a TCP ACK once came 29 ms late), where the
+/// compiler under `nice` does not. The run then leaves the real world's package out, and its
+/// binaries join the report. Exits with a failure's exit status when cargo or the real world
+/// failed.
+pub fn cargo_test(
+    extra: &[String],
+    started: Instant,
+    beside: Option<crate::real_world::Playing>,
+) -> Result<()> {
     let root = crate::workspace_root()?;
-    let (status, transcript, _) = run_teed(&root, extra)?;
+    let played = beside.map(|playing| playing.finish()).transpose()?;
+    let mut args = extra.to_vec();
+    if played.is_some() {
+        args.splice(
+            0..0,
+            [
+                "--exclude".to_owned(),
+                crate::real_world::PACKAGE.to_owned(),
+            ],
+        );
+    }
+    let (status, mut transcript, _) = run_teed(&root, &args)?;
+    let mut failed = (!status.success()).then(|| exit_code(status));
+    if !status.success() {
+        eprintln!("xtask: `cargo test --workspace` failed ({status})");
+    }
+    for played in played.into_iter().flatten() {
+        if !played.status.success() {
+            eprintln!(
+                "xtask: the real world's `{}` failed ({})",
+                played.binary.what, played.status
+            );
+            failed = failed.or(Some(exit_code(played.status)));
+        }
+        transcript.add_played(played.binary, &played.output, played.status);
+    }
     let wall = started.elapsed();
     let report = transcript.report(|binary| crate_of(&root, binary));
     if !report.binaries.is_empty() {
         print!("\n{}", report.table(wall));
     }
-    if !status.success() {
-        eprintln!("xtask: `cargo test --workspace` failed ({status})");
-        std::process::exit(exit_code(status));
+    if let Some(code) = failed {
+        std::process::exit(code);
     }
     Ok(())
 }
 
-fn exit_code(status: ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
@@ -93,9 +138,8 @@ fn exit_code(status: ExitStatus) -> i32 {
 
 /// Runs cargo test, copying its output to ours and reading every line of it.
 fn run_teed(root: &Path, extra: &[String]) -> Result<(ExitStatus, Transcript, Duration)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let (mut output, writer) = std::io::pipe().context("cannot make a pipe")?;
-    let mut command = Command::new(&cargo);
+    let mut command = cargo_command(false);
     command
         .args(["test", "--workspace"])
         .args(extra)
@@ -108,9 +152,7 @@ fn run_teed(root: &Path, extra: &[String]) -> Result<(ExitStatus, Transcript, Du
         command.env("CARGO_TERM_COLOR", "always");
     }
     let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {cargo}"))?;
+    let mut child = command.spawn().context("cannot start cargo")?;
     // The pipe ends when cargo and every test binary have closed it: not while `command` still
     // holds our copies of its writing end.
     drop(command);
@@ -159,6 +201,8 @@ pub struct Binary {
     pub started: Duration,
     /// From its announcement to the next binary's (or the end).
     pub seconds: f64,
+    /// Played while the suite compiled ([`crate::real_world`]), not by cargo test.
+    pub beside: bool,
 }
 
 impl Binary {
@@ -205,6 +249,7 @@ impl Transcript {
                 outcome: None,
                 started: at,
                 seconds: 0.0,
+                beside: false,
             };
             self.announce(binary, at);
         } else if let Some(outcome) = line.strip_prefix("test result: ").and_then(outcome) {
@@ -230,6 +275,21 @@ impl Transcript {
         {
             last.seconds = at.saturating_sub(last.started).as_secs_f64();
         }
+    }
+
+    /// A binary that played while the suite compiled ([`crate::real_world`]): its time already
+    /// measured, its result line read from `output`, a crash from its exit `status` (a failed
+    /// test exits with 101, as under cargo test).
+    pub fn add_played(&mut self, mut binary: Binary, output: &str, status: ExitStatus) {
+        binary.outcome = output.lines().find_map(|line| {
+            strip_ansi(line)
+                .trim()
+                .strip_prefix("test result: ")
+                .and_then(outcome)
+        });
+        binary.crashed = !status.success() && status.code() != Some(101);
+        binary.beside = true;
+        self.binaries.push(binary);
     }
 
     /// cargo's `process didn't exit successfully: `PATH ARGS` (STATUS)`: a failed test exits
@@ -283,7 +343,7 @@ impl Transcript {
 
 /// The part of a `Running` line after the word: `unittests src/lib.rs (target/debug/deps/x-h)`,
 /// or an older cargo's bare path.
-fn running(rest: &str) -> Binary {
+pub(crate) fn running(rest: &str) -> Binary {
     let rest = rest.trim();
     let (what, path) = match rest.rsplit_once(" (") {
         Some((what, path)) if path.ends_with(')') => (what, &path[..path.len() - 1]),
@@ -304,6 +364,7 @@ fn running(rest: &str) -> Binary {
         outcome: None,
         started: Duration::ZERO,
         seconds: 0.0,
+        beside: false,
     }
 }
 
@@ -333,7 +394,7 @@ fn outcome(rest: &str) -> Option<Outcome> {
 }
 
 /// `text` without terminal colour sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
+pub(crate) fn strip_ansi(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
@@ -354,7 +415,7 @@ fn strip_ansi(text: &str) -> String {
 
 /// The package a test binary belongs to, from its dep-info file and the `Cargo.toml` above
 /// its root source file.
-fn crate_of(root: &Path, binary: &Binary) -> Option<String> {
+pub(crate) fn crate_of(root: &Path, binary: &Binary) -> Option<String> {
     let path = root.join(binary.path.as_deref()?);
     let dep_info = std::fs::read_to_string(PathBuf::from(format!("{}.d", path.display()))).ok()?;
     let sources = dep_info_sources(&dep_info);
@@ -510,6 +571,11 @@ impl Report {
                 None if binary.crashed => "died without a result".to_owned(),
                 None => "no result line".to_owned(),
             };
+            let result = if binary.beside {
+                format!("{result}, played while the suite compiled")
+            } else {
+                result
+            };
             let _ = writeln!(
                 out,
                 "  {:>8.2}s  {:<width$}  {}  ({result})",
@@ -517,18 +583,31 @@ impl Report {
             );
         }
         let wall = wall.as_secs_f64();
-        let _ = writeln!(
+        let beside: f64 = self
+            .binaries
+            .iter()
+            .filter(|timed| timed.binary.beside)
+            .map(|timed| timed.binary.seconds)
+            .sum();
+        let _ = write!(
             out,
             "test time {:.1}s in {} binaries ({} passed, {} failed, {} ignored); wall time {:.1}s \
-             with set-up and compiling ({:.1}s not in a test)",
+             with set-up and compiling ({:.1}s not in a test",
             total.seconds,
             self.binaries.len(),
             total.passed,
             total.failed,
             total.ignored,
             wall,
-            (wall - total.seconds).max(0.0)
+            (wall - (total.seconds - beside)).max(0.0)
         );
+        if beside > 0.0 {
+            let _ = write!(
+                out,
+                "; {beside:.1}s of tests played while the suite compiled"
+            );
+        }
+        let _ = writeln!(out, ")");
         out
     }
 }
@@ -721,6 +800,59 @@ test time 114.9s in 7 binaries (46 passed, 1 failed, 1 ignored); wall time 200.0
 set-up and compiling (85.1s not in a test)
 ";
         assert_eq!(table, expected, "\n{table}");
+    }
+
+    #[test]
+    fn binaries_played_while_the_suite_compiled_join_the_report() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut transcript = Transcript::default();
+        transcript.line(
+            "     Running unittests src/lib.rs (target/debug/deps/relay-0a)\n",
+            Duration::ZERO,
+        );
+        transcript.line(
+            "test result: ok. 3 passed; 0 failed; 0 ignored; finished in 0.1s\n",
+            Duration::ZERO,
+        );
+        transcript.end(Duration::from_secs(2));
+        let mut stories = running("tests/corpus_stories.rs (target/debug/deps/corpus_stories-1f)");
+        stories.seconds = 170.0;
+        let output = "running 6 tests\ntest same_relay_v4 ... ok\n\ntest result: FAILED. 5 passed; \
+                      1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 169.90s\n";
+        // A failed test exits with 101: a failure, not a crash.
+        transcript.add_played(stories, output, ExitStatus::from_raw(101 << 8));
+        let mut compare = running("tests/compare.rs (target/debug/deps/compare-2e)");
+        compare.seconds = 0.5;
+        transcript.add_played(compare, "", ExitStatus::from_raw(9));
+        let report = transcript.report(|binary| {
+            Some(
+                if binary.name == "relay" {
+                    "relay"
+                } else {
+                    "real-world"
+                }
+                .to_owned(),
+            )
+        });
+        let stories = &report.binaries[1].binary;
+        assert_eq!(stories.outcome.map(|o| (o.passed, o.failed)), Some((5, 1)));
+        assert!(stories.beside && !stories.crashed);
+        assert!(report.binaries[2].binary.crashed, "killed by a signal");
+        let table = report.table(Duration::from_secs(300));
+        assert!(
+            table.contains("  170.00s  real-world  tests/corpus_stories.rs  (1 failed, played while the suite compiled)"),
+            "{table}"
+        );
+        // 300 s of wall time, of which the 2 s cargo test ran were in a test, and the real
+        // world's 170.5 s were beside the build.
+        assert!(
+            table.ends_with(
+                "test time 172.5s in 3 binaries (8 passed, 1 failed, 0 ignored); wall time 300.0s \
+                 with set-up and compiling (298.0s not in a test; 170.5s of tests played while \
+                 the suite compiled)\n"
+            ),
+            "{table}"
+        );
     }
 
     #[test]
