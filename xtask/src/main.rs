@@ -100,6 +100,7 @@ fn run() -> Result<()> {
             // the tests drive download and unpack while the suite compiles, the network tools
             // the real world needs first.
             setup::ensure_ebpf_toolchain()?;
+            test_report::phase(started, "the eBPF toolchain is ready");
             let (net_tools_done, net_tools) = std::sync::mpsc::channel();
             let installs = setup::in_background(move || {
                 let installed = setup::ensure_net_tools();
@@ -112,6 +113,7 @@ fn run() -> Result<()> {
             // With arguments (a package, a filter), the run is cargo test's own.
             let beside = if rest.is_empty() {
                 let tests = real_world::build()?;
+                test_report::phase(started, "the real world's tests are built");
                 // Installed, or failed: then the real world skips loudly (a failure under CI),
                 // and `finish` below gives the reason.
                 let _ = net_tools.recv();
@@ -122,6 +124,7 @@ fn run() -> Result<()> {
             let built = test_report::build_tests(&rest, beside.is_some());
             installs.finish()?;
             built?;
+            test_report::phase(started, "the suite is built");
             test_report::mark_suite_built(&target_dir()?)?;
             setup::report_bpf_availability();
             test_report::cargo_test(&rest, started, beside)

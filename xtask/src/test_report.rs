@@ -29,6 +29,12 @@ use anyhow::{Context, Result};
 /// How many of the slowest binaries the table lists.
 const SLOWEST: usize = 10;
 
+/// Says where `cargo xtask test` stands, with the time since it `started`: where a run's time
+/// went, set-up and compiling included.
+pub(crate) fn phase(started: Instant, what: &str) {
+    eprintln!("xtask: [{:>5.0} s] {what}", started.elapsed().as_secs_f64());
+}
+
 /// `cargo`, or `nice -n 19 cargo` when `niced`: the compiler then takes the CPU only when the
 /// real world's stories, which play on the wall clock, do not want it ([`crate::real_world`]).
 pub(crate) fn cargo_command(niced: bool) -> Command {
@@ -92,6 +98,12 @@ pub fn cargo_test(
 ) -> Result<()> {
     let root = crate::workspace_root()?;
     let played = beside.map(|playing| playing.finish()).transpose()?;
+    if played.is_some() {
+        phase(
+            started,
+            "the real world has ended; the rest of the suite runs",
+        );
+    }
     let mut args = extra.to_vec();
     if played.is_some() {
         args.splice(
