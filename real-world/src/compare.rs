@@ -22,8 +22,34 @@ fn ms(time: proto::flow::UtcTime) -> u64 {
     model::ms_of(time)
 }
 
-fn within(a: u64, b: u64, tolerance: u64) -> bool {
-    a.abs_diff(b) <= tolerance
+/// The tolerance the real world's times are held to, and the largest difference from the
+/// model's times it saw: how close a run that agrees came to disagreeing.
+#[derive(Debug)]
+pub struct Timing {
+    pub tolerance_ms: u64,
+    worst_ms: std::cell::Cell<u64>,
+}
+
+impl Timing {
+    pub fn new(tolerance_ms: u64) -> Self {
+        Self {
+            tolerance_ms,
+            worst_ms: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Whether the real time is within the tolerance of the model's; every time compared
+    /// counts towards [`Timing::worst_ms`].
+    fn within(&self, model_ms: u64, real_ms: u64) -> bool {
+        let offset = model_ms.abs_diff(real_ms);
+        self.worst_ms.set(self.worst_ms.get().max(offset));
+        offset <= self.tolerance_ms
+    }
+
+    /// The largest difference between a real time and the model's, in ms.
+    pub fn worst_ms(&self) -> u64 {
+        self.worst_ms.get()
+    }
 }
 
 /// A record without its times, for matching.
@@ -39,8 +65,9 @@ fn content(record: &FlowRecord) -> FlowRecord {
 
 /// Records are paired in order of their 5-tuple and start (the gateway's `end` order may tie
 /// differently under real timing); each pair must be equal but for times, which must be within
-/// `tolerance` ms.
-pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], tolerance: u64) -> Vec<Finding> {
+/// the tolerance of `timing`.
+pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing) -> Vec<Finding> {
+    let tolerance = timing.tolerance_ms;
     let key = |r: &FlowRecord| {
         (
             r.client,
@@ -79,7 +106,7 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], tolerance: u64) 
             ("end", expected.end, got.end),
             ("last_packet", expected.last_packet, got.last_packet),
         ] {
-            if !within(ms(a), ms(b), tolerance) {
+            if !timing.within(ms(a), ms(b)) {
                 findings.push(Finding(format!(
                     "flow {}:{} -> {}:{}: {what} at {} ms, the model says {} ms (tolerance {tolerance} ms)",
                     got.inner_src_ip,
@@ -126,8 +153,9 @@ fn comparable(packet: &Packet) -> Packet {
 pub fn deliveries(
     predicted: &[observation::Delivery],
     observed: &[Seen],
-    tolerance: u64,
+    timing: &Timing,
 ) -> Vec<Finding> {
+    let tolerance = timing.tolerance_ms;
     let mut expected: BTreeMap<&Receiver, Vec<(u64, Packet)>> = BTreeMap::new();
     for delivery in predicted {
         expected
@@ -155,7 +183,7 @@ pub fn deliveries(
                         findings.push(Finding(format!(
                             "{receiver}, delivery {index}: the model says {packet} at {at} ms, the real world delivered {real} at {real_at} ms"
                         )));
-                    } else if !within(*at, *real_at, tolerance) {
+                    } else if !timing.within(*at, *real_at) {
                         findings.push(Finding(format!(
                             "{receiver}, delivery {index} ({packet}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
                         )));
@@ -179,8 +207,9 @@ pub fn deliveries(
 pub fn link_drops(
     predicted: &[observation::PacketDrop],
     observed: &[observation::PacketDrop],
-    tolerance: u64,
+    timing: &Timing,
 ) -> Vec<Finding> {
+    let tolerance = timing.tolerance_ms;
     let on_links = |drops: &[observation::PacketDrop]| -> Vec<(String, u64, Packet)> {
         let mut list: Vec<(String, u64, Packet)> = drops
             .iter()
@@ -205,7 +234,7 @@ pub fn link_drops(
                     findings.push(Finding(format!(
                         "link drop {index}: the model says {packet} {place} at {at} ms, the real world dropped {real} {real_place} at {real_at} ms"
                     )));
-                } else if !within(*at, *real_at, tolerance) {
+                } else if !timing.within(*at, *real_at) {
                     findings.push(Finding(format!(
                         "link drop {index} ({packet} {place}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
                     )));

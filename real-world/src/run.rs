@@ -64,6 +64,9 @@ pub struct RealRun {
     pub pcap: Option<PathBuf>,
     /// Differences from the model; empty when the worlds agree.
     pub findings: Vec<Finding>,
+    /// The largest difference, in ms, between a time the real world took (a flow record's, a
+    /// delivery's, a link drop's) and the model's: how close to the tolerance the run came.
+    pub worst_offset_ms: u64,
 }
 
 /// The longest story the real world plays: it runs on the wall clock.
@@ -210,18 +213,18 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         .collect();
     deliveries.extend(resource_seen);
     let drops = world.drops();
-    let tolerance = options.tolerance_ms;
-    let mut findings = compare::flows(&prediction.flows, &flows, tolerance);
+    let timing = compare::Timing::new(options.tolerance_ms);
+    let mut findings = compare::flows(&prediction.flows, &flows, &timing);
     findings.extend(compare::deliveries(
         &prediction.deliveries,
         &deliveries,
-        tolerance,
+        &timing,
     ));
     findings.extend(compare::gateway_drops(&prediction.drops, &drops));
     findings.extend(compare::link_drops(
         &prediction.drops,
         &world.links.drops(),
-        tolerance,
+        &timing,
     ));
     if world.links.strangers() > 0 {
         findings.push(Finding(format!(
@@ -251,6 +254,7 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         fast_path,
         pcap,
         findings,
+        worst_offset_ms: timing.worst_ms(),
     })
 }
 

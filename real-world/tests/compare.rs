@@ -7,7 +7,7 @@ use observation::{ClientId, Delivery, OuterContext, Packet, PacketKind, Receiver
 use proto::flow::{CloseReason, FlowRecord, Protocol, ResourceId};
 use real_world::{
     Seen,
-    compare::{deliveries, flows},
+    compare::{Timing, deliveries, flows},
 };
 
 fn record(start_ms: u64, end_ms: u64, tx_packets: u64) -> FlowRecord {
@@ -35,8 +35,10 @@ fn record(start_ms: u64, end_ms: u64, tx_packets: u64) -> FlowRecord {
 #[test]
 fn records_agree_within_the_tolerance_and_not_beyond() {
     let model = [record(3035, 6000, 1)];
-    assert!(flows(&model, &[record(3036, 6004, 1)], 50).is_empty());
-    let late = flows(&model, &[record(3100, 6000, 1)], 50);
+    let timing = Timing::new(50);
+    assert!(flows(&model, &[record(3036, 6004, 1)], &timing).is_empty());
+    assert_eq!(timing.worst_ms(), 4, "the end came 4 ms late");
+    let late = flows(&model, &[record(3100, 6000, 1)], &Timing::new(50));
     assert_eq!(late.len(), 2, "start and last_packet are late: {late:?}");
     assert!(
         late[0]
@@ -47,10 +49,14 @@ fn records_agree_within_the_tolerance_and_not_beyond() {
 
 #[test]
 fn a_record_that_differs_in_content_is_a_finding_whatever_its_times() {
-    let findings = flows(&[record(3035, 6000, 1)], &[record(3035, 6000, 2)], 50);
+    let findings = flows(
+        &[record(3035, 6000, 1)],
+        &[record(3035, 6000, 2)],
+        &Timing::new(50),
+    );
     assert_eq!(findings.len(), 1);
     assert!(findings[0].0.starts_with("flow record differs"));
-    let missing = flows(&[record(3035, 6000, 1)], &[], 50);
+    let missing = flows(&[record(3035, 6000, 1)], &[], &Timing::new(50));
     assert!(
         missing
             .iter()
@@ -93,13 +99,19 @@ fn deliveries_compare_in_order_without_sequence_numbers() {
         to: to.clone(),
         packet: tcp(flags, 123_456_789),
     };
-    assert!(deliveries(&predicted, &[real(TcpFlags::SYN_ACK, 4010)], 50).is_empty());
-    let wrong = deliveries(&predicted, &[real(TcpFlags::RST_ACK, 4010)], 50);
+    let timing = Timing::new(50);
+    assert!(deliveries(&predicted, &[real(TcpFlags::SYN_ACK, 4010)], &timing).is_empty());
+    assert_eq!(timing.worst_ms(), 37, "delivered 37 ms early");
+    let wrong = deliveries(
+        &predicted,
+        &[real(TcpFlags::RST_ACK, 4010)],
+        &Timing::new(50),
+    );
     assert_eq!(wrong.len(), 1, "{wrong:?}");
     let extra = deliveries(
         &predicted,
         &[real(TcpFlags::SYN_ACK, 4010), real(TcpFlags::ACK, 4020)],
-        50,
+        &Timing::new(50),
     );
     assert!(extra[0].0.contains("not predicted"), "{extra:?}");
 }

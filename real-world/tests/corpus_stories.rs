@@ -81,6 +81,11 @@ fn play(name: &str) -> Option<RealRun> {
 }
 
 fn agrees(name: &str, run: &RealRun) {
+    // How close to the tolerance the run came, for whoever reads the log.
+    eprintln!(
+        "`{name}`: times within {} ms of the model's (tolerance {TOLERANCE_MS} ms)",
+        run.worst_offset_ms
+    );
     let findings: Vec<String> = run.findings.iter().map(ToString::to_string).collect();
     assert!(
         findings.is_empty(),

@@ -77,7 +77,11 @@ pub fn run_scenario(
         println!("router capture: {}", shown(pcap).display());
     }
     if run.findings.is_empty() {
-        println!("the real world agrees with the model (times within {tolerance_ms} ms)");
+        println!(
+            "the real world agrees with the model (times within {tolerance_ms} ms; the largest \
+             difference {} ms)",
+            run.worst_offset_ms
+        );
         return Ok(());
     }
     for finding in &run.findings {
