@@ -163,6 +163,8 @@ pub fn play(binaries: Vec<Binary>) -> Result<Playing> {
             let start = file.stream_position().context("the log's position")?;
             let begun = Instant::now();
             let status = Command::new(root.join(binary.path.as_deref().unwrap_or_default()))
+                // What the passing stories say too: how close to the tolerance each came.
+                .arg("--show-output")
                 .current_dir(&dir)
                 .envs(env.iter().map(|(variable, path)| (variable, path)))
                 .stdout(file.try_clone().context("cannot share the log")?)
