@@ -21,6 +21,15 @@ fn main() -> anyhow::Result<()> {
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "stable".to_owned());
 
     let program_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../program");
+    // aya-build reruns this script when the program's directory changes; the program is built
+    // from the common crate too. (A build-dependency on the program crate would do the same,
+    // but its host build takes the common crate's features from whichever packages a cargo
+    // run selects, so a build of some tests first and the whole suite after would build the
+    // object, and everything above it, twice.)
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../common")
+    );
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "relay-xdp-ebpf",
