@@ -246,7 +246,13 @@ pub fn missing_support() -> Option<String> {
             return Some(format!("`{tool}` is not installed"));
         }
     }
-    let probe = format!("vpnsim-probe-{}", std::process::id());
+    // One name per probe: threads of one process may probe at the same time.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let probe = format!(
+        "vpnsim-probe-{}-{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     if let Err(error) = ip(&["netns", "add", &probe]) {
         return Some(format!("network namespaces: {error}"));
     }
