@@ -207,34 +207,32 @@ fn every_other_playable_story_agrees() {
         .filter(|name| !NAMED.contains(&name.as_str()))
         .collect();
     names.sort();
-    // Two players take the stories in turn (each story on a turn of its own, as the named
-    // tests), and the results are read in the stories' order.
-    let queue = Mutex::new(names.iter().rev().collect::<Vec<_>>());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| {
-                loop {
-                    let Some(name) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
-                        break;
-                    };
-                    let run = {
+    // Two players take the next story in turn (each on a turn of its own, as the named tests);
+    // the results are read in the stories' order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(&String, _)> = std::thread::scope(|scope| {
+        let players: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut runs = Vec::new();
+                    while let Some(name) =
+                        names.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
                         let _turn = TURNS.take();
-                        real_run(name)
-                    };
-                    results
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((name.clone(), run));
-                }
-            });
-        }
+                        runs.push((name, real_run(name)));
+                    }
+                    runs
+                })
+            })
+            .collect();
+        players
+            .into_iter()
+            .flat_map(|player| player.join().expect("a player finishes"))
+            .collect()
     });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results.sort_by(|a, b| a.0.cmp(b.0));
     let (mut played, mut not_played) = (Vec::new(), Vec::new());
     for (name, run) in results {
-        let name = &name;
         match run {
             Ok(run) => {
                 agrees(name, &run);

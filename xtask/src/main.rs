@@ -42,7 +42,9 @@ usage: cargo xtask <task> [args...]
 tasks:
   setup      install rust-src and bpf-linker if they are missing (does nothing otherwise)
   test       setup (actionlint and shellcheck too), then `cargo test --workspace` (extra args
-             are passed to cargo test), then the time per crate and the slowest test binaries
+             are passed to cargo test), then the time per crate and the slowest test binaries.
+             Without extra args the real world's tests play while the rest compiles
+             (their output in target/tools/real-world.log)
   explore    setup, then run the main job: generated scenarios checked against the model
              (`vpnsim explore`; extra args are passed to it, e.g. --count 500 --seed 7,
              --seconds 60, --shard 2/4, --datapath xdp-first, --out DIR); writes

@@ -1,7 +1,8 @@
 //! The real world's tests, played while the rest of the suite compiles.
 //!
-//! The real world plays its stories on the wall clock: about three minutes in which its test
-//! process and the servers it starts keep a sixth of one core busy. Played after the suite
+//! The real world plays its stories on the wall clock, two at a time: about a minute and a half
+//! in which its test process and the servers it starts keep a third of one core busy. Played
+//! after the suite
 //! compiled, as `cargo test` would, those minutes add to every run. So `cargo xtask test`
 //! builds the `real-world` package's tests first, with the two server binaries they start, and
 //! plays them while the rest compiles under `nice`: whenever a story's process wakes, the

@@ -115,9 +115,10 @@ pub fn cargo_test(
         );
     }
     let (status, mut transcript, _) = run_teed(&root, &args)?;
-    let mut failed = (!status.success()).then(|| exit_code(status));
+    let mut failed = None;
     if !status.success() {
         eprintln!("xtask: `cargo test --workspace` failed ({status})");
+        failed = Some(exit_code(status));
     }
     for played in played.into_iter().flatten() {
         if !played.status.success() {
