@@ -264,7 +264,8 @@ impl Drop for XdpBeside {
     fn drop(&mut self) {
         // Only a program whose maps are empty again goes back to the pool. Removing the keys of
         // every binding an event named empties them (the loader writes no other key); debug
-        // builds, which the test suite runs, also walk both maps to be sure.
+        // builds, which the test suite runs, also read back every bucket written since the maps
+        // were last empty, and walk the overflow maps, to be sure.
         if let Some(mut program) = self.program.take()
             && program.clear_channels_of(&self.touched).is_ok()
             && (!cfg!(debug_assertions) || program.bindings_are_empty().unwrap_or(false))

@@ -8,6 +8,8 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub mod table;
+
 /// The XDP actions, as the kernel numbers them (`enum xdp_action`).
 pub mod action {
     /// The program failed; the kernel drops the frame and fires a trace point.
@@ -231,12 +233,16 @@ pub mod maps {
     pub const REASON_COUNTERS: &str = "REASON_COUNTERS";
     /// `Array<RelayConfig>` with one slot: the relay's public addresses.
     pub const CONFIG: &str = "CONFIG";
-    /// `HashMap<ClientChannel, ChannelRoute>`: the channel path's bindings, each with its
-    /// relay-to-self destination resolved.
+    /// `Array<ChannelBucket>` (module [`crate::table`]): the channel path's bindings, each with
+    /// its relay-to-self destination resolved.
+    pub const CHANNEL_BUCKETS: &str = "CHANNEL_BUCKETS";
+    /// `HashMap<ClientChannel, ChannelRoute>`: the channel bindings whose bucket is full.
     pub const CHANNELS: &str = "CHANNELS";
-    /// `HashMap<AllocationPeer, ClientChannel>`: the allocation path's bindings (the reverse).
+    /// `Array<AllocationBucket>`: the allocation path's bindings (the reverse).
+    pub const ALLOCATION_BUCKETS: &str = "ALLOCATION_BUCKETS";
+    /// `HashMap<AllocationPeer, ClientChannel>`: the allocation bindings whose bucket is full.
     pub const ALLOCATIONS: &str = "ALLOCATIONS";
-    /// Entries in each binding map.
+    /// Entries in each overflow map.
     pub const BINDING_ENTRIES: u32 = 65536;
 }
 
@@ -283,7 +289,7 @@ impl RelayConfig {
 /// relay-to-self destination in a `CHANNELS` value).
 /// 20 bytes, no padding; ports and channel numbers in network byte order.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ClientChannel {
     /// The client's address; IPv4 as v4-mapped IPv6 (`::ffff:a.b.c.d`).
     pub client_ip: [u8; 16],
@@ -297,7 +303,7 @@ pub struct ClientChannel {
 /// `CHANNELS` value.
 /// 20 bytes, no padding; ports in network byte order.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct AllocationPeer {
     /// The allocation's (relayed transport) port, network byte order; a dual-stack allocation
     /// has the same port on both families.
@@ -360,6 +366,13 @@ mod pod {
     // SAFETY: as above (two such structs, each of alignment 2 and an even size).
     #[allow(unsafe_code)]
     unsafe impl aya::Pod for super::ChannelRoute {}
+    // SAFETY: as above: a sequence byte, three reserved bytes and two such structs, four times
+    // (sizes are asserted in tests).
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for super::table::ChannelBucket {}
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    unsafe impl aya::Pod for super::table::AllocationBucket {}
 }
 
 /// An IP address in the maps' unified 16-byte form (IPv4 as `::ffff:a.b.c.d`).
@@ -447,6 +460,45 @@ mod tests {
         assert_eq!(align_of::<ChannelRoute>(), 2);
         assert_eq!(core::mem::offset_of!(ChannelRoute, binding), 0);
         assert_eq!(core::mem::offset_of!(ChannelRoute, relay_to_self), 20);
+        assert_eq!(size_of::<table::ChannelBucket>(), 4 * (4 + 20 + 40));
+        assert_eq!(size_of::<table::AllocationBucket>(), 4 * (4 + 20 + 20));
+        assert_eq!(
+            core::mem::offset_of!(table::Slot<ClientChannel, ChannelRoute>, key),
+            4
+        );
+    }
+
+    #[test]
+    fn keys_spread_over_the_buckets() {
+        use table::TableKey as _;
+        // 4,096 IPv4 clients on one port and channel, and one peer at 4,096 allocations: the
+        // keys differ in a few bits, where a weak hash would pile them into few buckets.
+        let mut by_client = [0u16; table::BUCKETS as usize];
+        let mut by_port = [0u16; table::BUCKETS as usize];
+        for i in 0..4096u32 {
+            let [_, _, c, d] = i.to_be_bytes();
+            let client = ChannelBinding {
+                client: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, c, d)), 50000),
+                channel: 0x4000,
+                allocation_port: 50000,
+                peer: "192.0.2.1:3000".parse().unwrap(),
+            };
+            let port = ChannelBinding {
+                client: "10.0.0.1:1".parse().unwrap(),
+                allocation_port: 49152 + i as u16,
+                ..client
+            };
+            by_client[table::bucket_index(&client.client_channel().words()) as usize] += 1;
+            by_port[table::bucket_index(&port.allocation_peer().words()) as usize] += 1;
+        }
+        for counts in [by_client, by_port] {
+            // 4,096 keys in 16,384 buckets: a fair hash puts at most a handful in any one.
+            assert!(
+                counts
+                    .iter()
+                    .all(|&count| count <= table::SLOTS_PER_BUCKET as u16)
+            );
+        }
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The relay's state in the program's maps: its public addresses (`CONFIG`) and its channel
-//! bindings, written in both directions (`CHANNELS` for the channel path, `ALLOCATIONS` for the
-//! allocation path).
+//! bindings, written in both directions: the channel entries (client, channel) -> route for the
+//! channel path, the allocation entries (allocation port, peer) -> client for the allocation
+//! path. Each direction is a bucket array with an overflow hash map (module `table`).
 //!
 //! Relay-to-self needs both directions: ChannelData on a channel whose peer is the relay's own
 //! `relay:b` goes to the client that allocation `b` has bound back to `relay:a` (`a` being the
-//! sender's allocation), which is the `ALLOCATIONS` entry at the reverse of the sender's
-//! binding. Each `CHANNELS` value carries that entry already resolved
-//! ([`ChannelRoute::relay_to_self`]), so the program looks up one map for every channel packet.
-//! The loader keeps it equal to the lookup: a change of `CHANNELS` at a key resolves that key's
-//! route, and a change of `ALLOCATIONS` at a key rewrites the routes of the channels whose
-//! binding is that key's reverse (found through `XdpRelay::channels_by_binding`).
+//! sender's allocation), which is the allocation entry at the reverse of the sender's binding.
+//! Each channel route carries that entry already resolved ([`ChannelRoute::relay_to_self`]),
+//! so the program finds everything for a channel packet in one entry. The loader keeps it
+//! equal to the lookup: a change of a channel entry resolves that key's route, and a change of
+//! an allocation entry rewrites the routes of the channels whose binding is that key's reverse
+//! (found through `XdpRelay::channels_by_binding`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -58,9 +59,10 @@ impl XdpRelay {
         Ok((ipv4, ipv6))
     }
 
-    /// Installs a channel binding in both maps, replacing an entry with the same
+    /// Installs a channel binding in both directions, replacing an entry with the same
     /// (client, channel) and one with the same (allocation port, peer), and resolves the
-    /// relay-to-self routes that depend on them.
+    /// relay-to-self routes that depend on them. Entries that already hold exactly this are
+    /// not written again.
     pub fn install_channel(&mut self, binding: &ChannelBinding) -> Result<(), BindingError> {
         if !channel::is_valid(binding.channel) {
             return Err(BindingError::InvalidChannel(binding.channel));
@@ -70,59 +72,51 @@ impl XdpRelay {
         }
         let client_channel = binding.client_channel();
         let allocation_peer = binding.allocation_peer();
-        let previous = lookup(self.channels.get(&client_channel, 0))?;
-        self.allocations
-            .insert(allocation_peer, client_channel, 0)?;
+        let previous = self.channels.installed(&client_channel);
+        self.allocations.insert(allocation_peer, client_channel)?;
         // After the insert above: a binding whose peer is its own allocation is its own reverse.
-        let relay_to_self = lookup(self.allocations.get(&allocation_peer.reverse(), 0))?;
+        let relay_to_self = self.allocations.installed(&allocation_peer.reverse());
         self.channels.insert(
             client_channel,
             ChannelRoute {
                 binding: allocation_peer,
                 relay_to_self: relay_to_self.unwrap_or_default(),
             },
-            0,
         )?;
         if let Some(previous) = previous {
             self.forget_holder(&previous.binding, &client_channel);
         }
-        self.channels_by_binding
-            .entry(allocation_peer)
-            .or_default()
-            .push(client_channel);
-        // `ALLOCATIONS[allocation_peer]` is now this client's channel: the channels bound to
-        // the reverse send their relay-to-self data there.
+        let holders = self.channels_by_binding.entry(allocation_peer).or_default();
+        if !holders.contains(&client_channel) {
+            holders.push(client_channel);
+        }
+        // The allocation entry at `allocation_peer` is now this client's channel: the channels
+        // bound to the reverse send their relay-to-self data there.
         self.reroute(&allocation_peer.reverse(), Some(client_channel))
     }
 
-    /// Removes a channel binding from both maps. Fails with [`BindingError::NotInstalled`] (and
-    /// changes nothing) unless exactly this binding is installed.
+    /// Removes a channel binding from both directions. Fails with
+    /// [`BindingError::NotInstalled`] (and changes nothing) unless exactly this binding is
+    /// installed.
     pub fn remove_channel(&mut self, binding: &ChannelBinding) -> Result<(), BindingError> {
         let client_channel = binding.client_channel();
         let allocation_peer = binding.allocation_peer();
-        match self.channels.get(&client_channel, 0) {
-            Ok(installed) if installed.binding == allocation_peer => {}
-            Ok(_) | Err(MapError::KeyNotFound) => {
-                return Err(BindingError::NotInstalled(*binding));
-            }
-            Err(error) => return Err(error.into()),
+        match self.channels.installed(&client_channel) {
+            Some(installed) if installed.binding == allocation_peer => {}
+            _ => return Err(BindingError::NotInstalled(*binding)),
         }
         self.channels.remove(&client_channel)?;
         self.forget_holder(&allocation_peer, &client_channel);
         // The reverse entry goes too, unless a later binding took the (allocation, peer) over.
-        match self.allocations.get(&allocation_peer, 0) {
-            Ok(installed) if installed == client_channel => {
-                self.allocations.remove(&allocation_peer)?;
-                self.reroute(&allocation_peer.reverse(), None)?;
-            }
-            Ok(_) | Err(MapError::KeyNotFound) => {}
-            Err(error) => return Err(error.into()),
+        if self.allocations.installed(&allocation_peer) == Some(client_channel) {
+            self.allocations.remove(&allocation_peer)?;
+            self.reroute(&allocation_peer.reverse(), None)?;
         }
         Ok(())
     }
 
-    /// Sets the relay-to-self destination of every channel bound to `binding` (after
-    /// `ALLOCATIONS[binding.reverse()]` became `destination`).
+    /// Sets the relay-to-self destination of every channel bound to `binding` (after the
+    /// allocation entry at `binding.reverse()` became `destination`).
     fn reroute(
         &mut self,
         binding: &AllocationPeer,
@@ -136,12 +130,12 @@ impl XdpRelay {
             relay_to_self: destination.unwrap_or_default(),
         };
         for holder in holders {
-            self.channels.insert(*holder, route, 0)?;
+            self.channels.insert(*holder, route)?;
         }
         Ok(())
     }
 
-    /// `client_channel` no longer holds `binding` in `CHANNELS`.
+    /// `client_channel` no longer holds `binding`.
     fn forget_holder(&mut self, binding: &AllocationPeer, client_channel: &ClientChannel) {
         if let Some(holders) = self.channels_by_binding.get_mut(binding) {
             holders.retain(|holder| holder != client_channel);
@@ -151,14 +145,13 @@ impl XdpRelay {
         }
     }
 
-    /// The bindings whose relay-to-self destination in `CHANNELS` differs from the
-    /// `ALLOCATIONS` entry it stands for (the reverse of the binding); empty unless the maps
-    /// were changed behind this loader's back. For tests.
+    /// The bindings whose relay-to-self destination in the kernel's channel entries differs
+    /// from the allocation entry it stands for (the reverse of the binding); empty unless the
+    /// maps were changed behind this loader's back. For tests.
     pub fn stale_relay_to_self_routes(&self) -> Result<Vec<ChannelBinding>, BindingError> {
         let mut stale = Vec::new();
-        for entry in self.channels.iter() {
-            let (key, route) = entry?;
-            let expected = lookup(self.allocations.get(&route.binding.reverse(), 0))?;
+        for (key, route) in self.channels.entries()? {
+            let expected = self.allocations.get(&route.binding.reverse())?;
             if route.relay_to_self != expected.unwrap_or_default() {
                 stale.push(ChannelBinding::from_entry(&key, &route.binding));
             }
@@ -167,71 +160,72 @@ impl XdpRelay {
         Ok(stale)
     }
 
-    /// Every installed binding, read back from `CHANNELS`, sorted.
+    /// Every installed binding, read back from the kernel's channel entries, sorted.
     pub fn channel_bindings(&self) -> Result<Vec<ChannelBinding>, BindingError> {
-        let mut bindings = Vec::new();
-        for entry in self.channels.iter() {
-            let (key, route) = entry?;
-            bindings.push(ChannelBinding::from_entry(&key, &route.binding));
-        }
+        let mut bindings: Vec<ChannelBinding> = self
+            .channels
+            .entries()?
+            .iter()
+            .map(|(key, route)| ChannelBinding::from_entry(key, &route.binding))
+            .collect();
         bindings.sort_unstable();
         Ok(bindings)
     }
 
-    /// Number of entries in `ALLOCATIONS`; equal to `channel_bindings().len()` when every
-    /// binding was installed and removed through this API without conflicts.
+    /// Number of allocation entries in the kernel; equal to `channel_bindings().len()` when
+    /// every binding was installed and removed through this API without conflicts.
     pub fn allocation_entries(&self) -> Result<usize, BindingError> {
-        let mut count = 0;
-        for key in self.allocations.keys() {
-            key?;
-            count += 1;
-        }
-        Ok(count)
+        Ok(self.allocations.entries()?.len())
     }
 
-    /// What the maps hold at the two keys of `binding`: the `CHANNELS` route at its
-    /// (client, channel) and the `ALLOCATIONS` entry at its (allocation port, peer). Two
-    /// lookups, where reading a whole map walks all of its buckets.
+    /// Keys in each direction's overflow map (their bucket was full): channel entries, then
+    /// allocation entries. Those keys cost the program a hash map lookup.
+    pub fn overflow_entries(&self) -> (usize, usize) {
+        (
+            self.channels.overflow_len(),
+            self.allocations.overflow_len(),
+        )
+    }
+
+    /// What the kernel holds at the two keys of `binding`: the channel route at its
+    /// (client, channel) and the allocation entry at its (allocation port, peer).
     pub fn entries_at(
         &self,
         binding: &ChannelBinding,
     ) -> Result<(Option<ChannelRoute>, Option<ClientChannel>), BindingError> {
-        let route = lookup(self.channels.get(&binding.client_channel(), 0))?;
-        let allocation = lookup(self.allocations.get(&binding.allocation_peer(), 0))?;
+        let route = self.channels.get(&binding.client_channel())?;
+        let allocation = self.allocations.get(&binding.allocation_peer())?;
         Ok((route, allocation))
     }
 
-    /// Removes the entries at the keys of `bindings` from both maps (missing ones are no
-    /// error) and forgets every route this loader resolved. When `bindings` holds every
+    /// Removes the entries at the keys of `bindings` from both directions (missing ones are
+    /// no error) and forgets every route this loader resolved. When `bindings` holds every
     /// binding installed since the maps were last empty, the maps are empty afterwards
-    /// (see [`XdpRelay::bindings_are_empty`]) without walking them.
+    /// (see [`XdpRelay::bindings_are_empty`]).
     pub fn clear_channels_of<'b>(
         &mut self,
         bindings: impl IntoIterator<Item = &'b ChannelBinding>,
     ) -> Result<(), BindingError> {
         for binding in bindings {
-            ignore_missing(self.channels.remove(&binding.client_channel()))?;
-            ignore_missing(self.allocations.remove(&binding.allocation_peer()))?;
+            self.channels.remove(&binding.client_channel())?;
+            self.allocations.remove(&binding.allocation_peer())?;
         }
         self.channels_by_binding.clear();
         Ok(())
     }
 
-    /// Whether both binding maps are empty (one walk of each map's buckets).
-    pub fn bindings_are_empty(&self) -> Result<bool, BindingError> {
-        let no_channel = self.channels.keys().next().transpose()?.is_none();
-        let no_allocation = self.allocations.keys().next().transpose()?.is_none();
-        Ok(no_channel && no_allocation)
+    /// Whether the kernel holds no binding in either direction (reads back the buckets written
+    /// since this was last true, and walks the overflow maps).
+    pub fn bindings_are_empty(&mut self) -> Result<bool, BindingError> {
+        Ok(self.channels.is_empty()? && self.allocations.is_empty()?)
     }
 
-    /// Removes every binding from both maps.
+    /// Removes every binding from both directions.
     pub fn clear_channels(&mut self) -> Result<(), BindingError> {
-        let channels = self.channels.keys().collect::<Result<Vec<_>, _>>()?;
-        for key in channels {
+        for key in self.channels.installed_keys() {
             self.channels.remove(&key)?;
         }
-        let allocations = self.allocations.keys().collect::<Result<Vec<_>, _>>()?;
-        for key in allocations {
+        for key in self.allocations.installed_keys() {
             self.allocations.remove(&key)?;
         }
         self.channels_by_binding.clear();
@@ -251,27 +245,6 @@ impl XdpRelay {
             self.install_channel(binding)?;
         }
         Ok(())
-    }
-}
-
-/// A map removal that found no entry (the kernel's `ENOENT`) is no error.
-fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::SyscallError(error))
-            if error.io_error.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(())
-        }
-        other => other,
-    }
-}
-
-/// The value of a map lookup, `None` for a missing key.
-fn lookup<V>(result: Result<V, MapError>) -> Result<Option<V>, MapError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(error) => Err(error),
     }
 }
 
@@ -309,9 +282,8 @@ impl XdpRelay {
     ///
     /// - `ChannelBound`: installs the binding in both directions (and resolves the
     ///   relay-to-self routes that depend on it);
-    /// - `ChannelRefreshed`: installs it again (idempotent: the entries already hold exactly
-    ///   this binding; re-writing them costs a few map operations and heals a map that lost
-    ///   them);
+    /// - `ChannelRefreshed`: installs it again (idempotent: entries that already hold exactly
+    ///   this binding are not written);
     /// - `ChannelUnbound`: removes it ([`BindingError::NotInstalled`] if the maps do not hold
     ///   exactly this binding, which means an event was missed);
     /// - allocation events: nothing (the program only knows channels; an allocation freed

@@ -18,6 +18,7 @@ mod batch;
 pub mod bench;
 mod bindings;
 pub mod own_cost;
+mod table;
 
 use std::{io::Write as _, time::Duration};
 
@@ -157,9 +158,9 @@ pub struct XdpRelay {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     config: Array<MapData, RelayConfig>,
-    channels: HashMap<MapData, ClientChannel, ChannelRoute>,
-    allocations: HashMap<MapData, AllocationPeer, ClientChannel>,
-    /// The `CHANNELS` keys that hold each binding (module `bindings`): when `ALLOCATIONS`
+    channels: table::BindingTable<ClientChannel, ChannelRoute>,
+    allocations: table::BindingTable<AllocationPeer, ClientChannel>,
+    /// The channel keys that hold each binding (module `bindings`): when `ALLOCATIONS`
     /// changes at a key, the channels whose binding is its reverse get a new relay-to-self
     /// destination. The maps change only through this struct, so this stays exact.
     channels_by_binding: std::collections::HashMap<AllocationPeer, Vec<ClientChannel>>,
@@ -180,8 +181,14 @@ impl XdpRelay {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LoadError::MissingMap(name));
         let counters = PerCpuArray::try_from(take(maps::REASON_COUNTERS)?)?;
         let config = Array::try_from(take(maps::CONFIG)?)?;
-        let channels = HashMap::try_from(take(maps::CHANNELS)?)?;
-        let allocations = HashMap::try_from(take(maps::ALLOCATIONS)?)?;
+        let channels = table::BindingTable::new(
+            Array::try_from(take(maps::CHANNEL_BUCKETS)?)?,
+            HashMap::try_from(take(maps::CHANNELS)?)?,
+        );
+        let allocations = table::BindingTable::new(
+            Array::try_from(take(maps::ALLOCATION_BUCKETS)?)?,
+            HashMap::try_from(take(maps::ALLOCATIONS)?)?,
+        );
         for name in [PROGRAM_NAME, FLOOR_PROGRAM_NAME] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)

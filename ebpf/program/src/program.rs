@@ -28,7 +28,10 @@
 //! so they are kept whole and covered instead by the fixtures, the random-frame test and the
 //! differential test against the userspace relay.
 
-use core::{mem::MaybeUninit, ptr::addr_of_mut};
+use core::{
+    mem::MaybeUninit,
+    ptr::{addr_of_mut, read_volatile, write_volatile},
+};
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
@@ -38,7 +41,13 @@ use aya_ebpf::{
 };
 use relay_xdp_common::{
     AllocationPeer, CONFIG_HAS_IPV4, CONFIG_HAS_IPV6, ChannelRoute, ClientChannel, RelayConfig,
-    action, channel, maps::BINDING_ENTRIES, ports, reason,
+    action, channel,
+    maps::BINDING_ENTRIES,
+    ports, reason,
+    table::{
+        AllocationBucket, BUCKETS, Bucket, ChannelBucket, KeyWords, SLOTS_PER_BUCKET, Slot,
+        bucket_index,
+    },
 };
 
 /// Runs per verdict reason, summed over CPUs by the loader.
@@ -50,13 +59,20 @@ static REASON_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(reason:
 static CONFIG: Array<RelayConfig> = Array::with_max_entries(1, 0);
 
 /// (client, port, channel) -> (allocation port, peer, port), and the relay-to-self destination
-/// (the `ALLOCATIONS` entry of the reverse binding), kept up to date by the loader: the channel
-/// path looks up one map once, relay-to-self included.
+/// (the allocation entry of the reverse binding), kept up to date by the loader: the channel
+/// path finds everything in one entry, relay-to-self included. Buckets of slots, read without a
+/// helper call (`relay_xdp_common::table`); `CHANNELS` holds the keys whose bucket is full.
+#[map(name = "CHANNEL_BUCKETS")]
+static CHANNEL_BUCKETS: Array<ChannelBucket> = Array::with_max_entries(BUCKETS, 0);
+
 #[map(name = "CHANNELS")]
 static CHANNELS: HashMap<ClientChannel, ChannelRoute> =
     HashMap::with_max_entries(BINDING_ENTRIES, 0);
 
-/// (allocation port, peer, port) -> (client, port, channel).
+/// (allocation port, peer, port) -> (client, port, channel), as buckets and an overflow map.
+#[map(name = "ALLOCATION_BUCKETS")]
+static ALLOCATION_BUCKETS: Array<AllocationBucket> = Array::with_max_entries(BUCKETS, 0);
+
 #[map(name = "ALLOCATIONS")]
 static ALLOCATIONS: HashMap<AllocationPeer, ClientChannel> =
     HashMap::with_max_entries(BINDING_ENTRIES, 0);
@@ -245,9 +261,9 @@ struct Datagram {
 
 /// The rewrite a path decided on.
 struct Rewrite {
-    /// The new destination address (unified form), inside a map value: valid for the whole
-    /// run, and not copied, so that no 16-byte array has to live in registers or on the stack.
-    dst_ip: *const [u8; 16],
+    /// The new destination address (unified form), copied out of the binding's slot: the
+    /// loader may rewrite the slot while the run goes on (`relay_xdp_common::table`).
+    dst_ip: [u8; 16],
     dst_port: u16,
     src_port: u16,
     /// Channel number of the ChannelData header the input carries (if `old_cd`).
@@ -294,7 +310,7 @@ fn handle(ctx: &XdpContext) -> u32 {
         trailing: false,
     };
     let mut rewrite = Rewrite {
-        dst_ip: core::ptr::null(),
+        dst_ip: [0; 16],
         dst_port: 0,
         src_port: 0,
         old_channel: 0,
@@ -624,43 +640,139 @@ fn channel_path<const IN_V6: bool>(
     }
     // SAFETY: every field was written above.
     let key = unsafe { key.assume_init_ref() };
-    let Some(route) = CHANNELS.get_ptr(key) else {
-        return reason::PASS_NO_CHANNEL_BINDING;
-    };
-    // SAFETY: a successful lookup returns a pointer to a live value of the map's value type,
-    // valid until the program returns.
-    let route = unsafe { &*route };
-    let binding = &route.binding;
-    let allocation_port = u16::from_be(binding.allocation_port);
-    let peer_port = u16::from_be(binding.peer_port);
-
-    if is_relay_ip(config, &binding.peer_ip) {
-        // Relay-to-self: the peer is another allocation on this relay, which sees the sender as
-        // `relay:allocation_port` (a dual-stack allocation has one port on both families). Its
-        // client is resolved in the route already: `ALLOCATIONS[binding.reverse()]`.
-        if !ports::is_allocation(peer_port) || !route.has_relay_to_self() {
-            return reason::PASS_SELF_NO_BINDING;
-        }
-        let client = &route.relay_to_self;
-        rewrite.dst_ip = &client.client_ip;
-        rewrite.dst_port = u16::from_be(client.client_port);
-        rewrite.src_port = ports::TURN;
-        rewrite.new_channel = u16::from_be(client.channel);
-        rewrite.new_cd = true;
-        rewrite.base_reason = reason::TX_CHAN_TO_CHAN_BASE;
-    } else {
-        rewrite.dst_ip = &binding.peer_ip;
-        rewrite.dst_port = peer_port;
-        rewrite.src_port = allocation_port;
-        rewrite.new_cd = false;
-        rewrite.base_reason = reason::TX_CHAN_TO_UDP_BASE;
-    }
     rewrite.old_channel = number;
     rewrite.old_cd = true;
     rewrite.data_len = data_len;
     rewrite.pad = pad;
     rewrite.pad_sum = pad_sum;
+    let words = key_words(key);
+    if let Some(bucket) = CHANNEL_BUCKETS.get(bucket_index(&words))
+        && let Some(why) = read_bucket(bucket, &words, |route| {
+            take_channel_route(config, route, rewrite)
+        })
+    {
+        return why;
+    }
+    let Some(route) = CHANNELS.get_ptr(key) else {
+        return reason::PASS_NO_CHANNEL_BINDING;
+    };
+    // SAFETY: a successful lookup returns a pointer to a live value of the map's value type,
+    // valid until the program returns.
+    take_channel_route(config, unsafe { &*route }, rewrite)
+}
+
+/// The rewrite of ChannelData on a channel bound as `route`. Every read of `route` is volatile,
+/// so that none moves past the slot's second sequence read (`read_bucket`).
+#[inline(always)]
+fn take_channel_route(config: &RelayConfig, route: &ChannelRoute, rewrite: &mut Rewrite) -> u32 {
+    let binding = &route.binding;
+    let allocation_port = u16::from_be(read16(&binding.allocation_port));
+    let peer_port = u16::from_be(read16(&binding.peer_port));
+    copy_ip(&mut rewrite.dst_ip, &binding.peer_ip);
+    if is_relay_ip(config, &rewrite.dst_ip) {
+        // Relay-to-self: the peer is another allocation on this relay, which sees the sender as
+        // `relay:allocation_port` (a dual-stack allocation has one port on both families). Its
+        // client is resolved in the route already: the allocation entry of `binding.reverse()`.
+        let client = &route.relay_to_self;
+        // A bound channel is never 0: 0 means no allocation has bound this one back.
+        let new_channel = u16::from_be(read16(&client.channel));
+        if !ports::is_allocation(peer_port) || new_channel == 0 {
+            return reason::PASS_SELF_NO_BINDING;
+        }
+        copy_ip(&mut rewrite.dst_ip, &client.client_ip);
+        rewrite.dst_port = u16::from_be(read16(&client.client_port));
+        rewrite.src_port = ports::TURN;
+        rewrite.new_channel = new_channel;
+        rewrite.new_cd = true;
+        rewrite.base_reason = reason::TX_CHAN_TO_CHAN_BASE;
+    } else {
+        rewrite.dst_port = peer_port;
+        rewrite.src_port = allocation_port;
+        rewrite.new_cd = false;
+        rewrite.base_reason = reason::TX_CHAN_TO_UDP_BASE;
+    }
     REWRITE
+}
+
+/// A key's ten words as `bucket_index` takes them: 2-byte loads in memory order.
+#[inline(always)]
+fn key_words<K>(key: &K) -> KeyWords {
+    let words = key as *const K as *const u16;
+    let mut out = [0u16; 10];
+    let mut i = 0;
+    while i < 10 {
+        // SAFETY: both key types are 20 bytes with 2-byte alignment (asserted in the common
+        // crate's tests), so the ten 2-byte loads stay inside the key.
+        out[i] = unsafe { *words.add(i) };
+        i += 1;
+    }
+    out
+}
+
+/// Whether a slot's key is the key with these words. The last word first (the channel number
+/// or the peer's port): an empty slot has zero there, so most slots fail at one load.
+#[inline(always)]
+fn key_matches<K>(key: &K, words: &KeyWords) -> bool {
+    let slot_words = key as *const K as *const u16;
+    // SAFETY: as in `key_words`; the slot is inside a map value found in this run.
+    if unsafe { read_volatile(slot_words.add(9)) } != words[9] {
+        return false;
+    }
+    let mut diff = 0u16;
+    let mut i = 0;
+    while i < 9 {
+        // SAFETY: as above.
+        diff |= unsafe { read_volatile(slot_words.add(i)) } ^ words[i];
+        i += 1;
+    }
+    diff == 0
+}
+
+/// Finds the key with `words` in `bucket` and hands its value to `take`, which returns the
+/// run's reason. `None` when no slot holds the key, or when the slot that does changed while it
+/// was read (its sequence byte odd, or different after `take`): the run then goes on as if the
+/// key were not in the bucket (`relay_xdp_common::table`).
+#[inline(always)]
+fn read_bucket<K, V>(
+    bucket: &Bucket<K, V>,
+    words: &KeyWords,
+    mut take: impl FnMut(&V) -> u32,
+) -> Option<u32> {
+    let mut i = 0;
+    while i < SLOTS_PER_BUCKET {
+        let slot: &Slot<K, V> = &bucket.slots[i];
+        // SAFETY: a field of a map value found in this run.
+        let seq = unsafe { read_volatile(&slot.seq) };
+        if seq & 1 == 0 && key_matches(&slot.key, words) {
+            let why = take(&slot.value);
+            // SAFETY: as above.
+            return (unsafe { read_volatile(&slot.seq) } == seq).then_some(why);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A 2-byte field of a binding, read once (volatile: see `take_channel_route`).
+#[inline(always)]
+fn read16(field: &u16) -> u16 {
+    // SAFETY: a reference to a u16 field.
+    unsafe { read_volatile(field) }
+}
+
+/// Copies a 16-byte address out of a binding word by word (volatile loads and stores: no
+/// `memcpy` call, and no load moved past the slot's second sequence read).
+#[inline(always)]
+fn copy_ip(to: &mut [u8; 16], from: &[u8; 16]) {
+    let from = from.as_ptr() as *const u16;
+    let to = to.as_mut_ptr() as *mut u16;
+    let mut i = 0;
+    while i < 8 {
+        // SAFETY: `i < 8` keeps both accesses inside the arrays; every address sits at an even
+        // offset of a map value or of the 2-byte aligned `Rewrite` (see `word`).
+        unsafe { write_volatile(to.add(i), read_volatile(from.add(i))) };
+        i += 1;
+    }
 }
 
 /// UDP from a peer to `relay:allocation-port`.
@@ -697,22 +809,34 @@ fn allocation_path<const IN_V6: bool>(
     if is_relay_ip(config, &key.peer_ip) {
         return reason::PASS_FROM_RELAY_ADDRESS;
     }
-    let Some(client) = ALLOCATIONS.get_ptr(key) else {
-        return reason::PASS_NO_PEER_BINDING;
-    };
-    // SAFETY: a successful lookup returns a pointer to a live value of the map's value type,
-    // valid until the program returns.
-    let client = unsafe { &*client };
-    rewrite.dst_ip = &client.client_ip;
-    rewrite.dst_port = u16::from_be(client.client_port);
     rewrite.src_port = ports::TURN;
     rewrite.old_cd = false;
-    rewrite.new_channel = u16::from_be(client.channel);
     rewrite.new_cd = true;
     rewrite.data_len = data_len;
     rewrite.pad = 0;
     rewrite.pad_sum = 0;
     rewrite.base_reason = reason::TX_UDP_TO_CHAN_BASE;
+    let words = key_words(key);
+    if let Some(bucket) = ALLOCATION_BUCKETS.get(bucket_index(&words))
+        && let Some(why) = read_bucket(bucket, &words, |client| take_client(client, rewrite))
+    {
+        return why;
+    }
+    let Some(client) = ALLOCATIONS.get_ptr(key) else {
+        return reason::PASS_NO_PEER_BINDING;
+    };
+    // SAFETY: a successful lookup returns a pointer to a live value of the map's value type,
+    // valid until the program returns.
+    take_client(unsafe { &*client }, rewrite)
+}
+
+/// The destination of a peer's datagram: the client and channel bound to the peer (volatile
+/// reads, as in `take_channel_route`).
+#[inline(always)]
+fn take_client(client: &ClientChannel, rewrite: &mut Rewrite) -> u32 {
+    copy_ip(&mut rewrite.dst_ip, &client.client_ip);
+    rewrite.dst_port = u16::from_be(read16(&client.client_port));
+    rewrite.new_channel = u16::from_be(read16(&client.channel));
     REWRITE
 }
 
@@ -724,8 +848,7 @@ fn rewrite_datagram(
     dgram: &Datagram,
     rewrite: &Rewrite,
 ) -> u32 {
-    // SAFETY: the paths set `dst_ip` to an address inside a map value found in this run.
-    let dst_ip = unsafe { &*rewrite.dst_ip };
+    let dst_ip = &rewrite.dst_ip;
     let out_v6 = !is_v4_mapped(dst_ip);
     let has_family = if out_v6 {
         config.flags & CONFIG_HAS_IPV6
@@ -863,8 +986,7 @@ fn write_headers<const OUT_V6: bool>(
     udp_len: u16,
     checksum: u16,
 ) -> bool {
-    // SAFETY: as in `rewrite_datagram`.
-    let dst_ip = unsafe { &*rewrite.dst_ip };
+    let dst_ip = &rewrite.dst_ip;
     let l3 = ETH_HDR_LEN;
     let l4 = l4_offset(OUT_V6);
     let start = ctx.data();
