@@ -151,6 +151,19 @@ pub(crate) fn render(
              (tx/...: relayed in the kernel; pass/...: to the sockets)",
             runs,
         );
+        let overflow = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        let (channels, allocations) = xdp.overflow_entries();
+        for (table, entries) in [("channel", channels), ("allocation", allocations)] {
+            overflow
+                .get_or_create(&[("table", table)])
+                .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "xdp_overflow_entries",
+            "Bindings whose bucket in the XDP program's table was full, held in its overflow \
+             hash map instead (a hash lookup per frame rather than the inlined bucket read)",
+            overflow,
+        );
         let errors = Counter::<u64>::default();
         errors.inc_by(summary.xdp_map_errors);
         registry.register(

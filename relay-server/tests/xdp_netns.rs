@@ -193,6 +193,13 @@ async fn channel_data_is_relayed_in_the_kernel_with_xdp_attached() {
         "the sockets relayed nothing:\n{metrics}"
     );
     assert_eq!(counter("relay_xdp_map_errors_total"), 0, "{metrics}");
+    for table in ["channel", "allocation"] {
+        let gauge = format!("relay_xdp_overflow_entries{{table=\"{table}\"}} 0");
+        assert!(
+            metrics.lines().any(|line| line == gauge),
+            "{gauge}:\n{metrics}"
+        );
+    }
 
     // relay-server stops on SIGTERM and detaches: the interface carries no program after it.
     let pid = nix::unistd::Pid::from_raw(relay.0.id() as i32);
