@@ -95,8 +95,13 @@ pub trait TableKey: Copy + Eq {
     fn words(&self) -> KeyWords;
 }
 
-const fn word(bytes: [u8; 2]) -> u16 {
-    u16::from_ne_bytes(bytes)
+/// A 16-byte address as eight words in memory order.
+fn ip_words(ip: &[u8; 16]) -> [u16; 8] {
+    let mut words = [0; 8];
+    for (word, bytes) in words.iter_mut().zip(ip.chunks_exact(2)) {
+        *word = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    }
+    words
 }
 
 impl TableKey for ClientChannel {
@@ -105,19 +110,8 @@ impl TableKey for ClientChannel {
     }
 
     fn words(&self) -> KeyWords {
-        let ip = &self.client_ip;
-        [
-            word([ip[0], ip[1]]),
-            word([ip[2], ip[3]]),
-            word([ip[4], ip[5]]),
-            word([ip[6], ip[7]]),
-            word([ip[8], ip[9]]),
-            word([ip[10], ip[11]]),
-            word([ip[12], ip[13]]),
-            word([ip[14], ip[15]]),
-            self.client_port,
-            self.channel,
-        ]
+        let [a, b, c, d, e, f, g, h] = ip_words(&self.client_ip);
+        [a, b, c, d, e, f, g, h, self.client_port, self.channel]
     }
 }
 
@@ -127,19 +121,8 @@ impl TableKey for AllocationPeer {
     }
 
     fn words(&self) -> KeyWords {
-        let ip = &self.peer_ip;
-        [
-            self.allocation_port,
-            word([ip[0], ip[1]]),
-            word([ip[2], ip[3]]),
-            word([ip[4], ip[5]]),
-            word([ip[6], ip[7]]),
-            word([ip[8], ip[9]]),
-            word([ip[10], ip[11]]),
-            word([ip[12], ip[13]]),
-            word([ip[14], ip[15]]),
-            self.peer_port,
-        ]
+        let [a, b, c, d, e, f, g, h] = ip_words(&self.peer_ip);
+        [self.allocation_port, a, b, c, d, e, f, g, h, self.peer_port]
     }
 }
 
