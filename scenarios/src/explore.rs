@@ -175,15 +175,15 @@ pub enum CaseResult {
     /// invariant; what it reached of the relays' timers still counts.
     Skipped {
         reason: String,
-        relay_timers: RelayTimerCounts,
+        turn_timers: TurnTimerCounts,
         /// The model's prediction held for every step before this one.
         checked_before: Option<usize>,
     },
     Failed(String),
 }
 
-/// Datagrams on relay timers' deadlines, per timer (`sim::Outcome::relay_timer_boundaries`).
-pub type RelayTimerCounts = BTreeMap<&'static str, [u64; 3]>;
+/// Datagrams on relay timers' deadlines, per timer (`sim::Outcome::turn_timer_boundaries`).
+pub type TurnTimerCounts = BTreeMap<&'static str, [u64; 3]>;
 
 /// Runs and checks one scenario with `seed`.
 pub fn check_case(scenario: &Scenario, seed: u64, datapath: Datapath) -> CaseResult {
@@ -244,13 +244,13 @@ fn judge(scenario: &Scenario, run: Result<sim::Outcome, sim::SimError>) -> CaseR
         Err(sim::SimError::Unsupported(reason)) => {
             return CaseResult::Skipped {
                 reason,
-                relay_timers: RelayTimerCounts::new(),
+                turn_timers: TurnTimerCounts::new(),
                 checked_before: None,
             };
         }
         Err(error) => return CaseResult::Failed(error.to_string()),
     };
-    let relay_timers = outcome.relay_timer_boundaries.clone();
+    let turn_timers = outcome.turn_timer_boundaries.clone();
     match check_outcome(scenario, outcome) {
         Ok(checked) => CaseResult::Passed(Box::new(checked)),
         Err(CheckError::Model {
@@ -258,7 +258,7 @@ fn judge(scenario: &Scenario, run: Result<sim::Outcome, sim::SimError>) -> CaseR
             checked_before,
         }) => CaseResult::Skipped {
             reason: unpredictable.reason,
-            relay_timers,
+            turn_timers,
             checked_before,
         },
         Err(error) => CaseResult::Failed(error.to_string()),
@@ -317,13 +317,13 @@ pub fn explore(options: &ExploreOptions) -> Result<Report> {
             }
             CaseResult::Skipped {
                 reason,
-                relay_timers,
+                turn_timers,
                 checked_before,
             } => {
                 *report.skipped.entry(skip_kind(&reason)).or_default() += 1;
                 report.skipped_checked_before +=
                     u64::from(checked_before.is_some_and(|step| step > 0));
-                report.coverage.behaviour.add_relay_timers(&relay_timers);
+                report.coverage.behaviour.add_turn_timers(&turn_timers);
             }
             CaseResult::Failed(error) => {
                 progress.set_message("shrinking");

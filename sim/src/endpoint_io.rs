@@ -5,7 +5,7 @@ use std::{
     cell::RefCell,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     rc::Rc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use crate::{clock::now_instant, state::Shared, wire};
@@ -37,6 +37,20 @@ pub(crate) fn flush_turn(
     while let Some(event) = turn.poll_event() {
         shared.journal.trace(name, format!("TURN: {event:?}"));
     }
+    // Remember the transactions' deadlines past the moment they fire (for a second): the
+    // pending ones, and those that came while they were pending. A deadline still ahead whose
+    // transaction ended (answered) will never fire, and goes.
+    let now = now_instant(shared.origin);
+    let pending = turn.transaction_deadlines();
+    let deadlines = shared
+        .transaction_deadlines
+        .entry(name.to_owned())
+        .or_default();
+    deadlines.retain(|deadline| {
+        (*deadline <= now && *deadline + Duration::from_secs(1) >= now)
+            || pending.contains(deadline)
+    });
+    deadlines.extend(pending);
     let addresses = turn.relayed_addresses().to_vec();
     let first = shared.relayed.first.entry(name.to_owned()).or_default();
     if first.is_empty() {
@@ -57,6 +71,11 @@ pub(crate) fn receive_through<'p>(
     payload: &'p [u8],
     now: Instant,
 ) -> Option<turn_client::Arrival<'p>> {
+    if let Some(turn) = endpoint.turn()
+        && from == turn.server()
+    {
+        note_transaction_boundary(&mut shared.borrow_mut(), name, turn, now);
+    }
     match endpoint.receive(from, payload, now) {
         Ok(arrival) => arrival,
         Err(error) => {
@@ -66,6 +85,44 @@ pub(crate) fn receive_through<'p>(
                 .trace(name, format!("ignored a datagram from {from}: {error}"));
             None
         }
+    }
+}
+
+/// The timer of a TURN client's transactions, in the coverage grid.
+pub const CLIENT_TRANSACTION: &str = "turn client retransmission";
+
+/// Counts a datagram from the relay that reaches a TURN client 1 ms before one of its
+/// transactions' deadlines (a retransmission or the give-up), on it, or 1 ms after: one that is
+/// still ahead, or one the host saw before (`flush_turn` keeps them).
+fn note_transaction_boundary(
+    shared: &mut Shared,
+    name: &str,
+    turn: &turn_client::TurnClient,
+    now: Instant,
+) {
+    let seen = shared.transaction_deadlines.get(name);
+    let deadlines = turn
+        .transaction_deadlines()
+        .into_iter()
+        .chain(seen.into_iter().flatten().copied());
+    let slot = deadlines
+        .filter_map(|deadline| {
+            let early = deadline.saturating_duration_since(now).as_millis();
+            let late = now.saturating_duration_since(deadline).as_millis();
+            match (early, late) {
+                (1, 0) => Some(0),
+                (0, 0) => Some(1),
+                (0, 1) => Some(2),
+                _ => None,
+            }
+        })
+        .min();
+    if let Some(slot) = slot {
+        let counts = shared
+            .journal
+            .turn_timer_boundaries
+            .entry(CLIENT_TRANSACTION);
+        counts.or_default()[slot] += 1;
     }
 }
 

@@ -49,9 +49,9 @@ pub(crate) struct Journal {
     pub(crate) deliveries: Vec<Delivery>,
     /// Every inner packet a gateway dropped or a link fault took, in the order it happened.
     pub(crate) drops: Vec<PacketDrop>,
-    /// Datagrams that reached a relay on one of its timers' deadlines, per timer:
-    /// `[1 ms before, on it, 1 ms after]`.
-    pub(crate) relay_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
+    /// Datagrams that reached a relay on one of its timers' deadlines, or a TURN client on one
+    /// of its transactions' deadlines, per timer: `[1 ms before, on it, 1 ms after]`.
+    pub(crate) turn_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
     /// Every stray datagram (from the internet host) a relay host took off a socket, with what
     /// became of it, in order of arrival.
     pub(crate) strays: Vec<StrayArrival>,

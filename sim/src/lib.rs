@@ -47,6 +47,16 @@ pub use internet_host::NAME as INTERNET_HOST;
 pub use journal::TraceLine;
 pub use observation;
 pub use relay_timers::RELAY_TIMERS;
+
+/// The TURN timers whose boundaries a run notes: the relays' (`relay_timers`), then the
+/// transactions of the TURN clients (`endpoint_io`).
+pub const TURN_TIMERS: [&str; 5] = [
+    relay_timers::ALLOCATION,
+    relay_timers::PERMISSION,
+    relay_timers::CHANNEL,
+    relay_timers::COOLDOWN,
+    endpoint_io::CLIENT_TRANSACTION,
+];
 pub use wire::{Direction, Hop, XdpNote};
 pub use world::{Outcome, RunOptions, SimError, hosts_by_ip, run};
 pub use xdp::Datapath;

@@ -326,7 +326,7 @@ impl Side {
         let datapath = {
             let core = self.core.borrow();
             let mut shared = self.shared.borrow_mut();
-            let counts = &mut shared.journal.relay_timer_boundaries;
+            let counts = &mut shared.journal.turn_timer_boundaries;
             core.timers.note_arrival(from, to.port(), now_ms, counts);
             core.datapath
         };

@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     /// Spoofed datagrams sent and not yet received, so that their receiver can hand its
     /// verdict to the attacker.
     pub(crate) spoofed: Vec<Spoofed>,
+    /// The transaction deadlines each host's TURN client has had (`endpoint_io`), so that a
+    /// response that arrives just after one fired still counts as on its boundary.
+    pub(crate) transaction_deadlines: BTreeMap<String, std::collections::BTreeSet<Instant>>,
 }
 
 /// A datagram the attacker at `attacker` sends with the forged source `from`.

@@ -80,9 +80,10 @@ pub struct Outcome {
     pub attacks: Vec<AttackOutcome>,
     /// Runs of the relays' XDP program per reason (empty when relays ran userspace only).
     pub xdp_reasons: BTreeMap<&'static str, u64>,
-    /// Datagrams that reached a relay on one of its timers' deadlines, per timer
-    /// ([`RELAY_TIMERS`](crate::RELAY_TIMERS)): `[1 ms before, on it, 1 ms after]`.
-    pub relay_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
+    /// Datagrams that reached a relay on one of its timers' deadlines, or a TURN client on one
+    /// of its transactions' deadlines, per timer ([`TURN_TIMERS`](crate::TURN_TIMERS)):
+    /// `[1 ms before, on it, 1 ms after]`.
+    pub turn_timer_boundaries: BTreeMap<&'static str, [u64; 3]>,
     /// The datapath the relays really ran: userspace only if the XDP program could not load
     /// where BPF is not required (said loudly on stderr).
     pub datapath: Datapath,
@@ -210,6 +211,7 @@ fn new_shared(scenario: &Scenario, plan: &AddressPlan, timeline: &Timeline) -> R
         spoof_orders: Vec::new(),
         spoof_waker: Rc::default(),
         attackers_racing: Default::default(),
+        transaction_deadlines: BTreeMap::new(),
         query_to_race: false,
         spoofed: Vec::new(),
         dns_records: scenario
@@ -373,7 +375,7 @@ fn take_outcome(shared: &Rc<RefCell<Shared>>, end_ms: u64, relays: Relays) -> Ou
         frames: journal.frames,
         deliveries: journal.deliveries,
         drops: journal.drops,
-        relay_timer_boundaries: journal.relay_timer_boundaries,
+        turn_timer_boundaries: journal.turn_timer_boundaries,
         strays: journal.strays,
         attacks: journal.attacks,
         xdp_reasons,

@@ -20,6 +20,8 @@ mod bindings;
 mod peer_data;
 mod transactions;
 
+pub use transactions::transaction_schedule;
+
 use std::{
     borrow::Cow,
     collections::{BTreeMap, VecDeque},
@@ -182,6 +184,18 @@ impl TurnClient {
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
+    }
+
+    /// When each outstanding request's transaction acts next (a retransmission, or the
+    /// give-up after the last one), earliest first.
+    pub fn transaction_deadlines(&self) -> Vec<Instant> {
+        let mut deadlines: Vec<Instant> = self
+            .pending
+            .values()
+            .map(|pending| pending.next_retransmit)
+            .collect();
+        deadlines.sort_unstable();
+        deadlines
     }
 
     /// The next instant at which [`TurnClient::handle_timeout`] has work: a retransmission,

@@ -36,7 +36,7 @@ pub const ROAM_BACK: &str = "client back at an earlier address";
 pub const REQUIRED_REUSE: [&str; 4] = ["after fin", "after rst", "after idle timeout", ROAM_BACK];
 
 /// Relay timers whose deadlines the generated cases must reach.
-pub const REQUIRED_RELAY_TIMERS: [&str; 4] = sim::RELAY_TIMERS;
+pub const REQUIRED_TURN_TIMERS: [&str; 5] = sim::TURN_TIMERS;
 
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {
@@ -68,7 +68,7 @@ impl Behaviour {
     }
 
     /// Counts the datagrams a run saw on its relays' timers' deadlines (predicted or not).
-    pub fn add_relay_timers(&mut self, counts: &BTreeMap<&'static str, [u64; 3]>) {
+    pub fn add_turn_timers(&mut self, counts: &BTreeMap<&'static str, [u64; 3]>) {
         for (timer, counts) in counts {
             let sum = self.timer_boundaries.entry(timer).or_default();
             for (total, count) in sum.iter_mut().zip(counts) {
@@ -91,7 +91,7 @@ impl Behaviour {
         const TIMER_SECTION: &str = "timer deadlines (packets)";
         const WHEN: [&str; 3] = ["-1 ms", "on", "+1 ms"];
         let mut timers = Section::new(TIMER_SECTION, &WHEN);
-        for timer in TIMERS.into_iter().chain(sim::RELAY_TIMERS) {
+        for timer in TIMERS.into_iter().chain(sim::TURN_TIMERS) {
             let counts = self
                 .timer_boundaries
                 .get(timer)
@@ -100,7 +100,7 @@ impl Behaviour {
             timers.row(timer, counts.to_vec());
         }
         grid.sections.push(timers);
-        for timer in TIMERS.into_iter().chain(REQUIRED_RELAY_TIMERS) {
+        for timer in TIMERS.into_iter().chain(REQUIRED_TURN_TIMERS) {
             for (column, when) in WHEN.iter().zip(["1 ms before", "on", "1 ms after"]) {
                 grid.requirements.push(Requirement::cell(
                     format!("traffic {when} the deadline of the {timer}"),

@@ -195,7 +195,7 @@ impl Coverage {
             .entry(behaviour::ROAM_BACK)
             .or_default() += roams_back;
         self.behaviour
-            .add_relay_timers(&checked.outcome.relay_timer_boundaries);
+            .add_turn_timers(&checked.outcome.turn_timer_boundaries);
         self.add_attacks(scenario, checked);
         for stray in &checked.outcome.strays {
             let Some(Step::Stray { kind, .. }) = scenario.steps.get(stray.step) else {

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use scenario_format::{AttackKind, GatewayAttackKind, PathMode, Side, StrayKind};
 
 use super::profile::{ActionKind, IdleLengths, Profile, Reuse};
+use super::relay_timer_boundary::TIMER_CHOICES;
 
 /// Where traffic goes, by any indices (the step writer takes them modulo what exists): a
 /// client, a resource, a port, IPv6 inside the tunnel, and for DNS resources a name.
@@ -105,7 +106,9 @@ pub(super) enum Action {
     /// deadline of one of the relay's timers for the gateway's fresh channel to the client
     /// (`timer` picks the permission, the channel binding or its cooldown, while the gateway's
     /// binding requests are dropped; or the gateway's allocation, hit by a peer's datagram or by
-    /// its held Refresh) (`relay_timer_boundary`).
+    /// its held Refresh); or the relay's answer to the gateway's ChannelBind for that channel
+    /// reaching the gateway `offset_ms` from an instant of the transaction's retransmission
+    /// schedule (`relay_timer_boundary`).
     RelayTimerBoundary {
         client: usize,
         timer: usize,
@@ -279,7 +282,7 @@ pub(super) fn action(profile: &Profile) -> impl Strategy<Value = Action> + use<>
         arm(ActionKind::Restart, Just(Action::Restart).boxed()),
         arm(
             ActionKind::RelayTimerBoundary,
-            (0usize..3, 0usize..5, -1i64..=1)
+            (0usize..3, 0usize..TIMER_CHOICES, -1i64..=1)
                 .prop_map(|(client, timer, offset_ms)| Action::RelayTimerBoundary {
                     client,
                     timer,

@@ -18,20 +18,32 @@
 //! link is released so that the held Refresh reaches the relay then (late, exactly on time or
 //! early by 1 ms).
 //!
+//! The gateway's TURN client's own transaction timers are aimed at through a held link too:
+//! the link between the gateway and its relay is held from the path step on, so the
+//! ChannelBind the step sends waits, and is released so that the relay's answer reaches the
+//! gateway 1 ms before one instant of the transaction's schedule, on it, or 1 ms after (one of
+//! its six retransmissions, or the give-up; `turn_client::transaction_schedule`). The copies
+//! sent during the hold are released with it, and the relay answers each.
+//!
 //! The model does not predict what follows a fault on a relay link across an idle, so such a
 //! case is held to the invariants only: the XDP program against the userspace relay on the
 //! deadline, the XDP maps against the relay's table as the binding expires, the byte checks.
 
 use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, DEFAULT_ALLOCATION_LIFETIME, PERMISSION_LIFETIME};
 use scenario_format::{Fault, PathMode, Scenario, Step, timing::Timeline};
-use turn_client::{ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL};
+use turn_client::{ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, transaction_schedule};
 
 use super::action::Destination;
 use super::step_writer::StepWriter;
 
-/// The relay timers a boundary action aims at, by `timer % TIMERS`: the binding's (ms after
-/// the bind), then the allocation's, by a peer's datagram or by the held Refresh.
-const TIMERS: usize = 5;
+/// The timers a boundary action aims at, by `timer % TIMERS`: the relay's for the binding (ms
+/// after the bind), then the allocation's, by a peer's datagram or by the held Refresh, then
+/// the TURN client's transaction (the instant of its schedule by `timer / TIMERS`).
+const TIMERS: usize = 6;
+
+/// The values of an action's `timer`: every timer, and for the transaction each instant of its
+/// schedule.
+pub(super) const TIMER_CHOICES: usize = TIMERS * 7;
 
 fn ms(duration: std::time::Duration) -> u64 {
     duration.as_millis() as u64
@@ -55,6 +67,7 @@ impl StepWriter<'_> {
         match timer % TIMERS {
             3 => return self.write_allocation_boundary(client, offset_ms, false),
             4 => return self.write_allocation_boundary(client, offset_ms, true),
+            5 => return self.write_transaction_boundary(client, timer / TIMERS, offset_ms),
             _ => {}
         }
         let c = self.client_index(client);
@@ -163,6 +176,55 @@ impl StepWriter<'_> {
             let sent_at = arrival - latency.between(&client_name, &relay).cast_signed();
             idle_to(self, sent_at.cast_unsigned());
             self.push_datagram_to_first_gateway(client);
+        }
+        self.steps.push(Step::Fault {
+            between: [gateway_name, relay],
+            fault: Fault::Release,
+        });
+    }
+
+    /// The relay's answer to the ChannelBind of the first gateway's fresh channel to `client`
+    /// reaching the gateway `offset_ms` from the `instant`-th instant of the transaction's
+    /// schedule, through a hold of the link from the ChannelBind on. Nothing is written when
+    /// the gateway has a channel to the client already or no relayed path to it.
+    fn write_transaction_boundary(&mut self, client: usize, instant: usize, offset_ms: i64) {
+        let c = self.client_index(client);
+        let g = 0;
+        let gateway = &self.layout.gateways[g];
+        let Some(relay) = gateway.relay.clone() else {
+            return;
+        };
+        let fresh = !self.gateway_bound.contains(&(c, g, self.roams[c]));
+        let path = self
+            .layout
+            .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
+        if !fresh || path != Some(PathMode::GatewayRelayed) {
+            return;
+        }
+        let schedule = transaction_schedule();
+        let Some(boundary) = schedule.get(instant % schedule.len()) else {
+            return;
+        };
+        let to_relay = self.topology.latency.between(&gateway.name, &relay);
+        let gateway_name = gateway.name.clone();
+        // A fault step takes effect at its start, so the ChannelBind the path step sends at
+        // its start is held.
+        self.steps.push(Step::Fault {
+            between: [gateway_name.clone(), relay.clone()],
+            fault: Fault::Hold,
+        });
+        let sent_at = self.now();
+        self.push_path(c, g, PathMode::GatewayRelayed);
+        // turmoil delivers what a link held the moment it is released; the relay answers at
+        // once, and its answer takes the link's latency back.
+        let arrival = (sent_at + ms(*boundary)).cast_signed() + offset_ms;
+        let release = arrival - to_relay.cast_signed();
+        let idle = release - self.now().cast_signed();
+        if let Ok(idle @ 1..) = u64::try_from(idle) {
+            self.steps.push(Step::Idle {
+                seconds: idle / 1000,
+                ms: idle % 1000,
+            });
         }
         self.steps.push(Step::Fault {
             between: [gateway_name, relay],

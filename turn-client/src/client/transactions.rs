@@ -22,6 +22,29 @@ const INITIAL_RTO: Duration = Duration::from_millis(500);
 const MAX_TRANSMISSIONS: u32 = 7;
 const FINAL_WAIT_RTOS: u32 = 16;
 
+/// How long a transaction waits after its `transmissions`-th transmission: the RTO, doubled at
+/// each retransmission, and 16 initial RTOs after the last before it gives up.
+fn wait_after(transmissions: u32) -> Duration {
+    if transmissions >= MAX_TRANSMISSIONS {
+        INITIAL_RTO * FINAL_WAIT_RTOS
+    } else {
+        INITIAL_RTO * (1 << (transmissions - 1))
+    }
+}
+
+/// When a request's transaction acts, counted from its first transmission: its six
+/// retransmissions, then the give-up (the request fails). For tools that aim traffic at these
+/// instants.
+pub fn transaction_schedule() -> [Duration; MAX_TRANSMISSIONS as usize] {
+    let mut schedule = [Duration::ZERO; MAX_TRANSMISSIONS as usize];
+    let mut at = Duration::ZERO;
+    for (transmissions, slot) in (1..).zip(schedule.iter_mut()) {
+        at += wait_after(transmissions);
+        *slot = at;
+    }
+    schedule
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Request {
     Allocate,
@@ -35,7 +58,6 @@ pub(super) struct Pending {
     pub(super) request: Request,
     payload: Vec<u8>,
     transmissions: u32,
-    rto: Duration,
     pub(super) next_retransmit: Instant,
     /// A 438 answer was retried once with the fresh nonce.
     retried_stale_nonce: bool,
@@ -63,13 +85,7 @@ impl TurnClient {
                 continue;
             }
             pending.transmissions += 1;
-            pending.rto *= 2;
-            pending.next_retransmit = now
-                + if pending.transmissions == MAX_TRANSMISSIONS {
-                    INITIAL_RTO * FINAL_WAIT_RTOS
-                } else {
-                    pending.rto
-                };
+            pending.next_retransmit = now + wait_after(pending.transmissions);
             self.transmits.push_back(TurnTransmit {
                 dst: self.config.server,
                 payload: pending.payload.clone(),
@@ -160,8 +176,7 @@ impl TurnClient {
                 request,
                 payload,
                 transmissions: 1,
-                rto: INITIAL_RTO,
-                next_retransmit: now + INITIAL_RTO,
+                next_retransmit: now + wait_after(1),
                 retried_stale_nonce,
             },
         );
@@ -266,5 +281,56 @@ impl TurnClient {
             Request::CreatePermission { peers } => self.permissions_refused(peers),
             Request::ChannelBind { number, peer } => self.channel_failed(number, peer, code),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use proto::credentials::Credentials;
+
+    use super::transaction_schedule;
+    use crate::{ClientEvent, Families, TurnClient, TurnClientConfig};
+
+    /// A request nobody answers is sent again at each instant of the schedule but the last,
+    /// and fails at the last.
+    #[test]
+    fn an_unanswered_request_follows_the_published_schedule() {
+        let mut client = TurnClient::new(TurnClientConfig {
+            server: "192.0.2.1:3478".parse().unwrap(),
+            credentials: Credentials {
+                username: "alice".to_owned(),
+                password: "secret".to_owned(),
+            },
+            families: Families::V4,
+            lifetime: None,
+            seed: 1,
+        });
+        let start = Instant::now();
+        client.allocate(start);
+        assert!(client.poll_transmit().is_some(), "the first Allocate");
+        assert_eq!(
+            client.transaction_deadlines(),
+            vec![start + Duration::from_millis(500)]
+        );
+        let schedule = transaction_schedule();
+        let mut sent = Vec::new();
+        let mut failed = None;
+        while let Some(at) = client.poll_timeout() {
+            client.handle_timeout(at);
+            while client.poll_transmit().is_some() {
+                sent.push(at - start);
+            }
+            while let Some(event) = client.poll_event() {
+                if event == (ClientEvent::AllocationFailed { code: None }) {
+                    failed = Some(at - start);
+                }
+            }
+        }
+        assert_eq!(sent, schedule[..6]);
+        assert_eq!(failed, Some(schedule[6]));
+        assert_eq!(schedule[6], Duration::from_millis(39_500));
+        assert!(client.transaction_deadlines().is_empty());
     }
 }
