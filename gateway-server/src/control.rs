@@ -51,6 +51,21 @@ pub enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// The command's name, as a control line spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MapDns { .. } => "map_dns",
+            Self::UnmapDns { .. } => "unmap_dns",
+            Self::Grant { .. } => "grant",
+            Self::Revoke { .. } => "revoke",
+            Self::ViaRelay(_) => "via_relay",
+            Self::Direct(_) => "direct",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// The JSON shape of a command line.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -119,6 +119,9 @@ pub enum RunnerEvent {
         /// The client it came from or was for, if the packet names one.
         client: Option<u32>,
     },
+    /// A control line was applied: its command's name (`map_dns`, `grant`, ...). What the
+    /// gateway receives after this event sees the command's effect.
+    ControlApplied(&'static str),
     /// A control line was refused (it did not parse, or the gateway refused the call).
     ControlError(String),
     /// The last event: the gateway shut down, flushing the records of `flows` open flows.
@@ -189,6 +192,10 @@ mod tests {
                 "203.0.113.1:54990".parse().unwrap()
             ])),
             r#"{"relayed":["203.0.113.1:54990"]}"#
+        );
+        assert_eq!(
+            json(RunnerEvent::ControlApplied("map_dns")),
+            r#"{"control_applied":"map_dns"}"#
         );
         assert_eq!(
             json(RunnerEvent::ChannelBound(

@@ -289,6 +289,12 @@ fn a_dns_resource_is_reached_through_its_proxy_ip_once_the_gateway_resolves_it()
         "{{\"map_dns\":{{\"client\":0,\"proxy_ip\":\"{proxy_ip}\",\"domain\":\"{DOMAIN}\"}}}}"
     )
     .expect("a control line");
+    // The gateway reads its control lines and its tunnel socket in one loop, in whichever
+    // order they come: the packet waits for the mapping to be applied, or it would meet an
+    // unmapped proxy IP.
+    gateway.wait_for_event(&files, "the mapping", |event| {
+        event.get("control_applied").and_then(|name| name.as_str()) == Some("map_dns")
+    });
     let payload = b"to a name";
     client.send(&udp_packet(
         (TUNNEL_IP, 40_000),

@@ -93,6 +93,7 @@ impl Server {
             }
         };
         tracing::info!(?command, "control command");
+        let name = command.name();
         let result = match command {
             Command::MapDns {
                 client,
@@ -122,8 +123,9 @@ impl Server {
             Command::Direct(remote) => self.route(remote, false, now),
             Command::Shutdown => return true,
         };
-        if let Err(message) = result {
-            self.control_error(message);
+        match result {
+            Ok(()) => self.outputs.event(&RunnerEvent::ControlApplied(name)),
+            Err(message) => self.control_error(message),
         }
         false
     }
