@@ -70,27 +70,16 @@ impl StepWriter<'_> {
             5 => return self.write_transaction_boundary(client, timer / TIMERS, offset_ms),
             _ => {}
         }
-        let c = self.client_index(client);
-        let g = 0;
-        let gateway = &self.layout.gateways[g];
-        let Some(relay) = gateway.relay.clone() else {
+        let Some((c, gateway_name, relay)) = self.fresh_relayed_channel(client) else {
             return;
         };
-        let fresh = !self.gateway_bound.contains(&(c, g, self.roams[c]));
-        let path = self
-            .layout
-            .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
-        if !fresh || path != Some(PathMode::GatewayRelayed) {
-            return;
-        }
         let latency = &self.topology.latency;
-        let gateway_name = gateway.name.clone();
         let client_name = self.layout.clients[c].name.clone();
         // The ChannelBind leaves the gateway when the path step starts and installs the binding
         // and the permission when it reaches the relay.
         let path_at = self.now();
         let bound_at = path_at + latency.between(&gateway_name, &relay);
-        self.push_path(c, g, PathMode::GatewayRelayed);
+        self.push_path(c, 0, PathMode::GatewayRelayed);
         self.steps.push(Step::Fault {
             between: [gateway_name.clone(), relay.clone()],
             fault: Fault::DropBindingRequests,
@@ -183,30 +172,34 @@ impl StepWriter<'_> {
         });
     }
 
+    /// The client's index, the first gateway's name and its relay's, when a gateway-relayed
+    /// path step to `client` now would bind a fresh channel on that relay (the gateway has
+    /// none to the client at its current address, and the path is usable).
+    fn fresh_relayed_channel(&self, client: usize) -> Option<(usize, String, String)> {
+        let c = self.client_index(client);
+        let g = 0;
+        let gateway = &self.layout.gateways[g];
+        let relay = gateway.relay.clone()?;
+        let fresh = !self.gateway_bound.contains(&(c, g, self.roams[c]));
+        let path = self
+            .layout
+            .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
+        (fresh && path == Some(PathMode::GatewayRelayed)).then(|| (c, gateway.name.clone(), relay))
+    }
+
     /// The relay's answer to the ChannelBind of the first gateway's fresh channel to `client`
     /// reaching the gateway `offset_ms` from the `instant`-th instant of the transaction's
     /// schedule, through a hold of the link from the ChannelBind on. Nothing is written when
     /// the gateway has a channel to the client already or no relayed path to it.
     fn write_transaction_boundary(&mut self, client: usize, instant: usize, offset_ms: i64) {
-        let c = self.client_index(client);
-        let g = 0;
-        let gateway = &self.layout.gateways[g];
-        let Some(relay) = gateway.relay.clone() else {
+        let Some((c, gateway_name, relay)) = self.fresh_relayed_channel(client) else {
             return;
         };
-        let fresh = !self.gateway_bound.contains(&(c, g, self.roams[c]));
-        let path = self
-            .layout
-            .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
-        if !fresh || path != Some(PathMode::GatewayRelayed) {
-            return;
-        }
         let schedule = transaction_schedule();
         let Some(boundary) = schedule.get(instant % schedule.len()) else {
             return;
         };
-        let to_relay = self.topology.latency.between(&gateway.name, &relay);
-        let gateway_name = gateway.name.clone();
+        let to_relay = self.topology.latency.between(&gateway_name, &relay);
         // A fault step takes effect at its start, so the ChannelBind the path step sends at
         // its start is held.
         self.steps.push(Step::Fault {
@@ -214,7 +207,7 @@ impl StepWriter<'_> {
             fault: Fault::Hold,
         });
         let sent_at = self.now();
-        self.push_path(c, g, PathMode::GatewayRelayed);
+        self.push_path(c, 0, PathMode::GatewayRelayed);
         // turmoil delivers what a link held the moment it is released; the relay answers at
         // once, and its answer takes the link's latency back.
         let arrival = (sent_at + ms(*boundary)).cast_signed() + offset_ms;
