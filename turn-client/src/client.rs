@@ -20,7 +20,7 @@ mod bindings;
 mod peer_data;
 mod transactions;
 
-pub use transactions::transaction_schedule;
+pub use transactions::{TRANSACTION_INSTANTS, transaction_schedule};
 
 use std::{
     borrow::Cow,

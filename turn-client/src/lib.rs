@@ -11,5 +11,6 @@ pub use endpoint::{Arrival, Endpoint};
 
 pub use client::{
     ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, ClientError, ClientEvent, Families,
-    PeerData, TurnClient, TurnClientConfig, TurnTransmit, transaction_schedule,
+    PeerData, TRANSACTION_INSTANTS, TurnClient, TurnClientConfig, TurnTransmit,
+    transaction_schedule,
 };

@@ -86,10 +86,10 @@ impl XdpRelay {
         if let Some(previous) = previous {
             self.forget_holder(&previous.binding, &client_channel);
         }
-        let holders = self.channels_by_binding.entry(allocation_peer).or_default();
-        if !holders.contains(&client_channel) {
-            holders.push(client_channel);
-        }
+        self.channels_by_binding
+            .entry(allocation_peer)
+            .or_default()
+            .push(client_channel);
         // The allocation entry at `allocation_peer` is now this client's channel: the channels
         // bound to the reverse send their relay-to-self data there.
         self.reroute(&allocation_peer.reverse(), Some(client_channel))

@@ -12,7 +12,7 @@ use aya::{
     Pod,
     maps::{Array, HashMap, MapData, MapError},
 };
-use relay_xdp_common::table::{Bucket, SLOTS_PER_BUCKET, TableKey, bucket_index};
+use relay_xdp_common::table::{Bucket, TableKey, bucket_index};
 
 pub(crate) struct BindingTable<K: Pod, V: Pod>
 where
@@ -196,7 +196,6 @@ where
 
 /// The value of the live slot holding `key`.
 fn live_value<K: TableKey, V: Copy>(bucket: &Bucket<K, V>, key: &K) -> Option<V> {
-    debug_assert_eq!(bucket.slots.len(), SLOTS_PER_BUCKET);
     bucket
         .slots
         .iter()

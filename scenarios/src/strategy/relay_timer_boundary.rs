@@ -31,7 +31,9 @@
 
 use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, DEFAULT_ALLOCATION_LIFETIME, PERMISSION_LIFETIME};
 use scenario_format::{Fault, PathMode, Scenario, Step, timing::Timeline};
-use turn_client::{ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, transaction_schedule};
+use turn_client::{
+    ALLOCATION_REFRESH_MARGIN, BINDING_REFRESH_INTERVAL, TRANSACTION_INSTANTS, transaction_schedule,
+};
 
 use super::action::Destination;
 use super::step_writer::StepWriter;
@@ -43,7 +45,7 @@ const TIMERS: usize = 6;
 
 /// The values of an action's `timer`: every timer, and for the transaction each instant of its
 /// schedule.
-pub(super) const TIMER_CHOICES: usize = TIMERS * 7;
+pub(super) const TIMER_CHOICES: usize = TIMERS * TRANSACTION_INSTANTS;
 
 fn ms(duration: std::time::Duration) -> u64 {
     duration.as_millis() as u64
@@ -195,10 +197,7 @@ impl StepWriter<'_> {
         let Some((c, gateway_name, relay)) = self.fresh_relayed_channel(client) else {
             return;
         };
-        let schedule = transaction_schedule();
-        let Some(boundary) = schedule.get(instant % schedule.len()) else {
-            return;
-        };
+        let boundary = transaction_schedule()[instant % TRANSACTION_INSTANTS];
         let to_relay = self.topology.latency.between(&gateway_name, &relay);
         // A fault step takes effect at its start, so the ChannelBind the path step sends at
         // its start is held.
@@ -210,7 +209,7 @@ impl StepWriter<'_> {
         self.push_path(c, 0, PathMode::GatewayRelayed);
         // turmoil delivers what a link held the moment it is released; the relay answers at
         // once, and its answer takes the link's latency back.
-        let arrival = (sent_at + ms(*boundary)).cast_signed() + offset_ms;
+        let arrival = (sent_at + ms(boundary)).cast_signed() + offset_ms;
         let release = arrival - to_relay.cast_signed();
         let idle = release - self.now().cast_signed();
         if let Ok(idle @ 1..) = u64::try_from(idle) {

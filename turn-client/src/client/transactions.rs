@@ -32,11 +32,14 @@ fn wait_after(transmissions: u32) -> Duration {
     }
 }
 
+/// How many instants [`transaction_schedule`] gives.
+pub const TRANSACTION_INSTANTS: usize = MAX_TRANSMISSIONS as usize;
+
 /// When a request's transaction acts, counted from its first transmission: its six
 /// retransmissions, then the give-up (the request fails). For tools that aim traffic at these
 /// instants.
-pub fn transaction_schedule() -> [Duration; MAX_TRANSMISSIONS as usize] {
-    let mut schedule = [Duration::ZERO; MAX_TRANSMISSIONS as usize];
+pub fn transaction_schedule() -> [Duration; TRANSACTION_INSTANTS] {
+    let mut schedule = [Duration::ZERO; TRANSACTION_INSTANTS];
     let mut at = Duration::ZERO;
     for (transmissions, slot) in (1..).zip(schedule.iter_mut()) {
         at += wait_after(transmissions);
