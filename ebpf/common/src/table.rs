@@ -91,11 +91,12 @@ pub const fn bucket_index(words: &KeyWords) -> u32 {
 pub trait TableKey: Copy + Eq {
     /// Whether this is a binding's key rather than an empty slot's (zero) key.
     fn is_binding(&self) -> bool;
-    /// The key's words, for [`bucket_index`].
+    /// The key's words, for [`bucket_index`]: the loader's and the program's, one definition.
     fn words(&self) -> KeyWords;
 }
 
 /// A 16-byte address as eight words in memory order.
+#[inline(always)]
 fn ip_words(ip: &[u8; 16]) -> [u16; 8] {
     let mut words = [0; 8];
     for (word, bytes) in words.iter_mut().zip(ip.chunks_exact(2)) {
@@ -109,6 +110,7 @@ impl TableKey for ClientChannel {
         self.channel != 0
     }
 
+    #[inline(always)]
     fn words(&self) -> KeyWords {
         let [a, b, c, d, e, f, g, h] = ip_words(&self.client_ip);
         [a, b, c, d, e, f, g, h, self.client_port, self.channel]
@@ -120,6 +122,7 @@ impl TableKey for AllocationPeer {
         self.allocation_port != 0
     }
 
+    #[inline(always)]
     fn words(&self) -> KeyWords {
         let [a, b, c, d, e, f, g, h] = ip_words(&self.peer_ip);
         [self.allocation_port, a, b, c, d, e, f, g, h, self.peer_port]

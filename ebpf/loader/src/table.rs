@@ -83,7 +83,7 @@ where
             if slots[slot].value == value {
                 return Ok(());
             }
-            return self.write_slot(index, slot, key, value);
+            return self.write_slot(index, bucket, slot, key, value);
         }
         if let Some(current) = self.overflowed.get(&key) {
             if *current == value {
@@ -92,7 +92,7 @@ where
             return self.overflow_insert(key, value);
         }
         match slots.iter().position(|slot| !slot.is_live()) {
-            Some(free) => self.write_slot(index, free, key, value),
+            Some(free) => self.write_slot(index, bucket, free, key, value),
             None => self.overflow_insert(key, value),
         }
     }
@@ -125,10 +125,16 @@ where
         Ok(false)
     }
 
-    /// Writes one slot in the three steps readers rely on: the sequence made odd, then the new
-    /// key and value, then the sequence made even.
-    fn write_slot(&mut self, index: u32, slot: usize, key: K, value: V) -> Result<(), MapError> {
-        let mut bucket = self.written(index);
+    /// Writes one slot of `bucket` (as last written) in the three steps readers rely on: the
+    /// sequence made odd, then the new key and value, then the sequence made even.
+    fn write_slot(
+        &mut self,
+        index: u32,
+        mut bucket: Bucket<K, V>,
+        slot: usize,
+        key: K,
+        value: V,
+    ) -> Result<(), MapError> {
         if bucket.slots[slot].seq & 1 == 0 {
             bucket.slots[slot].seq = bucket.slots[slot].seq.wrapping_add(1);
             self.set(index, bucket)?;

@@ -46,7 +46,7 @@ use relay_xdp_common::{
     ports, reason,
     table::{
         AllocationBucket, BUCKETS, Bucket, ChannelBucket, KeyWords, SLOTS_PER_BUCKET, Slot,
-        bucket_index,
+        TableKey as _, bucket_index,
     },
 };
 
@@ -645,7 +645,7 @@ fn channel_path<const IN_V6: bool>(
     rewrite.data_len = data_len;
     rewrite.pad = pad;
     rewrite.pad_sum = pad_sum;
-    let words = key_words(key);
+    let words = key.words();
     if let Some(bucket) = CHANNEL_BUCKETS.get(bucket_index(&words))
         && let Some(why) = read_bucket(bucket, &words, |route| {
             take_channel_route(config, route, rewrite)
@@ -694,27 +694,13 @@ fn take_channel_route(config: &RelayConfig, route: &ChannelRoute, rewrite: &mut 
     REWRITE
 }
 
-/// A key's ten words as `bucket_index` takes them: 2-byte loads in memory order.
-#[inline(always)]
-fn key_words<K>(key: &K) -> KeyWords {
-    let words = key as *const K as *const u16;
-    let mut out = [0u16; 10];
-    let mut i = 0;
-    while i < 10 {
-        // SAFETY: both key types are 20 bytes with 2-byte alignment (asserted in the common
-        // crate's tests), so the ten 2-byte loads stay inside the key.
-        out[i] = unsafe { *words.add(i) };
-        i += 1;
-    }
-    out
-}
-
 /// Whether a slot's key is the key with these words. The last word first (the channel number
 /// or the peer's port): an empty slot has zero there, so most slots fail at one load.
 #[inline(always)]
 fn key_matches<K>(key: &K, words: &KeyWords) -> bool {
     let slot_words = key as *const K as *const u16;
-    // SAFETY: as in `key_words`; the slot is inside a map value found in this run.
+    // SAFETY: both key types are 20 bytes with 2-byte alignment (asserted in the common crate's
+    // tests), so ten 2-byte loads stay inside the key, a slot's in a map value found in this run.
     if unsafe { read_volatile(slot_words.add(9)) } != words[9] {
         return false;
     }
@@ -816,7 +802,7 @@ fn allocation_path<const IN_V6: bool>(
     rewrite.pad = 0;
     rewrite.pad_sum = 0;
     rewrite.base_reason = reason::TX_UDP_TO_CHAN_BASE;
-    let words = key_words(key);
+    let words = key.words();
     if let Some(bucket) = ALLOCATION_BUCKETS.get(bucket_index(&words))
         && let Some(why) = read_bucket(bucket, &words, |client| take_client(client, rewrite))
     {

@@ -331,9 +331,11 @@ mod tests {
                 }
             }
         }
+        // RFC 8489 §6.2.1 with an RTO of 500 ms: Rc = 7, Rm = 16.
+        let rfc = [500, 1_500, 3_500, 7_500, 15_500, 31_500, 39_500].map(Duration::from_millis);
+        assert_eq!(schedule, rfc);
         assert_eq!(sent, schedule[..6]);
         assert_eq!(failed, Some(schedule[6]));
-        assert_eq!(schedule[6], Duration::from_millis(39_500));
         assert!(client.transaction_deadlines().is_empty());
     }
 }
