@@ -50,8 +50,9 @@ pub use relay_timers::RELAY_TIMERS;
 
 /// The TURN timers whose boundaries a run notes: the relays' (`relay_timers`), then the
 /// transactions of the TURN clients (`endpoint_io`).
-pub const TURN_TIMERS: [&str; 5] = [
+pub const TURN_TIMERS: [&str; 6] = [
     relay_timers::ALLOCATION,
+    relay_timers::ALLOCATION_MID_RUN,
     relay_timers::PERMISSION,
     relay_timers::CHANNEL,
     relay_timers::COOLDOWN,

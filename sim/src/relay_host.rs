@@ -153,6 +153,9 @@ pub(crate) fn add_relay(
     let (xdp, datapath) = if datapath.runs_xdp() {
         match XdpBeside::acquire(&config) {
             Ok(xdp) => (Some(xdp), datapath),
+            Err(error) if !error.bpf_unavailable => {
+                return Err(SimError::Xdp(format!("relay {name}: {error}")));
+            }
             Err(error) if relay_xdp::bpf_required() => {
                 return Err(SimError::Xdp(format!(
                     "relay {name}: BPF is required here ({} or CI is set) but: {error}",
@@ -160,7 +163,7 @@ pub(crate) fn add_relay(
                 )));
             }
             Err(error) => {
-                warn_skipped(&error);
+                warn_skipped(&error.message);
                 (None, Datapath::Userspace)
             }
         }

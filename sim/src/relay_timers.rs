@@ -4,20 +4,35 @@
 //! relay does on the deadline is checked by the differential datapath (the XDP program, whose
 //! maps follow the relay's events, against the userspace relay) and the invariants.
 
-use std::{collections::BTreeMap, net::IpAddr, net::SocketAddr, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    net::SocketAddr,
+    time::Instant,
+};
 
 use observation::HostFate;
 use proto::relay_drop::RelayDropReason;
 use relay::{CHANNEL_COOLDOWN, CHANNEL_LIFETIME, Event, PERMISSION_LIFETIME, TURN_PORT};
+use scenario_format::timing::FIRST_STEP_MS;
 
 /// Timer names in the coverage grid.
 pub const ALLOCATION: &str = "turn allocation lifetime";
 pub const PERMISSION: &str = "turn permission";
 pub const CHANNEL: &str = "turn channel binding";
 pub const COOLDOWN: &str = "turn channel cooldown";
+/// The allocation lifetime again, counting only allocations made once the steps had begun
+/// (a roaming client's new one, an attacker's), not during the setup.
+pub const ALLOCATION_MID_RUN: &str = "turn allocation lifetime, allocated mid-run";
 
 /// The relay timers whose boundaries a run notes.
-pub const RELAY_TIMERS: [&str; 4] = [ALLOCATION, PERMISSION, CHANNEL, COOLDOWN];
+pub const RELAY_TIMERS: [&str; 5] = [
+    ALLOCATION,
+    ALLOCATION_MID_RUN,
+    PERMISSION,
+    CHANNEL,
+    COOLDOWN,
+];
 
 /// One relay's timers, in ms since the origin.
 #[derive(Debug, Default)]
@@ -30,6 +45,8 @@ pub(crate) struct RelayTimers {
     channels: BTreeMap<(u16, SocketAddr), u64>,
     /// Allocation ports by client address (to find a client's channels).
     ports: BTreeMap<SocketAddr, u16>,
+    /// Client addresses whose allocation (live or freed) was made after the setup.
+    mid_run: BTreeSet<SocketAddr>,
     /// The deadlines of allocations the relay freed, by client address: a Refresh that comes
     /// on the deadline or after it still lands on it.
     freed: BTreeMap<SocketAddr, u64>,
@@ -50,6 +67,11 @@ impl RelayTimers {
                 ..
             } => {
                 self.freed.remove(client);
+                if now_ms >= FIRST_STEP_MS {
+                    self.mid_run.insert(*client);
+                } else {
+                    self.mid_run.remove(client);
+                }
                 self.ports.insert(*client, *port);
                 self.allocations
                     .insert(*client, ms(expires_at.saturating_duration_since(origin)));
@@ -90,18 +112,13 @@ impl RelayTimers {
         now_ms: u64,
         counts: &mut BTreeMap<&'static str, [u64; 3]>,
     ) {
-        let mut note = |timer: &'static str, deadline: u64| {
-            let slot = match now_ms.cast_signed() - deadline.cast_signed() {
-                -1 => 0,
-                0 => 1,
-                1 => 2,
-                _ => return,
-            };
-            counts.entry(timer).or_default()[slot] += 1;
-        };
+        let mut note = |timer: &'static str, deadline: u64| note(counts, timer, deadline, now_ms);
         if to_port == TURN_PORT {
             if let Some(deadline) = self.allocations.get(&from).or(self.freed.get(&from)) {
                 note(ALLOCATION, *deadline);
+                if self.mid_run.contains(&from) {
+                    note(ALLOCATION_MID_RUN, *deadline);
+                }
             }
             if let Some(port) = self.ports.get(&from) {
                 for ((_, _), expiry) in self
@@ -115,13 +132,16 @@ impl RelayTimers {
             return;
         }
         // A peer's datagram to an allocation's relayed port.
-        if let Some(deadline) = self
+        if let Some((client, deadline)) = self
             .ports
             .iter()
             .find(|(_, port)| **port == to_port)
-            .and_then(|(client, _)| self.allocations.get(client))
+            .and_then(|(client, _)| Some((client, self.allocations.get(client)?)))
         {
             note(ALLOCATION, *deadline);
+            if self.mid_run.contains(client) {
+                note(ALLOCATION_MID_RUN, *deadline);
+            }
         }
         if let Some(deadline) = self.permissions.get(&(to_port, from.ip())) {
             note(PERMISSION, *deadline);
@@ -131,6 +151,23 @@ impl RelayTimers {
             note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
         }
     }
+}
+
+/// Counts an arrival at `now_ms` under `timer` when it is 1 ms before `deadline`, on it, or
+/// 1 ms after.
+fn note(
+    counts: &mut BTreeMap<&'static str, [u64; 3]>,
+    timer: &'static str,
+    deadline: u64,
+    now_ms: u64,
+) {
+    let slot = match now_ms.cast_signed() - deadline.cast_signed() {
+        -1 => 0,
+        0 => 1,
+        1 => 2,
+        _ => return,
+    };
+    counts.entry(timer).or_default()[slot] += 1;
 }
 
 impl RelayTimers {

@@ -95,22 +95,49 @@ impl std::fmt::Debug for XdpBeside {
     }
 }
 
+/// Why a relay has no XDP program beside it.
+#[derive(Debug)]
+pub(crate) struct AcquireError {
+    /// The machine cannot run BPF (a skip, outside CI); otherwise the program or its maps
+    /// failed, which is a failure everywhere.
+    pub(crate) bpf_unavailable: bool,
+    pub(crate) message: String,
+}
+
+impl AcquireError {
+    fn fault(message: String) -> Self {
+        Self {
+            bpf_unavailable: false,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl XdpBeside {
     /// A program from the pool (or freshly loaded) with maps that mirror a new relay of
     /// `config`: its addresses, no binding.
-    pub(crate) fn acquire(config: &relay::RelayConfig) -> Result<Self, String> {
+    pub(crate) fn acquire(config: &relay::RelayConfig) -> Result<Self, AcquireError> {
         let pooled = POOL.with(|pool| pool.borrow_mut().pop());
         // Pooled programs come back with empty binding maps (see `Drop`), as fresh ones load.
         let mut program = match pooled {
             Some(program) => program,
-            None => XdpRelay::load().map_err(|error| error.to_string())?,
+            None => XdpRelay::load().map_err(|error| AcquireError {
+                bpf_unavailable: error.bpf_unavailable(),
+                message: error.to_string(),
+            })?,
         };
         program
             .set_relay_addresses(config.public_v4, config.public_v6)
-            .map_err(|error| format!("configuring the XDP maps: {error}"))?;
+            .map_err(|error| AcquireError::fault(format!("configuring the XDP maps: {error}")))?;
         let counters = program
             .reason_counters()
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| AcquireError::fault(error.to_string()))?;
         Ok(Self {
             program: Some(program),
             counters,

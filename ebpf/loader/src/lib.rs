@@ -111,6 +111,22 @@ pub enum LoadError {
     Map(#[from] MapError),
 }
 
+impl LoadError {
+    /// Whether this machine cannot run BPF at all: the kernel lacks it, or the process may not
+    /// create maps or load programs (`EPERM`). A test may skip for that. Anything else (the
+    /// verifier refusing the program, a map or program missing from the object) is the program's
+    /// own fault, which no machine excuses: it fails wherever it happens.
+    pub fn bpf_unavailable(&self) -> bool {
+        match self {
+            LoadError::Object(_) => true,
+            LoadError::Program(ProgramError::LoadError { io_error, .. }) => {
+                io_error.raw_os_error() == Some(libc::EPERM)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("frame of {len} bytes is shorter than an Ethernet header ({MIN_FRAME_LEN} bytes)")]
@@ -331,10 +347,12 @@ pub fn bpf_required() -> bool {
 
 /// Loads the program for a test. When the kernel's BPF is unavailable, says so loudly on stderr
 /// and returns `None` (the caller returns early), unless [`bpf_required`], which panics instead:
-/// in CI a skipped BPF test is a failure.
+/// in CI a skipped BPF test is a failure. A program the kernel refuses (the verifier's log
+/// follows) panics everywhere: that is never the machine's fault.
 pub fn load_or_skip(test: &str) -> Option<XdpRelay> {
     match XdpRelay::load() {
         Ok(relay) => Some(relay),
+        Err(error) if !error.bpf_unavailable() => panic!("{test}: {error}"),
         Err(error) if bpf_required() => {
             panic!("{test}: BPF is required here ({REQUIRE_BPF_ENV} or CI is set) but: {error}")
         }
@@ -348,5 +366,28 @@ pub fn load_or_skip(test: &str) -> Option<XdpRelay> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(errno: i32) -> LoadError {
+        LoadError::Program(ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(errno),
+            verifier_log: aya_obj::VerifierLog::new("R1 invalid mem access 'scalar'".to_owned()),
+        })
+    }
+
+    /// A refusal by the verifier (EACCES, EINVAL) is the program's fault and must fail a test
+    /// on any machine; only a missing privilege (EPERM) lets it skip.
+    #[test]
+    fn only_a_missing_privilege_excuses_a_refused_program() {
+        assert!(!refused(libc::EACCES).bpf_unavailable());
+        assert!(!refused(libc::EINVAL).bpf_unavailable());
+        assert!(refused(libc::EPERM).bpf_unavailable());
+        assert!(!LoadError::MissingMap(maps::CONFIG).bpf_unavailable());
+        assert!(!LoadError::MissingProgram(PROGRAM_NAME).bpf_unavailable());
     }
 }

@@ -36,7 +36,7 @@ pub const ROAM_BACK: &str = "client back at an earlier address";
 pub const REQUIRED_REUSE: [&str; 4] = ["after fin", "after rst", "after idle timeout", ROAM_BACK];
 
 /// Relay timers whose deadlines the generated cases must reach.
-pub const REQUIRED_TURN_TIMERS: [&str; 5] = sim::TURN_TIMERS;
+pub const REQUIRED_TURN_TIMERS: [&str; 6] = sim::TURN_TIMERS;
 
 #[derive(Debug, Default, Clone)]
 pub struct Behaviour {

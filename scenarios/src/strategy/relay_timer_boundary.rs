@@ -18,6 +18,11 @@
 //! link is released so that the held Refresh reaches the relay then (late, exactly on time or
 //! early by 1 ms).
 //!
+//! A client's own allocation is aimed at the same way, by its held Refresh: the one it made
+//! during the setup, or the one it asks for from its new address when it roams (a roam written
+//! by the action itself, or an earlier one), so that an allocation made mid-run has its
+//! deadline crossed too.
+//!
 //! The gateway's TURN client's own transaction timers are aimed at through a held link too:
 //! the link between the gateway and its relay is held from the path step on, so the
 //! ChannelBind the step sends waits, and is released so that the relay's answer reaches the
@@ -39,9 +44,11 @@ use super::action::Destination;
 use super::step_writer::StepWriter;
 
 /// The timers a boundary action aims at, by `timer % TIMERS`: the relay's for the binding (ms
-/// after the bind), then the allocation's, by a peer's datagram or by the held Refresh, then
-/// the TURN client's transaction (the instant of its schedule by `timer / TIMERS`).
-const TIMERS: usize = 6;
+/// after the bind), then the gateway's allocation's, by a peer's datagram or by the held
+/// Refresh, then the TURN client's transaction (the instant of its schedule by
+/// `timer / TIMERS`), then the client's allocation's by its held Refresh (after a roam first
+/// when `timer / TIMERS` is odd).
+const TIMERS: usize = 7;
 
 /// The values of an action's `timer`: every timer, and for the transaction each instant of its
 /// schedule.
@@ -70,6 +77,10 @@ impl StepWriter<'_> {
             3 => return self.write_allocation_boundary(client, offset_ms, false),
             4 => return self.write_allocation_boundary(client, offset_ms, true),
             5 => return self.write_transaction_boundary(client, timer / TIMERS, offset_ms),
+            6 => {
+                let roam_first = (timer / TIMERS) % 2 == 1;
+                return self.write_client_allocation_boundary(client, roam_first, offset_ms);
+            }
             _ => {}
         }
         let Some((c, gateway_name, relay)) = self.fresh_relayed_channel(client) else {
@@ -130,11 +141,7 @@ impl StepWriter<'_> {
         }
         let latency = &self.topology.latency;
         let to_relay = latency.between(&gateway_name, &relay);
-        let allocated_at = 3 * to_relay;
-        let deadline = allocated_at + ms(DEFAULT_ALLOCATION_LIFETIME);
-        // The TURN client counts the lifetime from the success response's arrival.
-        let refresh_sent = allocated_at + to_relay + ms(DEFAULT_ALLOCATION_LIFETIME)
-            - ms(ALLOCATION_REFRESH_MARGIN);
+        let (deadline, refresh_sent) = allocation_times(0, to_relay);
         // The hold starts a second before the Refresh leaves (a fault step takes effect at its
         // start), so the Refresh and its retransmissions are all held.
         let hold_at = refresh_sent - 1000;
@@ -145,16 +152,7 @@ impl StepWriter<'_> {
             return;
         }
         self.push_path(c, g, PathMode::GatewayRelayed);
-        let idle_to = |writer: &mut Self, at: u64| {
-            let idle = at.saturating_sub(writer.now());
-            if idle > 0 {
-                writer.steps.push(Step::Idle {
-                    seconds: idle / 1000,
-                    ms: idle % 1000,
-                });
-            }
-        };
-        idle_to(self, hold_at);
+        self.idle_until(hold_at);
         self.steps.push(Step::Fault {
             between: [gateway_name.clone(), relay.clone()],
             fault: Fault::Hold,
@@ -162,14 +160,71 @@ impl StepWriter<'_> {
         let arrival = deadline.cast_signed() + offset_ms;
         if refresh {
             // turmoil delivers what a link held the moment it is released.
-            idle_to(self, arrival.cast_unsigned());
+            self.idle_until(arrival.cast_unsigned());
         } else {
             let sent_at = arrival - latency.between(&client_name, &relay).cast_signed();
-            idle_to(self, sent_at.cast_unsigned());
+            self.idle_until(sent_at.cast_unsigned());
             self.push_datagram_to_first_gateway(client);
         }
         self.steps.push(Step::Fault {
             between: [gateway_name, relay],
+            fault: Fault::Release,
+        });
+    }
+
+    /// The held Refresh of `client`'s own allocation reaching its relay `offset_ms` from the
+    /// allocation's deadline: the allocation of the setup, or, after a roam (with
+    /// `roam_first`, one written now), the one the client asked for from its new address at
+    /// the roam's start. The model knows only first allocations, so a case that aims at a
+    /// later one is held to the invariants. Nothing is written when the client has no relay,
+    /// its relay link had a fault before, or the case is past the point where the Refresh can
+    /// be held.
+    fn write_client_allocation_boundary(
+        &mut self,
+        client: usize,
+        roam_first: bool,
+        offset_ms: i64,
+    ) {
+        let c = self.client_index(client);
+        let Some(relay) = self.layout.clients[c].relay.clone() else {
+            return;
+        };
+        let client_name = self.layout.clients[c].name.clone();
+        let link_touched = self.steps.iter().any(|step| {
+            matches!(step, Step::Fault { between, .. }
+                if between.contains(&client_name) && between.contains(&relay))
+        });
+        if link_touched {
+            return;
+        }
+        if roam_first {
+            self.write_roam(client, false);
+        }
+        let timeline = self.timeline();
+        // The client allocates when the run starts, and again from its new address at the start
+        // of each roam.
+        let asked_at = self
+            .steps
+            .iter()
+            .rposition(
+                |step| matches!(step, Step::Roam { client: roamer, .. } if *roamer == client_name),
+            )
+            .map_or(0, |k| timeline.step_start[k]);
+        let to_relay = self.topology.latency.between(&client_name, &relay);
+        let (deadline, refresh_sent) = allocation_times(asked_at, to_relay);
+        let hold_at = refresh_sent - 1000;
+        if timeline.t_end >= hold_at {
+            return;
+        }
+        self.idle_until(hold_at);
+        self.steps.push(Step::Fault {
+            between: [client_name.clone(), relay.clone()],
+            fault: Fault::Hold,
+        });
+        // turmoil delivers what a link held the moment it is released.
+        self.idle_until((deadline.cast_signed() + offset_ms).cast_unsigned());
+        self.steps.push(Step::Fault {
+            between: [client_name, relay],
             fault: Fault::Release,
         });
     }
@@ -236,14 +291,42 @@ impl StepWriter<'_> {
         self.steps.push(Step::Udp { target, bytes: 1 });
     }
 
+    /// An idle step to `at`, if that is later than the next step's start.
+    fn idle_until(&mut self, at: u64) {
+        let idle = at.saturating_sub(self.now());
+        if idle > 0 {
+            self.steps.push(Step::Idle {
+                seconds: idle / 1000,
+                ms: idle % 1000,
+            });
+        }
+    }
+
     /// When the next step starts.
     fn now(&self) -> u64 {
+        self.timeline().t_end
+    }
+
+    /// When each step written so far starts.
+    fn timeline(&self) -> Timeline {
         Timeline::of(&Scenario {
             name: String::new(),
             description: String::new(),
             topology: self.topology.clone(),
             steps: self.steps.clone(),
         })
-        .t_end
     }
+}
+
+/// The deadline of an allocation its TURN client asks for at `asked_at` over a link of
+/// `to_relay` ms each way, and when the client sends its Refresh: the Allocate, the 401 and the
+/// authenticated Allocate make it on the relay three one-way latencies later, and the client
+/// counts the lifetime from the success response's arrival, refreshing
+/// `ALLOCATION_REFRESH_MARGIN` before it ends.
+fn allocation_times(asked_at: u64, to_relay: u64) -> (u64, u64) {
+    let allocated_at = asked_at + 3 * to_relay;
+    let deadline = allocated_at + ms(DEFAULT_ALLOCATION_LIFETIME);
+    let refresh_sent =
+        allocated_at + to_relay + ms(DEFAULT_ALLOCATION_LIFETIME) - ms(ALLOCATION_REFRESH_MARGIN);
+    (deadline, refresh_sent)
 }

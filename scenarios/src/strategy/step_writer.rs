@@ -401,7 +401,7 @@ impl<'a> StepWriter<'a> {
 
     /// A roam to the next address, or back to the one before (the gateways then bind a
     /// channel to an address they may have bound before).
-    fn write_roam(&mut self, client: usize, back: bool) {
+    pub(super) fn write_roam(&mut self, client: usize, back: bool) {
         let c = self.client_index(client);
         let back = back && self.roams[c] > 0;
         self.roamed[c] = true;
