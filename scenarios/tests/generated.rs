@@ -173,15 +173,29 @@ fn a_seed_replays_the_same_run() {
 /// trace line, one record.
 #[test]
 fn the_determinism_check_names_the_first_difference() {
-    // The first case of seed 2 that writes a flow record.
-    let (run, seed) = (0..)
+    const SEARCHED_CASES: u64 = 100;
+    // The first case of seed 2 that writes a flow record. The search is bounded, and says why
+    // the runs failed if none did: a broken system under test must fail this test, not make it
+    // search forever.
+    let mut run_error = None;
+    let (run, seed) = (0..SEARCHED_CASES)
         .map(|index| explore::case_seed(2, (1, 1), index))
         .find_map(|seed| {
             let scenario = explore::generated_case(seed).ok()?;
-            let run = sim::run(&scenario, &sim::RunOptions::seeded(seed)).ok()?;
-            (!run.flows.is_empty()).then_some((run, seed))
+            match sim::run(&scenario, &sim::RunOptions::seeded(seed)) {
+                Ok(run) => (!run.flows.is_empty()).then_some((run, seed)),
+                Err(error) => {
+                    run_error = Some(format!("case {seed}: {error}"));
+                    None
+                }
+            }
         })
-        .expect("a case with a flow record");
+        .unwrap_or_else(|| {
+            panic!(
+                "no case with a flow record among the first {SEARCHED_CASES} of seed 2; the \
+                 last run that failed: {run_error:?}"
+            )
+        });
     eprintln!("case {seed}");
     assert_eq!(determinism::first_difference(&run, &run.clone()), None);
 

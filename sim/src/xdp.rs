@@ -95,8 +95,14 @@ impl std::fmt::Debug for XdpBeside {
     }
 }
 
+/// The first failure to load the program, kept for the rest of the process: the same object
+/// fails the same way on the same kernel, and a refusal costs the verifier's whole walk (with
+/// its log) each time, which over every case of an exploration and its shrinking would turn a
+/// failure found in a second into a run that seems to hang.
+static LOAD_FAILURE: std::sync::OnceLock<AcquireError> = std::sync::OnceLock::new();
+
 /// Why a relay has no XDP program beside it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct AcquireError {
     /// The machine cannot run BPF (a skip, outside CI); otherwise the program or its maps
     /// failed, which is a failure everywhere.
@@ -127,10 +133,19 @@ impl XdpBeside {
         // Pooled programs come back with empty binding maps (see `Drop`), as fresh ones load.
         let mut program = match pooled {
             Some(program) => program,
-            None => XdpRelay::load().map_err(|error| AcquireError {
-                bpf_unavailable: error.bpf_unavailable(),
-                message: error.to_string(),
-            })?,
+            None => {
+                if let Some(failure) = LOAD_FAILURE.get() {
+                    return Err(failure.clone());
+                }
+                XdpRelay::load().map_err(|error| {
+                    LOAD_FAILURE
+                        .get_or_init(|| AcquireError {
+                            bpf_unavailable: error.bpf_unavailable(),
+                            message: error.to_string(),
+                        })
+                        .clone()
+                })?
+            }
         };
         program
             .set_relay_addresses(config.public_v4, config.public_v6)
