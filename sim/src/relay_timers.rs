@@ -112,21 +112,17 @@ impl RelayTimers {
         now_ms: u64,
         counts: &mut BTreeMap<&'static str, [u64; 3]>,
     ) {
-        let mut note = |timer: &'static str, deadline: u64| note(counts, timer, deadline, now_ms);
         if to_port == TURN_PORT {
             if let Some(deadline) = self.allocations.get(&from).or(self.freed.get(&from)) {
-                note(ALLOCATION, *deadline);
-                if self.mid_run.contains(&from) {
-                    note(ALLOCATION_MID_RUN, *deadline);
-                }
+                self.note_allocation(&from, *deadline, now_ms, counts);
             }
             if let Some(port) = self.ports.get(&from) {
                 for ((_, _), expiry) in self
                     .channels
                     .range((*port, min_peer())..=(*port, max_peer()))
                 {
-                    note(CHANNEL, *expiry);
-                    note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
+                    note(counts, CHANNEL, *expiry, now_ms);
+                    note(counts, COOLDOWN, expiry + ms(CHANNEL_COOLDOWN), now_ms);
                 }
             }
             return;
@@ -138,17 +134,31 @@ impl RelayTimers {
             .find(|(_, port)| **port == to_port)
             .and_then(|(client, _)| Some((client, self.allocations.get(client)?)))
         {
-            note(ALLOCATION, *deadline);
-            if self.mid_run.contains(client) {
-                note(ALLOCATION_MID_RUN, *deadline);
-            }
+            self.note_allocation(client, *deadline, now_ms, counts);
         }
         if let Some(deadline) = self.permissions.get(&(to_port, from.ip())) {
-            note(PERMISSION, *deadline);
+            note(counts, PERMISSION, *deadline, now_ms);
         }
         if let Some(expiry) = self.channels.get(&(to_port, from)) {
-            note(CHANNEL, *expiry);
-            note(COOLDOWN, expiry + ms(CHANNEL_COOLDOWN));
+            note(counts, CHANNEL, *expiry, now_ms);
+            note(counts, COOLDOWN, expiry + ms(CHANNEL_COOLDOWN), now_ms);
+        }
+    }
+}
+
+impl RelayTimers {
+    /// Counts an arrival at `now_ms` on the deadline of `client`'s allocation, and again under
+    /// [`ALLOCATION_MID_RUN`] when that allocation was made after the setup.
+    fn note_allocation(
+        &self,
+        client: &SocketAddr,
+        deadline: u64,
+        now_ms: u64,
+        counts: &mut BTreeMap<&'static str, [u64; 3]>,
+    ) {
+        note(counts, ALLOCATION, deadline, now_ms);
+        if self.mid_run.contains(client) {
+            note(counts, ALLOCATION_MID_RUN, deadline, now_ms);
         }
     }
 }

@@ -126,13 +126,11 @@ impl StepWriter<'_> {
         };
         let gateway_name = gateway.name.clone();
         let client_name = self.layout.clients[c].name.clone();
-        let link_touched = self.steps.iter().any(|step| match step {
-            Step::GatewayRestart { .. } => true,
-            Step::Fault { between, .. } => {
-                between.contains(&gateway_name) && between.contains(&relay)
-            }
-            _ => false,
-        });
+        let link_touched = self.link_faulted(&gateway_name, &relay)
+            || self
+                .steps
+                .iter()
+                .any(|step| matches!(step, Step::GatewayRestart { .. }));
         let path = self
             .layout
             .usable(c, g, PathMode::GatewayRelayed, self.roamed[c]);
@@ -190,11 +188,7 @@ impl StepWriter<'_> {
             return;
         };
         let client_name = self.layout.clients[c].name.clone();
-        let link_touched = self.steps.iter().any(|step| {
-            matches!(step, Step::Fault { between, .. }
-                if between.contains(&client_name) && between.contains(&relay))
-        });
-        if link_touched {
+        if self.link_faulted(&client_name, &relay) {
             return;
         }
         if roam_first {
@@ -289,6 +283,14 @@ impl StepWriter<'_> {
             domain: 0,
         });
         self.steps.push(Step::Udp { target, bytes: 1 });
+    }
+
+    /// Whether a step so far put a fault on the link between hosts `a` and `b`.
+    fn link_faulted(&self, a: &str, b: &str) -> bool {
+        self.steps.iter().any(|step| {
+            matches!(step, Step::Fault { between, .. }
+                if between.iter().any(|h| h == a) && between.iter().any(|h| h == b))
+        })
     }
 
     /// An idle step to `at`, if that is later than the next step's start.
