@@ -103,33 +103,39 @@ fn run() -> Result<()> {
             // the real world needs first.
             setup::ensure_ebpf_toolchain()?;
             test_report::phase(started, "the eBPF toolchain is ready");
-            let (net_tools_done, net_tools) = std::sync::mpsc::channel();
-            let installs = setup::in_background(move || {
-                let installed = setup::ensure_net_tools();
-                let _ = net_tools_done.send(());
-                installed?;
+            let installs = setup::in_background(|| {
+                setup::ensure_net_tools()?;
                 setup::ensure_browser()?;
                 setup::ensure_workflow_lint()
             })?;
-            // The whole suite: the real world plays while the rest compiles (`real_world`).
-            // With arguments (a package, a filter), the run is cargo test's own.
-            let beside = if rest.is_empty() {
+            // The whole suite: the real world's tests are built first and play alone once
+            // the rest is built (`real_world`). With arguments (a package, a filter), the run is
+            // cargo test's own.
+            let real_world = if rest.is_empty() {
                 let tests = real_world::build()?;
                 test_report::phase(started, "the real world's tests are built");
-                // Installed, or failed: then the real world skips loudly (a failure under CI),
-                // and `finish` below gives the reason.
-                let _ = net_tools.recv();
-                Some(real_world::play(tests)?)
+                Some(tests)
             } else {
                 None
             };
-            let built = test_report::build_tests(&rest, beside.is_some());
+            let built = test_report::build_tests(&rest);
             installs.finish()?;
             built?;
             test_report::phase(started, "the suite is built");
             test_report::mark_suite_built(&target_dir()?)?;
             setup::report_bpf_availability();
-            test_report::cargo_test(&rest, started, beside)
+            let played = match real_world {
+                Some(tests) => {
+                    let played = real_world::play(tests)?;
+                    test_report::phase(
+                        started,
+                        "the real world has ended; the rest of the suite runs",
+                    );
+                    Some(played)
+                }
+                None => None,
+            };
+            test_report::cargo_test(&rest, started, played)
         }
         Some("mutants") => {
             setup::ensure_ebpf_toolchain()?;

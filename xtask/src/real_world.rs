@@ -1,15 +1,15 @@
-//! The real world's tests, played while the rest of the suite compiles.
+//! The real world's tests, played alone between the suite's build and the rest of its tests.
 //!
-//! The real world plays its stories on the wall clock, two at a time: about a minute and a half
-//! in which its test process and the servers it starts keep a third of one core busy. Played
-//! after the suite
-//! compiled, as `cargo test` would, those minutes add to every run. So `cargo xtask test`
-//! builds the `real-world` package's tests first, with the two server binaries they start, and
-//! plays them while the rest compiles under `nice`: whenever a story's process wakes, the
-//! scheduler hands it the CPU ahead of the compiler, so its timing holds. The rest of the
-//! suite runs once the real world has ended, without the package (`--exclude real-world`):
-//! tests beside the stories, unlike a compiler under `nice`, once put a story's TCP ACK 29 ms
-//! late, past the tolerance. The real world's output and results join the suite's report.
+//! The real world plays its stories on the wall clock, two at a time, for about a minute and
+//! a half, and checks each packet's time against the model's within a tolerance of 25 ms. So
+//! nothing else runs beside them. They once played while the rest of the suite compiled
+//! under `nice`, which saved that minute and a half; on CI's two cores a busy compiler still
+//! put whole stories 40 to 100 ms late. Other tests beside the stories once put a story's TCP
+//! ACK 29 ms late. `cargo xtask test` builds the `real-world` package's tests first, with the
+//! two server binaries they start, then the rest of the suite; it plays the stories once all
+//! is built and the set-up in the background has ended, then runs the rest without the
+//! package (`--exclude real-world`). The real world's output and results join the suite's
+//! report.
 //!
 //! The package's tests are its integration tests only (its library has `test = false`), so
 //! this set is the whole of them.
@@ -17,9 +17,8 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom, Write},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, ExitStatus, Stdio},
-    thread::JoinHandle,
     time::Instant,
 };
 
@@ -35,8 +34,7 @@ pub const PACKAGE: &str = "real-world";
 /// (without the test profile's features) would compile their dependencies a second time.
 const SERVER_TESTS: [&str; 2] = ["uclient", "netns"];
 
-/// The servers the stories start; copied out of `target/debug`, where the suite's build
-/// links them again while the stories play.
+/// The servers the stories start, from `target/debug`, where the build above put them.
 const SERVERS: [(&str, &str); 2] = [
     ("relay-server", "VPNSIM_RELAY_SERVER"),
     ("gateway-server", "VPNSIM_GATEWAY_SERVER"),
@@ -71,7 +69,7 @@ fn test_targets(root: &Path) -> Result<Vec<String>> {
 /// compiled twice); its binaries. Exits with cargo's status when the build failed.
 pub fn build() -> Result<Vec<Binary>> {
     let root = crate::workspace_root()?;
-    let mut command = test_report::cargo_command(false);
+    let mut command = test_report::cargo_command();
     command.args(["test", "--workspace", "--no-run"]);
     for name in test_targets(&root)?
         .iter()
@@ -83,7 +81,7 @@ pub fn build() -> Result<Vec<Binary>> {
     if std::io::stderr().is_terminal() && std::env::var_os("CARGO_TERM_COLOR").is_none() {
         command.env("CARGO_TERM_COLOR", "always");
     }
-    eprintln!("xtask: building the real world's tests first, to play them while the rest compiles");
+    eprintln!("xtask: building the real world's tests first");
     let mut child = command
         .current_dir(&root)
         .stderr(Stdio::piped())
@@ -114,12 +112,6 @@ pub fn build() -> Result<Vec<Binary>> {
     Ok(binaries)
 }
 
-/// The real world's tests, playing on a thread of their own.
-pub struct Playing {
-    thread: JoinHandle<Result<Vec<Played>>>,
-    log: PathBuf,
-}
-
 /// One test binary that played, with its output and how it ended.
 pub struct Played {
     pub binary: Binary,
@@ -127,101 +119,66 @@ pub struct Played {
     pub status: ExitStatus,
 }
 
-/// Starts playing `binaries`, one after the other as cargo test would run them, each in the
-/// package's directory (where cargo runs a package's tests), their output in
-/// `target/tools/real-world.log`.
-pub fn play(binaries: Vec<Binary>) -> Result<Playing> {
+/// Plays `binaries`, one after the other as cargo test would run them, each in the package's
+/// directory (where cargo runs a package's tests), their output in
+/// `target/tools/real-world.log`; then prints what each wrote under cargo's kind of heading.
+pub fn play(binaries: Vec<Binary>) -> Result<Vec<Played>> {
     let root = crate::workspace_root()?;
-    let tools = crate::target_dir()?.join("tools");
-    let servers = tools.join("real-world-servers");
-    std::fs::create_dir_all(&servers).context("cannot make target/tools/real-world-servers")?;
     let debug = crate::target_dir()?.join("debug");
-    let mut env = Vec::new();
-    for (name, variable) in SERVERS {
-        let copy = servers.join(name);
-        std::fs::copy(debug.join(name), &copy)
-            .with_context(|| format!("cannot copy target/debug/{name}"))?;
-        env.push((variable, copy));
-    }
-    let log = tools.join("real-world.log");
+    let env = SERVERS.map(|(name, variable)| (variable, debug.join(name)));
+    let log = crate::target_dir()?.join("tools/real-world.log");
+    let shown = crate::shown::shown(&log).display().to_string();
     // Read back after each binary, for its output.
-    let file = File::options()
+    let mut file = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&log)
         .context("cannot write target/tools/real-world.log")?;
-    eprintln!(
-        "xtask: the real world plays while the rest of the suite compiles (output in {})",
-        crate::shown::shown(&log).display()
-    );
+    eprintln!("xtask: the real world plays, alone (output in {shown})");
     let dir = root.join(PACKAGE);
-    let thread = std::thread::spawn(move || {
-        let mut file = file;
-        let mut played = Vec::new();
-        for mut binary in binaries {
-            let start = file.stream_position().context("the log's position")?;
-            let begun = Instant::now();
-            let status = Command::new(root.join(binary.path.as_deref().unwrap_or_default()))
-                // What the passing stories say too: how close to the tolerance each came.
-                .arg("--show-output")
-                .current_dir(&dir)
-                .envs(env.iter().map(|(variable, path)| (variable, path)))
-                .stdout(file.try_clone().context("cannot share the log")?)
-                .stderr(file.try_clone().context("cannot share the log")?)
-                .stdin(Stdio::null())
-                .status()
-                .with_context(|| format!("cannot start {}", binary.name))?;
-            binary.seconds = begun.elapsed().as_secs_f64();
-            let mut output = String::new();
-            file.seek(SeekFrom::Start(start)).context("the log")?;
-            file.read_to_string(&mut output)
-                .context("cannot read the log")?;
-            file.seek(SeekFrom::End(0)).context("the log")?;
-            played.push(Played {
-                binary,
-                output,
-                status,
-            });
-        }
-        Ok(played)
-    });
-    Ok(Playing { thread, log })
-}
-
-impl Playing {
-    /// Waits for the real world to finish, and prints what each binary wrote under cargo's
-    /// kind of heading.
-    pub fn finish(self) -> Result<Vec<Played>> {
-        let played = self
-            .thread
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the real world's thread panicked")))
-            .with_context(|| {
-                format!(
-                    "the real world (log in {})",
-                    crate::shown::shown(&self.log).display()
-                )
-            })?;
-        let mut terminal = std::io::stdout();
-        for one in &played {
+    let mut played = Vec::new();
+    let mut terminal = std::io::stdout();
+    for mut binary in binaries {
+        let start = file.stream_position().context("the log's position")?;
+        let begun = Instant::now();
+        let status = Command::new(root.join(binary.path.as_deref().unwrap_or_default()))
+            // What the passing stories say too: how close to the tolerance each came.
+            .arg("--show-output")
+            .current_dir(&dir)
+            .envs(env.iter().map(|(variable, path)| (variable, path)))
+            .stdout(file.try_clone().context("cannot share the log")?)
+            .stderr(file.try_clone().context("cannot share the log")?)
+            .stdin(Stdio::null())
+            .status()
+            .with_context(|| format!("cannot start {} (log in {shown})", binary.name))?;
+        binary.seconds = begun.elapsed().as_secs_f64();
+        let mut output = String::new();
+        file.seek(SeekFrom::Start(start)).context("the log")?;
+        file.read_to_string(&mut output)
+            .context("cannot read the log")?;
+        file.seek(SeekFrom::End(0)).context("the log")?;
+        let _ = writeln!(
+            terminal,
+            "\n     Running {} ({}), played alone before the rest\n",
+            binary.what,
+            binary.path.as_deref().unwrap_or_default()
+        );
+        let _ = terminal.write_all(output.as_bytes());
+        if !status.success() {
             let _ = writeln!(
                 terminal,
-                "\n     Running {} ({}), played while the suite compiled\n",
-                one.binary.what,
-                one.binary.path.as_deref().unwrap_or_default()
+                "error: test failed, `{}` exited with {status}",
+                binary.what
             );
-            let _ = terminal.write_all(one.output.as_bytes());
-            if !one.status.success() {
-                let _ = writeln!(
-                    terminal,
-                    "error: test failed, `{}` exited with {}",
-                    one.binary.what, one.status
-                );
-            }
         }
         let _ = terminal.flush();
-        Ok(played)
+        played.push(Played {
+            binary,
+            output,
+            status,
+        });
     }
+    Ok(played)
 }

@@ -35,25 +35,16 @@ pub(crate) fn phase(started: Instant, what: &str) {
     eprintln!("xtask: [{:>5.0} s] {what}", started.elapsed().as_secs_f64());
 }
 
-/// `cargo`, or `nice -n 19 cargo` when `niced`: the compiler then takes the CPU only when the
-/// real world's stories, which play on the wall clock, do not want it ([`crate::real_world`]).
-pub(crate) fn cargo_command(niced: bool) -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    if niced {
-        let mut command = Command::new("nice");
-        command.args(["-n", "19", &cargo]);
-        command
-    } else {
-        Command::new(cargo)
-    }
+/// The cargo that runs xtask.
+pub(crate) fn cargo_command() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
 }
 
 /// Compiles every test binary (`cargo test --workspace --no-run` with `extra` up to a `--`),
-/// its output passed through, under `nice` if `niced`. Exits with cargo's exit status when the
-/// build failed.
-pub fn build_tests(extra: &[String], niced: bool) -> Result<()> {
+/// its output passed through. Exits with cargo's exit status when the build failed.
+pub fn build_tests(extra: &[String]) -> Result<()> {
     let cargo_args = extra.split(|arg| arg == "--").next().unwrap_or_default();
-    let status = cargo_command(niced)
+    let status = cargo_command()
         .args(["test", "--workspace", "--no-run"])
         .args(cargo_args)
         .current_dir(crate::workspace_root()?)
@@ -86,24 +77,14 @@ const SUITE_BUILT: &str = "tools/suite-built";
 
 /// Runs `cargo test --workspace` with `extra`, then prints the timing table, its wall time
 /// counted from `started` (the set-up and the build before included). With the real world
-/// `beside` (playing since before the build), first waits for it to end: other tests beside
-/// the stories blur their times past the tolerance (a TCP ACK once came 29 ms late), where the
-/// compiler under `nice` does not. The run then leaves the real world's package out, and its
-/// binaries join the report. Exits with a failure's exit status when cargo or the real world
-/// failed.
+/// `played` already ([`crate::real_world`]), the run leaves its package out, and its binaries
+/// join the report. Exits with a failure's exit status when cargo or the real world failed.
 pub fn cargo_test(
     extra: &[String],
     started: Instant,
-    beside: Option<crate::real_world::Playing>,
+    played: Option<Vec<crate::real_world::Played>>,
 ) -> Result<()> {
     let root = crate::workspace_root()?;
-    let played = beside.map(|playing| playing.finish()).transpose()?;
-    if played.is_some() {
-        phase(
-            started,
-            "the real world has ended; the rest of the suite runs",
-        );
-    }
     let mut args = extra.to_vec();
     if played.is_some() {
         args.splice(
@@ -152,7 +133,7 @@ pub(crate) fn exit_code(status: ExitStatus) -> i32 {
 /// Runs cargo test, copying its output to ours and reading every line of it.
 fn run_teed(root: &Path, extra: &[String]) -> Result<(ExitStatus, Transcript, Duration)> {
     let (mut output, writer) = std::io::pipe().context("cannot make a pipe")?;
-    let mut command = cargo_command(false);
+    let mut command = cargo_command();
     command
         .args(["test", "--workspace"])
         .args(extra)
@@ -214,8 +195,8 @@ pub struct Binary {
     pub started: Duration,
     /// From its announcement to the next binary's (or the end).
     pub seconds: f64,
-    /// Played while the suite compiled ([`crate::real_world`]), not by cargo test.
-    pub beside: bool,
+    /// Played alone before cargo test ([`crate::real_world`]), not by it.
+    pub played_alone: bool,
 }
 
 impl Binary {
@@ -262,7 +243,7 @@ impl Transcript {
                 outcome: None,
                 started: at,
                 seconds: 0.0,
-                beside: false,
+                played_alone: false,
             };
             self.announce(binary, at);
         } else if let Some(outcome) = line.strip_prefix("test result: ").and_then(outcome) {
@@ -290,7 +271,7 @@ impl Transcript {
         }
     }
 
-    /// A binary that played while the suite compiled ([`crate::real_world`]): its time already
+    /// A binary that played alone before cargo test ([`crate::real_world`]): its time already
     /// measured, its result line read from `output`, a crash from its exit `status` (a failed
     /// test exits with 101, as under cargo test).
     pub fn add_played(&mut self, mut binary: Binary, output: &str, status: ExitStatus) {
@@ -301,7 +282,7 @@ impl Transcript {
                 .and_then(outcome)
         });
         binary.crashed = !status.success() && status.code() != Some(101);
-        binary.beside = true;
+        binary.played_alone = true;
         self.binaries.push(binary);
     }
 
@@ -377,7 +358,7 @@ pub(crate) fn running(rest: &str) -> Binary {
         outcome: None,
         started: Duration::ZERO,
         seconds: 0.0,
-        beside: false,
+        played_alone: false,
     }
 }
 
@@ -584,8 +565,8 @@ impl Report {
                 None if binary.crashed => "died without a result".to_owned(),
                 None => "no result line".to_owned(),
             };
-            let result = if binary.beside {
-                format!("{result}, played while the suite compiled")
+            let result = if binary.played_alone {
+                format!("{result}, played alone")
             } else {
                 result
             };
@@ -596,31 +577,18 @@ impl Report {
             );
         }
         let wall = wall.as_secs_f64();
-        let beside: f64 = self
-            .binaries
-            .iter()
-            .filter(|timed| timed.binary.beside)
-            .map(|timed| timed.binary.seconds)
-            .sum();
-        let _ = write!(
+        let _ = writeln!(
             out,
             "test time {:.1}s in {} binaries ({} passed, {} failed, {} ignored); wall time {:.1}s \
-             with set-up and compiling ({:.1}s not in a test",
+             with set-up and compiling ({:.1}s not in a test)",
             total.seconds,
             self.binaries.len(),
             total.passed,
             total.failed,
             total.ignored,
             wall,
-            (wall - (total.seconds - beside)).max(0.0)
+            (wall - total.seconds).max(0.0)
         );
-        if beside > 0.0 {
-            let _ = write!(
-                out,
-                "; {beside:.1}s of tests played while the suite compiled"
-            );
-        }
-        let _ = writeln!(out, ")");
         out
     }
 }
@@ -816,7 +784,7 @@ set-up and compiling (85.1s not in a test)
     }
 
     #[test]
-    fn binaries_played_while_the_suite_compiled_join_the_report() {
+    fn binaries_played_alone_join_the_report() {
         use std::os::unix::process::ExitStatusExt;
         let mut transcript = Transcript::default();
         transcript.line(
@@ -849,20 +817,21 @@ set-up and compiling (85.1s not in a test)
         });
         let stories = &report.binaries[1].binary;
         assert_eq!(stories.outcome.map(|o| (o.passed, o.failed)), Some((5, 1)));
-        assert!(stories.beside && !stories.crashed);
+        assert!(stories.played_alone && !stories.crashed);
         assert!(report.binaries[2].binary.crashed, "killed by a signal");
         let table = report.table(Duration::from_secs(300));
         assert!(
-            table.contains("  170.00s  real-world  tests/corpus_stories.rs  (1 failed, played while the suite compiled)"),
+            table.contains(
+                "  170.00s  real-world  tests/corpus_stories.rs  (1 failed, played alone)"
+            ),
             "{table}"
         );
-        // 300 s of wall time, of which the 2 s cargo test ran were in a test, and the real
-        // world's 170.5 s were beside the build.
+        // 300 s of wall time, of which the 2 s cargo test ran and the real world's 170.5 s
+        // were in a test.
         assert!(
             table.ends_with(
                 "test time 172.5s in 3 binaries (8 passed, 1 failed, 0 ignored); wall time 300.0s \
-                 with set-up and compiling (298.0s not in a test; 170.5s of tests played while \
-                 the suite compiled)\n"
+                 with set-up and compiling (127.5s not in a test)\n"
             ),
             "{table}"
         );
