@@ -10,11 +10,40 @@ use crate::client::Seen;
 
 /// One difference between the real world and the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding(pub String);
+pub struct Finding {
+    pub what: String,
+    pub kind: FindingKind,
+}
+
+/// Whether a finding is about what happened or only about when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingKind {
+    /// Something happened that the model does not predict, or did not happen: a record, a
+    /// packet, a drop or a verdict differs.
+    Content,
+    /// What happened agrees, but at a time beyond the tolerance of the model's.
+    Time,
+}
+
+impl Finding {
+    pub fn content(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            kind: FindingKind::Content,
+        }
+    }
+
+    pub fn time(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            kind: FindingKind::Time,
+        }
+    }
+}
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.what)
     }
 }
 
@@ -86,7 +115,7 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing)
     observed.sort_by_key(key);
     let mut findings = Vec::new();
     if predicted.len() != observed.len() {
-        findings.push(Finding(format!(
+        findings.push(Finding::content(format!(
             "flow records: the model predicts {}, the real gateways wrote {}",
             predicted.len(),
             observed.len()
@@ -94,7 +123,7 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing)
     }
     for (expected, got) in predicted.iter().zip(&observed) {
         if content(expected) != content(got) {
-            findings.push(Finding(format!(
+            findings.push(Finding::content(format!(
                 "flow record differs:\n  model: {}\n  real:  {}",
                 serde_json::to_string(expected).unwrap_or_default(),
                 serde_json::to_string(got).unwrap_or_default()
@@ -107,7 +136,7 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing)
             ("last_packet", expected.last_packet, got.last_packet),
         ] {
             if !timing.within(ms(a), ms(b)) {
-                findings.push(Finding(format!(
+                findings.push(Finding::time(format!(
                     "flow {}:{} -> {}:{}: {what} at {} ms, the model says {} ms (tolerance {tolerance} ms)",
                     got.inner_src_ip,
                     got.inner_src_port,
@@ -120,13 +149,13 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing)
         }
     }
     for extra in predicted.iter().skip(observed.len()) {
-        findings.push(Finding(format!(
+        findings.push(Finding::content(format!(
             "flow record missing: {}",
             serde_json::to_string(extra).unwrap_or_default()
         )));
     }
     for extra in observed.iter().skip(predicted.len()) {
-        findings.push(Finding(format!(
+        findings.push(Finding::content(format!(
             "flow record not predicted: {}",
             serde_json::to_string(extra).unwrap_or_default()
         )));
@@ -180,19 +209,19 @@ pub fn deliveries(
             match (want.get(index), have.get(index)) {
                 (Some((at, packet)), Some((real_at, real))) => {
                     if packet != real {
-                        findings.push(Finding(format!(
+                        findings.push(Finding::content(format!(
                             "{receiver}, delivery {index}: the model says {packet} at {at} ms, the real world delivered {real} at {real_at} ms"
                         )));
                     } else if !timing.within(*at, *real_at) {
-                        findings.push(Finding(format!(
+                        findings.push(Finding::time(format!(
                             "{receiver}, delivery {index} ({packet}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
                         )));
                     }
                 }
-                (Some((at, packet)), None) => findings.push(Finding(format!(
+                (Some((at, packet)), None) => findings.push(Finding::content(format!(
                     "{receiver}: {packet} predicted at {at} ms never arrived"
                 ))),
-                (None, Some((real_at, real))) => findings.push(Finding(format!(
+                (None, Some((real_at, real))) => findings.push(Finding::content(format!(
                     "{receiver}: {real} arrived at {real_at} ms, not predicted"
                 ))),
                 (None, None) => {}
@@ -231,19 +260,19 @@ pub fn link_drops(
         match (want.get(index), have.get(index)) {
             (Some((place, at, packet)), Some((real_place, real_at, real))) => {
                 if place != real_place || packet != real {
-                    findings.push(Finding(format!(
+                    findings.push(Finding::content(format!(
                         "link drop {index}: the model says {packet} {place} at {at} ms, the real world dropped {real} {real_place} at {real_at} ms"
                     )));
                 } else if !timing.within(*at, *real_at) {
-                    findings.push(Finding(format!(
+                    findings.push(Finding::time(format!(
                         "link drop {index} ({packet} {place}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
                     )));
                 }
             }
-            (Some((place, at, packet)), None) => findings.push(Finding(format!(
+            (Some((place, at, packet)), None) => findings.push(Finding::content(format!(
                 "link drop of {packet} {place} predicted at {at} ms did not happen"
             ))),
-            (None, Some((place, at, packet))) => findings.push(Finding(format!(
+            (None, Some((place, at, packet))) => findings.push(Finding::content(format!(
                 "{packet} dropped {place} at {at} ms, not predicted"
             ))),
             (None, None) => {}
@@ -275,7 +304,7 @@ pub fn gateway_drops(
     if expected == got {
         Vec::new()
     } else {
-        vec![Finding(format!(
+        vec![Finding::content(format!(
             "gateway drops (gateway, client, reason): the model says {expected:?}, the real gateways reported {got:?}"
         ))]
     }

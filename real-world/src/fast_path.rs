@@ -41,21 +41,20 @@ pub(crate) fn fast_path_against_the_simulation(
             .map(|(reason, count)| (reason.to_owned(), count))
             .collect::<BTreeMap<_, _>>(),
         Ok(_) => {
-            compared.finding = Some(Finding(
-                "the simulation ran its relays without XDP; the fast paths cannot be compared"
-                    .into(),
+            compared.finding = Some(Finding::content(
+                "the simulation ran its relays without XDP; the fast paths cannot be compared",
             ));
             return compared;
         }
         Err(error) => {
-            compared.finding = Some(Finding(format!(
+            compared.finding = Some(Finding::content(format!(
                 "the simulation of the same story failed: {error}"
             )));
             return compared;
         }
     };
     if simulated != real {
-        compared.finding = Some(Finding(format!(
+        compared.finding = Some(Finding::content(format!(
             "XDP fast-path verdicts: the simulation ran {simulated:?}, the real relays {real:?}"
         )));
     }

@@ -26,17 +26,19 @@ mod launch;
 mod links;
 mod netns;
 mod processes;
+pub mod punctuality;
 mod run;
 mod servers;
 mod topology;
 mod world;
 
 pub use client::Seen;
-pub use compare::Finding;
+pub use compare::{Finding, FindingKind};
 pub use fast_path::FastPath;
 pub use netns::missing_support;
 pub use processes::Binaries;
-pub use run::{MAX_REAL_SECONDS, RealOptions, RealRun, run};
+pub use punctuality::Punctuality;
+pub use run::{MAX_REAL_SECONDS, RealOptions, RealRun, run, run_until_undisturbed};
 
 /// Why a real run could not be made or judged.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,7 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 use crate::{
     RealError,
     netns::{inside, ip, run},
+    punctuality::GapMeter,
 };
 
 /// The TUN device the router's forwarded datagrams go through.
@@ -70,6 +71,8 @@ struct LinkState {
     strangers: u64,
     /// Run time 0, for the drops' times.
     origin: Instant,
+    /// How long the mover went without looking, from run time 0 on.
+    gaps: GapMeter,
 }
 
 impl std::fmt::Debug for LinkState {
@@ -144,6 +147,7 @@ impl Links {
             drops: Vec::new(),
             strangers: 0,
             origin: Instant::now(),
+            gaps: GapMeter::default(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let mover = {
@@ -172,7 +176,14 @@ impl Links {
 
     /// From now on, drops are stamped with run time counted from `origin`.
     pub fn set_origin(&self, origin: Instant) {
-        self.state().origin = origin;
+        let mut state = self.state();
+        state.origin = origin;
+        state.gaps.restart();
+    }
+
+    /// The longest the links went without moving datagrams since run time 0, in ms.
+    pub fn longest_gap_ms(&self) -> u64 {
+        self.state().gaps.longest_ms()
     }
 
     /// A `fault` step on the link between two hosts.
@@ -228,6 +239,7 @@ impl LinkState {
 
     /// Takes what the router forwarded, and puts back what has arrived.
     fn poll(&mut self, now: Instant) {
+        self.gaps.look(now);
         let at_ms = now.saturating_duration_since(self.origin).as_millis() as u64;
         let mut buffer = [0u8; 65_536];
         while let Ok(len) = self.device.recv(&mut buffer) {

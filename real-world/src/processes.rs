@@ -107,8 +107,18 @@ impl Child {
     /// Asks the process to stop (SIGTERM) and waits up to `within` for it; `Err` if it did not
     /// exit, or exited with a failure.
     pub fn stop(&mut self, within: Duration) -> Result<(), RealError> {
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
+        self.terminate();
+        self.wait_for_exit(within)
+    }
+
+    /// Asks the process to stop (SIGTERM), and does not wait.
+    pub fn terminate(&self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+    }
+
+    /// Waits up to `within` for the process to exit; `Err` if it did not, or exited with a
+    /// failure.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Result<(), RealError> {
         let give_up = Instant::now() + within;
         loop {
             match self.child.try_wait() {

@@ -26,6 +26,7 @@ use crate::{
     links::Links,
     netns::Namespaces,
     processes::{Child, GatewayProcess, scrape},
+    punctuality::{GapMeter, Punctuality, steal_ms_so_far},
     run::RealOptions,
     servers::{DnsServer, Resources},
     topology::{Topology, resource_ips},
@@ -54,6 +55,12 @@ pub(crate) struct World {
     control_log: Vec<Vec<serde_json::Value>>,
     gateway_binary: PathBuf,
     dir: PathBuf,
+    /// How long the run went without reading its sockets, while waiting for a step.
+    polls: GapMeter,
+    /// The latest a step was played after its time.
+    step_late_ms: u64,
+    /// The machine's steal time when the story began.
+    steal_at_origin_ms: u64,
 }
 
 impl World {
@@ -154,6 +161,9 @@ impl World {
             gateway_configs,
             gateway_binary: options.binaries.gateway_server.clone(),
             dir: options.dir.clone(),
+            polls: GapMeter::default(),
+            step_late_ms: 0,
+            steal_at_origin_ms: steal_ms_so_far(),
         })
     }
 
@@ -185,10 +195,13 @@ impl World {
 
     /// Runs the world until the run's time `until_ms`.
     fn run_until(&mut self, until_ms: u64) -> Result<(), RealError> {
+        // A step's own work (a restart, say) is not a gap in reading.
+        self.polls.restart();
         while self.now_ms() < until_ms {
             if interrupt::requested() {
                 return Err(RealError::Interrupted);
             }
+            self.polls.look(Instant::now());
             self.poll()?;
             std::thread::sleep(Duration::from_micros(500));
         }
@@ -203,9 +216,21 @@ impl World {
     ) -> Result<(), RealError> {
         for (k, step) in scenario.steps.iter().enumerate() {
             self.run_until(timeline.step_start[k])?;
+            let late = self.now_ms().saturating_sub(timeline.step_start[k]);
+            self.step_late_ms = self.step_late_ms.max(late);
             self.step(scenario, plan, k, step)?;
         }
         self.run_until(timeline.t_end)
+    }
+
+    /// How punctual the world's own machinery has been since the story began.
+    pub(crate) fn punctuality(&self) -> Punctuality {
+        Punctuality {
+            step_late_ms: self.step_late_ms,
+            poll_gap_ms: self.polls.longest_ms(),
+            links_gap_ms: self.links.longest_gap_ms(),
+            steal_ms: steal_ms_so_far().saturating_sub(self.steal_at_origin_ms),
+        }
     }
 
     fn step(
@@ -532,10 +557,17 @@ impl World {
             .collect()
     }
 
-    /// Every gateway shuts down (SIGTERM: flows flushed); clients keep receiving a moment.
-    pub(crate) fn shut_down(&mut self) -> Result<(), RealError> {
+    /// At the story's end every gateway shuts down at once (SIGTERM: the flows still open are
+    /// flushed, their `end` the moment of the shutdown, as the model's run end); clients keep
+    /// receiving a moment. The relays keep running, for their metrics.
+    pub(crate) fn shut_down_gateways(&mut self) -> Result<(), RealError> {
+        // Signalled together, before anything else: one gateway's exit must not wait for
+        // another's, nor for the relays' metrics.
+        for gateway in &self.gateways {
+            gateway.child.terminate();
+        }
         for gateway in &mut self.gateways {
-            gateway.child.stop(Duration::from_secs(5))?;
+            gateway.child.wait_for_exit(Duration::from_secs(5))?;
         }
         let until = self.now_ms() + 50;
         while self.now_ms() < until {
@@ -547,6 +579,11 @@ impl World {
         for gateway in &mut self.gateways {
             gateway.poll_events();
         }
+        Ok(())
+    }
+
+    /// The relays stop, once their metrics are read.
+    pub(crate) fn shut_down_relays(&mut self) -> Result<(), RealError> {
         for relay in &mut self.relays {
             relay.stop(Duration::from_secs(5))?;
         }

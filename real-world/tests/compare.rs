@@ -42,7 +42,7 @@ fn records_agree_within_the_tolerance_and_not_beyond() {
     assert_eq!(late.len(), 2, "start and last_packet are late: {late:?}");
     assert!(
         late[0]
-            .0
+            .what
             .contains("start at 3100 ms, the model says 3035 ms")
     );
 }
@@ -55,12 +55,12 @@ fn a_record_that_differs_in_content_is_a_finding_whatever_its_times() {
         &Timing::new(50),
     );
     assert_eq!(findings.len(), 1);
-    assert!(findings[0].0.starts_with("flow record differs"));
+    assert!(findings[0].what.starts_with("flow record differs"));
     let missing = flows(&[record(3035, 6000, 1)], &[], &Timing::new(50));
     assert!(
         missing
             .iter()
-            .any(|f| f.0.starts_with("flow record missing"))
+            .any(|f| f.what.starts_with("flow record missing"))
     );
 }
 
@@ -113,5 +113,5 @@ fn deliveries_compare_in_order_without_sequence_numbers() {
         &[real(TcpFlags::SYN_ACK, 4010), real(TcpFlags::ACK, 4020)],
         &Timing::new(50),
     );
-    assert!(extra[0].0.contains("not predicted"), "{extra:?}");
+    assert!(extra[0].what.contains("not predicted"), "{extra:?}");
 }

@@ -87,6 +87,11 @@ enum Command {
         /// Seeds the relays, the gateways and the TURN clients.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Plays at most, counting the first: the story is played again only while every
+        /// finding is about time and the run's own machinery ran late by half the tolerance or
+        /// more (a stalled machine, not the systems under test).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        attempts: u32,
     },
     /// Run the XDP relay program on its fixtures in the kernel and print verdicts and costs.
     XdpFixtures {
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
             case,
             tolerance_ms,
             seed,
+            attempts,
         } => match (file, case) {
             (_, Some(case)) => scenarios::explore::generated_case(case).and_then(|scenario| {
                 scenarios::real::run_scenario(
@@ -168,9 +174,10 @@ fn main() -> ExitCode {
                     &format!("case-{case}"),
                     tolerance_ms,
                     seed,
+                    attempts,
                 )
             }),
-            (Some(file), None) => scenarios::real::run_file(&file, tolerance_ms, seed),
+            (Some(file), None) => scenarios::real::run_file(&file, tolerance_ms, seed, attempts),
             (None, None) => Err(anyhow::anyhow!("give a scenario file or --case SEED")),
         },
         Command::XdpFixtures { runs } => scenarios::xdp_table::run(runs),

@@ -10,18 +10,20 @@ use scenario_format::Scenario;
 use crate::artifacts::{shown, vpnsim_dir};
 
 /// Plays the scenario in `file` and prints how the real world compares with the model.
-pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64) -> Result<()> {
+pub fn run_file(file: &Path, tolerance_ms: u64, seed: u64, attempts: u32) -> Result<()> {
     let scenario = Scenario::from_file(file)?;
-    run_scenario(&scenario, &scenario.name, tolerance_ms, seed)
+    run_scenario(&scenario, &scenario.name, tolerance_ms, seed, attempts)
 }
 
 /// Plays `scenario` and prints how the real world compares with the model; its artifacts go
-/// to `target/vpnsim/real/<dir_name>/`.
+/// to `target/vpnsim/real/<dir_name>/`. A play that measured a stalled machine is played
+/// again, up to `attempts` plays ([`real_world::run_until_undisturbed`]).
 pub fn run_scenario(
     scenario: &Scenario,
     dir_name: &str,
     tolerance_ms: u64,
     seed: u64,
+    attempts: u32,
 ) -> Result<()> {
     if let Some(missing) = real_world::missing_support() {
         bail!(
@@ -40,7 +42,11 @@ pub fn run_scenario(
         scenario.name,
         scenario.steps.len()
     );
-    let run = real_world::run(scenario, &options).context("the real run")?;
+    let run =
+        real_world::run_until_undisturbed(scenario, &options, attempts).context("the real run")?;
+    for disturbed in &run.disturbed_runs {
+        println!("played again: {disturbed}");
+    }
     println!(
         "flow records: {} real, {} predicted; deliveries: {} real, {} predicted; gateway drops: {} real, {} predicted",
         run.flows.len(),
@@ -76,6 +82,7 @@ pub fn run_scenario(
     if let Some(pcap) = &run.pcap {
         println!("router capture: {}", shown(pcap).display());
     }
+    println!("the world's own punctuality: {}", run.punctuality);
     if run.findings.is_empty() {
         println!(
             "the real world agrees with the model (times within {tolerance_ms} ms; the largest \
@@ -86,6 +93,12 @@ pub fn run_scenario(
     }
     for finding in &run.findings {
         println!("FINDING: {finding}");
+    }
+    if let Some(why) = run.disturbed(tolerance_ms) {
+        println!(
+            "every play of {attempts} was disturbed, the last with {why}: the times may say more \
+             about this machine than about the systems"
+        );
     }
     bail!(
         "{} findings: the real world and the model disagree",
