@@ -96,8 +96,12 @@ pub fn run_scenario(
     }
     if let Some(why) = run.disturbed(tolerance_ms) {
         println!(
-            "every play of {attempts} was disturbed, the last with {why}: the times may say more \
-             about this machine than about the systems"
+            "{} disturbed, the last with {why}: the times may say more about this machine than \
+             about the systems",
+            match attempts {
+                1 => "the play was".to_owned(),
+                n => format!("all {n} plays were"),
+            }
         );
     }
     bail!(
