@@ -12,7 +12,8 @@ use crate::compare::{Finding, FindingKind};
 /// The world's own lateness during one run, in ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Punctuality {
-    /// The latest a step was played after its time on the timeline.
+    /// The latest a step's work (its packets sent, its control commands answered) was done
+    /// after its time on the timeline.
     pub step_late_ms: u64,
     /// The longest the run went without reading its sockets (it reads every 0.5 ms).
     pub poll_gap_ms: u64,
@@ -37,7 +38,7 @@ impl std::fmt::Display for Punctuality {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "steps played up to {} ms late, sockets read at most {} ms apart, links moved at \
+            "steps done up to {} ms late, sockets read at most {} ms apart, links moved at \
              most {} ms apart, {} ms of CPU steal",
             self.step_late_ms, self.poll_gap_ms, self.links_gap_ms, self.steal_ms
         )
