@@ -53,26 +53,64 @@ fn ms(time: proto::flow::UtcTime) -> u64 {
 
 /// The tolerance the real world's times are held to, and the largest difference from the
 /// model's times it saw: how close a run that agrees came to disagreeing.
+///
+/// A step the run did late moves everything it sets off by as much, so a real time may come
+/// after the model's by the tolerance plus the lateness of the step in effect at the model's
+/// time (the last step begun by then): the run's own delay, not the systems'.
 #[derive(Debug)]
 pub struct Timing {
     pub tolerance_ms: u64,
+    /// (step start on the timeline, how late the run did the step's work), in step order.
+    steps_late: Vec<(u64, u64)>,
     worst_ms: std::cell::Cell<u64>,
 }
 
 impl Timing {
     pub fn new(tolerance_ms: u64) -> Self {
+        Self::with_steps_late(tolerance_ms, Vec::new())
+    }
+
+    /// `steps_late`: each step's start on the timeline and how late its work was done.
+    pub fn with_steps_late(tolerance_ms: u64, steps_late: Vec<(u64, u64)>) -> Self {
         Self {
             tolerance_ms,
+            steps_late,
             worst_ms: std::cell::Cell::new(0),
         }
     }
 
-    /// Whether the real time is within the tolerance of the model's; every time compared
-    /// counts towards [`Timing::worst_ms`].
+    /// How late the step in effect at the model's time `model_ms` was done.
+    fn step_late_at(&self, model_ms: u64) -> u64 {
+        self.steps_late
+            .iter()
+            .take_while(|(start, _)| *start <= model_ms)
+            .last()
+            .map_or(0, |(_, late)| *late)
+    }
+
+    /// Whether the real time is within the tolerance of the model's (a late one, within the
+    /// tolerance plus the lateness of its step); every time compared counts towards
+    /// [`Timing::worst_ms`].
     fn within(&self, model_ms: u64, real_ms: u64) -> bool {
         let offset = model_ms.abs_diff(real_ms);
         self.worst_ms.set(self.worst_ms.get().max(offset));
-        offset <= self.tolerance_ms
+        let allowed = if real_ms > model_ms {
+            self.tolerance_ms + self.step_late_at(model_ms)
+        } else {
+            self.tolerance_ms
+        };
+        offset <= allowed
+    }
+
+    /// How a time finding states what was allowed.
+    fn allowed(&self, model_ms: u64) -> String {
+        match self.step_late_at(model_ms) {
+            0 => format!("tolerance {} ms", self.tolerance_ms),
+            late => format!(
+                "tolerance {} ms, and {late} ms more after its step, which the run did {late} ms late",
+                self.tolerance_ms
+            ),
+        }
     }
 
     /// The largest difference between a real time and the model's, in ms.
@@ -96,7 +134,6 @@ fn content(record: &FlowRecord) -> FlowRecord {
 /// differently under real timing); each pair must be equal but for times, which must be within
 /// the tolerance of `timing`.
 pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing) -> Vec<Finding> {
-    let tolerance = timing.tolerance_ms;
     let key = |r: &FlowRecord| {
         (
             r.client,
@@ -137,13 +174,14 @@ pub fn flows(predicted: &[FlowRecord], observed: &[FlowRecord], timing: &Timing)
         ] {
             if !timing.within(ms(a), ms(b)) {
                 findings.push(Finding::time(format!(
-                    "flow {}:{} -> {}:{}: {what} at {} ms, the model says {} ms (tolerance {tolerance} ms)",
+                    "flow {}:{} -> {}:{}: {what} at {} ms, the model says {} ms ({})",
                     got.inner_src_ip,
                     got.inner_src_port,
                     got.inner_dst_ip,
                     got.inner_dst_port,
                     ms(b),
-                    ms(a)
+                    ms(a),
+                    timing.allowed(ms(a))
                 )));
             }
         }
@@ -184,7 +222,6 @@ pub fn deliveries(
     observed: &[Seen],
     timing: &Timing,
 ) -> Vec<Finding> {
-    let tolerance = timing.tolerance_ms;
     let mut expected: BTreeMap<&Receiver, Vec<(u64, Packet)>> = BTreeMap::new();
     for delivery in predicted {
         expected
@@ -214,7 +251,8 @@ pub fn deliveries(
                         )));
                     } else if !timing.within(*at, *real_at) {
                         findings.push(Finding::time(format!(
-                            "{receiver}, delivery {index} ({packet}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
+                            "{receiver}, delivery {index} ({packet}): at {real_at} ms, the model says {at} ms ({})",
+                            timing.allowed(*at)
                         )));
                     }
                 }
@@ -238,7 +276,6 @@ pub fn link_drops(
     observed: &[observation::PacketDrop],
     timing: &Timing,
 ) -> Vec<Finding> {
-    let tolerance = timing.tolerance_ms;
     let on_links = |drops: &[observation::PacketDrop]| -> Vec<(String, u64, Packet)> {
         let mut list: Vec<(String, u64, Packet)> = drops
             .iter()
@@ -265,7 +302,8 @@ pub fn link_drops(
                     )));
                 } else if !timing.within(*at, *real_at) {
                     findings.push(Finding::time(format!(
-                        "link drop {index} ({packet} {place}): at {real_at} ms, the model says {at} ms (tolerance {tolerance} ms)"
+                        "link drop {index} ({packet} {place}): at {real_at} ms, the model says {at} ms ({})",
+                        timing.allowed(*at)
                     )));
                 }
             }

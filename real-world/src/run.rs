@@ -259,7 +259,7 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         .collect();
     deliveries.extend(resource_seen);
     let drops = world.drops();
-    let timing = compare::Timing::new(options.tolerance_ms);
+    let timing = compare::Timing::with_steps_late(options.tolerance_ms, world.steps_late.clone());
     let mut findings = compare::flows(&prediction.flows, &flows, &timing);
     findings.extend(compare::deliveries(
         &prediction.deliveries,

@@ -57,8 +57,8 @@ pub(crate) struct World {
     dir: PathBuf,
     /// How long the run went without reading its sockets, while waiting for a step.
     polls: GapMeter,
-    /// The latest a step was played after its time.
-    step_late_ms: u64,
+    /// Each step's start on the timeline, and how late its work was done.
+    pub(crate) steps_late: Vec<(u64, u64)>,
     /// The machine's steal time when the story began.
     steal_at_origin_ms: u64,
 }
@@ -162,7 +162,7 @@ impl World {
             gateway_binary: options.binaries.gateway_server.clone(),
             dir: options.dir.clone(),
             polls: GapMeter::default(),
-            step_late_ms: 0,
+            steps_late: Vec::new(),
             steal_at_origin_ms: steal_ms_so_far(),
         })
     }
@@ -220,10 +220,11 @@ impl World {
             // Measured once the step's work is done (its packets sent, its control commands
             // answered), which the model takes to be instant; a restart's work is starting a
             // process, which takes longer by design, and is left out.
-            if !matches!(step, Step::GatewayRestart { .. }) {
-                let late = self.now_ms().saturating_sub(timeline.step_start[k]);
-                self.step_late_ms = self.step_late_ms.max(late);
-            }
+            let late = match step {
+                Step::GatewayRestart { .. } => 0,
+                _ => self.now_ms().saturating_sub(timeline.step_start[k]),
+            };
+            self.steps_late.push((timeline.step_start[k], late));
         }
         self.run_until(timeline.t_end)
     }
@@ -231,7 +232,12 @@ impl World {
     /// How punctual the world's own machinery has been since the story began.
     pub(crate) fn punctuality(&self) -> Punctuality {
         Punctuality {
-            step_late_ms: self.step_late_ms,
+            step_late_ms: self
+                .steps_late
+                .iter()
+                .map(|(_, late)| *late)
+                .max()
+                .unwrap_or(0),
             poll_gap_ms: self.polls.longest_ms(),
             links_gap_ms: self.links.longest_gap_ms(),
             steal_ms: steal_ms_so_far().saturating_sub(self.steal_at_origin_ms),

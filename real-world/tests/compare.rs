@@ -115,3 +115,43 @@ fn deliveries_compare_in_order_without_sequence_numbers() {
     );
     assert!(extra[0].what.contains("not predicted"), "{extra:?}");
 }
+
+#[test]
+fn a_step_done_late_excuses_as_much_lateness_in_its_own_window_and_nothing_else() {
+    // Step 0 at 2000 ms was done 10 ms late; step 1 at 3000 ms on time.
+    let timing = || Timing::with_steps_late(25, vec![(2000, 10), (3000, 0)]);
+    let model = [record(2020, 3500, 1)];
+    let late_start = |start_ms| {
+        let mut real = record(start_ms, 3500, 1);
+        real.last_packet = model::utc(start_ms);
+        real
+    };
+    assert!(
+        flows(&model, &[late_start(2055)], &timing()).is_empty(),
+        "35 ms late after a step done 10 ms late"
+    );
+    let beyond = flows(&model, &[late_start(2056)], &timing());
+    assert_eq!(beyond.len(), 2, "start and last_packet: {beyond:?}");
+    assert!(
+        beyond[0].what.contains("which the run did 10 ms late"),
+        "{beyond:?}"
+    );
+    assert_eq!(
+        flows(&model, &[late_start(2010)], &timing()).len(),
+        0,
+        "10 ms early is within the tolerance itself"
+    );
+    assert_eq!(
+        flows(&model, &[late_start(1994)], &timing()).len(),
+        2,
+        "26 ms early is never excused by a late step"
+    );
+    let next_window = [record(3020, 3500, 1)];
+    let mut real = record(3050, 3500, 1);
+    real.last_packet = model::utc(3050);
+    assert_eq!(
+        flows(&next_window, &[real], &timing()).len(),
+        2,
+        "the step in effect at 3020 ms was on time"
+    );
+}
