@@ -12,7 +12,7 @@ use crate::compare::{Finding, FindingKind};
 /// The world's own lateness during one run, in ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Punctuality {
-    /// The latest a step's work (its packets sent, its control commands answered) was done
+    /// The latest a step's work (its packets sent, its control commands written) was done
     /// after its time on the timeline.
     pub step_late_ms: u64,
     /// The longest the run went without reading its sockets (it reads every 0.5 ms).

@@ -218,7 +218,7 @@ impl World {
             self.run_until(timeline.step_start[k])?;
             self.step(scenario, plan, k, step)?;
             // Measured once the step's work is done (its packets sent, its control commands
-            // answered), which the model takes to be instant; a restart's work is starting a
+            // written), which the model takes to be instant; a restart's work is starting a
             // process, which takes longer by design, and is left out.
             let late = match step {
                 Step::GatewayRestart { .. } => 0,
