@@ -129,8 +129,13 @@ fn agrees(name: &str, run: &RealRun) {
     for disturbed in &run.disturbed_runs {
         eprintln!("`{name}`: played again after {disturbed}");
     }
+    let beyond = if run.worst_offset_ms > TOLERANCE_MS {
+        ", and as much more as its step was late"
+    } else {
+        ""
+    };
     eprintln!(
-        "`{name}`: times within {} ms of the model's (tolerance {TOLERANCE_MS} ms); {}",
+        "`{name}`: times within {} ms of the model's (tolerance {TOLERANCE_MS} ms{beyond}); {}",
         run.worst_offset_ms, run.punctuality
     );
     let findings: Vec<String> = run.findings.iter().map(ToString::to_string).collect();

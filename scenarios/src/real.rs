@@ -84,9 +84,14 @@ pub fn run_scenario(
     }
     println!("the world's own punctuality: {}", run.punctuality);
     if run.findings.is_empty() {
+        let beyond = if run.worst_offset_ms > tolerance_ms {
+            ", and as much more as its step was late"
+        } else {
+            ""
+        };
         println!(
-            "the real world agrees with the model (times within {tolerance_ms} ms; the largest \
-             difference {} ms)",
+            "the real world agrees with the model (times within {tolerance_ms} ms{beyond}; the \
+             largest difference {} ms)",
             run.worst_offset_ms
         );
         return Ok(());
