@@ -68,6 +68,8 @@ pub struct RealRun {
     /// The largest difference, in ms, between a time the real world took (a flow record's, a
     /// delivery's, a link drop's) and the model's: how close to the tolerance the run came.
     pub worst_offset_ms: u64,
+    /// The tolerance the run was judged by ([`RealOptions::tolerance_ms`]).
+    pub tolerance_ms: u64,
     /// How late the world's own machinery ran while the story played.
     pub punctuality: Punctuality,
     /// Earlier plays of the same story that measured a stalled machine rather than the
@@ -78,12 +80,27 @@ pub struct RealRun {
 impl RealRun {
     /// Why this run's findings measure the machine rather than the systems under test
     /// ([`crate::punctuality::disturbed`]); `None` when they stand, or there are none.
-    pub fn disturbed(&self, tolerance_ms: u64) -> Option<String> {
+    pub fn disturbed(&self) -> Option<String> {
         disturbed(
             &self.findings,
             self.worst_offset_ms,
             &self.punctuality,
-            tolerance_ms,
+            self.tolerance_ms,
+        )
+    }
+
+    /// How close the run's times came to the model's, for a run that agrees: its largest
+    /// difference may pass the tolerance only by a late step's allowance
+    /// ([`compare::Timing`]).
+    pub fn how_close(&self) -> String {
+        let beyond = if self.worst_offset_ms > self.tolerance_ms {
+            ", and as much more as its step was late"
+        } else {
+            ""
+        };
+        format!(
+            "times within {} ms of the model's (tolerance {} ms{beyond})",
+            self.worst_offset_ms, self.tolerance_ms
         )
     }
 }
@@ -101,7 +118,7 @@ pub fn run_until_undisturbed(
     let mut disturbed_runs = Vec::new();
     loop {
         let mut run = run(scenario, options)?;
-        match run.disturbed(options.tolerance_ms) {
+        match run.disturbed() {
             Some(why) if (disturbed_runs.len() as u32) + 1 < attempts => {
                 disturbed_runs.push(format!("play {}: {why}", disturbed_runs.len() + 1));
             }
@@ -303,6 +320,7 @@ pub fn run(scenario: &Scenario, options: &RealOptions) -> Result<RealRun, RealEr
         pcap,
         findings,
         worst_offset_ms: timing.worst_ms(),
+        tolerance_ms: options.tolerance_ms,
         punctuality,
         disturbed_runs: Vec::new(),
     })

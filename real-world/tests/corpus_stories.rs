@@ -54,9 +54,9 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// Times within this many ms of the model's count as on time. Runs on a quiet machine land
-/// within 5 ms; a 2-core machine busy with other work once put one ACK 11 ms late, so the
-/// suite allows more than `vpnsim real`'s default of 10 ms.
+/// Times within this many ms of the model's count as on time (`vpnsim real`'s default too).
+/// Runs here land within 1-14 ms; a 2-core machine busy with other work once put one ACK 11 ms
+/// late, and this VM's host takes its CPU away for several ms at a time even when idle.
 const TOLERANCE_MS: u64 = 25;
 
 /// Plays of a story at most: it is played again only while all its findings are about time and
@@ -129,15 +129,7 @@ fn agrees(name: &str, run: &RealRun) {
     for disturbed in &run.disturbed_runs {
         eprintln!("`{name}`: played again after {disturbed}");
     }
-    let beyond = if run.worst_offset_ms > TOLERANCE_MS {
-        ", and as much more as its step was late"
-    } else {
-        ""
-    };
-    eprintln!(
-        "`{name}`: times within {} ms of the model's (tolerance {TOLERANCE_MS} ms{beyond}); {}",
-        run.worst_offset_ms, run.punctuality
-    );
+    eprintln!("`{name}`: {}; {}", run.how_close(), run.punctuality);
     let findings: Vec<String> = run.findings.iter().map(ToString::to_string).collect();
     assert!(
         findings.is_empty(),

@@ -84,22 +84,13 @@ pub fn run_scenario(
     }
     println!("the world's own punctuality: {}", run.punctuality);
     if run.findings.is_empty() {
-        let beyond = if run.worst_offset_ms > tolerance_ms {
-            ", and as much more as its step was late"
-        } else {
-            ""
-        };
-        println!(
-            "the real world agrees with the model (times within {tolerance_ms} ms{beyond}; the \
-             largest difference {} ms)",
-            run.worst_offset_ms
-        );
+        println!("the real world agrees with the model: {}", run.how_close());
         return Ok(());
     }
     for finding in &run.findings {
         println!("FINDING: {finding}");
     }
-    if let Some(why) = run.disturbed(tolerance_ms) {
+    if let Some(why) = run.disturbed() {
         println!(
             "{} disturbed, the last with {why}: the times may say more about this machine than \
              about the systems",
